@@ -1,0 +1,271 @@
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::{Result, invalid};
+
+/// `[ingest]`: what `tributary ingest` reads and how it stages row files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Name of the stream, used in object paths
+    /// (`_tributary/staging/<stream>/<partition>/…`) and in the table's
+    /// watermarks. Letters, digits, `_`, `-` and `.` only. Never rename a stream
+    /// that has data in the lake: its watermarks are stored under this name.
+    pub stream: String,
+    /// Read newline-delimited JSON files (the embedded default source).
+    pub files: Option<FilesSourceConfig>,
+    /// When a micro-batch is closed and staged as a row file.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Messages longer than this many bytes are not decoded; they become
+    /// dead-letter entries with reason `oversized`.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
+    /// At most this many bytes of a rejected message are kept in its
+    /// dead-letter entry (the entry records the full length and the position,
+    /// so the original can always be found in the source).
+    #[serde(default = "default_dead_letter_max_payload_bytes")]
+    pub dead_letter_max_payload_bytes: u64,
+    /// Compression codec of row files: `zstd` (default) or `deflate`.
+    #[serde(default)]
+    pub compression: RowFileCompression,
+    /// How nested messages become flat rows.
+    #[serde(default)]
+    pub flatten: FlattenConfig,
+}
+
+/// `[ingest.files]`: newline-delimited JSON, plain or gzip-compressed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSourceConfig {
+    /// A directory to watch, or `-` for standard input. Every regular file in the
+    /// directory whose name does not start with `.` is a source partition, named
+    /// after the file; names ending in `.gz` are gzip-decompressed.
+    pub path: String,
+    /// How often the directory is listed for new and growing files, in
+    /// milliseconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// A `.gz` file is read only once it has not changed for this long, in
+    /// milliseconds, because a gzip stream cannot be read while it is written.
+    #[serde(default = "default_gz_settle_ms")]
+    pub gz_settle_ms: u64,
+}
+
+/// `[ingest.batch]`: a micro-batch is closed by whichever limit is hit first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most messages in one batch.
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+    /// Most message bytes (before decoding) in one batch.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Longest time a message waits in an open batch, in milliseconds.
+    #[serde(default = "default_max_latency_ms")]
+    pub max_latency_ms: u64,
+}
+
+/// Row-file compression codec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowFileCompression {
+    /// Avro `zstandard` codec.
+    #[default]
+    Zstd,
+    /// Avro `deflate` codec.
+    Deflate,
+}
+
+/// `[ingest.flatten]`: nested messages to flat rows (see the ingest crate's
+/// `flatten` module for the rules).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlattenConfig {
+    /// Dotted path of an array of objects to explode into one row per element,
+    /// e.g. `messages` or `payload.events`. The envelope's other fields are
+    /// copied onto every row; the element's fields become columns prefixed by
+    /// the array path (`messages_level`).
+    pub explode: Option<String>,
+    /// Column (flattened name) holding the record key, e.g. `messages_id`.
+    /// Without it the key is derived from the source position.
+    pub key_field: Option<String>,
+    /// Column (flattened name) holding the event time, an RFC 3339 string or a
+    /// number of milliseconds since the Unix epoch. It gives the `date`
+    /// partition column (UTC). Rows without a usable event time get a null `date`.
+    pub event_time_field: Option<String>,
+    /// Declared column types (flattened name → `boolean`, `long`, `double`,
+    /// `string`, or `list<…>` of one of those). With a declared schema, values
+    /// of another type are dead-lettered instead of widening the column.
+    #[serde(default)]
+    pub schema: BTreeMap<String, ColumnTypeName>,
+    /// With a declared `schema`: whether columns it does not declare are
+    /// inferred (`true`) or make the message a dead letter (`false`, default).
+    #[serde(default)]
+    pub infer_undeclared: bool,
+}
+
+/// A column type as written in configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ColumnTypeName {
+    /// `boolean`
+    #[serde(rename = "boolean")]
+    Boolean,
+    /// `long` (64-bit signed integer)
+    #[serde(rename = "long")]
+    Long,
+    /// `double`
+    #[serde(rename = "double")]
+    Double,
+    /// `string`
+    #[serde(rename = "string")]
+    String,
+    /// `list<boolean>`
+    #[serde(rename = "list<boolean>")]
+    BooleanList,
+    /// `list<long>`
+    #[serde(rename = "list<long>")]
+    LongList,
+    /// `list<double>`
+    #[serde(rename = "list<double>")]
+    DoubleList,
+    /// `list<string>`
+    #[serde(rename = "list<string>")]
+    StringList,
+}
+
+fn default_max_message_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_dead_letter_max_payload_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_poll_interval_ms() -> u64 {
+    500
+}
+fn default_gz_settle_ms() -> u64 {
+    2_000
+}
+fn default_max_records() -> usize {
+    100_000
+}
+fn default_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_max_latency_ms() -> u64 {
+    5_000
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_records: default_max_records(),
+            max_bytes: default_max_bytes(),
+            max_latency_ms: default_max_latency_ms(),
+        }
+    }
+}
+
+/// Column names Tributary adds to every row; flattened columns may not use them.
+pub const RESERVED_COLUMNS: [&str; 4] = ["_key", "_partition", "_position", "date"];
+
+impl IngestConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let stream_ok = !self.stream.is_empty()
+            && self
+                .stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !stream_ok {
+            return Err(invalid(
+                "ingest.stream",
+                &self.stream,
+                "use letters, digits, '_', '-' and '.' only",
+            ));
+        }
+        let Some(files) = &self.files else {
+            return Err(invalid(
+                "ingest.files",
+                "(missing)",
+                "configure a source: [ingest.files]",
+            ));
+        };
+        if files.path.trim().is_empty() {
+            return Err(invalid(
+                "ingest.files.path",
+                &files.path,
+                "must not be empty",
+            ));
+        }
+        if files.poll_interval_ms == 0 {
+            return Err(invalid(
+                "ingest.files.poll_interval_ms",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.batch.max_records == 0 {
+            return Err(invalid("ingest.batch.max_records", 0, "must be at least 1"));
+        }
+        if self.batch.max_bytes == 0 {
+            return Err(invalid("ingest.batch.max_bytes", 0, "must be at least 1"));
+        }
+        if self.max_message_bytes == 0 {
+            return Err(invalid("ingest.max_message_bytes", 0, "must be at least 1"));
+        }
+        if self.batch.max_bytes < self.max_message_bytes {
+            return Err(invalid(
+                "ingest.batch.max_bytes",
+                self.batch.max_bytes,
+                format!(
+                    "must be at least ingest.max_message_bytes ({}), or a message could never fit a batch",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        self.flatten.validate()
+    }
+}
+
+impl FlattenConfig {
+    fn validate(&self) -> Result<()> {
+        if let Some(path) = &self.explode
+            && (path.is_empty() || path.split('.').any(str::is_empty))
+        {
+            return Err(invalid(
+                "ingest.flatten.explode",
+                path,
+                "a dotted path of object keys, e.g. `messages` or `payload.events`",
+            ));
+        }
+        for (key, value) in [
+            ("ingest.flatten.key_field", &self.key_field),
+            ("ingest.flatten.event_time_field", &self.event_time_field),
+        ] {
+            if let Some(column) = value
+                && column.is_empty()
+            {
+                return Err(invalid(key, column, "must not be empty"));
+            }
+        }
+        for column in self.schema.keys() {
+            if RESERVED_COLUMNS.contains(&column.as_str()) {
+                return Err(invalid(
+                    &format!("ingest.flatten.schema.{column}"),
+                    column,
+                    format!("reserved column name; Tributary adds {RESERVED_COLUMNS:?} itself"),
+                ));
+            }
+        }
+        if self.infer_undeclared && self.schema.is_empty() {
+            return Err(invalid(
+                "ingest.flatten.infer_undeclared",
+                true,
+                "only meaningful with a declared ingest.flatten.schema",
+            ));
+        }
+        Ok(())
+    }
+}

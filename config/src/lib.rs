@@ -1,0 +1,83 @@
+//! Tributary's configuration.
+//!
+//! Every Tributary process reads one TOML file ([`Config::load`]). The file is
+//! parsed strictly (unknown keys are errors, so a misspelled key never silently
+//! falls back to a default), then environment variables override keys, then the
+//! whole configuration is validated ([`Config::validate`]) and every error names
+//! the key and the bad value.
+//!
+//! Environment overrides use the prefix `TRIBUTARY_` and `__` between path
+//! segments: `TRIBUTARY_LAKE__TABLE_URI=s3://bucket/tables/app_logs` sets
+//! `lake.table_uri`; `TRIBUTARY_INGEST__BATCH__MAX_RECORDS=5000` sets
+//! `ingest.batch.max_records`. Variables with the prefix but without `__` (such
+//! as `TRIBUTARY_LOG`) are not configuration keys and are ignored here.
+//!
+//! ```
+//! use tributary_config::Config;
+//!
+//! let config = Config::from_toml_str(
+//!     r#"
+//!     [lake]
+//!     table_uri = "/tmp/lake/app_logs"
+//!
+//!     [ingest]
+//!     stream = "app"
+//!     [ingest.files]
+//!     path = "/var/log/app"
+//!     "#,
+//!     std::iter::empty(),
+//! )
+//! .unwrap();
+//! assert_eq!(config.ingest.unwrap().batch.max_records, 100_000);
+//! ```
+#![deny(missing_docs)]
+
+mod compact;
+mod error;
+mod ingest;
+mod lake;
+mod load;
+
+pub use compact::CompactConfig;
+pub use error::{ConfigError, Result};
+pub use ingest::{
+    BatchConfig, ColumnTypeName, FilesSourceConfig, FlattenConfig, IngestConfig, RowFileCompression,
+};
+pub use lake::LakeConfig;
+pub use load::ENV_PREFIX;
+
+use serde::Deserialize;
+
+/// The configuration of one Tributary process.
+///
+/// Sections that a process does not use may be left out; a process checks that
+/// the sections it needs are present (see [`Config::require_ingest`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the table and Tributary's bookkeeping objects live.
+    pub lake: LakeConfig,
+    /// Settings of `tributary ingest`.
+    pub ingest: Option<IngestConfig>,
+    /// Settings of `tributary compact`.
+    #[serde(default)]
+    pub compact: CompactConfig,
+}
+
+impl Config {
+    /// Checks every section, returning the first problem found.
+    pub fn validate(&self) -> Result<()> {
+        self.lake.validate()?;
+        if let Some(ingest) = &self.ingest {
+            ingest.validate()?;
+        }
+        self.compact.validate()
+    }
+
+    /// The `[ingest]` section, or an error naming it when it is missing.
+    pub fn require_ingest(&self) -> Result<&IngestConfig> {
+        self.ingest
+            .as_ref()
+            .ok_or(ConfigError::MissingSection { section: "ingest" })
+    }
+}

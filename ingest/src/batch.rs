@@ -1,0 +1,498 @@
+//! Turning a batch of raw messages into one row file (and its dead letters).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tributary_config::{ColumnTypeName, IngestConfig};
+use tributary_lake::PartitionId;
+use tributary_lake::chain::{META_FIRST_POSITION, META_LAST_POSITION, META_PARTITION, META_STREAM};
+use tributary_lake::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
+
+use crate::flatten::{FlatRow, Flattener};
+use tributary_lake::dead_letter::{self, DeadLetter, Reason};
+
+/// A message read from a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Its position in the source partition (a byte offset for files).
+    pub position: u64,
+    /// Its bytes.
+    pub payload: Vec<u8>,
+}
+
+/// What a source partition yields: a message, or a position it could not
+/// read a message from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceItem {
+    /// A message to decode.
+    Message(Message),
+    /// A message (or the rest of the partition) that cannot be read.
+    Bad(DeadLetter),
+}
+
+impl SourceItem {
+    /// The item's position.
+    pub fn position(&self) -> u64 {
+        match self {
+            SourceItem::Message(m) => m.position,
+            SourceItem::Bad(d) => d.position,
+        }
+    }
+}
+
+/// Column types a stream's rows must respect, and the types inferred so far.
+///
+/// Types come from three places: the declared schema in configuration and the
+/// table's existing columns are *fixed* (a value of another type is a dead
+/// letter); columns seen only in messages are *inferred* and widen by
+/// [`ColumnType::widen`].
+#[derive(Debug, Clone, Default)]
+pub struct ColumnTypes {
+    fixed: HashMap<String, (ColumnType, &'static str)>,
+    inferred: HashMap<String, ColumnType>,
+    reject_unfixed: bool,
+}
+
+impl ColumnTypes {
+    /// Types for `config`: its declared schema, and whether undeclared columns
+    /// are rejected.
+    pub fn from_config(config: &IngestConfig) -> Self {
+        let fixed = config
+            .flatten
+            .schema
+            .iter()
+            .map(|(name, ty)| (name.clone(), (column_type(*ty), "declared")))
+            .collect();
+        Self {
+            fixed,
+            inferred: HashMap::new(),
+            reject_unfixed: !config.flatten.schema.is_empty() && !config.flatten.infer_undeclared,
+        }
+    }
+
+    /// Fixes the type of a column that exists in the table. Declared types win.
+    pub fn fix_table_column(&mut self, name: &str, ty: ColumnType) {
+        self.fixed
+            .entry(name.to_string())
+            .or_insert((ty, "in the table"));
+    }
+
+    /// The type a column has now, if any value or declaration gave it one.
+    pub fn get(&self, name: &str) -> Option<&ColumnType> {
+        self.fixed
+            .get(name)
+            .map(|(t, _)| t)
+            .or_else(|| self.inferred.get(name))
+    }
+
+    /// Checks every value of a message's rows, and only if all pass, records
+    /// the widened types. Returns the reason otherwise.
+    fn admit(&mut self, rows: &[FlatRow]) -> Result<(), String> {
+        let mut widened: Vec<(&str, ColumnType)> = Vec::new();
+        for (name, value) in rows.iter().flatten() {
+            let Some(found) = value.column_type() else {
+                continue;
+            };
+            if let Some((ty, origin)) = self.fixed.get(name) {
+                if !ty.accepts(&found) {
+                    return Err(format!(
+                        "column `{name}` is {ty} ({origin}); the value is {}",
+                        value.kind()
+                    ));
+                }
+                continue;
+            }
+            if self.reject_unfixed {
+                return Err(format!("column `{name}` is not in the declared schema"));
+            }
+            let current = widened
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .or_else(|| self.inferred.get(name));
+            let next = current.map_or_else(|| found.clone(), |t| t.widen(&found));
+            if current != Some(&next) {
+                widened.push((name, next));
+            }
+        }
+        for (name, ty) in widened {
+            self.inferred.insert(name.to_string(), ty);
+        }
+        Ok(())
+    }
+}
+
+fn column_type(name: ColumnTypeName) -> ColumnType {
+    let list = |t| ColumnType::List(Box::new(t));
+    match name {
+        ColumnTypeName::Boolean => ColumnType::Boolean,
+        ColumnTypeName::Long => ColumnType::Long,
+        ColumnTypeName::Double => ColumnType::Double,
+        ColumnTypeName::String => ColumnType::String,
+        ColumnTypeName::BooleanList => list(ColumnType::Boolean),
+        ColumnTypeName::LongList => list(ColumnType::Long),
+        ColumnTypeName::DoubleList => list(ColumnType::Double),
+        ColumnTypeName::StringList => list(ColumnType::String),
+    }
+}
+
+/// Settings a batch needs, prepared once per partition.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    /// The flattener.
+    pub flattener: Flattener,
+    /// Column holding the record key.
+    pub key_field: Option<String>,
+    /// Column holding the event time.
+    pub event_time_field: Option<String>,
+    /// Row-file codec.
+    pub codec: Codec,
+    /// Most payload bytes kept in a dead letter.
+    pub dead_letter_max_payload_bytes: u64,
+}
+
+impl BatchSettings {
+    /// Settings from configuration.
+    pub fn from_config(config: &IngestConfig) -> Self {
+        Self {
+            flattener: Flattener::new(&config.flatten),
+            key_field: config.flatten.key_field.clone(),
+            event_time_field: config.flatten.event_time_field.clone(),
+            codec: match config.compression {
+                tributary_config::RowFileCompression::Zstd => Codec::Zstd,
+                tributary_config::RowFileCompression::Deflate => Codec::Deflate,
+            },
+            dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
+        }
+    }
+}
+
+/// A batch ready to stage.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    /// First position covered.
+    pub first: u64,
+    /// Last position covered.
+    pub last: u64,
+    /// Messages in the batch (good and bad).
+    pub messages: u64,
+    /// Message bytes in the batch.
+    pub message_bytes: u64,
+    /// Rows in the row file.
+    pub rows: u64,
+    /// The row file.
+    pub row_file: Bytes,
+    /// Dead letters, by reason.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The dead-letter file, if there are dead letters.
+    pub dead_letter_file: Option<Bytes>,
+}
+
+/// Decodes, flattens and encodes `items` (in position order, not empty) as one
+/// batch of `partition`. Bad messages become dead letters; only a failure to
+/// encode (a bug, not bad input) is an error.
+pub fn encode_batch(
+    partition: &PartitionId,
+    settings: &BatchSettings,
+    types: &mut ColumnTypes,
+    items: Vec<SourceItem>,
+) -> tributary_lake::Result<EncodedBatch> {
+    let first = items.first().map_or(0, SourceItem::position);
+    let last = items.last().map_or(0, SourceItem::position);
+    let mut builder = RowsBuilder::default();
+    let mut dead_letters = Vec::new();
+    let mut message_bytes = 0;
+    let messages = items.len() as u64;
+    for item in items {
+        match item {
+            SourceItem::Bad(letter) => {
+                message_bytes += letter.payload_bytes;
+                dead_letters.push(letter);
+            }
+            SourceItem::Message(message) => {
+                message_bytes += message.payload.len() as u64;
+                match decode(settings, types, &message.payload) {
+                    Ok(rows) => builder.push_message(partition, settings, message.position, rows),
+                    Err((reason, error)) => dead_letters.push(DeadLetter::new(
+                        message.position,
+                        reason,
+                        error,
+                        &message.payload,
+                        settings.dead_letter_max_payload_bytes,
+                    )),
+                }
+            }
+        }
+    }
+    let rows = builder.rows.len() as u64;
+    let row_file = builder.encode(partition, types, settings.codec, first, last)?;
+    let dead_letter_file = if dead_letters.is_empty() {
+        None
+    } else {
+        Some(dead_letter::encode(
+            partition,
+            first,
+            last,
+            &dead_letters,
+            settings.codec,
+        )?)
+    };
+    Ok(EncodedBatch {
+        first,
+        last,
+        messages,
+        message_bytes,
+        rows,
+        row_file,
+        dead_letters,
+        dead_letter_file,
+    })
+}
+
+fn decode(
+    settings: &BatchSettings,
+    types: &mut ColumnTypes,
+    payload: &[u8],
+) -> Result<Vec<FlatRow>, (Reason, String)> {
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        (
+            Reason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| (Reason::MalformedJson, e.to_string()))?;
+    let rows = settings
+        .flattener
+        .flatten(json)
+        .map_err(|e| (Reason::Flatten, e.to_string()))?;
+    types.admit(&rows).map_err(|e| (Reason::Schema, e))?;
+    Ok(rows)
+}
+
+/// Number of columns every row starts with: `_key`, `_position`, `date`.
+const SYSTEM_COLUMNS: usize = 3;
+
+/// Rows of a batch, one value per batch column, in first-seen column order.
+#[derive(Default)]
+struct RowsBuilder {
+    columns: Vec<String>,
+    index: HashMap<String, usize>,
+    rows: Vec<Vec<Value>>,
+}
+
+impl RowsBuilder {
+    fn push_message(
+        &mut self,
+        partition: &PartitionId,
+        settings: &BatchSettings,
+        position: u64,
+        rows: Vec<FlatRow>,
+    ) {
+        for (i, flat) in rows.into_iter().enumerate() {
+            let field = |name: &Option<String>| {
+                name.as_ref()
+                    .and_then(|n| flat.iter().find(|(c, _)| c == n))
+                    .map(|(_, v)| v)
+            };
+            let key = match field(&settings.key_field) {
+                Some(Value::Null) | None => format!("{partition}/{position}/{i}"),
+                Some(v) => v.to_json_text(),
+            };
+            let date = field(&settings.event_time_field).and_then(event_date);
+            let mut row = vec![Value::Null; SYSTEM_COLUMNS + self.columns.len()];
+            row[0] = Value::String(key);
+            row[1] = Value::Long(position as i64);
+            row[2] = date.map_or(Value::Null, Value::String);
+            for (name, value) in flat {
+                let idx = match self.index.get(&name) {
+                    Some(idx) => *idx,
+                    None => {
+                        self.columns.push(name.clone());
+                        self.index.insert(name, self.columns.len() - 1);
+                        row.push(Value::Null);
+                        self.columns.len() - 1
+                    }
+                };
+                row[SYSTEM_COLUMNS + idx] = value;
+            }
+            self.rows.push(row);
+        }
+    }
+
+    fn encode(
+        self,
+        partition: &PartitionId,
+        types: &ColumnTypes,
+        codec: Codec,
+        first: u64,
+        last: u64,
+    ) -> tributary_lake::Result<Bytes> {
+        // Columns that were null in every row of the batch have no type yet; they
+        // are left out (absent means null), so nulls never fix a column's type.
+        let kept: Vec<(usize, Column)> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                Some((
+                    SYSTEM_COLUMNS + i,
+                    Column::nullable(name.clone(), types.get(name)?.clone()),
+                ))
+            })
+            .collect();
+        let mut columns = vec![
+            Column::required("_key", ColumnType::String),
+            Column::required("_position", ColumnType::Long),
+            Column::nullable("date", ColumnType::String),
+        ];
+        columns.extend(kept.iter().map(|(_, c)| c.clone()));
+        let mut writer = RowFileWriter::new(
+            RowSchema { columns },
+            codec,
+            [
+                (META_STREAM, partition.stream().to_string()),
+                (META_PARTITION, partition.partition().to_string()),
+                (META_FIRST_POSITION, first.to_string()),
+                (META_LAST_POSITION, last.to_string()),
+            ],
+        );
+        let mut out = Vec::with_capacity(SYSTEM_COLUMNS + kept.len());
+        for mut row in self.rows {
+            out.clear();
+            out.extend(row.drain(..SYSTEM_COLUMNS));
+            // `row` now starts at the first data column.
+            out.extend(kept.iter().map(|(i, _)| {
+                row.get_mut(i - SYSTEM_COLUMNS)
+                    .map(std::mem::take)
+                    .unwrap_or(Value::Null)
+            }));
+            writer.append(&out)?;
+        }
+        writer.finish()
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of an event time: an RFC 3339 string, or milliseconds
+/// since the Unix epoch as a number.
+fn event_date(value: &Value) -> Option<String> {
+    let time: DateTime<Utc> = match value {
+        Value::String(s) => DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc),
+        Value::Long(ms) => DateTime::from_timestamp_millis(*ms)?,
+        Value::Double(ms) if ms.is_finite() => DateTime::from_timestamp_millis(*ms as i64)?,
+        _ => return None,
+    };
+    Some(time.format("%Y-%m-%d").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_config::FlattenConfig;
+    use tributary_lake::rowfile::RowFile;
+
+    fn settings() -> BatchSettings {
+        BatchSettings {
+            flattener: Flattener::new(&FlattenConfig {
+                explode: Some("messages".into()),
+                ..Default::default()
+            }),
+            key_field: Some("messages_id".into()),
+            event_time_field: Some("messages_ts".into()),
+            codec: Codec::Zstd,
+            dead_letter_max_payload_bytes: 4,
+        }
+    }
+
+    fn msg(position: u64, text: &[u8]) -> SourceItem {
+        SourceItem::Message(Message {
+            position,
+            payload: text.to_vec(),
+        })
+    }
+
+    #[test]
+    fn batch_rows_types_and_dead_letters() {
+        let p = PartitionId::new("s", "f");
+        let mut types = ColumnTypes::default();
+        let items = vec![
+            msg(0, br#"{"host":"a","messages":[{"id":"k1","ts":"2026-11-22T10:00:00Z","n":1},{"ts":1700000000000,"n":"x"}]}"#),
+            msg(10, b"{not json"),
+            msg(20, b"\xff\xfe"),
+            msg(30, br#"{"host":{"x":1},"host_x":2}"#),
+        ];
+        let batch = encode_batch(&p, &settings(), &mut types, items).unwrap();
+        assert_eq!(
+            (batch.first, batch.last, batch.messages, batch.rows),
+            (0, 30, 4, 2)
+        );
+        let reasons: Vec<_> = batch
+            .dead_letters
+            .iter()
+            .map(|d| (d.position, d.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (10, Reason::MalformedJson),
+                (20, Reason::InvalidUtf8),
+                (30, Reason::Flatten)
+            ]
+        );
+        assert_eq!(batch.dead_letters[0].payload, b"{not".to_vec());
+        assert_eq!(batch.dead_letters[0].payload_bytes, 9);
+
+        let file = RowFile::decode(&batch.row_file, "t").unwrap();
+        let names: Vec<_> = file
+            .schema
+            .columns
+            .iter()
+            .map(|c| format!("{}:{}", c.name, c.ty))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "_key:string",
+                "_position:long",
+                "date:string",
+                "host:string",
+                "messages_id:string",
+                "messages_ts:string",
+                "messages_n:string"
+            ]
+        );
+        assert_eq!(file.rows[0][0], Value::String("k1".into()));
+        assert_eq!(file.rows[1][0], Value::String("s/f/0/1".into()));
+        assert_eq!(file.rows[0][2], Value::String("2026-11-22".into()));
+        assert_eq!(file.rows[1][2], Value::String("2023-11-14".into()));
+        // `n` widened from long to string within the batch; the long is written as text.
+        assert_eq!(file.rows[0][6], Value::String("1".into()));
+        assert_eq!(file.metadata_str(META_LAST_POSITION), Some("30"));
+    }
+
+    #[test]
+    fn fixed_types_reject_values_and_leave_no_partial_widening() {
+        let p = PartitionId::new("s", "f");
+        let mut types = ColumnTypes::default();
+        types.fix_table_column("messages_n", ColumnType::Long);
+        let items = vec![
+            msg(0, br#"{"new":1,"messages":[{"n":1},{"n":"x"}]}"#),
+            msg(5, br#"{"messages":[{"n":2.5}]}"#),
+        ];
+        let batch = encode_batch(&p, &settings(), &mut types, items).unwrap();
+        assert_eq!(batch.rows, 0);
+        assert_eq!(batch.dead_letters.len(), 2);
+        assert!(
+            batch.dead_letters[0]
+                .error
+                .contains("column `messages_n` is long (in the table); the value is a string")
+        );
+        assert_eq!(
+            types.get("new"),
+            None,
+            "a rejected message must not widen types"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+use std::path::PathBuf;
+
+/// Errors that stop ingestion (bad messages never do: they are dead letters).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lake could not be read or written.
+    #[error(transparent)]
+    Lake(#[from] tributary_lake::Error),
+    /// A source could not be read.
+    #[error("cannot read source {path}")]
+    Source {
+        /// The file or directory (`-` for stdin).
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker task failed.
+    #[error("ingest worker for {partition} stopped unexpectedly")]
+    Worker {
+        /// The partition it served.
+        partition: String,
+        /// The task's failure.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

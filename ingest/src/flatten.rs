@@ -1,0 +1,418 @@
+//! Nested JSON messages to flat rows.
+//!
+//! The rules, in order:
+//!
+//! 1. A message is a JSON object; anything else is rejected.
+//! 2. Object keys become column names: characters outside `[A-Za-z0-9_]`
+//!    become `_`, a leading digit gets a `_` prefix, an empty key becomes `_`.
+//!    Nested objects join their path with `_`: `{"http": {"status": 200}}` is
+//!    column `http_status`.
+//! 3. The configured explode path (e.g. `messages`) must hold an array; each
+//!    element becomes one row whose columns are the element's fields, prefixed
+//!    by the path (`messages_level`), plus a copy of every envelope field. An
+//!    element that is not an object becomes the single column named by the path.
+//!    An empty or missing array yields one row of envelope fields, so no
+//!    envelope is ever lost.
+//! 4. An array of scalars (and nulls) becomes a list column. Any other array
+//!    (of objects, of arrays, or off the explode path) becomes a string column
+//!    holding the array's JSON text.
+//! 5. `null` is a value (the column is null in that row); an empty object
+//!    contributes no column.
+//! 6. Two fields that map to the same column name (`{"a_b": 1, "a": {"b": 2}}`),
+//!    or a field that maps to a column Tributary reserves (`_key`, `_position`,
+//!    `_partition`, `date`), make the message an error: it is dead-lettered,
+//!    never silently merged.
+
+use serde_json::Value as Json;
+use tributary_config::FlattenConfig;
+use tributary_lake::rowfile::Value;
+
+/// Columns Tributary adds to every row.
+pub const RESERVED: [&str; 4] = ["_key", "_partition", "_position", "date"];
+
+/// A flat row: column names and values, in the order fields appeared.
+pub type FlatRow = Vec<(String, Value)>;
+
+/// Why a message could not be flattened.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlattenError {
+    /// The message is JSON but not an object.
+    #[error("message is {found}, not a JSON object")]
+    NotAnObject {
+        /// What it is.
+        found: &'static str,
+    },
+    /// Two fields map to one column name.
+    #[error("two fields map to column `{column}`")]
+    ColumnCollision {
+        /// The column.
+        column: String,
+    },
+    /// A field maps to a reserved column name.
+    #[error("field maps to reserved column `{column}`")]
+    ReservedColumn {
+        /// The column.
+        column: String,
+    },
+}
+
+/// Flattens messages by the rules of this module.
+#[derive(Debug, Clone, Default)]
+pub struct Flattener {
+    /// The explode path's keys, e.g. `["messages"]`.
+    explode: Vec<String>,
+}
+
+impl Flattener {
+    /// A flattener for `config`.
+    pub fn new(config: &FlattenConfig) -> Self {
+        Self {
+            explode: config
+                .explode
+                .as_deref()
+                .map(|p| p.split('.').map(str::to_string).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The rows of one message.
+    pub fn flatten(&self, message: Json) -> Result<Vec<FlatRow>, FlattenError> {
+        let Json::Object(object) = message else {
+            return Err(FlattenError::NotAnObject {
+                found: json_kind(&message),
+            });
+        };
+        let mut envelope = FlatRow::new();
+        let mut exploded: Option<(String, Vec<Json>)> = None;
+        self.walk_object(object, &mut String::new(), 0, &mut envelope, &mut exploded);
+
+        let rows = match exploded {
+            None => vec![envelope],
+            Some((_, elements)) if elements.is_empty() => vec![envelope],
+            Some((prefix, elements)) => elements
+                .into_iter()
+                .map(|element| {
+                    let mut row = envelope.clone();
+                    match element {
+                        Json::Object(fields) => {
+                            let mut path = prefix.clone();
+                            walk_plain(fields, &mut path, &mut row);
+                        }
+                        scalar => push_leaf(&prefix, scalar, &mut row),
+                    }
+                    row
+                })
+                .collect(),
+        };
+        for row in &rows {
+            check_names(row)?;
+        }
+        Ok(rows)
+    }
+
+    /// Walks an object that may contain the explode path at `depth`.
+    fn walk_object(
+        &self,
+        object: serde_json::Map<String, Json>,
+        path: &mut String,
+        depth: usize,
+        row: &mut FlatRow,
+        exploded: &mut Option<(String, Vec<Json>)>,
+    ) {
+        for (key, value) in object {
+            let on_path = self.explode.get(depth) == Some(&key);
+            let len = path.len();
+            push_segment(path, &key);
+            match value {
+                Json::Array(elements) if on_path && depth + 1 == self.explode.len() => {
+                    *exploded = Some((path.clone(), elements));
+                }
+                Json::Object(inner) if on_path => {
+                    self.walk_object(inner, path, depth + 1, row, exploded)
+                }
+                other => walk_value(other, path, row),
+            }
+            path.truncate(len);
+        }
+    }
+}
+
+fn walk_plain(object: serde_json::Map<String, Json>, path: &mut String, row: &mut FlatRow) {
+    for (key, value) in object {
+        let len = path.len();
+        push_segment(path, &key);
+        walk_value(value, path, row);
+        path.truncate(len);
+    }
+}
+
+fn walk_value(value: Json, path: &mut String, row: &mut FlatRow) {
+    match value {
+        Json::Object(inner) => walk_plain(inner, path, row),
+        other => push_leaf(path, other, row),
+    }
+}
+
+fn push_leaf(column: &str, value: Json, row: &mut FlatRow) {
+    let value = match value {
+        Json::Array(items) if items.iter().all(is_scalar) => {
+            Value::List(items.into_iter().map(scalar).collect())
+        }
+        array @ Json::Array(_) => Value::String(array.to_string()),
+        other => scalar(other),
+    };
+    row.push((column.to_string(), value));
+}
+
+fn is_scalar(v: &Json) -> bool {
+    !matches!(v, Json::Array(_) | Json::Object(_))
+}
+
+/// A JSON scalar as a value: integers that fit `i64` are longs, other numbers
+/// doubles (so `u64` values above `i64::MAX` lose precision, as in Spark).
+fn scalar(v: Json) -> Value {
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Boolean(b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Long(i),
+            None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::String(s),
+        other => Value::String(other.to_string()),
+    }
+}
+
+/// Appends `key`, sanitized, to the column path.
+fn push_segment(path: &mut String, key: &str) {
+    if !path.is_empty() {
+        path.push('_');
+    }
+    if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) {
+        path.push('_');
+    }
+    path.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+}
+
+fn check_names(row: &FlatRow) -> Result<(), FlattenError> {
+    let mut seen = std::collections::HashSet::with_capacity(row.len());
+    for (name, _) in row {
+        if RESERVED.contains(&name.as_str()) {
+            return Err(FlattenError::ReservedColumn {
+                column: name.clone(),
+            });
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(FlattenError::ColumnCollision {
+                column: name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn json_kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn flattener(explode: Option<&str>) -> Flattener {
+        Flattener::new(&FlattenConfig {
+            explode: explode.map(str::to_string),
+            ..FlattenConfig::default()
+        })
+    }
+
+    fn cols(row: &FlatRow) -> Vec<&str> {
+        row.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn nested_objects_join_with_underscores() {
+        let rows = flattener(None)
+            .flatten(
+                json!({"a": {"b": {"c": 1}}, "http-status": 200, "9x": true, "tags": ["x", null]}),
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(cols(&rows[0]), vec!["_9x", "a_b_c", "http_status", "tags"]);
+        assert_eq!(
+            rows[0][3].1,
+            Value::List(vec![Value::String("x".into()), Value::Null])
+        );
+    }
+
+    #[test]
+    fn explode_copies_envelope_onto_each_row() {
+        let rows = flattener(Some("messages"))
+            .flatten(json!({
+                "host": "h1",
+                "messages": [{"level": "INFO", "user": {"id": 7}}, {"level": "WARN"}, "bare"],
+            }))
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            cols(&rows[0]),
+            vec!["host", "messages_level", "messages_user_id"]
+        );
+        assert_eq!(
+            rows[1],
+            vec![
+                ("host".into(), Value::String("h1".into())),
+                ("messages_level".into(), Value::String("WARN".into()))
+            ]
+        );
+        assert_eq!(
+            rows[2][1],
+            ("messages".into(), Value::String("bare".into()))
+        );
+    }
+
+    #[test]
+    fn nested_explode_path_and_empty_array_keep_the_envelope() {
+        let f = flattener(Some("payload.events"));
+        let rows = f
+            .flatten(json!({"id": 1, "payload": {"kind": "k", "events": [{"x": 1}, {"x": 2}]}}))
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            cols(&rows[1]),
+            vec!["id", "payload_kind", "payload_events_x"]
+        );
+        let rows = f
+            .flatten(json!({"id": 1, "payload": {"events": []}}))
+            .unwrap();
+        assert_eq!(rows, vec![vec![("id".to_string(), Value::Long(1))]]);
+    }
+
+    #[test]
+    fn arrays_of_objects_off_the_path_become_json_text() {
+        let rows = flattener(None).flatten(json!({"a": [{"b": 1}]})).unwrap();
+        assert_eq!(
+            rows[0],
+            vec![("a".into(), Value::String(r#"[{"b":1}]"#.into()))]
+        );
+    }
+
+    #[test]
+    fn collisions_and_reserved_names_are_errors() {
+        let err = flattener(None)
+            .flatten(json!({"a_b": 1, "a": {"b": 2}}))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            FlattenError::ColumnCollision {
+                column: "a_b".into()
+            }
+        );
+        let err = flattener(None)
+            .flatten(json!({"date": "2026-01-01"}))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            FlattenError::ReservedColumn {
+                column: "date".into()
+            }
+        );
+        let err = flattener(None).flatten(json!([1])).unwrap_err();
+        assert_eq!(err, FlattenError::NotAnObject { found: "an array" });
+    }
+
+    /// Random nested JSON whose leaves are unique markers `<n>`, keys from a
+    /// small alphabet with characters that need sanitizing.
+    fn arb_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            Just(json!("LEAF")),
+            Just(json!(1)),
+            Just(json!(true))
+        ];
+        leaf.prop_recursive(4, 48, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+                proptest::collection::btree_map("[a-c.-]{1,2}", inner, 0..4)
+                    .prop_map(|m| Json::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Replaces every "LEAF" string with a unique marker; returns how many.
+    fn number_leaves(v: &mut Json, next: &mut usize) {
+        match v {
+            Json::String(s) => {
+                *s = format!("<{next}>");
+                *next += 1;
+            }
+            Json::Array(items) => items.iter_mut().for_each(|i| number_leaves(i, next)),
+            Json::Object(m) => m.values_mut().for_each(|i| number_leaves(i, next)),
+            _ => {}
+        }
+    }
+
+    fn count_in(value: &Value, marker: &str) -> usize {
+        match value {
+            Value::String(s) => s.matches(marker).count(),
+            Value::List(items) => items.iter().map(|i| count_in(i, marker)).sum(),
+            _ => 0,
+        }
+    }
+
+    proptest! {
+        /// No panic, and every leaf lands in exactly one column of one row —
+        /// except envelope leaves under explode, which land once in every row.
+        #[test]
+        fn every_leaf_lands_exactly_once(mut body in arb_json(), messages in proptest::collection::vec(arb_json(), 0..4)) {
+            let mut next = 0;
+            number_leaves(&mut body, &mut next);
+            let envelope_leaves = next;
+            let mut messages = Json::Array(messages);
+            number_leaves(&mut messages, &mut next);
+            let mut message = json!({"body": body});
+            message["messages"] = messages.clone();
+
+            let rows = match flattener(Some("messages")).flatten(message) {
+                Ok(rows) => rows,
+                // Sanitizing `a.` and `a-` to `a_` makes collisions possible;
+                // they must be reported, and nothing else may fail.
+                Err(FlattenError::ColumnCollision { .. }) => return Ok(()),
+                Err(e) => return Err(TestCaseError::fail(e.to_string())),
+            };
+            let exploded = messages.as_array().map_or(0, Vec::len);
+            prop_assert_eq!(rows.len(), exploded.max(1));
+            for leaf in 0..next {
+                let marker = format!("<{leaf}>");
+                let per_row: Vec<usize> = rows.iter().map(|r| {
+                    r.iter().map(|(_, v)| count_in(v, &marker)).sum::<usize>()
+                }).collect();
+                let in_columns: Vec<usize> = rows.iter().map(|r| {
+                    r.iter().filter(|(_, v)| count_in(v, &marker) > 0).count()
+                }).collect();
+                if leaf < envelope_leaves {
+                    prop_assert!(per_row.iter().all(|n| *n == 1), "envelope leaf {} per row {:?}", leaf, per_row);
+                } else {
+                    prop_assert_eq!(per_row.iter().sum::<usize>(), 1, "element leaf {}", leaf);
+                }
+                prop_assert!(in_columns.iter().all(|n| *n <= 1));
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! `tributary ingest`: read messages from a source, decode and flatten them
+//! into rows, and stage them as row files on the lake's position chain.
+//!
+//! * [`run`] is the run loop most users want: give it the `[ingest]`
+//!   configuration and a [`Lake`](tributary_lake::Lake).
+//! * [`flatten`] turns nested JSON into flat rows (the rules are documented there).
+//! * [`batch`] turns a batch of raw messages into one row file plus dead letters.
+//! * [`source`] reads partitions: files in a directory, or stdin.
+//! * [`dead_letter`] records every message that could not become a row, with
+//!   its reason and position.
+#![deny(missing_docs)]
+
+pub mod batch;
+pub use tributary_lake::dead_letter;
+mod error;
+pub mod flatten;
+pub mod run;
+pub mod source;
+
+pub use error::{Error, Result};
+pub use run::{IngestSnapshot, IngestStats, Mode, run};

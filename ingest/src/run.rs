@@ -1,0 +1,339 @@
+//! The ingest run loop: discover partitions, resume each from the lake, read
+//! batches, encode them off the reactor, stage them on the chain.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+use tokio::sync::watch;
+use tributary_config::IngestConfig;
+use tributary_lake::chain::{self, StageOutcome};
+use tributary_lake::{Lake, PartitionId, columns};
+
+use crate::batch::{BatchSettings, ColumnTypes, EncodedBatch, encode_batch};
+use crate::error::{Error, Result};
+use crate::source::{FilePartition, PartitionRead, ReadLimits, StdinPartition, list_files};
+use tributary_lake::dead_letter::{self, DeadLetter, Reason};
+
+/// Whether ingest follows its sources or stops once they are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep watching for new data until shut down.
+    Follow,
+    /// Read what is there now (every file counts as complete), stage it, stop.
+    Once,
+}
+
+/// Counters of one ingest process, updated once per batch.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    messages: AtomicU64,
+    message_bytes: AtomicU64,
+    rows: AtomicU64,
+    row_files: AtomicU64,
+    row_file_bytes: AtomicU64,
+    dead_letters: AtomicU64,
+    dropped_batches: AtomicU64,
+}
+
+/// A copy of [`IngestStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestSnapshot {
+    /// Messages read (good and bad).
+    pub messages: u64,
+    /// Bytes of those messages.
+    pub message_bytes: u64,
+    /// Rows staged.
+    pub rows: u64,
+    /// Row files staged.
+    pub row_files: u64,
+    /// Bytes of row files staged.
+    pub row_file_bytes: u64,
+    /// Messages dead-lettered.
+    pub dead_letters: u64,
+    /// Batches dropped because another writer had staged them already.
+    pub dropped_batches: u64,
+}
+
+impl IngestStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> IngestSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        IngestSnapshot {
+            messages: get(&self.messages),
+            message_bytes: get(&self.message_bytes),
+            rows: get(&self.rows),
+            row_files: get(&self.row_files),
+            row_file_bytes: get(&self.row_file_bytes),
+            dead_letters: get(&self.dead_letters),
+            dropped_batches: get(&self.dropped_batches),
+        }
+    }
+
+    fn record(&self, batch: &EncodedBatch, outcome: StageOutcome) {
+        let add = |c: &AtomicU64, n: u64| c.fetch_add(n, Ordering::Relaxed);
+        match outcome {
+            StageOutcome::Staged => {
+                add(&self.messages, batch.messages);
+                add(&self.message_bytes, batch.message_bytes);
+                add(&self.rows, batch.rows);
+                add(&self.row_files, 1);
+                add(&self.row_file_bytes, batch.row_file.len() as u64);
+                add(&self.dead_letters, batch.dead_letters.len() as u64);
+            }
+            StageOutcome::AlreadyStaged { .. } => {
+                add(&self.dropped_batches, 1);
+            }
+        }
+    }
+}
+
+/// What every partition worker shares.
+struct Context {
+    lake: Lake,
+    settings: BatchSettings,
+    limits: ReadLimits,
+    stats: Arc<IngestStats>,
+}
+
+/// Runs ingest for `config` into `lake` until the sources are read (`Mode::Once`)
+/// or `shutdown` turns true. Counters go to `stats`.
+pub async fn run(
+    config: &IngestConfig,
+    lake: &Lake,
+    mode: Mode,
+    mut shutdown: watch::Receiver<bool>,
+    stats: Arc<IngestStats>,
+) -> Result<()> {
+    let files = config.files.as_ref().ok_or_else(|| Error::Source {
+        path: PathBuf::from("(no [ingest.files] section)"),
+        source: std::io::Error::other("no source configured"),
+    })?;
+    let table = lake.load_table().await?;
+    let mut types = ColumnTypes::from_config(config);
+    if let Some(table) = &table {
+        for (name, ty) in columns::table_columns(table)? {
+            types.fix_table_column(&name, ty);
+        }
+    }
+    let ctx = Context {
+        lake: lake.clone(),
+        settings: BatchSettings::from_config(config),
+        limits: ReadLimits {
+            max_records: config.batch.max_records,
+            max_bytes: config.batch.max_bytes,
+            max_latency: Duration::from_millis(config.batch.max_latency_ms),
+            max_message_bytes: config.max_message_bytes,
+            dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
+            settle: match mode {
+                Mode::Once => Duration::ZERO,
+                Mode::Follow => Duration::from_millis(files.gz_settle_ms),
+            },
+        },
+        stats,
+    };
+    let poll = Duration::from_millis(files.poll_interval_ms);
+    let resume = |id: PartitionId| {
+        let lake = lake.clone();
+        let table = table.clone();
+        async move {
+            let watermark = lake.watermark(table.as_ref(), &id).await?;
+            Ok::<_, Error>(chain::resume_after(lake.store().as_ref(), &id, watermark).await?)
+        }
+    };
+
+    if files.path == "-" {
+        let id = PartitionId::new(&config.stream, "stdin");
+        let mut stdin = StdinPartition::spawn(&config.stream, resume(id).await?, &ctx.limits);
+        while !stdin.is_finished() && !*shutdown.borrow() {
+            let (returned, read) = blocking(stdin.id().clone(), {
+                let limits = ctx.limits;
+                move || {
+                    let read = stdin.read(&limits, poll);
+                    (stdin, read)
+                }
+            })
+            .await?;
+            stdin = returned;
+            let read = read.map_err(|source| Error::Source {
+                path: PathBuf::from("-"),
+                source,
+            })?;
+            if !read.items.is_empty() {
+                let id = stdin.id().clone();
+                (types, _) = stage_read(&ctx, &id, types, read).await?;
+            }
+        }
+        return Ok(());
+    }
+
+    let dir = Path::new(&files.path);
+    let mut partitions: BTreeMap<String, (FilePartition, ColumnTypes)> = BTreeMap::new();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    loop {
+        let listed = list_files(dir).map_err(|source| Error::Source {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for (name, path) in listed {
+            if !partitions.contains_key(&name) {
+                let id = PartitionId::new(&config.stream, &name);
+                let after = resume(id).await?;
+                partitions.insert(
+                    name.clone(),
+                    (
+                        FilePartition::new(&config.stream, &name, path, after),
+                        types.clone(),
+                    ),
+                );
+            }
+        }
+        let open: Vec<_> = std::mem::take(&mut partitions)
+            .into_iter()
+            .filter_map(|(name, (part, types))| {
+                if part.is_finished() {
+                    partitions.insert(name, (part, types));
+                    None
+                } else {
+                    Some((name, part, types))
+                }
+            })
+            .collect();
+        let ctx = &ctx;
+        let shutdown_rx = shutdown.clone();
+        let results: Vec<_> = futures::stream::iter(open)
+            .map(|(name, part, types)| {
+                let shutdown = shutdown_rx.clone();
+                async move { (name, drain_partition(ctx, part, types, &shutdown).await) }
+            })
+            .buffer_unordered(workers)
+            .collect()
+            .await;
+        let mut read_any = false;
+        for (name, result) in results {
+            let (part, types, read) = result?;
+            read_any |= read;
+            partitions.insert(name, (part, types));
+        }
+        if *shutdown.borrow() || (mode == Mode::Once && !read_any) {
+            return Ok(());
+        }
+        if !read_any {
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// Reads and stages batches of one file until it has nothing more right now.
+/// Returns the partition, its column types, and whether anything was read.
+async fn drain_partition(
+    ctx: &Context,
+    mut part: FilePartition,
+    mut types: ColumnTypes,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(FilePartition, ColumnTypes, bool)> {
+    let mut read_any = false;
+    while !*shutdown.borrow() {
+        let limits = ctx.limits;
+        let (returned, read) = blocking(part.id().clone(), move || {
+            let read = part.read(&limits);
+            (part, read)
+        })
+        .await?;
+        part = returned;
+        let read = read.map_err(|source| Error::Source {
+            path: PathBuf::from(part.id().partition()),
+            source,
+        })?;
+        if read.empty_file {
+            record_empty_file(ctx, part.id()).await?;
+        }
+        if read.items.is_empty() {
+            break;
+        }
+        read_any = true;
+        let id = part.id().clone();
+        let end = read.end;
+        let (returned_types, outcome) = stage_read(ctx, &id, types, read).await?;
+        types = returned_types;
+        match outcome {
+            StageOutcome::Staged => part.committed(end),
+            StageOutcome::AlreadyStaged { existing_last } => part.resume_after(existing_last),
+        }
+    }
+    Ok((part, types, read_any))
+}
+
+/// Encodes a read off the reactor and stages it: dead letters first, then the
+/// row file (the commit point).
+async fn stage_read(
+    ctx: &Context,
+    id: &PartitionId,
+    types: ColumnTypes,
+    read: PartitionRead,
+) -> Result<(ColumnTypes, StageOutcome)> {
+    let settings = ctx.settings.clone();
+    let task_id = id.clone();
+    let (types, batch) = blocking(id.clone(), move || {
+        let mut types = types;
+        let batch = encode_batch(&task_id, &settings, &mut types, read.items);
+        (types, batch)
+    })
+    .await?;
+    let batch = batch?;
+    let store = ctx.lake.store();
+    if let Some(file) = &batch.dead_letter_file {
+        let path = id.dead_letter_file(batch.first);
+        store
+            .put(&path, file.clone().into())
+            .await
+            .map_err(|e| tributary_lake::Error::store(&path, e))?;
+    }
+    let outcome = chain::stage(store.as_ref(), id, batch.first, batch.row_file.clone()).await?;
+    ctx.stats.record(&batch, outcome);
+    match outcome {
+        StageOutcome::Staged => tracing::debug!(
+            partition = %id, first = batch.first, last = batch.last, rows = batch.rows,
+            dead_letters = batch.dead_letters.len(), "staged row file"
+        ),
+        StageOutcome::AlreadyStaged { existing_last } => tracing::info!(
+            partition = %id, first = batch.first, existing_last,
+            "batch already staged by another writer; dropped it and continuing after the existing file"
+        ),
+    }
+    Ok((types, outcome))
+}
+
+async fn record_empty_file(ctx: &Context, id: &PartitionId) -> Result<()> {
+    let letter = DeadLetter::new(0, Reason::EmptyFile, "file is empty", &[], 0);
+    let file = dead_letter::encode(id, 0, 0, std::slice::from_ref(&letter), ctx.settings.codec)?;
+    let path = id.dead_letter_file(0);
+    ctx.lake
+        .store()
+        .put(&path, file.into())
+        .await
+        .map_err(|e| tributary_lake::Error::store(&path, e))?;
+    ctx.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(partition = %id, "empty file recorded as a dead letter");
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    partition: PartitionId,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| Error::Worker {
+            partition: partition.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,55 @@
+//! Row-file column types as Arrow types, and the columns of a Delta table.
+
+use std::sync::Arc;
+
+use deltalake::DeltaTable;
+use deltalake::arrow::datatypes::{DataType, Field};
+
+use crate::error::Result;
+use crate::rowfile::ColumnType;
+
+/// The Arrow type of a column type (lists hold nullable items named `element`,
+/// as Delta and Parquet expect).
+pub fn arrow_type(ty: &ColumnType) -> DataType {
+    match ty {
+        ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Long => DataType::Int64,
+        ColumnType::Double => DataType::Float64,
+        ColumnType::String => DataType::Utf8,
+        ColumnType::Bytes => DataType::Binary,
+        ColumnType::List(item) => {
+            DataType::List(Arc::new(Field::new("element", arrow_type(item), true)))
+        }
+    }
+}
+
+/// The column type of an Arrow type, for the types Tributary writes (and the
+/// integer, float and string variants other writers use); `None` otherwise.
+pub fn column_type(ty: &DataType) -> Option<ColumnType> {
+    Some(match ty {
+        DataType::Boolean => ColumnType::Boolean,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => ColumnType::Long,
+        DataType::Float32 | DataType::Float64 => ColumnType::Double,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::String,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ColumnType::Bytes,
+        DataType::List(f) | DataType::LargeList(f) => {
+            ColumnType::List(Box::new(column_type(f.data_type())?))
+        }
+        _ => return None,
+    })
+}
+
+/// The table's columns with a type Tributary can write (others are left to
+/// their writers and never touched).
+pub fn table_columns(table: &DeltaTable) -> Result<Vec<(String, ColumnType)>> {
+    let snapshot = table.snapshot().map_err(|e| crate::Error::Delta {
+        url: table.table_url().to_string(),
+        source: Box::new(e),
+    })?;
+    let schema = snapshot.snapshot().arrow_schema();
+    Ok(schema
+        .fields()
+        .iter()
+        .filter_map(|f| Some((f.name().clone(), column_type(f.data_type())?)))
+        .collect())
+}

@@ -1,0 +1,80 @@
+use object_store::path::Path;
+
+/// Errors of the lake crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The table location is not usable.
+    #[error("invalid table location {uri:?}: {reason}")]
+    TableLocation {
+        /// The configured `lake.table_uri`.
+        uri: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// An object store operation failed.
+    #[error("object store operation on {path} failed")]
+    Store {
+        /// The object.
+        path: Path,
+        /// The store's error.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// A row file is not a valid Avro object container file of the shape
+    /// Tributary writes.
+    #[error("corrupt row file {path}: {reason}")]
+    CorruptRowFile {
+        /// The object, or `<memory>` for bytes not yet stored.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value cannot be written to a column of the given type.
+    #[error("column `{column}` is {expected}; cannot write {found}")]
+    ValueType {
+        /// The column.
+        column: String,
+        /// Its type.
+        expected: String,
+        /// The kind of value offered.
+        found: &'static str,
+    },
+    /// A row-file block could not be compressed or decompressed.
+    #[error("row file codec {codec} failed")]
+    Codec {
+        /// The codec name.
+        codec: &'static str,
+        /// The codec's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Delta table could not be read.
+    #[error("cannot read the Delta table at {url}")]
+    Delta {
+        /// The table URL.
+        url: String,
+        /// The delta-rs error.
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an object store error with the path it concerns.
+    pub fn store(path: &Path, source: object_store::Error) -> Self {
+        Error::Store {
+            path: path.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether this error means the object already exists (a create-only
+    /// write lost the race).
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Error::Store { source, .. } if matches!(**source, object_store::Error::AlreadyExists { .. }))
+    }
+}
