@@ -459,8 +459,8 @@ mod tests {
                 "date:string",
                 "host:string",
                 "messages_id:string",
-                "messages_ts:string",
-                "messages_n:string"
+                "messages_n:string",
+                "messages_ts:string"
             ]
         );
         assert_eq!(file.rows[0][0], Value::String("k1".into()));
@@ -468,7 +468,7 @@ mod tests {
         assert_eq!(file.rows[0][2], Value::String("2026-11-22".into()));
         assert_eq!(file.rows[1][2], Value::String("2023-11-14".into()));
         // `n` widened from long to string within the batch; the long is written as text.
-        assert_eq!(file.rows[0][6], Value::String("1".into()));
+        assert_eq!(file.rows[0][5], Value::String("1".into()));
         assert_eq!(file.metadata_str(META_LAST_POSITION), Some("30"));
     }
 

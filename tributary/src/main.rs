@@ -156,11 +156,12 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 fn init_tracing(quiet: bool) {
     use std::io::IsTerminal;
     // delta-kernel logs an ERROR when it looks for a table that does not exist
-    // yet, which is the normal first start; that one logger is silenced.
+    // yet, which is the normal first start, and much detail at INFO; both are
+    // kept out of the default.
     let default = if quiet {
-        "warn,buoyant_kernel::snapshot::builder=off"
+        "warn,buoyant_kernel=off"
     } else {
-        "info,buoyant_kernel::snapshot::builder=off"
+        "info,buoyant_kernel=warn,buoyant_kernel::snapshot::builder=off,deltalake_core=warn"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

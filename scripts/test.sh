@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace, installing what the tests need.
+#
+#   scripts/test.sh
+#
+# Build artifacts and test tools are cached outside the checkout, so a second
+# run is fast and a clean clone reuses them:
+#   CARGO_TARGET_DIR   (default ~/.cache/tributary/target)
+#   TRIBUTARY_TESTBED  (default ~/.cache/tributary-testbed): the Python
+#                      virtualenv with deltalake, pyarrow, fastavro.
+# Everything is built once, in the release profile that the quickstart uses.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
+TESTBED="${TRIBUTARY_TESTBED:-$HOME/.cache/tributary-testbed}"
+mkdir -p "$TESTBED"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Python test tools in $TESTBED/venv"
+PY="$TESTBED/venv/bin/python"
+PY_PACKAGES=(deltalake==1.6.6 pyarrow==26.0.1 fastavro==1.13.1 backports.zstd==1.8.0)
+if ! "$PY" -c 'import deltalake, pyarrow, fastavro, backports.zstd' 2>/dev/null; then
+  python3 -m venv "$TESTBED/venv"
+  "$PY" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+export TRIBUTARY_PYTHON="$PY"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release --quiet
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --release --no-fail-fast
+else
+  cargo test --workspace --release --no-fail-fast --lib --bins --tests
+fi
+
+step "doc tests"
+cargo test --workspace --release --doc
