@@ -288,7 +288,7 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
         },
     )
     .await
-    .map_err(|e| delta_error(lake, "commit", e.into()))?;
+    .map_err(|e| delta_error(lake, "commit", e))?;
     metrics.commits = 1;
     metrics.table_version = Some(finalized.version());
 

@@ -2,6 +2,8 @@
 //! third-party readers (Python `deltalake`, `fastavro`). Run them with
 //! `scripts/test.sh`, which installs those readers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failure
+
 mod bad_input;
 mod crash;
 mod pipeline;
