@@ -1,7 +1,7 @@
 //! `tributary ingest`: read messages from a source, decode and flatten them
 //! into rows, and stage them as row files on the lake's position chain.
 //!
-//! * [`run`] is the run loop most users want: give it the `[ingest]`
+//! * [`run()`](fn@run) is the run loop most users want: give it the `[ingest]`
 //!   configuration and a [`Lake`](tributary_lake::Lake).
 //! * [`flatten`] turns nested JSON into flat rows (the rules are documented there).
 //! * [`batch`] turns a batch of raw messages into one row file plus dead letters.
