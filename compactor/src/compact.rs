@@ -29,7 +29,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tributary_config::CompactConfig;
-use tributary_lake::chain::{self, META_LAST_POSITION, StagedFile};
+use tributary_lake::chain::{self, StagedFile};
 use tributary_lake::columns::{arrow_type, table_columns};
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
 use tributary_lake::rowfile::{Codec, ColumnType, RowFile, RowSchema, Value};
@@ -156,13 +156,7 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
                 None => target.push((column.name.clone(), column.ty.clone())),
             }
         }
-        let last = meta
-            .get(META_LAST_POSITION)
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-            .ok_or_else(|| tributary_lake::Error::CorruptRowFile {
-                path: t.file.path.to_string(),
-                reason: format!("no numeric {META_LAST_POSITION} in its metadata"),
-            })?;
+        let last = chain::last_position(&meta, t.file.path.as_ref())?;
         headers.push((schema, last));
     }
     let arrow_schema: SchemaRef = Arc::new(Schema::new(

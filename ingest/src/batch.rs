@@ -6,7 +6,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tributary_config::{ColumnTypeName, IngestConfig};
 use tributary_lake::PartitionId;
-use tributary_lake::chain::{META_FIRST_POSITION, META_LAST_POSITION, META_PARTITION, META_STREAM};
+use tributary_lake::chain::file_metadata;
 use tributary_lake::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
 
 use crate::flatten::{FlatRow, Flattener};
@@ -352,12 +352,7 @@ impl RowsBuilder {
         let mut writer = RowFileWriter::new(
             RowSchema { columns },
             codec,
-            [
-                (META_STREAM, partition.stream().to_string()),
-                (META_PARTITION, partition.partition().to_string()),
-                (META_FIRST_POSITION, first.to_string()),
-                (META_LAST_POSITION, last.to_string()),
-            ],
+            file_metadata(partition, first, last),
         );
         let mut out = Vec::with_capacity(SYSTEM_COLUMNS + kept.len());
         for mut row in self.rows {
@@ -391,6 +386,7 @@ fn event_date(value: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use tributary_config::FlattenConfig;
+    use tributary_lake::chain::META_LAST_POSITION;
     use tributary_lake::rowfile::RowFile;
 
     fn settings() -> BatchSettings {

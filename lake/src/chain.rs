@@ -20,6 +20,8 @@
 //!
 //! Positions are `u64`s: byte offsets for files, offsets for Kafka.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -147,14 +149,34 @@ pub async fn last_position_of(store: &dyn ObjectStore, path: &Path) -> Result<u6
         .await
         .map_err(|e| Error::store(path, e))?;
     let (_, metadata) = RowFile::decode_header(&bytes, path.as_ref())?;
+    last_position(&metadata, path.as_ref())
+}
+
+/// The `last` position in a row file's header `metadata`; `path` names the
+/// file in the error.
+pub fn last_position(metadata: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<u64> {
     metadata
         .get(META_LAST_POSITION)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
         .ok_or_else(|| Error::CorruptRowFile {
             path: path.to_string(),
             reason: format!("no numeric {META_LAST_POSITION} in its metadata"),
         })
+}
+
+/// The header metadata of a row or dead-letter file of `partition` covering
+/// positions `[first, last]`.
+pub fn file_metadata(
+    partition: &PartitionId,
+    first: u64,
+    last: u64,
+) -> [(&'static str, String); 4] {
+    [
+        (META_STREAM, partition.stream().to_string()),
+        (META_PARTITION, partition.partition().to_string()),
+        (META_FIRST_POSITION, first.to_string()),
+        (META_LAST_POSITION, last.to_string()),
+    ]
 }
 
 /// Where `partition` resumes: after the greater of the table's `watermark` and

@@ -14,7 +14,7 @@
 use bytes::Bytes;
 
 use crate::PartitionId;
-use crate::chain::{META_FIRST_POSITION, META_LAST_POSITION, META_PARTITION, META_STREAM};
+use crate::chain::file_metadata;
 use crate::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
 
 /// Why a message was rejected. The names are stable: they label metrics and
@@ -114,12 +114,7 @@ pub fn encode(
     let mut writer = RowFileWriter::new(
         dead_letter_schema(),
         codec,
-        [
-            (META_STREAM, partition.stream().to_string()),
-            (META_PARTITION, partition.partition().to_string()),
-            (META_FIRST_POSITION, first.to_string()),
-            (META_LAST_POSITION, last.to_string()),
-        ],
+        file_metadata(partition, first, last),
     );
     for letter in letters {
         writer.append(&[
