@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use deltalake::DeltaTable;
+use deltalake::table::state::DeltaTableState;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -72,6 +73,20 @@ pub struct CompactionMetrics {
     pub parquet_files: u64,
     /// Table version after the last commit, if the table exists.
     pub table_version: Option<u64>,
+    /// Time the Delta commit took, retries included, in milliseconds.
+    pub commit_duration_ms: u64,
+    /// Times the commit was retried after another writer committed first.
+    pub commit_retries: u64,
+    /// Staged row files left for later rounds.
+    pub backlog_files: u64,
+    /// Bytes of those files.
+    pub backlog_bytes: u64,
+    /// Age of the oldest of those files, in milliseconds (0 when none are left).
+    pub backlog_oldest_age_ms: u64,
+    /// Data files in the table after the round.
+    pub table_files: u64,
+    /// Bytes of those files.
+    pub table_bytes: u64,
 }
 
 /// Runs rounds until nothing is staged. Returns what was done.
@@ -89,6 +104,13 @@ pub async fn compact_until_empty(config: &CompactConfig, lake: &Lake) -> Result<
         total.rows_dead_lettered += round.rows_dead_lettered;
         total.parquet_files += round.parquet_files;
         total.table_version = round.table_version.or(total.table_version);
+        total.commit_duration_ms += round.commit_duration_ms;
+        total.commit_retries += round.commit_retries;
+        total.backlog_files = round.backlog_files;
+        total.backlog_bytes = round.backlog_bytes;
+        total.backlog_oldest_age_ms = round.backlog_oldest_age_ms;
+        total.table_files = round.table_files;
+        total.table_bytes = round.table_bytes;
         if done {
             return Ok(total);
         }
@@ -109,13 +131,23 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     let mut metrics = CompactionMetrics::default();
     let mut taken: Vec<Taken> = Vec::new();
     let mut bytes = 0u64;
-    'partitions: for partition in chain::staged_partitions(store.as_ref()).await? {
+    let now = chrono::Utc::now();
+    // Once the round is full it takes nothing more, not even a smaller file:
+    // skipping a partition's file and taking a later one would move the
+    // watermark past the skipped file's rows.
+    let mut full = false;
+    for partition in chain::staged_partitions(store.as_ref()).await? {
         for file in chain::staged_files(store.as_ref(), &partition).await? {
-            if !taken.is_empty()
-                && (taken.len() >= config.max_files_per_commit
-                    || bytes + file.size > config.max_bytes_per_commit)
-            {
-                break 'partitions;
+            full = full
+                || (!taken.is_empty()
+                    && (taken.len() >= config.max_files_per_commit
+                        || bytes + file.size > config.max_bytes_per_commit));
+            if full {
+                let age = (now - file.last_modified).num_milliseconds().max(0) as u64;
+                metrics.backlog_files += 1;
+                metrics.backlog_bytes += file.size;
+                metrics.backlog_oldest_age_ms = metrics.backlog_oldest_age_ms.max(age);
+                continue;
             }
             let store_error = |e| tributary_lake::Error::store(&file.path, e);
             let data = store
@@ -136,6 +168,12 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     let mut table = lake.load_table().await?;
     metrics.table_version = table.as_ref().and_then(DeltaTable::version);
     if taken.is_empty() {
+        if let Some(table) = &table {
+            let state = table
+                .snapshot()
+                .map_err(|e| delta_error(lake, "read", e))?;
+            (metrics.table_files, metrics.table_bytes) = table_size(state);
+        }
         return Ok(metrics);
     }
 
@@ -268,6 +306,7 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     let snapshot = table
         .snapshot()
         .map_err(|e| delta_error(lake, "commit", e))?;
+    let commit_started = std::time::Instant::now();
     let finalized = CommitBuilder::from(
         CommitProperties::default().with_application_transactions(transactions),
     )
@@ -284,7 +323,10 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     .await
     .map_err(|e| delta_error(lake, "commit", e))?;
     metrics.commits = 1;
+    metrics.commit_duration_ms = commit_started.elapsed().as_millis() as u64;
+    metrics.commit_retries = finalized.metrics.num_retries;
     metrics.table_version = Some(finalized.version());
+    (metrics.table_files, metrics.table_bytes) = table_size(&finalized.snapshot);
 
     // Only now may the staged files go.
     for t in &taken {
@@ -295,12 +337,6 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
         metrics.files_compacted += 1;
         metrics.bytes_compacted += t.file.size;
     }
-    tracing::info!(
-        version = finalized.version(),
-        files = metrics.files_compacted,
-        rows = metrics.rows_written,
-        "compacted staged row files"
-    );
     Ok(metrics)
 }
 
@@ -422,6 +458,14 @@ fn row_json(schema: &RowSchema, row: &[Value]) -> String {
         .map(|(c, v)| (c.name.clone(), serde_json::Value::String(v.to_json_text())))
         .collect();
     serde_json::Value::Object(object).to_string()
+}
+
+/// Data files in the table, and their bytes.
+fn table_size(state: &DeltaTableState) -> (u64, u64) {
+    state
+        .log_data()
+        .iter()
+        .fold((0, 0), |(files, bytes), f| (files + 1, bytes + f.size().max(0) as u64))
 }
 
 fn writer_properties() -> WriterProperties {

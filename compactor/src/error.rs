@@ -30,5 +30,25 @@ pub enum Error {
     Worker(#[source] tokio::task::JoinError),
 }
 
+impl Error {
+    /// Whether a Delta commit lost to another writer's commit and gave up
+    /// (a conflict it could not retry past). The round can be run again.
+    pub fn is_commit_conflict(&self) -> bool {
+        use deltalake::DeltaTableError;
+        use deltalake::kernel::transaction::TransactionError;
+        match self {
+            Error::Delta { source, .. } => matches!(
+                source.as_ref(),
+                DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(_)
+                        | TransactionError::MaxCommitAttempts(_)
+                        | TransactionError::VersionAlreadyExists(_)
+                } | DeltaTableError::VersionAlreadyExists(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,14 +1,20 @@
 //! `tributary compact`: merge staged row files into a partitioned Delta Lake
 //! table of Parquet files, exactly once.
 //!
+//! [`run()`](fn@run) is the long-running compactor;
 //! [`compact_until_empty`] is what `tributary compact --once` runs;
 //! [`compact_round`] is one bounded round (one Delta commit). The round's
 //! steps and crash behaviour are drawn in the [`compact`] module.
+//! [`telemetry`] defines every metric the compactor exports.
 #![deny(missing_docs)]
 
 mod arrow_rows;
 pub mod compact;
 mod error;
+pub mod run;
+pub mod telemetry;
 
 pub use compact::{CompactionMetrics, PARTITION_COLUMN, compact_round, compact_until_empty};
 pub use error::{Error, Result};
+pub use run::run;
+pub use telemetry::CompactorTelemetry;

@@ -37,6 +37,7 @@ mod error;
 mod ingest;
 mod lake;
 mod load;
+mod service;
 
 pub use compact::CompactConfig;
 pub use error::{ConfigError, Result};
@@ -45,6 +46,7 @@ pub use ingest::{
 };
 pub use lake::LakeConfig;
 pub use load::ENV_PREFIX;
+pub use service::ServiceConfig;
 
 use serde::Deserialize;
 
@@ -62,6 +64,9 @@ pub struct Config {
     /// Settings of `tributary compact`.
     #[serde(default)]
     pub compact: CompactConfig,
+    /// How long-running processes serve metrics and health, and shut down.
+    #[serde(default)]
+    pub service: ServiceConfig,
 }
 
 impl Config {
@@ -71,7 +76,8 @@ impl Config {
         if let Some(ingest) = &self.ingest {
             ingest.validate()?;
         }
-        self.compact.validate()
+        self.compact.validate()?;
+        self.service.validate()
     }
 
     /// The `[ingest]` section, or an error naming it when it is missing.

@@ -191,6 +191,22 @@ mod tests {
     }
 
     #[test]
+    fn service_address_is_parsed_and_checked() {
+        let config = Config::from_toml_str(
+            MINIMAL,
+            env(&[("TRIBUTARY_SERVICE__LISTEN_ADDR", "127.0.0.1:0")]),
+        )
+        .unwrap();
+        assert_eq!(config.service.listen_addr.to_string(), "127.0.0.1:0");
+        assert_eq!(config.service.shutdown_grace_ms, 25_000);
+
+        let text = format!("{MINIMAL}\n[service]\nlisten_addr = \"localhost-9500\"\n");
+        let err = Config::from_toml_str(&text, env(&[])).unwrap_err();
+        let message = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(message.contains("listen_addr"), "{message}");
+    }
+
+    #[test]
     fn declared_schema_types_parse() {
         let text = format!(
             "{MINIMAL}\n[ingest.flatten.schema]\nstatus = \"long\"\ntags = \"list<string>\"\n"

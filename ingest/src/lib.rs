@@ -8,6 +8,7 @@
 //! * [`source`] reads partitions: files in a directory, or stdin.
 //! * [`dead_letter`] records every message that could not become a row, with
 //!   its reason and position.
+//! * [`telemetry`] defines every metric ingest exports.
 #![deny(missing_docs)]
 
 pub mod batch;
@@ -16,6 +17,8 @@ mod error;
 pub mod flatten;
 pub mod run;
 pub mod source;
+pub mod telemetry;
 
 pub use error::{Error, Result};
-pub use run::{IngestSnapshot, IngestStats, Mode, run};
+pub use run::{Mode, run};
+pub use telemetry::{IngestSnapshot, IngestTelemetry};

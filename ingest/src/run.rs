@@ -3,21 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
-use serde::Serialize;
 use tokio::sync::watch;
 use tributary_config::IngestConfig;
 use tributary_lake::chain::{self, StageOutcome};
 use tributary_lake::{Lake, PartitionId, columns};
 
-use crate::batch::{BatchSettings, ColumnTypes, EncodedBatch, encode_batch};
+use crate::batch::{BatchSettings, ColumnTypes, encode_batch};
 use crate::error::{Error, Result};
 use crate::source::{FilePartition, PartitionRead, ReadLimits, StdinPartition, list_files};
+use crate::telemetry::IngestTelemetry;
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
 
 /// Whether ingest follows its sources or stops once they are read.
@@ -29,86 +27,25 @@ pub enum Mode {
     Once,
 }
 
-/// Counters of one ingest process, updated once per batch.
-#[derive(Debug, Default)]
-pub struct IngestStats {
-    messages: AtomicU64,
-    message_bytes: AtomicU64,
-    rows: AtomicU64,
-    row_files: AtomicU64,
-    row_file_bytes: AtomicU64,
-    dead_letters: AtomicU64,
-    dropped_batches: AtomicU64,
-}
-
-/// A copy of [`IngestStats`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct IngestSnapshot {
-    /// Messages read (good and bad).
-    pub messages: u64,
-    /// Bytes of those messages.
-    pub message_bytes: u64,
-    /// Rows staged.
-    pub rows: u64,
-    /// Row files staged.
-    pub row_files: u64,
-    /// Bytes of row files staged.
-    pub row_file_bytes: u64,
-    /// Messages dead-lettered.
-    pub dead_letters: u64,
-    /// Batches dropped because another writer had staged them already.
-    pub dropped_batches: u64,
-}
-
-impl IngestStats {
-    /// The counters now.
-    pub fn snapshot(&self) -> IngestSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        IngestSnapshot {
-            messages: get(&self.messages),
-            message_bytes: get(&self.message_bytes),
-            rows: get(&self.rows),
-            row_files: get(&self.row_files),
-            row_file_bytes: get(&self.row_file_bytes),
-            dead_letters: get(&self.dead_letters),
-            dropped_batches: get(&self.dropped_batches),
-        }
-    }
-
-    fn record(&self, batch: &EncodedBatch, outcome: StageOutcome) {
-        let add = |c: &AtomicU64, n: u64| c.fetch_add(n, Ordering::Relaxed);
-        match outcome {
-            StageOutcome::Staged => {
-                add(&self.messages, batch.messages);
-                add(&self.message_bytes, batch.message_bytes);
-                add(&self.rows, batch.rows);
-                add(&self.row_files, 1);
-                add(&self.row_file_bytes, batch.row_file.len() as u64);
-                add(&self.dead_letters, batch.dead_letters.len() as u64);
-            }
-            StageOutcome::AlreadyStaged { .. } => {
-                add(&self.dropped_batches, 1);
-            }
-        }
-    }
-}
-
 /// What every partition worker shares.
 struct Context {
     lake: Lake,
     settings: BatchSettings,
     limits: ReadLimits,
-    stats: Arc<IngestStats>,
+    telemetry: IngestTelemetry,
 }
 
 /// Runs ingest for `config` into `lake` until the sources are read (`Mode::Once`)
-/// or `shutdown` turns true. Counters go to `stats`.
+/// or `shutdown` turns true. Metrics go to `telemetry`.
+///
+/// On shutdown it stops reading, stages the batch each partition is working
+/// on, and returns; nothing read is left unstaged.
 pub async fn run(
     config: &IngestConfig,
     lake: &Lake,
     mode: Mode,
     mut shutdown: watch::Receiver<bool>,
-    stats: Arc<IngestStats>,
+    telemetry: IngestTelemetry,
 ) -> Result<()> {
     let files = config.files.as_ref().ok_or_else(|| Error::Source {
         path: PathBuf::from("(no [ingest.files] section)"),
@@ -135,7 +72,7 @@ pub async fn run(
                 Mode::Follow => Duration::from_millis(files.gz_settle_ms),
             },
         },
-        stats,
+        telemetry,
     };
     let poll = Duration::from_millis(files.poll_interval_ms);
     let resume = |id: PartitionId| {
@@ -150,7 +87,9 @@ pub async fn run(
     if files.path == "-" {
         let id = PartitionId::new(&config.stream, "stdin");
         let mut stdin = StdinPartition::spawn(&config.stream, resume(id).await?, &ctx.limits);
+        ctx.telemetry.source_answered(true);
         while !stdin.is_finished() && !*shutdown.borrow() {
+            let started = Instant::now();
             let (returned, read) = blocking(stdin.id().clone(), {
                 let limits = ctx.limits;
                 move || {
@@ -160,13 +99,16 @@ pub async fn run(
             })
             .await?;
             stdin = returned;
-            let read = read.map_err(|source| Error::Source {
-                path: PathBuf::from("-"),
-                source,
+            let read = read.map_err(|source| {
+                ctx.telemetry.source_answered(false);
+                Error::Source {
+                    path: PathBuf::from("-"),
+                    source,
+                }
             })?;
             if !read.items.is_empty() {
                 let id = stdin.id().clone();
-                (types, _) = stage_read(&ctx, &id, types, read).await?;
+                (types, _) = stage_read(&ctx, &id, types, read, started).await?;
             }
         }
         return Ok(());
@@ -176,7 +118,9 @@ pub async fn run(
     let mut partitions: BTreeMap<String, (FilePartition, ColumnTypes)> = BTreeMap::new();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     loop {
-        let listed = list_files(dir).map_err(|source| Error::Source {
+        let listed = list_files(dir);
+        ctx.telemetry.source_answered(listed.is_ok());
+        let listed = listed.map_err(|source| Error::Source {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -243,15 +187,19 @@ async fn drain_partition(
     let mut read_any = false;
     while !*shutdown.borrow() {
         let limits = ctx.limits;
+        let started = Instant::now();
         let (returned, read) = blocking(part.id().clone(), move || {
             let read = part.read(&limits);
             (part, read)
         })
         .await?;
         part = returned;
-        let read = read.map_err(|source| Error::Source {
-            path: PathBuf::from(part.id().partition()),
-            source,
+        let read = read.map_err(|source| {
+            ctx.telemetry.source_answered(false);
+            Error::Source {
+                path: PathBuf::from(part.id().partition()),
+                source,
+            }
         })?;
         if read.empty_file {
             record_empty_file(ctx, part.id()).await?;
@@ -262,7 +210,7 @@ async fn drain_partition(
         read_any = true;
         let id = part.id().clone();
         let end = read.end;
-        let (returned_types, outcome) = stage_read(ctx, &id, types, read).await?;
+        let (returned_types, outcome) = stage_read(ctx, &id, types, read, started).await?;
         types = returned_types;
         match outcome {
             StageOutcome::Staged => part.committed(end),
@@ -272,13 +220,14 @@ async fn drain_partition(
     Ok((part, types, read_any))
 }
 
-/// Encodes a read off the reactor and stages it: dead letters first, then the
-/// row file (the commit point).
+/// Encodes a read (begun at `started`) off the reactor and stages it: dead
+/// letters first, then the row file (the commit point).
 async fn stage_read(
     ctx: &Context,
     id: &PartitionId,
     types: ColumnTypes,
     read: PartitionRead,
+    started: Instant,
 ) -> Result<(ColumnTypes, StageOutcome)> {
     let settings = ctx.settings.clone();
     let task_id = id.clone();
@@ -298,16 +247,11 @@ async fn stage_read(
             .map_err(|e| tributary_lake::Error::store(&path, e))?;
     }
     let outcome = chain::stage(store.as_ref(), id, batch.first, batch.row_file.clone()).await?;
-    ctx.stats.record(&batch, outcome);
     match outcome {
-        StageOutcome::Staged => tracing::debug!(
-            partition = %id, first = batch.first, last = batch.last, rows = batch.rows,
-            dead_letters = batch.dead_letters.len(), "staged row file"
-        ),
-        StageOutcome::AlreadyStaged { existing_last } => tracing::info!(
-            partition = %id, first = batch.first, existing_last,
-            "batch already staged by another writer; dropped it and continuing after the existing file"
-        ),
+        StageOutcome::Staged => ctx.telemetry.batch_staged(id, &batch, started.elapsed()),
+        StageOutcome::AlreadyStaged { existing_last } => {
+            ctx.telemetry.batch_dropped(id, &batch, existing_last)
+        }
     }
     Ok((types, outcome))
 }
@@ -321,8 +265,7 @@ async fn record_empty_file(ctx: &Context, id: &PartitionId) -> Result<()> {
         .put(&path, file.into())
         .await
         .map_err(|e| tributary_lake::Error::store(&path, e))?;
-    ctx.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(partition = %id, "empty file recorded as a dead letter");
+    ctx.telemetry.empty_file(id);
     Ok(())
 }
 

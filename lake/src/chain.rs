@@ -50,6 +50,8 @@ pub struct StagedFile {
     pub first: u64,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was written, as the store reports it.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// What happened to a batch offered to the chain.
@@ -106,6 +108,7 @@ pub async fn staged_files(
                 path: meta.location,
                 first,
                 size: meta.size,
+                last_modified: meta.last_modified,
             })
         })
         .collect();

@@ -39,6 +39,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, so metrics can start each at zero.
+    pub const ALL: [Reason; 7] = [
+        Reason::MalformedJson,
+        Reason::InvalidUtf8,
+        Reason::Oversized,
+        Reason::Flatten,
+        Reason::Schema,
+        Reason::Source,
+        Reason::EmptyFile,
+    ];
+
     /// The stable name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -92,6 +92,17 @@ impl Lake {
         Ok(version.and_then(|v| u64::try_from(v).ok()))
     }
 
+    /// Asks the object store for one small listing (the prefix of Tributary's
+    /// own objects), to tell whether it answers. For readiness probes.
+    pub async fn check_reachable(&self) -> Result<()> {
+        let prefix = object_store::path::Path::from(crate::layout::TRIBUTARY_DIR);
+        self.store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map(drop)
+            .map_err(|e| Error::store(&prefix, e))
+    }
+
     /// Wraps a delta-rs error with this table's URL.
     pub fn delta_error(&self, source: deltalake::DeltaTableError) -> Error {
         Error::Delta {

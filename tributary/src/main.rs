@@ -1,20 +1,27 @@
 //! The `tributary` binary: a thin command line over the library crates.
 //!
 //! Exit codes: 0 success (or a drained shutdown after SIGTERM/SIGINT),
-//! 1 a runtime error, 2 a bad command line or configuration.
+//! 1 a runtime error, 2 a bad command line or configuration, 3 a shutdown
+//! that did not drain within `service.shutdown_grace_ms`.
 
 mod quickstart;
 mod sample;
+mod service;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use prometheus::Registry;
 use tokio::sync::watch;
 use tributary_config::Config;
 use tributary_lake::Lake;
+
+use crate::service::Check;
 
 /// Streams log records into a Delta Lake table, exactly once.
 #[derive(Debug, Parser)]
@@ -32,7 +39,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// Read what the source holds now, stage it, and exit (files are
-        /// treated as complete) instead of following it.
+        /// treated as complete) instead of following it. No HTTP endpoint is
+        /// served in this mode.
         #[arg(long)]
         once: bool,
     },
@@ -41,7 +49,8 @@ enum Command {
         /// The TOML configuration file (see config/README.md).
         #[arg(long)]
         config: PathBuf,
-        /// Compact everything staged now and exit instead of running forever.
+        /// Compact everything staged now, print the report as JSON, and exit
+        /// instead of running forever. No HTTP endpoint is served in this mode.
         #[arg(long)]
         once: bool,
     },
@@ -70,12 +79,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    // Work still running after a timed-out drain must not hold up the exit.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let config_error = e.chain().any(|c| c.is::<tributary_config::ConfigError>());
-            ExitCode::from(if config_error { 2 } else { 1 })
+            if e.chain().any(|c| c.is::<tributary_config::ConfigError>()) {
+                ExitCode::from(2)
+            } else if e.is::<DrainTimedOut>() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
@@ -86,14 +103,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let ingest = config.require_ingest()?;
             let lake = Lake::open(&config.lake)?;
-            let stats = Arc::new(tributary_ingest::IngestStats::default());
+            let registry = Registry::new();
+            let telemetry = tributary_ingest::IngestTelemetry::register(&registry, &ingest.stream)?;
+            let shutdown = shutdown_signal();
             let mode = if once {
                 tributary_ingest::Mode::Once
             } else {
+                let source = telemetry.clone();
+                let source_check: Check = Arc::new(move || {
+                    let up = source.source_connected();
+                    Box::pin(async move {
+                        up.then_some(())
+                            .ok_or_else(|| "the source did not answer its last read".to_string())
+                    })
+                });
+                let checks = vec![("object_store", store_check(&lake)), ("source", source_check)];
+                service::serve(config.service.listen_addr, registry, checks, shutdown.clone())
+                    .await?;
                 tributary_ingest::Mode::Follow
             };
-            tributary_ingest::run(ingest, &lake, mode, shutdown_signal(), stats.clone()).await?;
-            tracing::info!(stats = ?stats.snapshot(), "ingest stopped");
+            let work = tributary_ingest::run(ingest, &lake, mode, shutdown.clone(), telemetry.clone());
+            drain_within(&config, shutdown, work).await?;
+            tracing::info!(stats = ?telemetry.snapshot(), "ingest stopped");
             Ok(())
         }
         Command::Compact { config, once } => {
@@ -108,21 +139,70 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let mut shutdown = shutdown_signal();
-            let interval = std::time::Duration::from_millis(config.compact.interval_ms);
-            while !*shutdown.borrow() {
-                let metrics = tributary_compactor::compact_round(&config.compact, &lake).await?;
-                if metrics.files_compacted == 0 {
-                    tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
-            }
+            let registry = Registry::new();
+            let telemetry = tributary_compactor::CompactorTelemetry::register(&registry)?;
+            let shutdown = shutdown_signal();
+            let checks = vec![("object_store", store_check(&lake))];
+            service::serve(config.service.listen_addr, registry, checks, shutdown.clone()).await?;
+            let work = async {
+                tributary_compactor::run(&config.compact, &lake, shutdown.clone(), &telemetry)
+                    .await;
+                Ok::<_, anyhow::Error>(())
+            };
+            drain_within(&config, shutdown.clone(), work).await?;
+            tracing::info!("compactor stopped");
             Ok(())
         }
         Command::Quickstart { dir, records } => quickstart::run(&dir, records).await,
     }
+}
+
+/// The readiness check of the lake's object store.
+fn store_check(lake: &Lake) -> Check {
+    let lake = lake.clone();
+    Arc::new(move || {
+        let lake = lake.clone();
+        Box::pin(async move { lake.check_reachable().await.map_err(|e| format!("{e}")) })
+    })
+}
+
+/// A drain that did not finish within `service.shutdown_grace_ms`.
+#[derive(Debug)]
+struct DrainTimedOut(Duration);
+
+impl std::fmt::Display for DrainTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "shutdown did not finish within service.shutdown_grace_ms ({} ms); \
+             work in flight is abandoned and will be redone on restart",
+            self.0.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for DrainTimedOut {}
+
+/// Runs `work` to its end, but once `shutdown` turns true gives it at most
+/// the configured grace period.
+async fn drain_within<E>(
+    config: &Config,
+    mut shutdown: watch::Receiver<bool>,
+    work: impl Future<Output = Result<(), E>>,
+) -> anyhow::Result<()>
+where
+    anyhow::Error: From<E>,
+{
+    let grace = Duration::from_millis(config.service.shutdown_grace_ms);
+    let work = async { Ok(work.await?) };
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => return result,
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    tokio::time::timeout(grace, work)
+        .await
+        .unwrap_or_else(|_| Err(DrainTimedOut(grace).into()))
 }
 
 /// A channel that turns `true` on SIGTERM or SIGINT.

@@ -2,7 +2,6 @@
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -60,23 +59,25 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
             },
         }),
         compact: Default::default(),
+        service: Default::default(),
     };
     config.validate()?;
     let lake = Lake::open(&config.lake)?;
 
     let ingest_started = Instant::now();
-    let stats = Arc::new(tributary_ingest::IngestStats::default());
     let (_tx, never) = tokio::sync::watch::channel(false);
     let ingest = config.require_ingest()?;
+    let telemetry =
+        tributary_ingest::IngestTelemetry::register(&prometheus::Registry::new(), &ingest.stream)?;
     tributary_ingest::run(
         ingest,
         &lake,
         tributary_ingest::Mode::Once,
         never,
-        stats.clone(),
+        telemetry.clone(),
     )
     .await?;
-    let ingested = stats.snapshot();
+    let ingested = telemetry.snapshot();
     let ingest_time = ingest_started.elapsed();
 
     let compact_started = Instant::now();

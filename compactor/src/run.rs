@@ -1,0 +1,54 @@
+//! The long-running compactor: rounds until shut down, with backoff after a
+//! failed round.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tributary_config::CompactConfig;
+use tributary_lake::Lake;
+
+use crate::compact::compact_round;
+use crate::telemetry::CompactorTelemetry;
+
+/// The longest pause after failed rounds; the pause doubles from one second.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Runs compaction rounds until `shutdown` turns true: back to back while
+/// files are staged, every `config.interval_ms` when none are.
+///
+/// A failed round (the object store unreachable, a commit conflict it could
+/// not retry past, a corrupt row file) is counted and logged, and the round
+/// is tried again after a backoff; a round is safe to repeat at any point
+/// (see [`compact`](crate::compact)). Shutdown is checked between rounds, so
+/// a round that has started finishes and commits.
+pub async fn run(
+    config: &CompactConfig,
+    lake: &Lake,
+    mut shutdown: watch::Receiver<bool>,
+    telemetry: &CompactorTelemetry,
+) {
+    let interval = Duration::from_millis(config.interval_ms);
+    let mut backoff = Duration::from_secs(1);
+    while !*shutdown.borrow() {
+        let pause = match compact_round(config, lake).await {
+            Ok(round) => {
+                telemetry.round_finished(&round);
+                backoff = Duration::from_secs(1);
+                if round.files_compacted > 0 {
+                    continue;
+                }
+                interval
+            }
+            Err(error) => {
+                telemetry.round_failed(&error);
+                let pause = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                pause
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

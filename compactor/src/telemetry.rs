@@ -1,0 +1,203 @@
+//! Every metric the compactor exports, defined in this one place and updated
+//! once per round from its [`CompactionMetrics`], together with the round's
+//! log line.
+//!
+//! | metric | type | meaning |
+//! | --- | --- | --- |
+//! | `tributary_compactor_rounds_total` | counter | rounds run, including those with nothing to do |
+//! | `tributary_compactor_failed_rounds_total` | counter | rounds that ended in an error (the compactor retries with backoff) |
+//! | `tributary_compactor_commits_total` | counter | Delta commits of compacted data |
+//! | `tributary_compactor_commit_duration_seconds` | histogram | time of one Delta commit, retries included |
+//! | `tributary_compactor_commit_retries_total` | counter | commit attempts repeated because another writer committed first |
+//! | `tributary_compactor_commit_conflicts_total` | counter | commits abandoned on a conflict (the round fails and is retried) |
+//! | `tributary_compactor_last_commit_timestamp_seconds` | gauge | Unix time of the last commit |
+//! | `tributary_compactor_compacted_files_total` | counter | staged row files merged and deleted |
+//! | `tributary_compactor_compacted_bytes_total` | counter | bytes of those files |
+//! | `tributary_compactor_compacted_rows_total` | counter | rows added to the table |
+//! | `tributary_compactor_duplicate_rows_total` | counter | rows dropped because the table already held their position |
+//! | `tributary_compactor_dead_lettered_rows_total` | counter | rows dead-lettered because a table column rejects a value |
+//! | `tributary_compactor_written_files_total` | counter | Parquet files added to the table |
+//! | `tributary_compactor_backlog_files` | gauge | staged row files waiting after the last round |
+//! | `tributary_compactor_backlog_bytes` | gauge | bytes of those files |
+//! | `tributary_compactor_backlog_oldest_age_seconds` | gauge | age of the oldest of them (0 when none wait) |
+//! | `tributary_compactor_table_files` | gauge | data files in the table |
+//! | `tributary_compactor_table_bytes` | gauge | bytes of those files |
+//! | `tributary_compactor_table_version` | gauge | the table's Delta version |
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+
+use crate::compact::CompactionMetrics;
+use crate::error::Error;
+
+/// The compactor's metrics, registered in a Prometheus [`Registry`].
+#[derive(Debug, Clone)]
+pub struct CompactorTelemetry {
+    rounds: IntCounter,
+    failed_rounds: IntCounter,
+    commits: IntCounter,
+    commit_duration: Histogram,
+    commit_retries: IntCounter,
+    commit_conflicts: IntCounter,
+    last_commit_timestamp: IntGauge,
+    compacted_files: IntCounter,
+    compacted_bytes: IntCounter,
+    compacted_rows: IntCounter,
+    duplicate_rows: IntCounter,
+    dead_lettered_rows: IntCounter,
+    written_files: IntCounter,
+    backlog_files: IntGauge,
+    backlog_bytes: IntGauge,
+    backlog_oldest_age: IntGauge,
+    table_files: IntGauge,
+    table_bytes: IntGauge,
+    table_version: IntGauge,
+}
+
+/// Buckets of the commit duration histogram, in seconds: a local commit takes
+/// milliseconds, an S3 commit with retries seconds.
+const COMMIT_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl CompactorTelemetry {
+    /// Creates the metrics and registers them in `registry`.
+    ///
+    /// Fails only if `registry` already holds metrics of the same names.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let name = |n: &str| format!("tributary_compactor_{n}");
+        let counter = |n: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name(n), help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |n: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name(n), help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let commit_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                name("commit_duration_seconds"),
+                "Time of one Delta commit of compacted data, retries included.",
+            )
+            .buckets(COMMIT_DURATION_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(commit_duration.clone()))?;
+        Ok(Self {
+            rounds: counter("rounds_total", "Compaction rounds run.")?,
+            failed_rounds: counter(
+                "failed_rounds_total",
+                "Compaction rounds that ended in an error.",
+            )?,
+            commits: counter("commits_total", "Delta commits of compacted data.")?,
+            commit_duration,
+            commit_retries: counter(
+                "commit_retries_total",
+                "Commit attempts repeated because another writer committed first.",
+            )?,
+            commit_conflicts: counter(
+                "commit_conflicts_total",
+                "Commits abandoned on a conflict with another writer.",
+            )?,
+            last_commit_timestamp: gauge(
+                "last_commit_timestamp_seconds",
+                "Unix time of the last commit of compacted data.",
+            )?,
+            compacted_files: counter(
+                "compacted_files_total",
+                "Staged row files merged into the table and deleted.",
+            )?,
+            compacted_bytes: counter("compacted_bytes_total", "Bytes of those row files.")?,
+            compacted_rows: counter("compacted_rows_total", "Rows added to the table.")?,
+            duplicate_rows: counter(
+                "duplicate_rows_total",
+                "Rows dropped because the table already held their position.",
+            )?,
+            dead_lettered_rows: counter(
+                "dead_lettered_rows_total",
+                "Rows dead-lettered because a table column's type rejects a value.",
+            )?,
+            written_files: counter("written_files_total", "Parquet files added to the table.")?,
+            backlog_files: gauge(
+                "backlog_files",
+                "Staged row files waiting after the last round.",
+            )?,
+            backlog_bytes: gauge("backlog_bytes", "Bytes of staged row files waiting.")?,
+            backlog_oldest_age: gauge(
+                "backlog_oldest_age_seconds",
+                "Age of the oldest staged row file waiting (0 when none wait).",
+            )?,
+            table_files: gauge("table_files", "Data files in the table.")?,
+            table_bytes: gauge("table_bytes", "Bytes of the table's data files.")?,
+            table_version: gauge("table_version", "The table's Delta version.")?,
+        })
+    }
+
+    /// Records a finished round.
+    pub fn round_finished(&self, round: &CompactionMetrics) {
+        self.rounds.inc();
+        self.compacted_files.inc_by(round.files_compacted);
+        self.compacted_bytes.inc_by(round.bytes_compacted);
+        self.compacted_rows.inc_by(round.rows_written);
+        self.duplicate_rows.inc_by(round.rows_below_watermark);
+        self.dead_lettered_rows.inc_by(round.rows_dead_lettered);
+        self.written_files.inc_by(round.parquet_files);
+        self.commit_retries.inc_by(round.commit_retries);
+        if round.commits > 0 {
+            self.commits.inc_by(round.commits);
+            self.commit_duration
+                .observe(round.commit_duration_ms as f64 / 1000.0);
+            self.last_commit_timestamp
+                .set(chrono::Utc::now().timestamp());
+        }
+        self.backlog_files.set(gauge_value(round.backlog_files));
+        self.backlog_bytes.set(gauge_value(round.backlog_bytes));
+        self.backlog_oldest_age
+            .set(gauge_value(round.backlog_oldest_age_ms / 1000));
+        self.table_files.set(gauge_value(round.table_files));
+        self.table_bytes.set(gauge_value(round.table_bytes));
+        if let Some(version) = round.table_version {
+            self.table_version.set(gauge_value(version));
+        }
+        if round.commits > 0 {
+            tracing::info!(
+                version = round.table_version,
+                files = round.files_compacted,
+                rows = round.rows_written,
+                parquet_files = round.parquet_files,
+                commit_ms = round.commit_duration_ms,
+                backlog_files = round.backlog_files,
+                "compacted staged row files"
+            );
+        }
+    }
+
+    /// Records a round that failed with `error`.
+    pub fn round_failed(&self, error: &Error) {
+        self.rounds.inc();
+        self.failed_rounds.inc();
+        if error.is_commit_conflict() {
+            self.commit_conflicts.inc();
+        }
+        tracing::error!(error = %DisplayChain(error), "compaction round failed; retrying");
+    }
+}
+
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Formats an error with its sources, `a: b: c`.
+struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! Every metric ingest exports, defined in this one place, each updated
+//! together with the log line that reports the same event. Updated once per
+//! batch, never per record.
+//!
+//! All metrics carry the constant label `stream`; the only other label is the
+//! dead-letter `reason`, one of [`Reason::ALL`].
+//!
+//! | metric | type | meaning |
+//! | --- | --- | --- |
+//! | `tributary_ingest_received_records_total` | counter | messages read from the source, good and bad |
+//! | `tributary_ingest_received_bytes_total` | counter | bytes of those messages |
+//! | `tributary_ingest_decoded_records_total` | counter | messages that became rows |
+//! | `tributary_ingest_dead_lettered_records_total` | counter | messages dead-lettered, by `reason` |
+//! | `tributary_ingest_staged_rows_total` | counter | rows in staged row files |
+//! | `tributary_ingest_staged_files_total` | counter | row files staged |
+//! | `tributary_ingest_staged_bytes_total` | counter | bytes of row files staged |
+//! | `tributary_ingest_duplicate_batches_total` | counter | batches dropped because another writer had staged them (a zombie or an overlapping worker) |
+//! | `tributary_ingest_batch_latency_seconds` | histogram | from the start of a batch's read to its row file being staged |
+//! | `tributary_ingest_source_up` | gauge | 1 while the source answers (last listing or read succeeded), else 0 |
+
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use serde::Serialize;
+use tributary_lake::PartitionId;
+use tributary_lake::dead_letter::Reason;
+
+use crate::batch::EncodedBatch;
+
+/// Ingest's metrics, registered in a Prometheus [`Registry`].
+#[derive(Debug, Clone)]
+pub struct IngestTelemetry {
+    received_records: IntCounter,
+    received_bytes: IntCounter,
+    decoded_records: IntCounter,
+    dead_lettered_records: IntCounterVec,
+    staged_rows: IntCounter,
+    staged_files: IntCounter,
+    staged_bytes: IntCounter,
+    duplicate_batches: IntCounter,
+    batch_latency: Histogram,
+    source_up: IntGauge,
+}
+
+/// A copy of ingest's counters at one moment (for reports and the quickstart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestSnapshot {
+    /// Messages read (good and bad).
+    pub messages: u64,
+    /// Bytes of those messages.
+    pub message_bytes: u64,
+    /// Rows staged.
+    pub rows: u64,
+    /// Row files staged.
+    pub row_files: u64,
+    /// Bytes of row files staged.
+    pub row_file_bytes: u64,
+    /// Messages dead-lettered.
+    pub dead_letters: u64,
+    /// Batches dropped because another writer had staged them already.
+    pub dropped_batches: u64,
+}
+
+/// Buckets of the batch latency histogram, in seconds: a file batch takes
+/// milliseconds, a batch that waits for a slow source up to `max_latency_ms`.
+const BATCH_LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl IngestTelemetry {
+    /// Creates the metrics of `stream` and registers them in `registry`.
+    ///
+    /// Fails only if `registry` already holds metrics of the same names.
+    pub fn register(registry: &Registry, stream: &str) -> prometheus::Result<Self> {
+        let opts = |name: &str, help: &str| {
+            Opts::new(format!("tributary_ingest_{name}"), help).const_label("stream", stream)
+        };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::with_opts(opts(name, help))?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let dead_lettered_records = IntCounterVec::new(
+            opts(
+                "dead_lettered_records_total",
+                "Messages written to the dead-letter store, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(dead_lettered_records.clone()))?;
+        // Every reason starts at zero, so rate() and alerts see a series
+        // before the first bad message.
+        for reason in Reason::ALL {
+            dead_lettered_records.with_label_values(&[reason.as_str()]);
+        }
+        let batch_latency = Histogram::with_opts(
+            HistogramOpts::from(opts(
+                "batch_latency_seconds",
+                "Time from the start of a batch's read to its row file being staged.",
+            ))
+            .buckets(BATCH_LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(batch_latency.clone()))?;
+        let source_up = IntGauge::with_opts(opts(
+            "source_up",
+            "1 while the source answers (its last listing or read succeeded), else 0.",
+        ))?;
+        registry.register(Box::new(source_up.clone()))?;
+        Ok(Self {
+            received_records: counter(
+                "received_records_total",
+                "Messages read from the source, good and bad.",
+            )?,
+            received_bytes: counter("received_bytes_total", "Bytes of messages read.")?,
+            decoded_records: counter(
+                "decoded_records_total",
+                "Messages decoded and flattened into rows.",
+            )?,
+            dead_lettered_records,
+            staged_rows: counter("staged_rows_total", "Rows in staged row files.")?,
+            staged_files: counter("staged_files_total", "Row files staged.")?,
+            staged_bytes: counter("staged_bytes_total", "Bytes of row files staged.")?,
+            duplicate_batches: counter(
+                "duplicate_batches_total",
+                "Batches dropped because another writer had staged their positions already.",
+            )?,
+            batch_latency,
+            source_up,
+        })
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> IngestSnapshot {
+        IngestSnapshot {
+            messages: self.received_records.get(),
+            message_bytes: self.received_bytes.get(),
+            rows: self.staged_rows.get(),
+            row_files: self.staged_files.get(),
+            row_file_bytes: self.staged_bytes.get(),
+            dead_letters: Reason::ALL
+                .iter()
+                .map(|r| self.dead_lettered_records.with_label_values(&[r.as_str()]).get())
+                .sum(),
+            dropped_batches: self.duplicate_batches.get(),
+        }
+    }
+
+    /// Whether the source answered last time it was asked.
+    pub fn source_connected(&self) -> bool {
+        self.source_up.get() == 1
+    }
+
+    pub(crate) fn source_answered(&self, up: bool) {
+        self.source_up.set(i64::from(up));
+    }
+
+    /// A batch's row file was created.
+    pub(crate) fn batch_staged(&self, id: &PartitionId, batch: &EncodedBatch, latency: Duration) {
+        self.batch_received(batch);
+        self.decoded_records
+            .inc_by(batch.messages - batch.dead_letters.len() as u64);
+        for letter in &batch.dead_letters {
+            self.dead_lettered(letter.reason);
+        }
+        self.staged_rows.inc_by(batch.rows);
+        self.staged_files.inc();
+        self.staged_bytes.inc_by(batch.row_file.len() as u64);
+        self.batch_latency.observe(latency.as_secs_f64());
+        tracing::debug!(
+            partition = %id, first = batch.first, last = batch.last, rows = batch.rows,
+            dead_letters = batch.dead_letters.len(), "staged row file"
+        );
+    }
+
+    /// A batch was dropped: another writer had staged its first position.
+    pub(crate) fn batch_dropped(&self, id: &PartitionId, batch: &EncodedBatch, existing_last: u64) {
+        self.batch_received(batch);
+        self.duplicate_batches.inc();
+        tracing::info!(
+            partition = %id, first = batch.first, existing_last,
+            "batch already staged by another writer; dropped it and continuing after the existing file"
+        );
+    }
+
+    /// An empty file was recorded as a dead letter.
+    pub(crate) fn empty_file(&self, id: &PartitionId) {
+        self.dead_lettered(Reason::EmptyFile);
+        tracing::warn!(partition = %id, "empty file recorded as a dead letter");
+    }
+
+    fn batch_received(&self, batch: &EncodedBatch) {
+        self.received_records.inc_by(batch.messages);
+        self.received_bytes.inc_by(batch.message_bytes);
+    }
+
+    fn dead_lettered(&self, reason: Reason) {
+        self.dead_lettered_records
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+}

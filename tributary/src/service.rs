@@ -1,0 +1,109 @@
+//! The HTTP endpoint of a long-running process, on `service.listen_addr`:
+//!
+//! * `GET /metrics` — every registered metric, Prometheus text format;
+//! * `GET /healthz` — 200 while the process serves requests (liveness);
+//! * `GET /readyz` — 200 when every readiness check passes and the process is
+//!   not draining, else 503; the JSON body names each check and its result.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::future::BoxFuture;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::sync::watch;
+
+/// One readiness check: `Ok` when ready, else why not.
+pub type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// A check that takes longer than this fails (probes have short timeouts).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Endpoint {
+    registry: Registry,
+    checks: Vec<(&'static str, Check)>,
+    draining: watch::Receiver<bool>,
+}
+
+/// Binds `addr` and serves the endpoint in the background. Returns the bound
+/// address (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    checks: Vec<(&'static str, Check)>,
+    draining: watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on service.listen_addr {addr}"))?;
+    let bound = listener.local_addr()?;
+    let endpoint = Arc::new(Endpoint {
+        registry,
+        checks,
+        draining,
+    });
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(endpoint);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics and health endpoint stopped");
+        }
+    });
+    tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(bound)
+}
+
+async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> impl IntoResponse {
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(&endpoint.registry.gather(), &mut body) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+            body,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain".to_string())],
+            format!("cannot encode metrics: {error}\n").into_bytes(),
+        ),
+    }
+}
+
+async fn readyz(State(endpoint): State<Arc<Endpoint>>) -> impl IntoResponse {
+    let mut ready = true;
+    let mut results = serde_json::Map::new();
+    let draining = *endpoint.draining.borrow();
+    ready &= !draining;
+    results.insert(
+        "draining".into(),
+        (if draining { "yes" } else { "no" }).into(),
+    );
+    for (name, check) in &endpoint.checks {
+        let result = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
+        ready &= result.is_ok();
+        results.insert(
+            (*name).into(),
+            result.map_or_else(|e| e, |()| "ok".into()).into(),
+        );
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "ready": ready, "checks": results });
+    (status, axum::Json(body))
+}
