@@ -7,7 +7,10 @@
 # run is fast and a clean clone reuses them:
 #   CARGO_TARGET_DIR   (default ~/.cache/tributary/target)
 #   TRIBUTARY_TESTBED  (default ~/.cache/tributary-testbed): the Python
-#                      virtualenv with deltalake, pyarrow, fastavro.
+#                      virtualenv with deltalake, pyarrow, fastavro, and the
+#                      deploy/ validators (kubernetes-validate, botocore).
+# Prometheus and promtool come from Debian's prometheus package (apt-get,
+# which needs root or sudo; installed once).
 # Everything is built once, in the release profile that the quickstart uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,11 +21,20 @@ mkdir -p "$TESTBED"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "Prometheus (Debian package)"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool --version 2>&1 | head -1
+
 step "Python test tools in $TESTBED/venv"
 PY="$TESTBED/venv/bin/python"
-PY_PACKAGES=(deltalake==1.6.6 pyarrow==26.0.1 fastavro==1.13.1 backports.zstd==1.8.0)
-if ! "$PY" -c 'import deltalake, pyarrow, fastavro, backports.zstd' 2>/dev/null; then
-  python3 -m venv "$TESTBED/venv"
+PY_PACKAGES=(deltalake==1.6.6 pyarrow==26.0.1 fastavro==1.13.1 backports.zstd==1.8.0
+             kubernetes-validate==1.37.0 botocore==1.44.5)
+if ! "$PY" -c 'import deltalake, pyarrow, fastavro, backports.zstd, kubernetes_validate, botocore' 2>/dev/null; then
+  [ -x "$PY" ] || python3 -m venv "$TESTBED/venv"
   "$PY" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 export TRIBUTARY_PYTHON="$PY"

@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use deltalake::DeltaTable;
-use deltalake::table::state::DeltaTableState;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -26,6 +25,7 @@ use deltalake::kernel::{Action, StructField, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::table::state::DeltaTableState;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
@@ -169,9 +169,7 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     metrics.table_version = table.as_ref().and_then(DeltaTable::version);
     if taken.is_empty() {
         if let Some(table) = &table {
-            let state = table
-                .snapshot()
-                .map_err(|e| delta_error(lake, "read", e))?;
+            let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
             (metrics.table_files, metrics.table_bytes) = table_size(state);
         }
         return Ok(metrics);
@@ -462,10 +460,9 @@ fn row_json(schema: &RowSchema, row: &[Value]) -> String {
 
 /// Data files in the table, and their bytes.
 fn table_size(state: &DeltaTableState) -> (u64, u64) {
-    state
-        .log_data()
-        .iter()
-        .fold((0, 0), |(files, bytes), f| (files + 1, bytes + f.size().max(0) as u64))
+    state.log_data().iter().fold((0, 0), |(files, bytes), f| {
+        (files + 1, bytes + f.size().max(0) as u64)
+    })
 }
 
 fn writer_properties() -> WriterProperties {

@@ -164,6 +164,12 @@ pub async fn run(
             read_any |= read;
             partitions.insert(name, (part, types));
         }
+        // A file deleted since its listing simply has nothing left to read.
+        let unread = partitions
+            .values()
+            .map(|(part, _)| part.unread_bytes().unwrap_or(0))
+            .sum();
+        ctx.telemetry.source_unread(unread);
         if *shutdown.borrow() || (mode == Mode::Once && !read_any) {
             return Ok(());
         }

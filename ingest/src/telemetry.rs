@@ -17,6 +17,7 @@
 //! | `tributary_ingest_duplicate_batches_total` | counter | batches dropped because another writer had staged them (a zombie or an overlapping worker) |
 //! | `tributary_ingest_batch_latency_seconds` | histogram | from the start of a batch's read to its row file being staged |
 //! | `tributary_ingest_source_up` | gauge | 1 while the source answers (last listing or read succeeded), else 0 |
+//! | `tributary_ingest_source_lag_bytes` | gauge | files source: bytes not yet staged (after the staged offset of plain files; the compressed size of `.gz` files not read to their end) |
 
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ pub struct IngestTelemetry {
     duplicate_batches: IntCounter,
     batch_latency: Histogram,
     source_up: IntGauge,
+    source_lag: IntGauge,
 }
 
 /// A copy of ingest's counters at one moment (for reports and the quickstart).
@@ -106,6 +108,11 @@ impl IngestTelemetry {
             "1 while the source answers (its last listing or read succeeded), else 0.",
         ))?;
         registry.register(Box::new(source_up.clone()))?;
+        let source_lag = IntGauge::with_opts(opts(
+            "source_lag_bytes",
+            "Files source: bytes of the watched files not yet staged.",
+        ))?;
+        registry.register(Box::new(source_lag.clone()))?;
         Ok(Self {
             received_records: counter(
                 "received_records_total",
@@ -126,6 +133,7 @@ impl IngestTelemetry {
             )?,
             batch_latency,
             source_up,
+            source_lag,
         })
     }
 
@@ -139,7 +147,11 @@ impl IngestTelemetry {
             row_file_bytes: self.staged_bytes.get(),
             dead_letters: Reason::ALL
                 .iter()
-                .map(|r| self.dead_lettered_records.with_label_values(&[r.as_str()]).get())
+                .map(|r| {
+                    self.dead_lettered_records
+                        .with_label_values(&[r.as_str()])
+                        .get()
+                })
                 .sum(),
             dropped_batches: self.duplicate_batches.get(),
         }
@@ -152,6 +164,11 @@ impl IngestTelemetry {
 
     pub(crate) fn source_answered(&self, up: bool) {
         self.source_up.set(i64::from(up));
+    }
+
+    pub(crate) fn source_unread(&self, bytes: u64) {
+        self.source_lag
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// A batch's row file was created.

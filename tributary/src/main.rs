@@ -54,6 +54,16 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Ask a running process's HTTP endpoint for a health path and exit 0 if
+    /// it answers 200, else 1 (container health checks in images without curl).
+    Probe {
+        /// The endpoint's address (`service.listen_addr`).
+        #[arg(long, default_value = "127.0.0.1:9500")]
+        addr: std::net::SocketAddr,
+        /// `/healthz` (alive) or `/readyz` (ready for work).
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
     /// Generate sample logs, ingest and compact them on this machine, and
     /// print a summary.
     Quickstart {
@@ -68,7 +78,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Quickstart { .. }));
+    init_tracing(matches!(
+        cli.command,
+        Command::Quickstart { .. } | Command::Probe { .. }
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,12 +130,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
                             .ok_or_else(|| "the source did not answer its last read".to_string())
                     })
                 });
-                let checks = vec![("object_store", store_check(&lake)), ("source", source_check)];
-                service::serve(config.service.listen_addr, registry, checks, shutdown.clone())
-                    .await?;
+                let checks = vec![
+                    ("object_store", store_check(&lake)),
+                    ("source", source_check),
+                ];
+                service::serve(
+                    config.service.listen_addr,
+                    registry,
+                    checks,
+                    shutdown.clone(),
+                )
+                .await?;
                 tributary_ingest::Mode::Follow
             };
-            let work = tributary_ingest::run(ingest, &lake, mode, shutdown.clone(), telemetry.clone());
+            let work =
+                tributary_ingest::run(ingest, &lake, mode, shutdown.clone(), telemetry.clone());
             drain_within(&config, shutdown, work).await?;
             tracing::info!(stats = ?telemetry.snapshot(), "ingest stopped");
             Ok(())
@@ -143,7 +165,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let telemetry = tributary_compactor::CompactorTelemetry::register(&registry)?;
             let shutdown = shutdown_signal();
             let checks = vec![("object_store", store_check(&lake))];
-            service::serve(config.service.listen_addr, registry, checks, shutdown.clone()).await?;
+            service::serve(
+                config.service.listen_addr,
+                registry,
+                checks,
+                shutdown.clone(),
+            )
+            .await?;
             let work = async {
                 tributary_compactor::run(&config.compact, &lake, shutdown.clone(), &telemetry)
                     .await;
@@ -153,6 +181,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("compactor stopped");
             Ok(())
         }
+        Command::Probe { addr, path } => service::probe(addr, &path).await,
         Command::Quickstart { dir, records } => quickstart::run(&dir, records).await,
     }
 }

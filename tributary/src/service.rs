@@ -4,6 +4,9 @@
 //! * `GET /healthz` — 200 while the process serves requests (liveness);
 //! * `GET /readyz` — 200 when every readiness check passes and the process is
 //!   not draining, else 503; the JSON body names each check and its result.
+//!
+//! [`probe`] is the client side, for container health checks in an image
+//! without curl (`tributary probe`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,4 +109,30 @@ async fn readyz(State(endpoint): State<Arc<Endpoint>>) -> impl IntoResponse {
     };
     let body = serde_json::json!({ "ready": ready, "checks": results });
     (status, axum::Json(body))
+}
+
+/// Asks the endpoint at `addr` for `path`; succeeds when it answers 200 within
+/// [`CHECK_TIMEOUT`].
+pub async fn probe(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(CHECK_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("{addr}{path} did not answer within {CHECK_TIMEOUT:?}"))?
+        .with_context(|| format!("cannot reach {addr}{path}"))?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status.split_whitespace().nth(1) == Some("200"),
+        "{addr}{path} answered {status:?}: {}",
+        response.split("\r\n\r\n").nth(1).unwrap_or_default().trim()
+    );
+    Ok(())
 }

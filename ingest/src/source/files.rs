@@ -157,6 +157,24 @@ impl FilePartition {
         self.finished = false;
     }
 
+    /// Bytes of the file not read and staged yet: those after the next read
+    /// offset of a plain file; the whole (compressed) size of a `.gz` file
+    /// until it has been read to its end. Blocking I/O (one `stat`).
+    pub fn unread_bytes(&self) -> io::Result<u64> {
+        if self.finished {
+            return Ok(0);
+        }
+        let size = std::fs::metadata(&self.path)?.len();
+        if self.gz {
+            return Ok(size);
+        }
+        let offset = match self.next {
+            Next::At(offset) | Next::After(Some(offset)) => offset,
+            Next::After(None) => 0,
+        };
+        Ok(size.saturating_sub(offset))
+    }
+
     /// Reads the next batch of complete messages (blocking I/O).
     pub fn read(&mut self, limits: &ReadLimits) -> io::Result<PartitionRead> {
         if self.finished {

@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod crash;
+mod operations;
 mod pipeline;
 mod rowfile_fastavro;
 
@@ -118,7 +119,19 @@ pub fn write_records(path: &Path, first: u64, records: u64, gz: bool) -> Vec<Str
     } else {
         Box::new(std::io::BufWriter::new(file))
     };
-    let mut ids = Vec::new();
+    let (lines, ids) = envelopes(first, records);
+    for line in lines {
+        writeln!(out, "{line}").unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    ids
+}
+
+/// Records `first..first + records` as envelope lines (without newlines),
+/// and their ids; see [`write_records`].
+pub fn envelopes(first: u64, records: u64) -> (Vec<String>, Vec<String>) {
+    let (mut lines, mut ids) = (Vec::new(), Vec::new());
     let mut n = first;
     let end = first + records;
     while n < end {
@@ -133,18 +146,14 @@ pub fn write_records(path: &Path, first: u64, records: u64, gz: bool) -> Vec<Str
                 )
             })
             .collect();
-        writeln!(
-            out,
+        lines.push(format!(
             r#"{{"host":"h{}","messages":[{}]}}"#,
             n % 4,
             messages.join(",")
-        )
-        .unwrap();
+        ));
         n += count;
     }
-    out.flush().unwrap();
-    drop(out);
-    ids
+    (lines, ids)
 }
 
 /// The `_key` column of the table at `table`, via Python `deltalake`.
