@@ -262,6 +262,10 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 /// Logs go to stderr: JSON when it is not a terminal (containers), text
 /// otherwise. `TRIBUTARY_LOG` sets the filter (default `info`, `warn` for the
 /// quickstart, whose output is its summary).
+///
+/// Whatever the filter says, delta-rs and delta-kernel log at most at INFO:
+/// at DEBUG and TRACE they print Delta log batches, whose file statistics hold
+/// column values (personal data, possibly), and records must never reach logs.
 fn init_tracing(quiet: bool) {
     use std::io::IsTerminal;
     // delta-kernel logs an ERROR when it looks for a table that does not exist
@@ -272,8 +276,14 @@ fn init_tracing(quiet: bool) {
     } else {
         "info,buoyant_kernel=warn,buoyant_kernel::snapshot::builder=off,deltalake_core=warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let requested = std::env::var("TRIBUTARY_LOG").unwrap_or_else(|_| default.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{requested},buoyant_kernel=info,buoyant_kernel::snapshot::builder=off,deltalake_core=info"
+    ))
+    .unwrap_or_else(|e| {
+        eprintln!("warning: TRIBUTARY_LOG={requested:?} is not a valid filter ({e}); using {default:?}");
+        tracing_subscriber::EnvFilter::new(default)
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -406,3 +406,38 @@ fn sigterm_drains_within_grace_and_restart_loses_nothing() {
     let expected: HashSet<&String> = expected.iter().collect();
     assert_eq!(unique, expected);
 }
+
+/// Records may hold personal data: no log line, even at `trace`, shows a
+/// record's content, good or bad.
+#[test]
+fn logs_never_show_record_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let secret = "alice@example.com";
+    std::fs::write(
+        input.join("pii.ndjson"),
+        format!(
+            "{{\"messages\":[{{\"id\":\"k1\",\"email\":\"{secret}\"}}]}}\n\
+             {{\"messages\":[{{\"id\":\"k2\",\"email\":\"{secret}\"\n\
+             [\"{secret}\"]\n\
+             {{\"date\":\"{secret}\",\"messages\":[{{\"id\":\"k3\"}}]}}\n"
+        ),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), &input, &dir.path().join("table"), "");
+    let config = config.to_str().unwrap();
+    for command in ["ingest", "compact"] {
+        let out = tributary()
+            .args([command, "--config", config, "--once"])
+            .env("TRIBUTARY_LOG", "trace")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command} failed");
+        let logs = String::from_utf8_lossy(&out.stderr);
+        assert!(logs.lines().count() > 3, "{command} logged almost nothing: {logs}");
+        assert!(!logs.contains(secret), "{command} logged a record's content");
+    }
+    // The record itself did arrive.
+    assert_eq!(crate::table_keys(&dir.path().join("table")), ["k1"]);
+}
