@@ -281,7 +281,9 @@ fn init_tracing(quiet: bool) {
         "{requested},buoyant_kernel=info,buoyant_kernel::snapshot::builder=off,deltalake_core=info"
     ))
     .unwrap_or_else(|e| {
-        eprintln!("warning: TRIBUTARY_LOG={requested:?} is not a valid filter ({e}); using {default:?}");
+        eprintln!(
+            "warning: TRIBUTARY_LOG={requested:?} is not a valid filter ({e}); using {default:?}"
+        );
         tracing_subscriber::EnvFilter::new(default)
     });
     let builder = tracing_subscriber::fmt()

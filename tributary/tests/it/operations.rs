@@ -435,8 +435,14 @@ fn logs_never_show_record_content() {
             .unwrap();
         assert!(out.status.success(), "{command} failed");
         let logs = String::from_utf8_lossy(&out.stderr);
-        assert!(logs.lines().count() > 3, "{command} logged almost nothing: {logs}");
-        assert!(!logs.contains(secret), "{command} logged a record's content");
+        assert!(
+            logs.lines().count() > 3,
+            "{command} logged almost nothing: {logs}"
+        );
+        assert!(
+            !logs.contains(secret),
+            "{command} logged a record's content"
+        );
     }
     // The record itself did arrive.
     assert_eq!(crate::table_keys(&dir.path().join("table")), ["k1"]);
