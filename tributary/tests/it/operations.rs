@@ -447,3 +447,44 @@ fn logs_never_show_record_content() {
     // The record itself did arrive.
     assert_eq!(crate::table_keys(&dir.path().join("table")), ["k1"]);
 }
+
+/// A round that fails (here: a corrupt staged row file) is counted, logged
+/// and retried with backoff; the compactor keeps running and stays live.
+#[test]
+fn failed_compaction_rounds_are_counted_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = pipeline_input(dir.path());
+    run_ok(&["ingest", "--config", config.to_str().unwrap(), "--once"]);
+    let staged = find_files(&dir.path().join("table/_tributary/staging"), "avro");
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    std::fs::write(&staged[0], b"Obj\x01 not really a row file").unwrap();
+
+    let port = free_port();
+    let mut processes = Processes::default();
+    let compactor = processes.spawn(
+        tributary()
+            .args(["compact", "--config", config.to_str().unwrap()])
+            .env("TRIBUTARY_SERVICE__LISTEN_ADDR", format!("127.0.0.1:{port}")),
+    );
+    let metrics = wait_for(Duration::from_secs(30), "two failed rounds", || {
+        let (_, body) = http_get(port, "/metrics")?;
+        (sample(&body, "tributary_compactor_failed_rounds_total")? >= 2.0).then_some(body)
+    });
+    assert_eq!(sample(&metrics, "tributary_compactor_commits_total"), Some(0.0));
+    assert!(compactor.try_wait().unwrap().is_none(), "the compactor exited");
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+}
+
+/// Files under `dir` (recursively) whose names end with `.{extension}`.
+fn find_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(find_files(&path, extension));
+        } else if path.extension().is_some_and(|e| e == extension) {
+            found.push(path);
+        }
+    }
+    found
+}
