@@ -7,8 +7,9 @@
 # run is fast and a clean clone reuses them:
 #   CARGO_TARGET_DIR   (default ~/.cache/tributary/target)
 #   TRIBUTARY_TESTBED  (default ~/.cache/tributary-testbed): the Python
-#                      virtualenv with deltalake, pyarrow, fastavro, and the
-#                      deploy/ validators (kubernetes-validate, botocore).
+#                      virtualenv with deltalake, pyarrow, fastavro, moto
+#                      (the S3 test server, with boto3), and the deploy/
+#                      validators (kubernetes-validate, botocore).
 # Prometheus and promtool come from Debian's prometheus package (apt-get,
 # which needs root or sudo; installed once).
 # Everything is built once, in the release profile that the quickstart uses.
@@ -32,8 +33,8 @@ promtool --version 2>&1 | head -1
 step "Python test tools in $TESTBED/venv"
 PY="$TESTBED/venv/bin/python"
 PY_PACKAGES=(deltalake==1.6.6 pyarrow==26.0.1 fastavro==1.13.1 backports.zstd==1.8.0
-             kubernetes-validate==1.37.0 botocore==1.44.5)
-if ! "$PY" -c 'import deltalake, pyarrow, fastavro, backports.zstd, kubernetes_validate, botocore' 2>/dev/null; then
+             kubernetes-validate==1.37.0 botocore==1.44.5 boto3==1.44.5 "moto[server]==5.2.5")
+if ! "$PY" -c 'import deltalake, pyarrow, fastavro, backports.zstd, kubernetes_validate, botocore, boto3, moto.server' 2>/dev/null; then
   [ -x "$PY" ] || python3 -m venv "$TESTBED/venv"
   "$PY" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
@@ -47,6 +48,21 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release --quiet
+
+step "moto server (S3) for the tests"
+MOTO_PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$TESTBED/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$TESTBED/moto.log" 2>&1 &
+MOTO_PID=$!
+trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+export TRIBUTARY_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+# Test credentials for moto only; the metadata service is never asked.
+export AWS_ACCESS_KEY_ID=tributary-test AWS_SECRET_ACCESS_KEY=tributary-test
+export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+for _ in $(seq 50); do
+  "$PY" -c "import urllib.request; urllib.request.urlopen('$TRIBUTARY_S3_ENDPOINT')" 2>/dev/null && break
+  sleep 0.2
+done
+echo "moto server at $TRIBUTARY_S3_ENDPOINT (log: $TESTBED/moto.log)"
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -218,7 +218,7 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
         lake.table_url().as_str(),
         arrow_schema.clone(),
         Some(vec![PARTITION_COLUMN.into()]),
-        None,
+        Some(lake.storage_options().clone()),
     )
     .map_err(|e| delta_error(lake, "writer setup", e))?
     .with_writer_properties(writer_properties())
@@ -488,8 +488,9 @@ async fn create_table(lake: &Lake, columns: &[(String, ColumnType)]) -> Result<D
         .iter()
         .map(|(n, t)| struct_field(n, t))
         .collect::<Result<Vec<_>>>()?;
-    let table = DeltaTable::try_from_url(lake.table_url().clone())
-        .await
+    let table = lake
+        .table_builder()?
+        .build()
         .map_err(|e| delta_error(lake, "open", e))?;
     table
         .create()

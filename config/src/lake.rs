@@ -6,10 +6,36 @@ use crate::error::{Result, invalid};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
-    /// Location of the Delta table: a local directory path (relative paths are
-    /// resolved against the working directory) or a `file://` URI. Row files,
-    /// dead letters and other bookkeeping live under `<table_uri>/_tributary/`.
+    /// Location of the Delta table: `s3://bucket/prefix`, a local directory
+    /// path (relative paths are resolved against the working directory) or a
+    /// `file://` URI. Row files, dead letters and other bookkeeping live under
+    /// `<table_uri>/_tributary/`.
     pub table_uri: String,
+    /// How to reach S3 when `table_uri` is an `s3://` URI. Credentials are
+    /// never configured here: they come from the AWS credential chain
+    /// (environment, profile, ECS task role, EKS IRSA).
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+/// `[lake.s3]`: the S3 (or S3-compatible) endpoint of an `s3://` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The AWS region, e.g. `eu-west-1`. Default: from the environment
+    /// (`AWS_REGION`) or profile.
+    pub region: Option<String>,
+    /// Endpoint URL of an S3-compatible server, e.g. `http://127.0.0.1:5000`.
+    /// Default: AWS S3 of the region.
+    pub endpoint: Option<String>,
+    /// Allow `http://` endpoints (test servers). Default false.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Address buckets as `endpoint/bucket` (path style) instead of
+    /// `bucket.endpoint` (virtual-hosted style). Most S3-compatible servers
+    /// need it. Default false.
+    #[serde(default)]
+    pub path_style: bool,
 }
 
 impl LakeConfig {
@@ -20,6 +46,17 @@ impl LakeConfig {
                 &self.table_uri,
                 "must not be empty",
             ));
+        }
+        if let Some(endpoint) = &self.s3.endpoint {
+            let scheme_ok = endpoint.starts_with("https://")
+                || (endpoint.starts_with("http://") && self.s3.allow_http);
+            if !scheme_ok {
+                return Err(invalid(
+                    "lake.s3.endpoint",
+                    endpoint,
+                    "must start with https:// (or http:// with lake.s3.allow_http = true)",
+                ));
+            }
         }
         Ok(())
     }

@@ -44,7 +44,7 @@ pub use error::{ConfigError, Result};
 pub use ingest::{
     BatchConfig, ColumnTypeName, FilesSourceConfig, FlattenConfig, IngestConfig, RowFileCompression,
 };
-pub use lake::LakeConfig;
+pub use lake::{LakeConfig, S3Config};
 pub use load::ENV_PREFIX;
 pub use service::ServiceConfig;
 

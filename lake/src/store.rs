@@ -1,11 +1,12 @@
 //! Opening the lake: the object store rooted at the table, and the Delta table.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Once};
 
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
-use tributary_config::LakeConfig;
+use tributary_config::{LakeConfig, S3Config};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -13,15 +14,19 @@ use crate::layout::PartitionId;
 
 /// One table's lake: the object store under the table root (where Tributary's
 /// `_tributary/…` objects live) and the Delta table's URL.
+///
+/// On S3 the store is the one delta-rs builds for the table (the same
+/// credentials, retries and conditional writes as Delta commits use).
 #[derive(Debug, Clone)]
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     table_url: Url,
+    storage_options: HashMap<String, String>,
 }
 
 impl Lake {
-    /// Opens the lake at `config.table_uri`, creating a local directory if it
-    /// does not exist yet.
+    /// Opens the lake at `config.table_uri`: an `s3://` URI, or a local
+    /// directory, which is created if it does not exist yet.
     pub fn open(config: &LakeConfig) -> Result<Lake> {
         let uri = config.table_uri.as_str();
         let location_error = |reason: String| Error::TableLocation {
@@ -32,9 +37,12 @@ impl Lake {
             Ok(url) if url.scheme() == "file" => url
                 .to_file_path()
                 .map_err(|()| location_error("not a local file path".into()))?,
+            Ok(url) if matches!(url.scheme(), "s3" | "s3a") => {
+                return Self::open_s3(url, &config.s3);
+            }
             Ok(url) if url.scheme().len() > 1 => {
                 return Err(location_error(format!(
-                    "scheme `{}` is not supported yet; use a local directory",
+                    "scheme `{}` is not supported; use s3:// or a local directory",
                     url.scheme()
                 )));
             }
@@ -51,7 +59,47 @@ impl Lake {
         Ok(Lake {
             store: Arc::new(store),
             table_url,
+            storage_options: HashMap::new(),
         })
+    }
+
+    fn open_s3(mut table_url: Url, s3: &S3Config) -> Result<Lake> {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(|| deltalake::aws::register_handlers(None));
+        if table_url.host_str().is_none_or(str::is_empty) {
+            return Err(Error::TableLocation {
+                uri: table_url.to_string(),
+                reason: "an s3:// URI needs a bucket: s3://bucket/prefix".into(),
+            });
+        }
+        if !table_url.path().ends_with('/') {
+            table_url.set_path(&format!("{}/", table_url.path()));
+        }
+        let storage_options = s3_storage_options(s3);
+        let log_store = DeltaTableBuilder::from_url(table_url.clone())
+            .map(|b| b.with_storage_options(storage_options.clone()))
+            .and_then(|b| b.build_storage())
+            .map_err(|e| Error::Delta {
+                url: table_url.to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(Lake {
+            store: log_store.object_store(None),
+            table_url,
+            storage_options,
+        })
+    }
+
+    /// The delta-rs storage options of this lake (empty for a local table).
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
+    }
+
+    /// A builder for the Delta table, with this lake's storage options.
+    pub fn table_builder(&self) -> Result<DeltaTableBuilder> {
+        DeltaTableBuilder::from_url(self.table_url.clone())
+            .map(|b| b.with_storage_options(self.storage_options.clone()))
+            .map_err(|e| self.delta_error(e))
     }
 
     /// The object store, with paths relative to the table root.
@@ -59,15 +107,16 @@ impl Lake {
         &self.store
     }
 
-    /// The table's URL (`file:///…/`).
+    /// The table's URL (`file:///…/` or `s3://bucket/prefix/`).
     pub fn table_url(&self) -> &Url {
         &self.table_url
     }
 
     /// Loads the Delta table; `None` if no commit exists yet.
     pub async fn load_table(&self) -> Result<Option<DeltaTable>> {
-        let mut table = DeltaTableBuilder::from_url(self.table_url.clone())
-            .and_then(|b| b.build())
+        let mut table = self
+            .table_builder()?
+            .build()
             .map_err(|e| self.delta_error(e))?;
         match table.load().await {
             Ok(()) => Ok(Some(table)),
@@ -110,4 +159,23 @@ impl Lake {
             source: Box::new(source),
         }
     }
+}
+
+/// delta-rs (and object_store) options for `[lake.s3]`. Credentials are left
+/// to the AWS credential chain.
+fn s3_storage_options(s3: &S3Config) -> HashMap<String, String> {
+    let mut options = HashMap::new();
+    if let Some(region) = &s3.region {
+        options.insert("AWS_REGION".into(), region.clone());
+    }
+    if let Some(endpoint) = &s3.endpoint {
+        options.insert("AWS_ENDPOINT_URL".into(), endpoint.clone());
+    }
+    if s3.allow_http {
+        options.insert("AWS_ALLOW_HTTP".into(), "true".into());
+    }
+    if s3.path_style {
+        options.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
+    }
+    options
 }

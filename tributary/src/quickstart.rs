@@ -39,6 +39,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
     let config = Config {
         lake: LakeConfig {
             table_uri: table.display().to_string(),
+            s3: Default::default(),
         },
         ingest: Some(IngestConfig {
             stream: "quickstart".into(),

@@ -9,6 +9,7 @@ mod crash;
 mod operations;
 mod pipeline;
 mod rowfile_fastavro;
+mod s3;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -76,7 +77,8 @@ pub fn run_ok(args: &[&str]) -> Output {
     output
 }
 
-/// Writes a configuration for a files source in `input` and a table in `table`.
+/// Writes a configuration for a files source in `input` and a table in `table`
+/// (a directory, or an `s3://` URI on the test S3 server: see [`s3::lake`]).
 pub fn write_config(dir: &Path, input: &Path, table: &Path, extra: &str) -> PathBuf {
     let path = dir.join("tributary.toml");
     let mut f = std::fs::File::create(&path).unwrap();
@@ -98,10 +100,12 @@ gz_settle_ms = 200
 explode = "messages"
 key_field = "messages_id"
 event_time_field = "messages_ts"
+{s3}
 {extra}
 "#,
         table.display(),
-        input.display()
+        input.display(),
+        s3 = s3::lake_section(table),
     )
     .unwrap();
     path
@@ -156,12 +160,16 @@ pub fn envelopes(first: u64, records: u64) -> (Vec<String>, Vec<String>) {
     (lines, ids)
 }
 
-/// The `_key` column of the table at `table`, via Python `deltalake`.
+/// The `_key` column of the table at `table` (a directory or an `s3://`
+/// URI on the test S3 server), via Python `deltalake`.
 pub fn table_keys(table: &Path) -> Vec<String> {
     let out = run_python(
-        "import sys, deltalake\n\
-         t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table(columns=['_key'])\n\
-         print('\\n'.join(t.column('_key').to_pylist()))",
+        &format!(
+            "import sys, deltalake\n{S3_STORAGE_OPTIONS}\n\
+             t = deltalake.DeltaTable(sys.argv[1], storage_options=storage_options(sys.argv[1]))\n\
+             t = t.to_pyarrow_table(columns=['_key'])\n\
+             print('\\n'.join(t.column('_key').to_pylist()))"
+        ),
         &[table.to_str().unwrap()],
     );
     out.lines()
@@ -169,3 +177,20 @@ pub fn table_keys(table: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Python: `storage_options(uri)` for the Python `deltalake` package, reaching
+/// `s3://` tables on the test S3 server like Tributary does.
+pub const S3_STORAGE_OPTIONS: &str = r#"
+def storage_options(uri):
+    import os
+    if not uri.startswith("s3://"):
+        return None
+    return {
+        "AWS_ENDPOINT_URL": os.environ["TRIBUTARY_S3_ENDPOINT"],
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
+    }
+"#;

@@ -464,14 +464,23 @@ fn failed_compaction_rounds_are_counted_and_retried() {
     let compactor = processes.spawn(
         tributary()
             .args(["compact", "--config", config.to_str().unwrap()])
-            .env("TRIBUTARY_SERVICE__LISTEN_ADDR", format!("127.0.0.1:{port}")),
+            .env(
+                "TRIBUTARY_SERVICE__LISTEN_ADDR",
+                format!("127.0.0.1:{port}"),
+            ),
     );
     let metrics = wait_for(Duration::from_secs(30), "two failed rounds", || {
         let (_, body) = http_get(port, "/metrics")?;
         (sample(&body, "tributary_compactor_failed_rounds_total")? >= 2.0).then_some(body)
     });
-    assert_eq!(sample(&metrics, "tributary_compactor_commits_total"), Some(0.0));
-    assert!(compactor.try_wait().unwrap().is_none(), "the compactor exited");
+    assert_eq!(
+        sample(&metrics, "tributary_compactor_commits_total"),
+        Some(0.0)
+    );
+    assert!(
+        compactor.try_wait().unwrap().is_none(),
+        "the compactor exited"
+    );
     assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
 }
 

@@ -1,0 +1,161 @@
+//! One conformance suite of Tributary's storage operations, run against every
+//! store a lake can live on: a local directory, and S3 (the moto server that
+//! scripts/test.sh starts and names in `TRIBUTARY_S3_ENDPOINT`, with test
+//! credentials in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
+use tributary_config::{LakeConfig, S3Config};
+use tributary_lake::chain::{self, StageOutcome};
+use tributary_lake::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
+use tributary_lake::{Lake, PartitionId};
+
+/// A row file of `partition` covering `first..=last`.
+fn row_file(partition: &PartitionId, first: u64, last: u64) -> Bytes {
+    let schema = RowSchema {
+        columns: vec![Column::required("_position", ColumnType::Long)],
+    };
+    let mut writer = RowFileWriter::new(
+        schema,
+        Codec::Zstd,
+        chain::file_metadata(partition, first, last),
+    );
+    writer.append(&[Value::Long(first as i64)]).unwrap();
+    writer.finish().unwrap()
+}
+
+/// Create-only staging, listing in position order, resume, delete.
+async fn stage_list_resume_delete(lake: &Lake) {
+    let store = lake.store().as_ref();
+    lake.check_reachable().await.unwrap();
+    let p = PartitionId::new("conformance", "part-1");
+    assert_eq!(chain::resume_after(store, &p, None).await.unwrap(), None);
+
+    let staged = chain::stage(store, &p, 0, row_file(&p, 0, 99))
+        .await
+        .unwrap();
+    assert_eq!(staged, StageOutcome::Staged);
+    // Create-only: a second writer of the same first position loses and
+    // learns where the existing file ends.
+    let again = chain::stage(store, &p, 0, row_file(&p, 0, 50))
+        .await
+        .unwrap();
+    assert_eq!(again, StageOutcome::AlreadyStaged { existing_last: 99 });
+
+    // Positions whose text order differs from their numeric order.
+    for first in [1_000_000, 100, 20_000, 9_999] {
+        let outcome = chain::stage(store, &p, first, row_file(&p, first, first + 9))
+            .await
+            .unwrap();
+        assert_eq!(outcome, StageOutcome::Staged);
+    }
+    let listed = chain::staged_files(store, &p).await.unwrap();
+    let firsts: Vec<u64> = listed.iter().map(|f| f.first).collect();
+    assert_eq!(firsts, [0, 100, 9_999, 20_000, 1_000_000]);
+    assert!(listed.iter().all(|f| f.size > 0));
+    assert_eq!(
+        chain::staged_partitions(store).await.unwrap(),
+        vec![p.clone()]
+    );
+    assert_eq!(
+        chain::resume_after(store, &p, Some(5)).await.unwrap(),
+        Some(1_000_009)
+    );
+
+    store.delete(&listed[0].path).await.unwrap();
+    let firsts: Vec<u64> = chain::staged_files(store, &p)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.first)
+        .collect();
+    assert_eq!(firsts, [100, 9_999, 20_000, 1_000_000]);
+}
+
+#[tokio::test]
+async fn local_directory_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&LakeConfig {
+        table_uri: dir.path().join("table").display().to_string(),
+        s3: S3Config::default(),
+    })
+    .unwrap();
+    stage_list_resume_delete(&lake).await;
+}
+
+/// Creates `bucket` on the test S3 server (moto accepts unsigned requests).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+        "{response}"
+    );
+}
+
+fn s3_lake(name: &str) -> Lake {
+    let endpoint = std::env::var("TRIBUTARY_S3_ENDPOINT")
+        .expect("TRIBUTARY_S3_ENDPOINT is not set: run scripts/test.sh, which starts moto server");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let bucket = format!("{name}-{nanos}");
+    create_bucket(&endpoint, &bucket);
+    Lake::open(&LakeConfig {
+        table_uri: format!("s3://{bucket}/tables/conformance"),
+        s3: S3Config {
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint),
+            allow_http: true,
+            path_style: true,
+        },
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn s3_store() {
+    stage_list_resume_delete(&s3_lake("conformance")).await;
+}
+
+/// Compare-and-swap on an object's version (If-Match), which leases build on.
+/// S3 only: object_store's local directory store does not implement it.
+#[tokio::test]
+async fn s3_conditional_update() {
+    let lake = s3_lake("conditional");
+    let store = lake.store();
+    let path = object_store::path::Path::from("_tributary/leases/example");
+    let first = store
+        .put_opts(&path, "v1".into(), PutMode::Create.into())
+        .await
+        .unwrap();
+    let update = |version: &object_store::PutResult, body: &'static str| {
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: version.e_tag.clone(),
+            version: version.version.clone(),
+        });
+        store.put_opts(&path, body.into(), PutOptions::from(mode))
+    };
+    let second = update(&first, "v2").await.unwrap();
+    // A writer holding the old version loses.
+    let stale = update(&first, "v3").await.unwrap_err();
+    assert!(
+        matches!(stale, object_store::Error::Precondition { .. }),
+        "{stale:?}"
+    );
+    update(&second, "v4").await.unwrap();
+    let body = store.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(body.as_ref(), b"v4");
+}
