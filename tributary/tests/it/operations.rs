@@ -46,6 +46,16 @@ fn prometheus_tool(name: &str) -> PathBuf {
     path
 }
 
+/// Fails the test with the command's output unless it exited 0.
+fn assert_succeeded(what: &str, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -248,12 +258,9 @@ fn promtool_checks_scraped_metrics_and_deploy_rules() {
             .unwrap()
             .write_all(body.as_bytes())
             .unwrap();
-        let out = promtool.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        assert_succeeded(
+            "promtool check metrics",
+            &promtool.wait_with_output().unwrap(),
         );
     }
 
@@ -295,12 +302,7 @@ fn promtool_checks_scraped_metrics_and_deploy_rules() {
             .current_dir(deploy.join("prometheus"))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "promtool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&format!("promtool {args:?}"), &out);
     }
 }
 
@@ -313,12 +315,7 @@ fn deploy_files_are_valid() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/check_deploy.py: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded("scripts/check_deploy.py", &out);
     // The ConfigMap's file is a configuration Tributary accepts.
     let config = tributary_config::Config::load(&dir.path().join("configmap.toml")).unwrap();
     config.require_ingest().unwrap();

@@ -2,11 +2,10 @@
 //! which exports its address as `TRIBUTARY_S3_ENDPOINT` and test credentials
 //! as `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{S3_STORAGE_OPTIONS, run_ok, run_python, table_keys, write_config, write_records};
+use crate::run_python;
 
 /// The test S3 server's endpoint.
 pub fn endpoint() -> String {
@@ -55,52 +54,16 @@ fn object_keys(table: &Path, prefix: &str) -> Vec<String> {
     out.lines().map(str::to_string).collect()
 }
 
+/// The pipeline test on S3: the same checks, and nothing is left staged.
 #[test]
 fn ingest_and_compact_on_s3_read_by_python_deltalake() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
     let table = new_table("pipeline");
-    let mut expected = write_records(&input.join("a.ndjson"), 0, 20_000, false);
-    expected.extend(write_records(
-        &input.join("b.ndjson.gz"),
-        20_000,
-        10_000,
-        true,
-    ));
-    let config = write_config(
-        dir.path(),
-        &input,
-        &table,
-        "[ingest.batch]\nmax_records = 700\n",
-    );
-    let config = config.to_str().unwrap();
-
-    run_ok(&["ingest", "--config", config, "--once"]);
-    assert!(
-        object_keys(&table, "_tributary/staging/").len() > 10,
-        "row files are staged on S3"
-    );
-    run_ok(&["compact", "--config", config, "--once"]);
-    // Once more: nothing is staged twice, nothing committed twice.
-    run_ok(&["ingest", "--config", config, "--once"]);
-    run_ok(&["compact", "--config", config, "--once"]);
-
+    let report = crate::pipeline::ingest_compact_and_read(dir.path(), &table);
+    let compacted = report["files_compacted"].as_u64().unwrap();
+    assert!(compacted > 10, "row files were staged on S3: {report}");
     assert_eq!(
         object_keys(&table, "_tributary/staging/"),
         Vec::<String>::new()
     );
-    let keys = table_keys(&table);
-    let unique: HashSet<&String> = keys.iter().collect();
-    assert_eq!(unique.len(), keys.len(), "duplicates in the table");
-    assert_eq!(unique, expected.iter().collect());
-    let out = run_python(
-        &format!(
-            "import sys, deltalake\n{S3_STORAGE_OPTIONS}\n\
-             t = deltalake.DeltaTable(sys.argv[1], storage_options=storage_options(sys.argv[1]))\n\
-             print(t.metadata().partition_columns, t.version(), len(t.file_uris()) > 0)"
-        ),
-        &[table.to_str().unwrap()],
-    );
-    assert_eq!(out.trim(), "['date'] 1 True");
 }
