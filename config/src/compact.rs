@@ -21,6 +21,36 @@ pub struct CompactConfig {
     /// Parquet files roll over to a new file once they reach this size.
     #[serde(default = "default_target_file_bytes")]
     pub target_file_bytes: u64,
+    /// Memory the rows of one round may take once decoded (Arrow), in bytes.
+    /// A round stops taking staged files when it is reached (at least one
+    /// file is always taken); Parquet output streams to the store in parts.
+    #[serde(default = "default_memory_budget_bytes")]
+    pub memory_budget_bytes: u64,
+    /// Columns rows are sorted by within each Parquet file, so min/max
+    /// statistics prune well. Columns the table does not have are skipped.
+    /// Default: `lake.subject_columns`, then `ingest.flatten.event_time_field`.
+    pub sort_columns: Option<Vec<String>>,
+    /// The column that marks a delete tombstone. A row whose value in it
+    /// equals `delete_value` removes its key: from the rows staged before it
+    /// and from the table's files. Tombstones themselves are not written.
+    #[serde(default = "default_delete_column")]
+    pub delete_column: String,
+    /// The value of `delete_column` that marks a tombstone.
+    #[serde(default = "default_delete_value")]
+    pub delete_value: String,
+    /// Write a Delta checkpoint every this many commits, then remove log
+    /// entries older than `log_retention_ms`.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: u64,
+    /// Delta log entries older than this are removed after a checkpoint, in
+    /// milliseconds. Default: 7 days.
+    #[serde(default = "default_log_retention_ms")]
+    pub log_retention_ms: u64,
+    /// A table-partition lease (taken to rewrite table files: tombstone
+    /// deletes, optimize, forget) expires this long after its last renewal,
+    /// in milliseconds.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
 }
 
 fn default_interval_ms() -> u64 {
@@ -35,6 +65,24 @@ fn default_max_bytes_per_commit() -> u64 {
 fn default_target_file_bytes() -> u64 {
     256 * 1024 * 1024
 }
+fn default_memory_budget_bytes() -> u64 {
+    2 * 1024 * 1024 * 1024
+}
+fn default_delete_column() -> String {
+    "_op".into()
+}
+fn default_delete_value() -> String {
+    "delete".into()
+}
+fn default_checkpoint_interval() -> u64 {
+    10
+}
+fn default_log_retention_ms() -> u64 {
+    7 * 24 * 3600 * 1000
+}
+fn default_lease_ms() -> u64 {
+    60_000
+}
 
 impl Default for CompactConfig {
     fn default() -> Self {
@@ -43,6 +91,13 @@ impl Default for CompactConfig {
             max_files_per_commit: default_max_files_per_commit(),
             max_bytes_per_commit: default_max_bytes_per_commit(),
             target_file_bytes: default_target_file_bytes(),
+            memory_budget_bytes: default_memory_budget_bytes(),
+            sort_columns: None,
+            delete_column: default_delete_column(),
+            delete_value: default_delete_value(),
+            checkpoint_interval: default_checkpoint_interval(),
+            log_retention_ms: default_log_retention_ms(),
+            lease_ms: default_lease_ms(),
         }
     }
 }
@@ -68,6 +123,28 @@ impl CompactConfig {
                 "compact.target_file_bytes",
                 self.target_file_bytes,
                 "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        for (key, value) in [
+            ("compact.memory_budget_bytes", self.memory_budget_bytes),
+            ("compact.checkpoint_interval", self.checkpoint_interval),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, 0, "must be at least 1"));
+            }
+        }
+        if self.lease_ms < 1_000 {
+            return Err(invalid(
+                "compact.lease_ms",
+                self.lease_ms,
+                "must be at least 1000",
+            ));
+        }
+        if self.delete_column.trim().is_empty() {
+            return Err(invalid(
+                "compact.delete_column",
+                &self.delete_column,
+                "must not be empty",
             ));
         }
         Ok(())

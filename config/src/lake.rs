@@ -16,6 +16,12 @@ pub struct LakeConfig {
     /// (environment, profile, ECS task role, EKS IRSA).
     #[serde(default)]
     pub s3: S3Config,
+    /// Columns that identify the person a row is about (e.g.
+    /// `messages_user_id`, `messages_user_email`). Parquet files get bloom
+    /// filters on them (as on `_key`), the compactor sorts by them first, and
+    /// `tributary forget` erases by their values. Default: none.
+    #[serde(default)]
+    pub subject_columns: Vec<String>,
 }
 
 /// `[lake.s3]`: the S3 (or S3-compatible) endpoint of an `s3://` table.
@@ -45,6 +51,13 @@ impl LakeConfig {
                 "lake.table_uri",
                 &self.table_uri,
                 "must not be empty",
+            ));
+        }
+        if let Some(empty) = self.subject_columns.iter().find(|c| c.trim().is_empty()) {
+            return Err(invalid(
+                "lake.subject_columns",
+                format!("{empty:?}"),
+                "column names must not be empty",
             ));
         }
         if let Some(endpoint) = &self.s3.endpoint {

@@ -80,6 +80,21 @@ impl Config {
         self.service.validate()
     }
 
+    /// `compact.sort_columns` when it is not set: the subject columns, then
+    /// the event time field.
+    pub fn default_sort_columns(&self) -> Vec<String> {
+        let event_time = self
+            .ingest
+            .as_ref()
+            .and_then(|i| i.flatten.event_time_field.clone());
+        self.lake
+            .subject_columns
+            .iter()
+            .cloned()
+            .chain(event_time)
+            .collect()
+    }
+
     /// The `[ingest]` section, or an error naming it when it is missing.
     pub fn require_ingest(&self) -> Result<&IngestConfig> {
         self.ingest

@@ -49,8 +49,11 @@ impl Config {
         } else {
             origin
         };
-        let config: Config = table.try_into().map_err(parse_error(origin))?;
+        let mut config: Config = table.try_into().map_err(parse_error(origin))?;
         config.validate()?;
+        if config.compact.sort_columns.is_none() {
+            config.compact.sort_columns = Some(config.default_sort_columns());
+        }
         Ok(config)
     }
 }

@@ -22,6 +22,7 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     table_url: Url,
     storage_options: HashMap<String, String>,
+    subject_columns: Vec<String>,
 }
 
 impl Lake {
@@ -38,7 +39,7 @@ impl Lake {
                 .to_file_path()
                 .map_err(|()| location_error("not a local file path".into()))?,
             Ok(url) if matches!(url.scheme(), "s3" | "s3a") => {
-                return Self::open_s3(url, &config.s3);
+                return Self::open_s3(url, config);
             }
             Ok(url) if url.scheme().len() > 1 => {
                 return Err(location_error(format!(
@@ -60,10 +61,12 @@ impl Lake {
             store: Arc::new(store),
             table_url,
             storage_options: HashMap::new(),
+            subject_columns: config.subject_columns.clone(),
         })
     }
 
-    fn open_s3(mut table_url: Url, s3: &S3Config) -> Result<Lake> {
+    fn open_s3(mut table_url: Url, config: &LakeConfig) -> Result<Lake> {
+        let s3 = &config.s3;
         static REGISTER: Once = Once::new();
         REGISTER.call_once(|| deltalake::aws::register_handlers(None));
         if table_url.host_str().is_none_or(str::is_empty) {
@@ -87,6 +90,7 @@ impl Lake {
             store: log_store.object_store(None),
             table_url,
             storage_options,
+            subject_columns: config.subject_columns.clone(),
         })
     }
 
@@ -100,6 +104,12 @@ impl Lake {
         DeltaTableBuilder::from_url(self.table_url.clone())
             .map(|b| b.with_storage_options(self.storage_options.clone()))
             .map_err(|e| self.delta_error(e))
+    }
+
+    /// The columns that identify the person a row is about
+    /// (`lake.subject_columns`).
+    pub fn subject_columns(&self) -> &[String] {
+        &self.subject_columns
     }
 
     /// The object store, with paths relative to the table root.
