@@ -13,20 +13,21 @@
 //! removes them); a crash after it leaves staged files whose rows are all at or
 //! below the new watermark, so the next round drops and deletes them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use deltalake::DeltaTable;
+use deltalake::arrow::array::{Array, AsArray, UInt32Array};
+use deltalake::arrow::compute::{concat_batches, take_record_batch};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, StructField, Transaction};
-use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::state::DeltaTableState;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 use tributary_config::CompactConfig;
@@ -38,14 +39,19 @@ use tributary_lake::{Lake, PartitionId};
 
 use crate::arrow_rows::{Source, record_batch};
 use crate::error::{Error, Result};
+use crate::files::TableWriter;
+use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
 
 /// The partition column of every Tributary table.
 pub const PARTITION_COLUMN: &str = "date";
 
+/// The record-key column of every Tributary table.
+pub const KEY_COLUMN: &str = "_key";
+
 /// Columns every table starts with, in order.
 fn system_columns() -> Vec<(String, ColumnType)> {
     vec![
-        ("_key".into(), ColumnType::String),
+        (KEY_COLUMN.into(), ColumnType::String),
         ("_partition".into(), ColumnType::String),
         ("_position".into(), ColumnType::Long),
         (PARTITION_COLUMN.into(), ColumnType::String),
@@ -69,6 +75,15 @@ pub struct CompactionMetrics {
     pub rows_below_watermark: u64,
     /// Rows dead-lettered because a table column's type rejects a value.
     pub rows_dead_lettered: u64,
+    /// Rows dropped because a later row or tombstone of the round has the
+    /// same key (superseded).
+    pub rows_deduplicated: u64,
+    /// Delete tombstones among the rows read.
+    pub tombstones: u64,
+    /// Rows removed from existing table files by tombstones.
+    pub rows_deleted_from_table: u64,
+    /// Table files rewritten to remove those rows.
+    pub table_files_rewritten: u64,
     /// Parquet files added.
     pub parquet_files: u64,
     /// Table version after the last commit, if the table exists.
@@ -102,6 +117,10 @@ pub async fn compact_until_empty(config: &CompactConfig, lake: &Lake) -> Result<
         total.rows_written += round.rows_written;
         total.rows_below_watermark += round.rows_below_watermark;
         total.rows_dead_lettered += round.rows_dead_lettered;
+        total.rows_deduplicated += round.rows_deduplicated;
+        total.tombstones += round.tombstones;
+        total.rows_deleted_from_table += round.rows_deleted_from_table;
+        total.table_files_rewritten += round.table_files_rewritten;
         total.parquet_files += round.parquet_files;
         total.table_version = round.table_version.or(total.table_version);
         total.commit_duration_ms += round.commit_duration_ms;
@@ -125,47 +144,11 @@ struct Taken {
 }
 
 /// One round: at most `max_files_per_commit` files / `max_bytes_per_commit`
-/// bytes, one Delta commit.
+/// bytes / `memory_budget_bytes` of decoded rows, one Delta commit.
 pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<CompactionMetrics> {
-    let store = lake.store();
     let mut metrics = CompactionMetrics::default();
-    let mut taken: Vec<Taken> = Vec::new();
-    let mut bytes = 0u64;
-    let now = chrono::Utc::now();
-    // Once the round is full it takes nothing more, not even a smaller file:
-    // skipping a partition's file and taking a later one would move the
-    // watermark past the skipped file's rows.
-    let mut full = false;
-    for partition in chain::staged_partitions(store.as_ref()).await? {
-        for file in chain::staged_files(store.as_ref(), &partition).await? {
-            full = full
-                || (!taken.is_empty()
-                    && (taken.len() >= config.max_files_per_commit
-                        || bytes + file.size > config.max_bytes_per_commit));
-            if full {
-                let age = (now - file.last_modified).num_milliseconds().max(0) as u64;
-                metrics.backlog_files += 1;
-                metrics.backlog_bytes += file.size;
-                metrics.backlog_oldest_age_ms = metrics.backlog_oldest_age_ms.max(age);
-                continue;
-            }
-            let store_error = |e| tributary_lake::Error::store(&file.path, e);
-            let data = store
-                .get(&file.path)
-                .await
-                .map_err(store_error)?
-                .bytes()
-                .await
-                .map_err(store_error)?;
-            bytes += file.size;
-            taken.push(Taken {
-                partition: partition.clone(),
-                file,
-                bytes: data,
-            });
-        }
-    }
-    let mut table = lake.load_table().await?;
+    let mut taken = take_staged(config, lake, &mut metrics).await?;
+    let table = lake.load_table().await?;
     metrics.table_version = table.as_ref().and_then(DeltaTable::version);
     if taken.is_empty() {
         if let Some(table) = &table {
@@ -202,7 +185,7 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
             .collect::<Vec<_>>(),
     ));
 
-    // Watermarks before this round, and after it.
+    // Watermarks before this round.
     let mut watermarks: BTreeMap<PartitionId, Option<u64>> = BTreeMap::new();
     for t in &taken {
         if !watermarks.contains_key(&t.partition) {
@@ -212,19 +195,21 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
             );
         }
     }
+
+    // Decode files in order until the memory budget is used. Sorting copies
+    // the rows twice, so the decoded rows may take a third of it.
+    let mut batches = Vec::new();
+    let mut memory = 0u64;
     let mut new_watermarks: BTreeMap<PartitionId, u64> = BTreeMap::new();
-
-    let mut writer = RecordBatchWriter::try_new(
-        lake.table_url().as_str(),
-        arrow_schema.clone(),
-        Some(vec![PARTITION_COLUMN.into()]),
-        Some(lake.storage_options().clone()),
-    )
-    .map_err(|e| delta_error(lake, "writer setup", e))?
-    .with_writer_properties(writer_properties())
-    .with_target_file_size(config.target_file_bytes);
-
+    let mut included = 0;
     for (t, (schema, last)) in taken.iter().zip(headers) {
+        if included > 0 && memory >= config.memory_budget_bytes / 3 {
+            // The rest waits for the next round. Files were taken in order per
+            // partition, so every partition keeps a prefix and its watermark
+            // stays below the files left behind.
+            break;
+        }
+        included += 1;
         let watermark = watermarks.get(&t.partition).copied().flatten();
         let next = new_watermarks.entry(t.partition.clone()).or_insert(0);
         *next = (*next).max(last).max(watermark.unwrap_or(0));
@@ -257,78 +242,123 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
             let path = t.partition.compactor_dead_letter_file(t.file.first);
             let file =
                 dead_letter::encode(&t.partition, t.file.first, last, &rejected, Codec::Zstd)?;
-            store
+            lake.store()
                 .put(&path, file.into())
                 .await
                 .map_err(|e| tributary_lake::Error::store(&path, e))?;
         }
         if let Some(batch) = batch {
-            metrics.rows_written += batch.num_rows() as u64;
-            writer
-                .write(batch)
-                .await
-                .map_err(|e| delta_error(lake, "write", e))?;
+            memory += batch.get_array_memory_size() as u64;
+            batches.push(batch);
         }
     }
-    let adds = writer
-        .flush()
-        .await
-        .map_err(|e| delta_error(lake, "write", e))?;
-    metrics.parquet_files = adds.len() as u64;
+    taken.truncate(included);
 
-    // Create the table, then evolve its schema, then commit data and watermarks.
-    let table = match table.take() {
+    // Dedupe by key and apply tombstones.
+    let delete = (config.delete_column.clone(), config.delete_value.clone());
+    let schema = arrow_schema.clone();
+    let merged = tokio::task::spawn_blocking(move || merge_rows(&schema, &batches, &delete))
+        .await
+        .map_err(Error::Worker)?
+        .map_err(|source| Error::Arrow {
+            path: "<round rows>".into(),
+            source,
+        })?;
+    metrics.rows_deduplicated = merged.duplicates;
+    metrics.tombstones = merged.tombstones;
+
+    // Create the table, then evolve its schema, then write and commit data,
+    // deletes and watermarks together.
+    let table = match table {
         Some(t) => t,
         None => create_table(lake, &target).await?,
     };
-    let existing: Vec<String> = table_columns(&table)?.into_iter().map(|(n, _)| n).collect();
-    let new_fields = target
-        .iter()
-        .filter(|(n, _)| !existing.contains(n))
-        .map(|(n, t)| struct_field(n, t))
-        .collect::<Result<Vec<_>>>()?;
-    let table = if new_fields.is_empty() {
-        table
-    } else {
-        table
-            .add_columns()
-            .with_fields(new_fields)
-            .await
-            .map_err(|e| delta_error(lake, "add columns", e))?
-    };
+    let mut table = add_new_columns(lake, table, &target).await?;
+    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+    let sort_columns = config.sort_columns.clone().unwrap_or_default();
+    let mut writer = TableWriter::new(
+        lake,
+        state,
+        arrow_schema.clone(),
+        &sort_columns,
+        config.target_file_bytes,
+    );
+    if merged.rows.num_rows() > 0 {
+        metrics.rows_written = merged.rows.num_rows() as u64;
+        writer.write_sorted(&merged.rows).await?;
+    }
+    drop(merged.rows);
+    let adds = writer.finish().await?;
+    metrics.parquet_files = adds.len() as u64;
+    let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+
+    let mut leases = PartitionLeases::default();
+    if !merged.deleted_keys.is_empty() {
+        let erase = [Erase {
+            column: KEY_COLUMN.into(),
+            values: merged.deleted_keys,
+        }];
+        let deleted = delete_from_table(config, lake, &mut table, &erase, &mut leases).await;
+        match deleted {
+            Ok((removes, report)) => {
+                actions.extend(removes);
+                metrics.rows_deleted_from_table = report.rows_erased;
+                metrics.table_files_rewritten = report.files_rewritten;
+            }
+            Err(error) => {
+                leases.release(lake).await;
+                return Err(error);
+            }
+        }
+        // The table may have moved on while we waited for the leases: the
+        // round is only valid if no other compactor committed its partitions.
+        for (partition, before) in &watermarks {
+            if lake.watermark(Some(&table), partition).await? != *before {
+                leases.release(lake).await;
+                return Err(Error::RoundOvertaken {
+                    partition: partition.to_string(),
+                });
+            }
+        }
+    }
 
     let transactions = new_watermarks
         .iter()
         .map(|(p, last)| Transaction::new(p.app_id(), *last as i64))
         .collect();
-    let snapshot = table
-        .snapshot()
-        .map_err(|e| delta_error(lake, "commit", e))?;
-    let commit_started = std::time::Instant::now();
-    let finalized = CommitBuilder::from(
-        CommitProperties::default().with_application_transactions(transactions),
-    )
-    .with_actions(adds.into_iter().map(Action::Add).collect())
-    .build(
-        Some(snapshot),
-        table.log_store(),
+    let deletes = actions.iter().any(|a| matches!(a, Action::Remove(_)));
+    let operation = if !deletes {
         DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(vec![PARTITION_COLUMN.into()]),
             predicate: None,
-        },
+        }
+    } else {
+        DeltaOperation::Delete {
+            predicate: Some("record keys of delete tombstones".into()),
+        }
+    };
+    let committed = commit(
+        config,
+        lake,
+        &table,
+        &leases,
+        actions,
+        transactions,
+        operation,
     )
-    .await
-    .map_err(|e| delta_error(lake, "commit", e))?;
+    .await;
+    leases.release(lake).await;
+    let committed = committed?;
     metrics.commits = 1;
-    metrics.commit_duration_ms = commit_started.elapsed().as_millis() as u64;
-    metrics.commit_retries = finalized.metrics.num_retries;
-    metrics.table_version = Some(finalized.version());
-    (metrics.table_files, metrics.table_bytes) = table_size(&finalized.snapshot);
+    metrics.commit_duration_ms = committed.duration_ms;
+    metrics.commit_retries = committed.retries;
+    metrics.table_version = Some(committed.version);
+    (metrics.table_files, metrics.table_bytes) = (committed.table_files, committed.table_bytes);
 
     // Only now may the staged files go.
     for t in &taken {
-        store
+        lake.store()
             .delete(&t.file.path)
             .await
             .map_err(|e| tributary_lake::Error::store(&t.file.path, e))?;
@@ -338,16 +368,240 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     Ok(metrics)
 }
 
+/// Lists staged files and reads the oldest of each partition, up to the
+/// round's limits; counts the rest as backlog.
+async fn take_staged(
+    config: &CompactConfig,
+    lake: &Lake,
+    metrics: &mut CompactionMetrics,
+) -> Result<Vec<Taken>> {
+    let store = lake.store();
+    let mut taken: Vec<Taken> = Vec::new();
+    let mut bytes = 0u64;
+    let now = chrono::Utc::now();
+    // Once the round is full it takes nothing more, not even a smaller file:
+    // skipping a partition's file and taking a later one would move the
+    // watermark past the skipped file's rows.
+    let mut full = false;
+    for partition in chain::staged_partitions(store.as_ref()).await? {
+        for file in chain::staged_files(store.as_ref(), &partition).await? {
+            full = full
+                || (!taken.is_empty()
+                    && (taken.len() >= config.max_files_per_commit
+                        || bytes + file.size > config.max_bytes_per_commit));
+            if full {
+                let age = (now - file.last_modified).num_milliseconds().max(0) as u64;
+                metrics.backlog_files += 1;
+                metrics.backlog_bytes += file.size;
+                metrics.backlog_oldest_age_ms = metrics.backlog_oldest_age_ms.max(age);
+                continue;
+            }
+            let data = match store.get(&file.path).await {
+                Ok(data) => data.bytes().await,
+                Err(e) => Err(e),
+            };
+            let data = match data {
+                Ok(data) => data,
+                // Another compactor compacted and deleted it since the listing:
+                // this partition's later files wait for a round that sees the
+                // new watermark.
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(tributary_lake::Error::store(&file.path, e).into()),
+            };
+            bytes += file.size;
+            taken.push(Taken {
+                partition: partition.clone(),
+                file,
+                bytes: data,
+            });
+        }
+    }
+    Ok(taken)
+}
+
+/// Removes the rows whose key is in `erase` from the table's files, holding
+/// the leases of the partitions it rewrites (kept in `leases` for the commit).
+/// Leaves `table` at the snapshot the returned actions were planned on.
+async fn delete_from_table(
+    config: &CompactConfig,
+    lake: &Lake,
+    table: &mut DeltaTable,
+    erase: &[Erase],
+    leases: &mut PartitionLeases,
+) -> Result<(Vec<Action>, RewriteReport)> {
+    loop {
+        table
+            .update_state()
+            .await
+            .map_err(|e| delta_error(lake, "read", e))?;
+        let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+        let mut report = RewriteReport::default();
+        let found = rewrite::candidates(state, erase, &mut report);
+        let needed = rewrite::partitions(&found);
+        if leases.covers(&needed) {
+            let actions = rewrite::rewrite(
+                lake,
+                state,
+                found,
+                erase,
+                config.target_file_bytes,
+                &mut report,
+            )
+            .await?;
+            return Ok((actions, report));
+        }
+        // Take the missing leases, then plan again on the table as it is
+        // once nobody else can rewrite those partitions.
+        leases.acquire(config, lake, &needed).await?;
+    }
+}
+
+/// What a commit did.
+pub(crate) struct Committed {
+    pub version: u64,
+    pub retries: u64,
+    pub duration_ms: u64,
+    pub table_files: u64,
+    pub table_bytes: u64,
+}
+
+/// Commits `actions` and `transactions` (watermarks) as `operation` on the
+/// snapshot `table` holds, if every lease in `leases` is still valid; then
+/// writes a checkpoint every `checkpoint_interval` versions and removes
+/// expired log entries.
+pub(crate) async fn commit(
+    config: &CompactConfig,
+    lake: &Lake,
+    table: &DeltaTable,
+    leases: &PartitionLeases,
+    actions: Vec<Action>,
+    transactions: Vec<Transaction>,
+    operation: DeltaOperation,
+) -> Result<Committed> {
+    leases.ensure_valid(config)?;
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| delta_error(lake, "commit", e))?;
+    let started = std::time::Instant::now();
+    let finalized = CommitBuilder::from(
+        CommitProperties::default()
+            .with_application_transactions(transactions)
+            .with_create_checkpoint(false)
+            .with_cleanup_expired_logs(Some(false)),
+    )
+    .with_actions(actions)
+    .build(Some(snapshot), table.log_store(), operation)
+    .await
+    .map_err(|e| delta_error(lake, "commit", e))?;
+    let (table_files, table_bytes) = table_size(&finalized.snapshot);
+    let committed = Committed {
+        version: finalized.version(),
+        retries: finalized.metrics.num_retries,
+        duration_ms: started.elapsed().as_millis() as u64,
+        table_files,
+        table_bytes,
+    };
+    if committed.version > 0 && committed.version.is_multiple_of(config.checkpoint_interval) {
+        maintain_log(config, lake, table.log_store().as_ref(), committed.version).await?;
+    }
+    Ok(committed)
+}
+
+/// Writes a checkpoint at `version` and removes log entries older than
+/// `log_retention_ms` that the checkpoint makes unnecessary.
+pub async fn maintain_log(
+    config: &CompactConfig,
+    lake: &Lake,
+    log_store: &dyn deltalake::logstore::LogStore,
+    version: u64,
+) -> Result<()> {
+    let mut table = lake
+        .table_builder()?
+        .with_version(version)
+        .load()
+        .await
+        .map_err(|e| delta_error(lake, "checkpoint", e))?;
+    deltalake::checkpoints::create_checkpoint(&table, None)
+        .await
+        .map_err(|e| delta_error(lake, "checkpoint", e))?;
+    let cutoff = chrono::Utc::now().timestamp_millis() - config.log_retention_ms as i64;
+    deltalake::checkpoints::cleanup_expired_logs_for(version, log_store, cutoff, None)
+        .await
+        .map_err(|e| delta_error(lake, "log cleanup", e))?;
+    table
+        .update_state()
+        .await
+        .map_err(|e| delta_error(lake, "checkpoint", e))?;
+    Ok(())
+}
+
+/// The rows of a round after dedupe and tombstones.
+struct Merged {
+    rows: RecordBatch,
+    deleted_keys: HashSet<String>,
+    duplicates: u64,
+    tombstones: u64,
+}
+
+/// Concatenates a round's batches (in partition, then position order) and
+/// keeps, per key, the last row; a tombstone (`delete.0` equals `delete.1`)
+/// drops the key's earlier rows and is not kept itself.
+fn merge_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    delete: &(String, String),
+) -> Result<Merged, ArrowError> {
+    let all = concat_batches(schema, batches)?;
+    let keys = all
+        .column_by_name(KEY_COLUMN)
+        .and_then(|c| c.as_string_opt::<i32>());
+    let ops = all
+        .column_by_name(&delete.0)
+        .and_then(|c| c.as_string_opt::<i32>());
+    let mut last: HashMap<&str, u32> = HashMap::with_capacity(all.num_rows());
+    let mut unkeyed: Vec<u32> = Vec::new();
+    let mut deleted_keys = HashSet::new();
+    let (mut duplicates, mut tombstones) = (0, 0);
+    for row in 0..all.num_rows() {
+        let Some(key) = keys.filter(|k| k.is_valid(row)).map(|k| k.value(row)) else {
+            unkeyed.push(row as u32);
+            continue;
+        };
+        if ops.is_some_and(|o| o.is_valid(row) && o.value(row) == delete.1) {
+            tombstones += 1;
+            if last.remove(key).is_some() {
+                duplicates += 1;
+            }
+            deleted_keys.insert(key.to_string());
+        } else if last.insert(key, row as u32).is_some() {
+            duplicates += 1;
+        }
+    }
+    let mut kept: Vec<u32> = last.into_values().chain(unkeyed).collect();
+    if kept.len() == all.num_rows() {
+        return Ok(Merged {
+            rows: all,
+            deleted_keys,
+            duplicates,
+            tombstones,
+        });
+    }
+    kept.sort_unstable();
+    let rows = take_record_batch(&all, &UInt32Array::from(kept))?;
+    Ok(Merged {
+        rows,
+        deleted_keys,
+        duplicates,
+        tombstones,
+    })
+}
+
 struct FileMetrics {
     rows_read: u64,
     rows_below_watermark: u64,
 }
 
-type Converted = (
-    Option<deltalake::arrow::record_batch::RecordBatch>,
-    FileMetrics,
-    Vec<DeadLetter>,
-);
+type Converted = (Option<RecordBatch>, FileMetrics, Vec<DeadLetter>);
 
 /// Decodes one row file and converts the rows above `watermark` that the
 /// target types accept; the others are dead letters.
@@ -465,10 +719,26 @@ fn table_size(state: &DeltaTableState) -> (u64, u64) {
     })
 }
 
-fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build()
+/// `table` with the columns of `target` it lacks added.
+async fn add_new_columns(
+    lake: &Lake,
+    table: DeltaTable,
+    target: &[(String, ColumnType)],
+) -> Result<DeltaTable> {
+    let existing: Vec<String> = table_columns(&table)?.into_iter().map(|(n, _)| n).collect();
+    let new_fields = target
+        .iter()
+        .filter(|(n, _)| !existing.contains(n))
+        .map(|(n, t)| struct_field(n, t))
+        .collect::<Result<Vec<_>>>()?;
+    if new_fields.is_empty() {
+        return Ok(table);
+    }
+    table
+        .add_columns()
+        .with_fields(new_fields)
+        .await
+        .map_err(|e| delta_error(lake, "add columns", e))
 }
 
 fn struct_field(name: &str, ty: &ColumnType) -> Result<StructField> {
@@ -501,7 +771,11 @@ async fn create_table(lake: &Lake, columns: &[(String, ColumnType)]) -> Result<D
         .map_err(|e| delta_error(lake, "create table", e))
 }
 
-fn delta_error(lake: &Lake, operation: &'static str, source: deltalake::DeltaTableError) -> Error {
+pub(crate) fn delta_error(
+    lake: &Lake,
+    operation: &'static str,
+    source: deltalake::DeltaTableError,
+) -> Error {
     Error::Delta {
         operation,
         url: lake.table_url().to_string(),

@@ -25,6 +25,22 @@ pub enum Error {
         #[source]
         source: deltalake::arrow::error::ArrowError,
     },
+    /// A table file could not be read.
+    #[error("cannot read table file {path}")]
+    Parquet {
+        /// The file.
+        path: String,
+        /// The Parquet reader's error.
+        #[source]
+        source: deltalake::parquet::errors::ParquetError,
+    },
+    /// Another compactor committed rows of a source partition of this round
+    /// while the round waited for partition leases. The round is repeated.
+    #[error("another compactor committed rows of {partition} during this round")]
+    RoundOvertaken {
+        /// The source partition.
+        partition: String,
+    },
     /// A worker task failed.
     #[error("compaction worker stopped unexpectedly")]
     Worker(#[source] tokio::task::JoinError),
@@ -37,6 +53,7 @@ impl Error {
         use deltalake::DeltaTableError;
         use deltalake::kernel::transaction::TransactionError;
         match self {
+            Error::RoundOvertaken { .. } => true,
             Error::Delta { source, .. } => matches!(
                 source.as_ref(),
                 DeltaTableError::Transaction {

@@ -11,10 +11,14 @@
 mod arrow_rows;
 pub mod compact;
 mod error;
+pub mod files;
+pub mod optimize;
+pub mod rewrite;
 pub mod run;
 pub mod telemetry;
 
 pub use compact::{CompactionMetrics, PARTITION_COLUMN, compact_round, compact_until_empty};
 pub use error::{Error, Result};
+pub use optimize::{OptimizeReport, VacuumReport, optimize, vacuum};
 pub use run::run;
 pub use telemetry::CompactorTelemetry;

@@ -16,9 +16,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Runs compaction rounds until `shutdown` turns true: back to back while
 /// files are staged, every `config.interval_ms` when none are.
 ///
-/// A failed round (the object store unreachable, a commit conflict it could
-/// not retry past, a corrupt row file) is counted and logged, and the round
-/// is tried again after a backoff; a round is safe to repeat at any point
+/// A failed round (the object store unreachable, a corrupt row file) is
+/// counted and logged, and the round is tried again after a backoff; a round
+/// that lost a commit race to another compactor is tried again at once; a round is safe to repeat at any point
 /// (see [`compact`](crate::compact)). Shutdown is checked between rounds, so
 /// a round that has started finishes and commits.
 pub async fn run(
@@ -38,6 +38,14 @@ pub async fn run(
                     continue;
                 }
                 interval
+            }
+            // Another compactor committed first: try again soon, at a
+            // jittered moment so two compactors do not collide again.
+            Err(error) if error.is_commit_conflict() => {
+                telemetry.round_failed(&error);
+                Duration::from_millis(
+                    100 + u64::from(chrono::Utc::now().timestamp_subsec_millis()) % 400,
+                )
             }
             Err(error) => {
                 telemetry.round_failed(&error);

@@ -17,6 +17,10 @@
 //! | `tributary_compactor_duplicate_rows_total` | counter | rows dropped because the table already held their position |
 //! | `tributary_compactor_dead_lettered_rows_total` | counter | rows dead-lettered because a table column rejects a value |
 //! | `tributary_compactor_written_files_total` | counter | Parquet files added to the table |
+//! | `tributary_compactor_superseded_rows_total` | counter | rows dropped because a later row or tombstone of their round has the same key |
+//! | `tributary_compactor_tombstones_total` | counter | delete tombstones read |
+//! | `tributary_compactor_deleted_rows_total` | counter | rows removed from table files by tombstones |
+//! | `tributary_compactor_rewritten_files_total` | counter | table files rewritten to remove those rows |
 //! | `tributary_compactor_backlog_files` | gauge | staged row files waiting after the last round |
 //! | `tributary_compactor_backlog_bytes` | gauge | bytes of those files |
 //! | `tributary_compactor_backlog_oldest_age_seconds` | gauge | age of the oldest of them (0 when none wait) |
@@ -45,6 +49,10 @@ pub struct CompactorTelemetry {
     duplicate_rows: IntCounter,
     dead_lettered_rows: IntCounter,
     written_files: IntCounter,
+    superseded_rows: IntCounter,
+    tombstones: IntCounter,
+    deleted_rows: IntCounter,
+    rewritten_files: IntCounter,
     backlog_files: IntGauge,
     backlog_bytes: IntGauge,
     backlog_oldest_age: IntGauge,
@@ -118,6 +126,19 @@ impl CompactorTelemetry {
                 "Rows dead-lettered because a table column's type rejects a value.",
             )?,
             written_files: counter("written_files_total", "Parquet files added to the table.")?,
+            superseded_rows: counter(
+                "superseded_rows_total",
+                "Rows dropped because a later row or tombstone of their round has the same key.",
+            )?,
+            tombstones: counter("tombstones_total", "Delete tombstones read.")?,
+            deleted_rows: counter(
+                "deleted_rows_total",
+                "Rows removed from table files by delete tombstones.",
+            )?,
+            rewritten_files: counter(
+                "rewritten_files_total",
+                "Table files rewritten to remove deleted rows.",
+            )?,
             backlog_files: gauge(
                 "backlog_files",
                 "Staged row files waiting after the last round.",
@@ -142,6 +163,10 @@ impl CompactorTelemetry {
         self.duplicate_rows.inc_by(round.rows_below_watermark);
         self.dead_lettered_rows.inc_by(round.rows_dead_lettered);
         self.written_files.inc_by(round.parquet_files);
+        self.superseded_rows.inc_by(round.rows_deduplicated);
+        self.tombstones.inc_by(round.tombstones);
+        self.deleted_rows.inc_by(round.rows_deleted_from_table);
+        self.rewritten_files.inc_by(round.table_files_rewritten);
         self.commit_retries.inc_by(round.commit_retries);
         if round.commits > 0 {
             self.commits.inc_by(round.commits);

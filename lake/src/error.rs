@@ -49,6 +49,32 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A lease object is not what Tributary writes.
+    #[error("corrupt lease {path}: {reason}")]
+    CorruptLease {
+        /// The object.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another process holds the lease and did not give it up in time.
+    #[error("lease {name} is held by {owner} until {expires_at_ms} ms since the epoch")]
+    LeaseHeld {
+        /// The lease.
+        name: String,
+        /// Its holder.
+        owner: String,
+        /// When the holder's lease runs out.
+        expires_at_ms: i64,
+    },
+    /// This process's lease expired and another process may have taken it.
+    #[error("lease {name} held by {owner} was lost (expired or taken over)")]
+    LeaseLost {
+        /// The lease.
+        name: String,
+        /// This process's owner id.
+        owner: String,
+    },
     /// The Delta table could not be read.
     #[error("cannot read the Delta table at {url}")]
     Delta {

@@ -5,6 +5,7 @@
 //! <table>/date=YYYY-MM-DD/part-….parquet                        compacted rows
 //! <table>/_tributary/staging/<stream>/<partition>/<first>.avro      row files
 //! <table>/_tributary/dead-letter/<stream>/<partition>/<first>.avro  rejected messages
+//! <table>/_tributary/leases/<name>/<epoch>.json                    leases (see [`crate::lease`])
 //! ```
 //!
 //! `<first>` is the batch's first source position as 20 zero-padded decimal

@@ -6,6 +6,7 @@
 //!   ingest stages and the compactor merges.
 //! * [`chain`] is the exactly-once position chain that connects them.
 //! * [`dead_letter`] records what could not become a row, with its reason.
+//! * [`lease`] lets one process at a time rewrite a table partition.
 #![deny(missing_docs)]
 
 pub mod chain;
@@ -13,6 +14,7 @@ pub mod columns;
 pub mod dead_letter;
 mod error;
 pub mod layout;
+pub mod lease;
 pub mod rowfile;
 mod store;
 

@@ -54,6 +54,33 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Merge each table partition's small Parquet files into large sorted
+    /// ones (bin-packing up to `compact.target_file_bytes`), one commit per
+    /// merged bin, holding the partition's lease. Prints a JSON report.
+    Optimize {
+        /// The TOML configuration file (see config/README.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this partition (a `date` value such as `2026-11-22`).
+        #[arg(long)]
+        partition: Option<String>,
+    },
+    /// Physically delete data files the table no longer references: files
+    /// removed more than the retention period ago, and files never committed
+    /// (orphans of failed writes) older than both the retention period and
+    /// one hour. Prints a JSON report.
+    Vacuum {
+        /// The TOML configuration file (see config/README.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// How long removed files are kept for readers of older table
+        /// versions, in hours (0 deletes them at once).
+        #[arg(long, default_value_t = 168.0)]
+        retention_hours: f64,
+        /// Report what would be deleted without deleting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Ask a running process's HTTP endpoint for a health path and exit 0 if
     /// it answers 200, else 1 (container health checks in images without curl).
     Probe {
@@ -155,11 +182,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if once {
                 let metrics =
                     tributary_compactor::compact_until_empty(&config.compact, &lake).await?;
-                println!(
-                    "{}",
-                    serde_json::to_string(&metrics).context("cannot print the report")?
-                );
-                return Ok(());
+                return print_json(&metrics);
             }
             let registry = Registry::new();
             let telemetry = tributary_compactor::CompactorTelemetry::register(&registry)?;
@@ -181,9 +204,43 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("compactor stopped");
             Ok(())
         }
+        Command::Optimize { config, partition } => {
+            let config = Config::load(&config)?;
+            let lake = Lake::open(&config.lake)?;
+            let report =
+                tributary_compactor::optimize(&config.compact, &lake, partition.as_deref()).await?;
+            print_json(&report)
+        }
+        Command::Vacuum {
+            config,
+            retention_hours,
+            dry_run,
+        } => {
+            let config = Config::load(&config)?;
+            let retention =
+                Duration::try_from_secs_f64(retention_hours * 3600.0).map_err(|_| {
+                    tributary_config::ConfigError::Invalid {
+                        key: "--retention-hours".into(),
+                        value: retention_hours.to_string(),
+                        reason: "must be a number of hours, 0 or more".into(),
+                    }
+                })?;
+            let lake = Lake::open(&config.lake)?;
+            let report = tributary_compactor::vacuum(&lake, retention, dry_run).await?;
+            print_json(&report)
+        }
         Command::Probe { addr, path } => service::probe(addr, &path).await,
         Command::Quickstart { dir, records } => quickstart::run(&dir, records).await,
     }
+}
+
+/// Prints a report as one line of JSON on stdout.
+fn print_json(report: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string(report).context("cannot print the report")?
+    );
+    Ok(())
 }
 
 /// The readiness check of the lake's object store.
@@ -268,6 +325,12 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 /// column values (personal data, possibly), and records must never reach logs.
 fn init_tracing(quiet: bool) {
     use std::io::IsTerminal;
+
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
     // delta-kernel logs an ERROR when it looks for a table that does not exist
     // yet, which is the normal first start, and much detail at INFO; both are
     // kept out of the default.
@@ -277,21 +340,23 @@ fn init_tracing(quiet: bool) {
         "info,buoyant_kernel=warn,buoyant_kernel::snapshot::builder=off,deltalake_core=warn"
     };
     let requested = std::env::var("TRIBUTARY_LOG").unwrap_or_else(|_| default.to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "{requested},buoyant_kernel=info,buoyant_kernel::snapshot::builder=off,deltalake_core=info"
-    ))
-    .unwrap_or_else(|e| {
+    let filter = EnvFilter::try_new(&requested).unwrap_or_else(|e| {
         eprintln!(
             "warning: TRIBUTARY_LOG={requested:?} is not a valid filter ({e}); using {default:?}"
         );
-        tracing_subscriber::EnvFilter::new(default)
+        EnvFilter::new(default)
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
+    // A cap on top of the filter: it lowers delta's levels, never raises them.
+    let cap = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("buoyant_kernel", LevelFilter::INFO)
+        .with_target("deltalake_core", LevelFilter::INFO);
+    let filter = filter.and(cap);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = if std::io::stderr().is_terminal() {
+        layer.with_filter(filter).boxed()
     } else {
-        builder.json().init();
-    }
+        layer.json().with_filter(filter).boxed()
+    };
+    tracing_subscriber::registry().with(layer).init();
 }

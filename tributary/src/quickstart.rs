@@ -36,10 +36,11 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
     let (input_bytes, envelopes) = generate(&incoming, records)?;
     let generated = started.elapsed();
 
-    let config = Config {
+    let mut config = Config {
         lake: LakeConfig {
             table_uri: table.display().to_string(),
             s3: Default::default(),
+            subject_columns: vec!["messages_user_id".into(), "messages_user_email".into()],
         },
         ingest: Some(IngestConfig {
             stream: "quickstart".into(),
@@ -63,6 +64,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         service: Default::default(),
     };
     config.validate()?;
+    config.compact.sort_columns = Some(config.default_sort_columns());
     let lake = Lake::open(&config.lake)?;
 
     let ingest_started = Instant::now();

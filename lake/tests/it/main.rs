@@ -82,6 +82,7 @@ async fn local_directory_store() {
     let lake = Lake::open(&LakeConfig {
         table_uri: dir.path().join("table").display().to_string(),
         s3: S3Config::default(),
+        subject_columns: Vec::new(),
     })
     .unwrap();
     stage_list_resume_delete(&lake).await;
@@ -121,6 +122,7 @@ fn s3_lake(name: &str) -> Lake {
             allow_http: true,
             path_style: true,
         },
+        subject_columns: Vec::new(),
     })
     .unwrap()
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failure
 
 mod bad_input;
+mod compaction;
 mod crash;
 mod operations;
 mod pipeline;

@@ -12,10 +12,10 @@ use crate::{envelopes, python, run_ok, table_keys, tributary, write_config, writ
 
 /// Child processes killed when the test ends, however it ends.
 #[derive(Default)]
-struct Processes(Vec<Child>);
+pub(crate) struct Processes(Vec<Child>);
 
 impl Processes {
-    fn spawn(&mut self, command: &mut Command) -> &mut Child {
+    pub(crate) fn spawn(&mut self, command: &mut Command) -> &mut Child {
         let child = command.stdout(Stdio::null()).spawn().unwrap();
         self.0.push(child);
         self.0.last_mut().unwrap()
@@ -47,7 +47,7 @@ fn prometheus_tool(name: &str) -> PathBuf {
 }
 
 /// Fails the test with the command's output unless it exited 0.
-fn assert_succeeded(what: &str, out: &std::process::Output) {
+pub(crate) fn assert_succeeded(what: &str, out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{what}: {}{}",
@@ -81,7 +81,7 @@ fn http_get(port: u16, path_and_query: &str) -> Option<(u16, String)> {
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, for at most `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = f() {

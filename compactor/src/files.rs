@@ -1,0 +1,296 @@
+//! The table's Parquet files: how they are written (sorted, zstd,
+//! dictionary, page index, bloom filters) and read back.
+//!
+//! Every writer of table files — compaction, tombstone deletes, optimize —
+//! goes through [`TableWriter`], so every file has the same layout.
+
+use std::collections::HashSet;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use deltalake::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::kernel::Add;
+// parquet 59 deprecates ParquetObjectReader in favour of each user writing
+// its own object-store reader; it still works, and delta-rs uses it too.
+#[allow(deprecated)]
+use deltalake::parquet::arrow::async_reader::ParquetObjectReader;
+use deltalake::parquet::arrow::async_reader::{
+    ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
+};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
+use deltalake::table::config::TablePropertiesExt;
+use deltalake::table::state::DeltaTableState;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use tributary_lake::Lake;
+
+use crate::compact::{KEY_COLUMN, PARTITION_COLUMN};
+use crate::error::{Error, Result};
+
+/// Rows per Parquet row group. Bloom filters are sized for this many distinct
+/// values, and a key lookup reads at most one row group per match.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// False-positive rate of the bloom filters on the key and subject columns.
+/// Parquet's default (0.05) would make a 1,000-key lookup read nearly every
+/// row group; at 1e-5 it reads about one in a hundred.
+pub const BLOOM_FPP: f64 = 1e-5;
+
+/// Parquet settings of every table file: zstd, dictionary encoding, page-level
+/// statistics (which writes the page index), and bloom filters on `_key` and
+/// the subject columns.
+pub fn writer_properties(subject_columns: &[String]) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for column in std::iter::once(KEY_COLUMN).chain(subject_columns.iter().map(String::as_str)) {
+        let path = ColumnPath::from(column);
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), BLOOM_FPP)
+            .set_column_bloom_filter_max_ndv(path, ROW_GROUP_ROWS as u64);
+    }
+    builder.build()
+}
+
+/// Writes sorted rows of any partition as table files that roll over at the
+/// target size and stream to the store in parts.
+pub struct TableWriter {
+    writer: DeltaWriter,
+    sort_columns: Vec<String>,
+    url: String,
+}
+
+impl TableWriter {
+    /// A writer for rows of `schema` (which includes the partition column),
+    /// sorted by those of `sort_columns` the schema has.
+    pub fn new(
+        lake: &Lake,
+        state: &DeltaTableState,
+        schema: SchemaRef,
+        sort_columns: &[String],
+        target_file_bytes: u64,
+    ) -> Self {
+        let config = WriterConfig::new(
+            schema.clone(),
+            vec![PARTITION_COLUMN.into()],
+            Some(writer_properties(lake.subject_columns())),
+            NonZeroU64::new(target_file_bytes),
+            None,
+            state.table_config().num_indexed_cols(),
+            None,
+        );
+        let sort_columns = sort_columns
+            .iter()
+            .filter(|c| schema.index_of(c).is_ok())
+            .cloned()
+            .collect();
+        TableWriter {
+            writer: DeltaWriter::new(lake.store().clone(), config),
+            sort_columns,
+            url: lake.table_url().to_string(),
+        }
+    }
+
+    /// Sorts `batch` by partition, then the sort columns, then key, and writes
+    /// it. Rows of one call end up sorted within their files; a file holds
+    /// rows of several calls only when one call does not fill it.
+    pub async fn write_sorted(&mut self, batch: &RecordBatch) -> Result<()> {
+        let sorted = sort(batch, &self.sort_columns).map_err(|source| Error::Arrow {
+            path: "<rows to sort>".into(),
+            source,
+        })?;
+        self.write(&sorted).await
+    }
+
+    /// Writes `batch` in the order it has.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .await
+            .map_err(|e| write_error(&self.url, e))
+    }
+
+    /// Finishes every file and returns their `add` actions, with statistics.
+    pub async fn finish(self) -> Result<Vec<Add>> {
+        let url = self.url;
+        self.writer.close().await.map_err(|e| write_error(&url, e))
+    }
+
+    /// Abandons what was written. Files already finished stay behind
+    /// unreferenced, for vacuum.
+    pub async fn abort(self) {
+        if let Err(error) = self.writer.abort().await {
+            tracing::warn!(%error, "could not abort a table file upload; vacuum will remove its parts");
+        }
+    }
+}
+
+fn write_error(url: &str, source: deltalake::DeltaTableError) -> Error {
+    Error::Delta {
+        operation: "write",
+        url: url.to_string(),
+        source: Box::new(source),
+    }
+}
+
+/// `batch` sorted by the partition column, `sort_columns`, then `_key`.
+pub fn sort(batch: &RecordBatch, sort_columns: &[String]) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let columns: Vec<SortColumn> = std::iter::once(PARTITION_COLUMN)
+        .chain(sort_columns.iter().map(String::as_str))
+        .chain(std::iter::once(KEY_COLUMN))
+        .filter_map(|name| schema.index_of(name).ok())
+        .map(|i| SortColumn {
+            values: batch.column(i).clone(),
+            options: None,
+        })
+        .collect();
+    if columns.is_empty() || batch.num_rows() < 2 {
+        return Ok(batch.clone());
+    }
+    let order = lexsort_to_indices(&columns, None)?;
+    take_record_batch(batch, &order)
+}
+
+/// A table file opened for reading.
+#[allow(deprecated)]
+pub struct TableFile {
+    /// Its path under the table root.
+    pub path: Path,
+    builder: ParquetRecordBatchStreamBuilder<ParquetObjectReader>,
+}
+
+impl TableFile {
+    /// Opens `path` (`size` bytes): reads the footer only.
+    #[allow(deprecated)]
+    pub async fn open(lake: &Lake, path: Path, size: u64) -> Result<TableFile> {
+        let reader =
+            ParquetObjectReader::new(lake.store().clone(), path.clone()).with_file_size(size);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(|e| parquet_error(&path, e))?;
+        Ok(TableFile { path, builder })
+    }
+
+    /// Whether the file's bloom filters say a row may have one of `values`
+    /// in `column`. True when the file has no such column's bloom filter:
+    /// only a filter can rule a value out.
+    pub async fn may_contain(&mut self, column: &str, values: &HashSet<String>) -> Result<bool> {
+        let metadata = self.builder.metadata().clone();
+        let Some(index) = metadata
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().string() == column)
+        else {
+            // The file predates the column: no row holds a value in it.
+            return Ok(false);
+        };
+        for row_group in 0..metadata.num_row_groups() {
+            let filter = self
+                .builder
+                .get_row_group_column_bloom_filter(row_group, index)
+                .await
+                .map_err(|e| parquet_error(&self.path, e))?;
+            match filter {
+                None => return Ok(true),
+                Some(filter) if values.iter().any(|v| filter.check(v.as_str())) => return Ok(true),
+                Some(_) => {}
+            }
+        }
+        Ok(false)
+    }
+
+    /// The file's rows as a stream of batches, each with the partition column
+    /// appended (holding `partition`).
+    pub fn rows(self, partition: Option<String>) -> Result<PartitionedRows> {
+        let file_schema = self.builder.schema().clone();
+        let mut fields: Vec<Arc<Field>> = file_schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(PARTITION_COLUMN, DataType::Utf8, true)));
+        let stream = self
+            .builder
+            .with_batch_size(ROW_GROUP_ROWS)
+            .build()
+            .map_err(|e| parquet_error(&self.path, e))?;
+        Ok(PartitionedRows {
+            path: self.path,
+            stream,
+            schema: Arc::new(Schema::new(fields)),
+            partition,
+        })
+    }
+}
+
+/// A table file's rows with their partition column, see [`TableFile::rows`].
+#[allow(deprecated)]
+pub struct PartitionedRows {
+    path: Path,
+    stream: ParquetRecordBatchStream<ParquetObjectReader>,
+    schema: SchemaRef,
+    partition: Option<String>,
+}
+
+impl PartitionedRows {
+    /// The schema of every batch: the file's columns, then the partition column.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The next batch, or `None` at the end of the file.
+    pub async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        let Some(batch) = self
+            .stream
+            .try_next()
+            .await
+            .map_err(|e| parquet_error(&self.path, e))?
+        else {
+            return Ok(None);
+        };
+        let partition: ArrayRef = Arc::new(StringArray::from(vec![
+            self.partition.as_deref();
+            batch.num_rows()
+        ]));
+        let mut columns = batch.columns().to_vec();
+        columns.push(partition);
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map(Some)
+            .map_err(|source| Error::Arrow {
+                path: self.path.to_string(),
+                source,
+            })
+    }
+}
+
+/// Rows of a string column whose value is in `values`, as a mask (`None`
+/// when the column is missing or not a string column: no row matches).
+pub fn matching_rows(
+    batch: &RecordBatch,
+    column: &str,
+    values: &HashSet<String>,
+) -> Option<Vec<bool>> {
+    let array = batch.column_by_name(column)?;
+    let strings = array.as_string_opt::<i32>()?;
+    Some(
+        (0..strings.len())
+            .map(|i| strings.is_valid(i) && values.contains(strings.value(i)))
+            .collect(),
+    )
+}
+
+fn parquet_error(path: &Path, source: deltalake::parquet::errors::ParquetError) -> Error {
+    Error::Parquet {
+        path: path.to_string(),
+        source,
+    }
+}

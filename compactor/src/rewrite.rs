@@ -1,0 +1,282 @@
+//! Removing rows from existing table files: the rows whose key (tombstone
+//! deletes) or subject (forget) is in a given set.
+//!
+//! ```text
+//! every file in the snapshot
+//!   ─► statistics: skip files whose min/max of the column excludes every value
+//!   ─► bloom filters: skip files no row group of which may hold a value
+//!   ─► read, drop matching rows, write the rest (same layout and order)
+//!   ─► `remove` (dataChange) + `add` actions for the caller's commit
+//! ```
+//!
+//! Callers hold the lease of every partition whose files they rewrite
+//! ([`partition_lease_name`]) from before they read the snapshot until their
+//! commit lands: Delta's conflict checks alone would let an optimize that
+//! rewrote the same files concurrently bring removed rows back.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use deltalake::arrow::array::BooleanArray;
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::kernel::{Action, Remove};
+use deltalake::table::state::DeltaTableState;
+use object_store::path::Path;
+use serde::Serialize;
+use tributary_config::CompactConfig;
+use tributary_lake::Lake;
+use tributary_lake::lease::Lease;
+
+use crate::compact::PARTITION_COLUMN;
+use crate::error::{Error, Result};
+use crate::files::{TableFile, TableWriter, matching_rows};
+
+/// Rows to remove: those whose `column` holds one of `values`.
+#[derive(Debug, Clone)]
+pub struct Erase {
+    /// A string column of the table.
+    pub column: String,
+    /// The values to remove.
+    pub values: HashSet<String>,
+}
+
+/// What a rewrite did, for reports and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RewriteReport {
+    /// Table files considered.
+    pub files_scanned: u64,
+    /// Files skipped because their statistics exclude every value.
+    pub pruned_by_statistics: u64,
+    /// Files skipped because their bloom filters exclude every value.
+    pub pruned_by_bloom_filter: u64,
+    /// Files read in full (their bloom filters matched).
+    pub files_read: u64,
+    /// Files replaced because they held matching rows.
+    pub files_rewritten: u64,
+    /// Matching rows removed.
+    pub rows_erased: u64,
+    /// Bytes of the replaced files.
+    pub bytes_rewritten: u64,
+}
+
+/// A table file whose statistics say it may hold a matching row.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    path: Path,
+    size: u64,
+    partition: Option<String>,
+    remove: Remove,
+}
+
+/// The lease that guards rewrites of one table partition's files.
+pub fn partition_lease_name(partition: Option<&str>) -> String {
+    format!(
+        "table/{PARTITION_COLUMN}={}",
+        partition.unwrap_or("__null__")
+    )
+}
+
+/// Files of `state` whose statistics do not rule out every value of `erase`.
+pub fn candidates(
+    state: &DeltaTableState,
+    erase: &[Erase],
+    report: &mut RewriteReport,
+) -> Vec<Candidate> {
+    let mut found = Vec::new();
+    for file in state.log_data().iter() {
+        report.files_scanned += 1;
+        let stats: Option<serde_json::Value> =
+            file.stats().and_then(|s| serde_json::from_str(&s).ok());
+        let may_hold = erase.iter().any(|e| {
+            let bound = |kind: &str| {
+                stats
+                    .as_ref()
+                    .and_then(|s| s[kind][&e.column].as_str())
+                    .map(str::to_string)
+            };
+            match (bound("minValues"), bound("maxValues")) {
+                (Some(min), Some(max)) => e
+                    .values
+                    .iter()
+                    .any(|v| min.as_str() <= v.as_str() && v.as_str() <= max.as_str()),
+                _ => true,
+            }
+        });
+        if !may_hold {
+            report.pruned_by_statistics += 1;
+            continue;
+        }
+        let partition = file
+            .partition_values_map()
+            .get(PARTITION_COLUMN)
+            .cloned()
+            .flatten();
+        found.push(Candidate {
+            path: file.object_store_path(),
+            size: file.size().max(0) as u64,
+            partition,
+            remove: file.remove_action(true),
+        });
+    }
+    found
+}
+
+/// The partitions `candidates` belong to: the leases a rewrite needs.
+pub fn partitions(candidates: &[Candidate]) -> BTreeSet<Option<String>> {
+    candidates.iter().map(|c| c.partition.clone()).collect()
+}
+
+/// Rewrites the candidates that hold matching rows. Returns the `remove` and
+/// `add` actions to commit. The new files keep the old files' row order.
+pub async fn rewrite(
+    lake: &Lake,
+    state: &DeltaTableState,
+    candidates: Vec<Candidate>,
+    erase: &[Erase],
+    target_file_bytes: u64,
+    report: &mut RewriteReport,
+) -> Result<Vec<Action>> {
+    let mut actions = Vec::new();
+    for candidate in candidates {
+        let mut file = TableFile::open(lake, candidate.path.clone(), candidate.size).await?;
+        let mut may_hold = false;
+        for e in erase {
+            if file.may_contain(&e.column, &e.values).await? {
+                may_hold = true;
+                break;
+            }
+        }
+        if !may_hold {
+            report.pruned_by_bloom_filter += 1;
+            continue;
+        }
+        report.files_read += 1;
+        let mut rows = file.rows(candidate.partition.clone())?;
+        let mut writer =
+            TableWriter::new(lake, state, rows.schema().clone(), &[], target_file_bytes);
+        let mut erased = 0u64;
+        while let Some(batch) = rows.next().await? {
+            let mut keep = vec![true; batch.num_rows()];
+            for e in erase {
+                if let Some(matches) = matching_rows(&batch, &e.column, &e.values) {
+                    for (k, m) in keep.iter_mut().zip(matches) {
+                        *k &= !m;
+                    }
+                }
+            }
+            let removed = keep.iter().filter(|k| !**k).count() as u64;
+            erased += removed;
+            let batch = if removed == 0 {
+                batch
+            } else {
+                filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(|source| {
+                    Error::Arrow {
+                        path: candidate.path.to_string(),
+                        source,
+                    }
+                })?
+            };
+            writer.write(&batch).await?;
+        }
+        if erased == 0 {
+            // A bloom filter false positive: keep the file as it is.
+            writer.abort().await;
+            continue;
+        }
+        report.files_rewritten += 1;
+        report.rows_erased += erased;
+        report.bytes_rewritten += candidate.size;
+        actions.extend(writer.finish().await?.into_iter().map(Action::Add));
+        actions.push(Action::Remove(candidate.remove));
+    }
+    Ok(actions)
+}
+
+/// The partition leases a rewrite holds until its commit lands.
+#[derive(Debug, Default)]
+pub struct PartitionLeases {
+    held: Vec<(Option<String>, Lease)>,
+}
+
+impl PartitionLeases {
+    /// Whether every partition of `needed` is leased.
+    pub fn covers(&self, needed: &BTreeSet<Option<String>>) -> bool {
+        needed.iter().all(|p| self.held.iter().any(|(h, _)| h == p))
+    }
+
+    /// Whether no lease is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Renews every lease (between the steps of a long rewrite).
+    pub async fn renew(&mut self, lake: &Lake) -> Result<()> {
+        for (_, lease) in &mut self.held {
+            lease.renew(lake.store().as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the leases of `needed` not held yet, in partition order, waiting
+    /// up to twice the lease duration for each.
+    pub async fn acquire(
+        &mut self,
+        config: &CompactConfig,
+        lake: &Lake,
+        needed: &BTreeSet<Option<String>>,
+    ) -> Result<()> {
+        let duration = Duration::from_millis(config.lease_ms);
+        for partition in needed {
+            if self.held.iter().any(|(h, _)| h == partition) {
+                continue;
+            }
+            let name = partition_lease_name(partition.as_deref());
+            let lease = Lease::acquire(
+                lake.store().as_ref(),
+                &name,
+                owner_id(),
+                duration,
+                duration * 2,
+            )
+            .await?;
+            self.held.push((partition.clone(), lease));
+        }
+        Ok(())
+    }
+
+    /// Fails unless every lease has at least a fifth of its duration left:
+    /// time enough to commit before another process may take it.
+    pub fn ensure_valid(&self, config: &CompactConfig) -> Result<()> {
+        let margin = Duration::from_millis(config.lease_ms / 5);
+        for (_, lease) in &self.held {
+            lease.ensure_valid(margin)?;
+        }
+        Ok(())
+    }
+
+    /// Gives every lease up. Failures are logged: the leases expire anyway.
+    pub async fn release(&mut self, lake: &Lake) {
+        for (_, lease) in self.held.drain(..) {
+            let name = lease.name().to_string();
+            if let Err(error) = lease.release(lake.store().as_ref()).await {
+                tracing::warn!(lease = %name, %error, "could not release a lease; it will expire");
+            }
+        }
+    }
+}
+
+/// This process's name in leases: host, process id and start time.
+pub fn owner_id() -> &'static str {
+    static OWNER: OnceLock<String> = OnceLock::new();
+    OWNER.get_or_init(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown-host".into());
+        let started = chrono::Utc::now().timestamp_millis();
+        format!("{host}/{}/{started}", std::process::id())
+    })
+}
