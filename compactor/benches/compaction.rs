@@ -169,7 +169,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
     if let Some(bytes) = settings.target_file_bytes {
         compact.target_file_bytes = bytes;
     }
-    let config = Config {
+    let mut config = Config {
         lake: LakeConfig {
             table_uri: table.display().to_string(),
             s3: Default::default(),
@@ -200,6 +200,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
         service: Default::default(),
     };
     config.validate()?;
+    config.complete();
     let lake = Lake::open(&config.lake)?;
 
     let (_tx, never) = tokio::sync::watch::channel(false);

@@ -29,6 +29,7 @@ use deltalake::kernel::{Action, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::state::DeltaTableState;
 use object_store::ObjectStoreExt;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tributary_config::CompactConfig;
 use tributary_lake::chain::{self, StagedFile};
@@ -558,7 +559,8 @@ fn merge_rows(
     let ops = all
         .column_by_name(&delete.0)
         .and_then(|c| c.as_string_opt::<i32>());
-    let mut last: HashMap<&str, u32> = HashMap::with_capacity(all.num_rows());
+    let mut last: FxHashMap<&str, u32> =
+        FxHashMap::with_capacity_and_hasher(all.num_rows(), Default::default());
     let mut unkeyed: Vec<u32> = Vec::new();
     let mut deleted_keys = HashSet::new();
     let (mut duplicates, mut tombstones) = (0, 0);

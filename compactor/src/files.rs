@@ -8,11 +8,12 @@ use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, StringArray};
-use deltalake::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt32Array};
+use deltalake::arrow::compute::take_record_batch;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::Add;
 // parquet 59 deprecates ParquetObjectReader in favour of each user writing
@@ -52,6 +53,11 @@ pub fn writer_properties(subject_columns: &[String]) -> WriterProperties {
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    // Keys and positions are unique: a dictionary would only be built to be
+    // thrown away.
+    for unique in [KEY_COLUMN, "_position"] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
     for column in std::iter::once(KEY_COLUMN).chain(subject_columns.iter().map(String::as_str)) {
         let path = ColumnPath::from(column);
         builder = builder
@@ -144,22 +150,26 @@ fn write_error(url: &str, source: deltalake::DeltaTableError) -> Error {
 }
 
 /// `batch` sorted by the partition column, `sort_columns`, then `_key`.
+/// The sort keys are encoded once in Arrow's row format, so a comparison is
+/// one `memcmp` however many columns take part.
 pub fn sort(batch: &RecordBatch, sort_columns: &[String]) -> Result<RecordBatch, ArrowError> {
     let schema = batch.schema();
-    let columns: Vec<SortColumn> = std::iter::once(PARTITION_COLUMN)
+    let (fields, columns): (Vec<SortField>, Vec<ArrayRef>) = std::iter::once(PARTITION_COLUMN)
         .chain(sort_columns.iter().map(String::as_str))
         .chain(std::iter::once(KEY_COLUMN))
         .filter_map(|name| schema.index_of(name).ok())
-        .map(|i| SortColumn {
-            values: batch.column(i).clone(),
-            options: None,
+        .map(|i| {
+            let column = batch.column(i);
+            (SortField::new(column.data_type().clone()), column.clone())
         })
-        .collect();
+        .unzip();
     if columns.is_empty() || batch.num_rows() < 2 {
         return Ok(batch.clone());
     }
-    let order = lexsort_to_indices(&columns, None)?;
-    take_record_batch(batch, &order)
+    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+    take_record_batch(batch, &UInt32Array::from(order))
 }
 
 /// A table file opened for reading.

@@ -80,19 +80,18 @@ impl Config {
         self.service.validate()
     }
 
-    /// `compact.sort_columns` when it is not set: the subject columns, then
-    /// the event time field.
-    pub fn default_sort_columns(&self) -> Vec<String> {
-        let event_time = self
-            .ingest
-            .as_ref()
-            .and_then(|i| i.flatten.event_time_field.clone());
-        self.lake
-            .subject_columns
-            .iter()
-            .cloned()
-            .chain(event_time)
-            .collect()
+    /// Fills the defaults that depend on other sections: `compact.sort_columns`
+    /// becomes the subject columns, then the event time field. [`Config::load`]
+    /// calls it; code that builds a `Config` itself calls it too.
+    pub fn complete(&mut self) {
+        if self.compact.sort_columns.is_none() {
+            let event_time = self
+                .ingest
+                .as_ref()
+                .and_then(|i| i.flatten.event_time_field.clone());
+            let columns = self.lake.subject_columns.iter().cloned().chain(event_time);
+            self.compact.sort_columns = Some(columns.collect());
+        }
     }
 
     /// The `[ingest]` section, or an error naming it when it is missing.

@@ -51,9 +51,7 @@ impl Config {
         };
         let mut config: Config = table.try_into().map_err(parse_error(origin))?;
         config.validate()?;
-        if config.compact.sort_columns.is_none() {
-            config.compact.sort_columns = Some(config.default_sort_columns());
-        }
+        config.complete();
         Ok(config)
     }
 }

@@ -64,7 +64,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         service: Default::default(),
     };
     config.validate()?;
-    config.compact.sort_columns = Some(config.default_sort_columns());
+    config.complete();
     let lake = Lake::open(&config.lake)?;
 
     let ingest_started = Instant::now();
