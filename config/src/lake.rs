@@ -25,7 +25,11 @@ pub struct LakeConfig {
 }
 
 /// `[lake.s3]`: the S3 (or S3-compatible) endpoint of an `s3://` table.
-#[derive(Debug, Clone, Default, Deserialize)]
+///
+/// Every request is retried on 5xx answers (such as 503 SlowDown), 429,
+/// dropped connections and, for reads and unconditional writes, timeouts,
+/// with exponential backoff from 100 ms up to 15 s between attempts.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// The AWS region, e.g. `eu-west-1`. Default: from the environment
@@ -42,6 +46,66 @@ pub struct S3Config {
     /// need it. Default false.
     #[serde(default)]
     pub path_style: bool,
+    /// How long one request may take, from sending it to the end of the
+    /// answer's body, before it counts as timed out (and is retried, if it
+    /// is safe to repeat), in milliseconds.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// How long connecting to the endpoint may take, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Most retries of one request; 0 disables retries.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: usize,
+    /// No retry starts later than this after a request's first attempt, in
+    /// milliseconds. Keep it under 5 minutes: retries reuse the first
+    /// attempt's signature.
+    #[serde(default = "default_retry_timeout_ms")]
+    pub retry_timeout_ms: u64,
+}
+
+// The defaults are object_store's own.
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_retries() -> usize {
+    10
+}
+fn default_retry_timeout_ms() -> u64 {
+    180_000
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint: None,
+            allow_http: false,
+            path_style: false,
+            request_timeout_ms: default_request_timeout_ms(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            max_retries: default_max_retries(),
+            retry_timeout_ms: default_retry_timeout_ms(),
+        }
+    }
+}
+
+impl S3Config {
+    fn validate(&self) -> Result<()> {
+        for (key, value) in [
+            ("lake.s3.request_timeout_ms", self.request_timeout_ms),
+            ("lake.s3.connect_timeout_ms", self.connect_timeout_ms),
+            ("lake.s3.retry_timeout_ms", self.retry_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, value, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl LakeConfig {
@@ -71,6 +135,49 @@ impl LakeConfig {
                 ));
             }
         }
-        Ok(())
+        self.s3.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const S3: &str = r#"
+        [lake]
+        table_uri = "s3://bucket/t"
+        [lake.s3]
+        region = "eu-west-1"
+    "#;
+
+    fn load(text: &str) -> crate::Result<Config> {
+        Config::from_toml_str(text, std::iter::empty())
+    }
+
+    #[test]
+    fn s3_timeouts_and_retries_default_to_object_stores() {
+        let s3 = load(S3).unwrap().lake.s3;
+        assert_eq!(
+            (
+                s3.request_timeout_ms,
+                s3.connect_timeout_ms,
+                s3.max_retries,
+                s3.retry_timeout_ms
+            ),
+            (30_000, 5_000, 10, 180_000)
+        );
+        let s3 = load(&format!("{S3}max_retries = 0\nrequest_timeout_ms = 1500\n"))
+            .unwrap()
+            .lake
+            .s3;
+        assert_eq!((s3.max_retries, s3.request_timeout_ms), (0, 1500));
+    }
+
+    #[test]
+    fn zero_s3_timeout_is_rejected_and_named() {
+        let err = load(&format!("{S3}connect_timeout_ms = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lake.s3.connect_timeout_ms"), "{err}");
     }
 }

@@ -173,8 +173,20 @@ impl Lake {
 
 /// delta-rs (and object_store) options for `[lake.s3]`. Credentials are left
 /// to the AWS credential chain.
+///
+/// `timeout` and `connect_timeout` are object_store client options;
+/// `max_retries` and `retry_timeout` are parsed by delta-rs into the
+/// object_store `RetryConfig` of every store it builds for the table.
 fn s3_storage_options(s3: &S3Config) -> HashMap<String, String> {
-    let mut options = HashMap::new();
+    let mut options = HashMap::from([
+        ("timeout".into(), format!("{}ms", s3.request_timeout_ms)),
+        (
+            "connect_timeout".into(),
+            format!("{}ms", s3.connect_timeout_ms),
+        ),
+        ("max_retries".into(), s3.max_retries.to_string()),
+        ("retry_timeout".into(), format!("{}ms", s3.retry_timeout_ms)),
+    ]);
     if let Some(region) = &s3.region {
         options.insert("AWS_REGION".into(), region.clone());
     }
@@ -188,4 +200,48 @@ fn s3_storage_options(s3: &S3Config) -> HashMap<String, String> {
         options.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
     }
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use deltalake::logstore::StorageConfig;
+    use deltalake::logstore::object_store::ClientConfigKey;
+    use deltalake::logstore::object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+
+    use super::*;
+
+    #[test]
+    fn s3_timeouts_and_retries_reach_the_object_store() {
+        let s3 = S3Config {
+            request_timeout_ms: 1_500,
+            connect_timeout_ms: 700,
+            max_retries: 3,
+            retry_timeout_ms: 20_000,
+            ..S3Config::default()
+        };
+        let options = s3_storage_options(&s3);
+        let config = StorageConfig::parse_options(&options).unwrap();
+        assert_eq!(config.retry.max_retries, 3);
+        assert_eq!(config.retry.retry_timeout, Duration::from_secs(20));
+        // deltalake-aws hands every key that names an S3 option to the
+        // builder, which parses the durations when it builds the store.
+        let builder = options
+            .iter()
+            .filter_map(|(k, v)| Some((AmazonS3ConfigKey::from_str(k).ok()?, v)))
+            .fold(AmazonS3Builder::new(), |b, (k, v)| b.with_config(k, v));
+        let timeout = |key| builder.get_config_value(&AmazonS3ConfigKey::Client(key));
+        assert_eq!(timeout(ClientConfigKey::Timeout).as_deref(), Some("1500ms"));
+        assert_eq!(
+            timeout(ClientConfigKey::ConnectTimeout).as_deref(),
+            Some("700ms")
+        );
+        builder
+            .with_bucket_name("b")
+            .with_region("us-east-1")
+            .build()
+            .unwrap();
+    }
 }

@@ -121,6 +121,7 @@ fn s3_lake(name: &str) -> Lake {
             endpoint: Some(endpoint),
             allow_http: true,
             path_style: true,
+            ..S3Config::default()
         },
         subject_columns: Vec::new(),
     })
