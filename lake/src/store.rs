@@ -1,11 +1,19 @@
 //! Opening the lake: the object store rooted at the table, and the Delta table.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Once};
 
+use bytes::Bytes;
+use deltalake::logstore::object_store::client::{HttpError, HttpErrorKind};
 use deltalake::{DeltaTable, DeltaTableBuilder};
-use object_store::ObjectStore;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+};
 use tributary_config::{LakeConfig, S3Config};
 use url::Url;
 
@@ -16,7 +24,10 @@ use crate::layout::PartitionId;
 /// `_tributary/…` objects live) and the Delta table's URL.
 ///
 /// On S3 the store is the one delta-rs builds for the table (the same
-/// credentials, retries and conditional writes as Delta commits use).
+/// credentials, retries and conditional writes as Delta commits use), which
+/// also repeats create-only writes and deletes that timed out (a repeated
+/// create that finds its own first attempt is handled like any clash on the
+/// position chain).
 #[derive(Debug, Clone)]
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
@@ -87,7 +98,10 @@ impl Lake {
                 source: Box::new(e),
             })?;
         Ok(Lake {
-            store: log_store.object_store(None),
+            store: Arc::new(RetryingStore {
+                inner: log_store.object_store(None),
+                max_retries: s3.max_retries,
+            }),
             table_url,
             storage_options,
             subject_columns: config.subject_columns.clone(),
@@ -202,6 +216,164 @@ fn s3_storage_options(s3: &S3Config) -> HashMap<String, String> {
     options
 }
 
+/// The lake's S3 store: object_store's S3 client, which also repeats, up to
+/// `max_retries` times, the writes that client does not repeat after a
+/// timeout or a connection cut while awaiting the answer (when the write may
+/// or may not have happened): create-only puts and deletes.
+///
+/// Repeating them is safe for Tributary's objects:
+///
+/// * a create-only put whose first attempt did land fails with
+///   `AlreadyExists`, which the position chain already handles as "a file
+///   from this position is staged" by reading that file's `last` position
+///   (here its own), so the batch is neither lost nor staged twice;
+/// * deleting an object that is already gone succeeds.
+///
+/// Any other create-only writer on this store must likewise read
+/// `AlreadyExists` as "maybe my own earlier attempt" (a lease object taken
+/// this way would look held by another until it expires).
+///
+/// Conditional updates (`PutMode::Update`) are not repeated: a first attempt
+/// that landed would make the repeat fail as if another writer had won.
+#[derive(Debug)]
+struct RetryingStore {
+    inner: Arc<dyn ObjectStore>,
+    max_retries: usize,
+}
+
+/// Parallel deletes of one `delete_stream` call.
+const DELETE_CONCURRENCY: usize = 8;
+
+/// Whether `error` is one after which a write's outcome is unknown: a
+/// timeout, or the connection cut while the answer was awaited.
+fn outcome_unknown(error: &object_store::Error) -> bool {
+    let object_store::Error::Generic { source, .. } = error else {
+        return false;
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(e) = next {
+        if let Some(http) = e.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+            );
+        }
+        next = e.source();
+    }
+    false
+}
+
+impl std::fmt::Display for RetryingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Retrying({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for RetryingStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        if !matches!(opts.mode, PutMode::Create) {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let mut retries = 0;
+        loop {
+            match self
+                .inner
+                .put_opts(location, payload.clone(), opts.clone())
+                .await
+            {
+                Err(e) if retries < self.max_retries && outcome_unknown(&e) => retries += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let (inner, max_retries) = (Arc::clone(&self.inner), self.max_retries);
+        locations
+            .map_ok(move |location| {
+                let inner = Arc::clone(&inner);
+                async move {
+                    let mut retries = 0;
+                    loop {
+                        match inner.delete(&location).await {
+                            Err(e) if retries < max_retries && outcome_unknown(&e) => retries += 1,
+                            result => return result.map(|()| location),
+                        }
+                    }
+                }
+            })
+            .try_buffered(DELETE_CONCURRENCY)
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -243,5 +415,196 @@ mod tests {
             .with_region("us-east-1")
             .build()
             .unwrap();
+    }
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use object_store::memory::InMemory;
+
+    use crate::chain::{self, META_LAST_POSITION, StageOutcome};
+    use crate::layout::PartitionId;
+    use crate::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
+
+    /// An in-memory store whose next `timeouts` create-only puts and deletes
+    /// time out: after doing the write when `landed` (the answer was lost),
+    /// before it otherwise.
+    #[derive(Debug, Clone)]
+    struct TimingOut {
+        inner: Arc<InMemory>,
+        timeouts: Arc<AtomicUsize>,
+        landed: bool,
+    }
+
+    impl TimingOut {
+        fn new(timeouts: usize, landed: bool) -> TimingOut {
+            TimingOut {
+                inner: Arc::new(InMemory::new()),
+                timeouts: Arc::new(AtomicUsize::new(timeouts)),
+                landed,
+            }
+        }
+
+        /// Whether the next write times out.
+        fn due(&self) -> bool {
+            self.timeouts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        }
+    }
+
+    /// A timeout as object_store's HTTP client reports it.
+    fn timeout() -> object_store::Error {
+        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        object_store::Error::Generic {
+            store: "TimingOut",
+            source: Box::new(HttpError::new(HttpErrorKind::Timeout, timed_out)),
+        }
+    }
+
+    impl std::fmt::Display for TimingOut {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "TimingOut")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for TimingOut {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            let due = matches!(opts.mode, PutMode::Create) && self.due();
+            if due && !self.landed {
+                return Err(timeout());
+            }
+            let result = self.inner.put_opts(location, payload, opts).await?;
+            if due { Err(timeout()) } else { Ok(result) }
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            let this = self.clone();
+            locations
+                .and_then(move |location| {
+                    let this = this.clone();
+                    async move {
+                        let due = this.due();
+                        if due && !this.landed {
+                            return Err(timeout());
+                        }
+                        this.inner.delete(&location).await?;
+                        if due { Err(timeout()) } else { Ok(location) }
+                    }
+                })
+                .boxed()
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn retrying(inner: TimingOut, max_retries: usize) -> RetryingStore {
+        RetryingStore {
+            inner: Arc::new(inner),
+            max_retries,
+        }
+    }
+
+    /// A row file covering positions `[first, last]`.
+    fn row_file(first: u64, last: u64) -> Bytes {
+        let schema = RowSchema {
+            columns: vec![Column::required("_position", ColumnType::Long)],
+        };
+        let mut w = RowFileWriter::new(
+            schema,
+            Codec::Zstd,
+            [(META_LAST_POSITION, last.to_string())],
+        );
+        w.append(&[Value::Long(first as i64)]).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn timed_out_row_file_put_is_repeated_and_staged_once() {
+        let p = PartitionId::new("s", "p");
+        // The answer lost after the write: the repeat finds the file, which
+        // the chain reads as staged up to its own last position.
+        for (landed, outcome) in [
+            (false, StageOutcome::Staged),
+            (true, StageOutcome::AlreadyStaged { existing_last: 99 }),
+        ] {
+            let store = retrying(TimingOut::new(2, landed), 3);
+            let staged = chain::stage(&store, &p, 0, row_file(0, 99)).await.unwrap();
+            assert_eq!(staged, outcome, "landed: {landed}");
+            assert_eq!(chain::staged_files(&store, &p).await.unwrap().len(), 1);
+            assert_eq!(
+                chain::resume_after(&store, &p, None).await.unwrap(),
+                Some(99)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn timed_out_delete_is_repeated() {
+        for landed in [false, true] {
+            let store = retrying(TimingOut::new(1, landed), 3);
+            let path = Path::from("a");
+            store.put(&path, PutPayload::from("x")).await.unwrap();
+            store.delete(&path).await.unwrap();
+            let gone = store.head(&path).await.unwrap_err();
+            assert!(
+                matches!(gone, object_store::Error::NotFound { .. }),
+                "{gone}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn repeats_are_bounded_by_max_retries() {
+        let p = PartitionId::new("s", "p");
+        let store = retrying(TimingOut::new(3, false), 2);
+        let err = chain::stage(&store, &p, 0, row_file(0, 9))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("object store"), "{err}");
+        // Other errors are not repeated.
+        assert!(!outcome_unknown(&object_store::Error::NotImplemented {
+            operation: "x".into(),
+            implementer: "y".into(),
+        }));
     }
 }
