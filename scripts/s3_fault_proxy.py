@@ -8,15 +8,18 @@ It listens on 127.0.0.1 (port 0 by default: a free port) and prints the port
 on the first line of stdout. Each request is read in full (Content-Length or
 chunked body), then, by a seeded random draw:
 
-  error                answered 503 SlowDown (an S3 XML error), not forwarded
-  timeout              not forwarded; the connection is held for
-                       --timeout-hold-ms (longer than the client's request
-                       timeout), then closed without an answer
-  timeout_after_write  forwarded, so the server acts on it, but the answer is
-                       withheld as for `timeout`: the client cannot tell
-                       whether its write happened
-  slow                 forwarded after a delay of --slow-min-ms..--slow-max-ms
-  (otherwise)          forwarded at once
+  error                  answered 503 SlowDown (an S3 XML error), not forwarded
+  timeout                not forwarded; the connection is held for
+                         --timeout-hold-ms (longer than the client's request
+                         timeout), then closed without an answer
+  timeout_after_forward  forwarded, so the server acts on it, but the answer
+                         is withheld as for `timeout`: the client cannot tell
+                         whether its write happened
+  reset_after_forward    forwarded, then the connection is closed at once
+                         without an answer (clients take this for a request
+                         that never arrived, and repeat it)
+  slow                   forwarded after a delay of --slow-min-ms..--slow-max-ms
+  (otherwise)            forwarded at once
 
 Requests are forwarded verbatim: same method, target, headers (the Host
 header included, which SigV4 signs) and body bytes. Answers are returned with
@@ -39,7 +42,9 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULT_KINDS = ("error", "timeout", "timeout_after_write", "slow")
+FAULT_KINDS = (
+    "error", "timeout", "timeout_after_forward", "reset_after_forward", "slow",
+)
 
 # Hop-by-hop headers are the proxy's own business on each side.
 HOP_BY_HOP = {
@@ -80,7 +85,8 @@ class Faults:
             for kind, rate in (
                 ("error", a.error_rate),
                 ("timeout", a.timeout_rate),
-                ("timeout_after_write", a.timeout_after_write_rate),
+                ("timeout_after_forward", a.timeout_after_forward_rate),
+                ("reset_after_forward", a.reset_after_forward_rate),
                 ("slow", a.slow_rate),
             ):
                 if r < rate:
@@ -163,8 +169,11 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(delay)
         status, headers, answer = self.forward(body)
         faults.count("forwarded")
-        if kind == "timeout_after_write":
+        if kind == "timeout_after_forward":
             self.hold_and_drop()
+            return
+        if kind == "reset_after_forward":
+            self.drop()
             return
         self.answer(status, headers, answer)
 
@@ -207,6 +216,10 @@ class Handler(BaseHTTPRequestHandler):
         """Holds the connection past the client's timeout, then closes it
         without an answer."""
         time.sleep(self.server.faults.args.timeout_hold_ms / 1000)
+        self.drop()
+
+    def drop(self):
+        """Closes the connection without an answer."""
         self.close_connection = True
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -236,8 +249,10 @@ def main():
     parser.add_argument("--error-rate", type=float, default=0.0, help="share answered 503")
     parser.add_argument("--timeout-rate", type=float, default=0.0,
                         help="share held and dropped without being forwarded")
-    parser.add_argument("--timeout-after-write-rate", type=float, default=0.0,
+    parser.add_argument("--timeout-after-forward-rate", type=float, default=0.0,
                         help="share forwarded, then held and dropped without the answer")
+    parser.add_argument("--reset-after-forward-rate", type=float, default=0.0,
+                        help="share forwarded, then dropped at once without the answer")
     parser.add_argument("--slow-rate", type=float, default=0.0, help="share forwarded late")
     parser.add_argument("--slow-min-ms", type=float, default=200.0)
     parser.add_argument("--slow-max-ms", type=float, default=800.0)
@@ -247,7 +262,8 @@ def main():
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="exit when stdin closes (so a test that dies does not leave it running)")
     args = parser.parse_args()
-    rates = (args.error_rate, args.timeout_rate, args.timeout_after_write_rate, args.slow_rate)
+    rates = (args.error_rate, args.timeout_rate, args.timeout_after_forward_rate,
+             args.reset_after_forward_rate, args.slow_rate)
     if any(r < 0 for r in rates) or sum(rates) > 1:
         parser.error("fault rates must be >= 0 and sum to at most 1")
 
