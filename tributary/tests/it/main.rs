@@ -7,6 +7,7 @@
 mod bad_input;
 mod compaction;
 mod crash;
+mod faults;
 mod operations;
 mod pipeline;
 mod rowfile_fastavro;

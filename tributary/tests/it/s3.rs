@@ -41,7 +41,7 @@ pub fn lake_section(table: &Path) -> String {
 }
 
 /// Keys of every object under `prefix` of the table's bucket.
-fn object_keys(table: &Path, prefix: &str) -> Vec<String> {
+pub fn object_keys(table: &Path, prefix: &str) -> Vec<String> {
     let out = run_python(
         "import boto3, os, sys\n\
          bucket, root = sys.argv[1][len('s3://'):].split('/', 1)\n\
