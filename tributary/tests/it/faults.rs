@@ -112,17 +112,17 @@ fn run_through(proxy: &FaultProxy, args: &[&str]) -> (usize, Vec<u8>) {
         if out.status.success() {
             return (run, out.stdout);
         }
-        eprintln!(
-            "tributary {args:?} run {run} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // The error, without the log lines before it.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        eprintln!("tributary {args:?} run {run} failed: {error:?}");
     }
     panic!("tributary {args:?} failed {MAX_RUNS} times; see above");
 }
 
-/// Ingest and compaction through 503s, slow answers and timeouts: each
-/// record is in the table once, nothing is left staged, and the proxy did
-/// inject every kind of fault.
+/// Ingest and compaction through 503s, slow answers, timeouts and cut
+/// connections: each record is in the table once, nothing is left staged,
+/// and the proxy did inject every kind of fault.
 #[test]
 fn s3_faults_lose_and_duplicate_nothing() {
     let started = Instant::now();
