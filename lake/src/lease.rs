@@ -93,7 +93,9 @@ async fn newest(store: &dyn ObjectStore, name: &str) -> Result<Option<(u64, Hold
 }
 
 /// Writes `holder` as epoch `epoch` of lease `name`, create-only. `Ok(false)`
-/// when another process wrote that epoch first.
+/// when another process wrote that epoch first. An epoch that exists with
+/// exactly `holder` in it is this process's own write (the store resends a
+/// create-only write whose answer was lost), so it counts as written.
 async fn write_epoch(
     store: &dyn ObjectStore,
     name: &str,
@@ -106,9 +108,21 @@ async fn write_epoch(
         reason: e.to_string(),
     })?;
     let options = PutOptions::from(PutMode::Create);
-    match store.put_opts(&path, PutPayload::from(body), options).await {
+    match store
+        .put_opts(&path, PutPayload::from(body.clone()), options)
+        .await
+    {
         Ok(_) => Ok(true),
-        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let existing = store
+                .get(&path)
+                .await
+                .map_err(|e| Error::store(&path, e))?
+                .bytes()
+                .await
+                .map_err(|e| Error::store(&path, e))?;
+            Ok(existing.as_ref() == body.as_slice())
+        }
         Err(e) => Err(Error::store(&path, e)),
     }
 }
