@@ -1,4 +1,5 @@
-//! Row-file rows to Arrow record batches in the table's schema.
+//! Row-file rows to Arrow record batches in the table's schema, appended
+//! one row at a time straight from the decoded file (no row is kept).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use deltalake::arrow::datatypes::{Field, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use tributary_lake::columns::arrow_type;
-use tributary_lake::rowfile::{ColumnType, Value};
+use tributary_lake::rowfile::{ColumnType, ValueRef};
 
 /// A column of the target schema, with where its values come from in a row.
 pub(crate) struct Source {
@@ -20,61 +21,92 @@ pub(crate) struct Source {
     pub ty: ColumnType,
 }
 
-/// Builds one record batch of `schema` from `rows`. `constant` is the value of
-/// the `_partition` column (one per row file). Values must already fit their
-/// target types (see [`ColumnType::accepts`]); a value that does not is null.
-pub(crate) fn record_batch(
-    schema: &SchemaRef,
-    sources: &[Source],
-    rows: &[Vec<Value>],
-    constant: (usize, &str),
-) -> Result<RecordBatch, ArrowError> {
-    let columns: Vec<ArrayRef> = sources
-        .iter()
-        .enumerate()
-        .map(|(i, source)| {
-            if i == constant.0 {
-                let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * constant.1.len());
-                rows.iter().for_each(|_| b.append_value(constant.1));
-                return Arc::new(b.finish()) as ArrayRef;
-            }
-            let values = rows.iter().map(|row| {
-                source
-                    .index
-                    .and_then(|j| row.get(j))
-                    .unwrap_or(&Value::Null)
-            });
-            build(&source.ty, values, rows.len())
-        })
-        .collect();
-    RecordBatch::try_new(Arc::clone(schema), columns)
+/// One builder per target column.
+enum Builder {
+    Scalar(Box<dyn ArrayBuilder>),
+    List(ListBuilder<Box<dyn ArrayBuilder>>),
 }
 
-fn build<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>, len: usize) -> ArrayRef {
-    match ty {
-        ColumnType::List(item) => {
-            let field = Field::new("element", arrow_type(item), true);
-            let mut b = ListBuilder::new(scalar_builder(item, len)).with_field(Arc::new(field));
-            for v in values {
-                match v {
-                    Value::List(items) => {
-                        for item_value in items {
-                            append_scalar(b.values(), item, item_value);
-                        }
-                        b.append(true);
+/// Builds one record batch of a target schema, row by row.
+pub(crate) struct BatchBuilder {
+    sources: Vec<Source>,
+    builders: Vec<Builder>,
+    /// The column that holds the same text in every row (`_partition`), and
+    /// that text.
+    constant: (usize, String),
+    rows: usize,
+}
+
+impl BatchBuilder {
+    /// A builder for columns taken from rows as `sources` says; column
+    /// `constant.0` holds `constant.1` in every row.
+    pub(crate) fn new(sources: Vec<Source>, constant: (usize, String), capacity: usize) -> Self {
+        let builders = sources
+            .iter()
+            .map(|source| match &source.ty {
+                ColumnType::List(item) => {
+                    let field = Field::new("element", arrow_type(item), true);
+                    Builder::List(
+                        ListBuilder::new(scalar_builder(item, capacity))
+                            .with_field(Arc::new(field)),
+                    )
+                }
+                scalar => Builder::Scalar(scalar_builder(scalar, capacity)),
+            })
+            .collect();
+        BatchBuilder {
+            sources,
+            builders,
+            constant,
+            rows: 0,
+        }
+    }
+
+    /// Appends `row`. Values must already fit their target types (see
+    /// [`ColumnType::accepts`]); a value that does not is null.
+    pub(crate) fn append(&mut self, row: &[ValueRef<'_>]) {
+        for (i, (source, builder)) in self.sources.iter().zip(&mut self.builders).enumerate() {
+            let value = source
+                .index
+                .and_then(|j| row.get(j))
+                .unwrap_or(&ValueRef::Null);
+            match builder {
+                Builder::Scalar(b) if i == self.constant.0 => {
+                    append_scalar(b, &source.ty, &ValueRef::String(&self.constant.1));
+                }
+                Builder::Scalar(b) => append_scalar(b, &source.ty, value),
+                Builder::List(b) => {
+                    let (ColumnType::List(item), ValueRef::List(items)) = (&source.ty, value)
+                    else {
+                        b.append(false);
+                        continue;
+                    };
+                    for item_value in items {
+                        append_scalar(b.values(), item, item_value);
                     }
-                    _ => b.append(false),
+                    b.append(true);
                 }
             }
-            Arc::new(b.finish())
         }
-        scalar => {
-            let mut b = scalar_builder(scalar, len);
-            for v in values {
-                append_scalar(&mut b, scalar, v);
-            }
-            b.finish()
-        }
+        self.rows += 1;
+    }
+
+    /// Rows appended so far.
+    pub(crate) fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// The batch of every row appended.
+    pub(crate) fn finish(self, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+        let columns: Vec<ArrayRef> = self
+            .builders
+            .into_iter()
+            .map(|builder| match builder {
+                Builder::Scalar(mut b) => b.finish(),
+                Builder::List(mut b) => Arc::new(b.finish()) as ArrayRef,
+            })
+            .collect();
+        RecordBatch::try_new(Arc::clone(schema), columns)
     }
 }
 
@@ -89,13 +121,13 @@ fn scalar_builder(ty: &ColumnType, len: usize) -> Box<dyn ArrayBuilder> {
 
 /// Appends `v` converted to `ty` (long → double, anything → JSON text for
 /// strings), or null.
-fn append_scalar(b: &mut Box<dyn ArrayBuilder>, ty: &ColumnType, v: &Value) {
+fn append_scalar(b: &mut Box<dyn ArrayBuilder>, ty: &ColumnType, v: &ValueRef<'_>) {
     let any = b.as_any_mut();
     match ty {
         ColumnType::Boolean => {
             if let Some(b) = any.downcast_mut::<BooleanBuilder>() {
                 b.append_option(match v {
-                    Value::Boolean(x) => Some(*x),
+                    ValueRef::Boolean(x) => Some(*x),
                     _ => None,
                 });
             }
@@ -103,7 +135,7 @@ fn append_scalar(b: &mut Box<dyn ArrayBuilder>, ty: &ColumnType, v: &Value) {
         ColumnType::Long => {
             if let Some(b) = any.downcast_mut::<Int64Builder>() {
                 b.append_option(match v {
-                    Value::Long(x) => Some(*x),
+                    ValueRef::Long(x) => Some(*x),
                     _ => None,
                 });
             }
@@ -111,8 +143,8 @@ fn append_scalar(b: &mut Box<dyn ArrayBuilder>, ty: &ColumnType, v: &Value) {
         ColumnType::Double => {
             if let Some(b) = any.downcast_mut::<Float64Builder>() {
                 b.append_option(match v {
-                    Value::Double(x) => Some(*x),
-                    Value::Long(x) => Some(*x as f64),
+                    ValueRef::Double(x) => Some(*x),
+                    ValueRef::Long(x) => Some(*x as f64),
                     _ => None,
                 });
             }
@@ -120,9 +152,9 @@ fn append_scalar(b: &mut Box<dyn ArrayBuilder>, ty: &ColumnType, v: &Value) {
         _ => {
             if let Some(b) = any.downcast_mut::<StringBuilder>() {
                 match v {
-                    Value::Null | Value::Bytes(_) => b.append_null(),
-                    Value::String(s) => b.append_value(s),
-                    other => b.append_value(other.to_json_text()),
+                    ValueRef::Null | ValueRef::Bytes(_) => b.append_null(),
+                    ValueRef::String(s) => b.append_value(s),
+                    other => b.append_value(other.to_value().to_json_text()),
                 }
             }
         }

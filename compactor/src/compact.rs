@@ -35,10 +35,10 @@ use tributary_config::CompactConfig;
 use tributary_lake::chain::{self, StagedFile};
 use tributary_lake::columns::{arrow_type, table_columns};
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
-use tributary_lake::rowfile::{Codec, ColumnType, RowFile, RowSchema, Value};
+use tributary_lake::rowfile::{Codec, ColumnType, RowFile, RowSchema, ValueRef};
 use tributary_lake::{Lake, PartitionId};
 
-use crate::arrow_rows::{Source, record_batch};
+use crate::arrow_rows::{BatchBuilder, Source};
 use crate::error::{Error, Result};
 use crate::files::TableWriter;
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
@@ -618,7 +618,6 @@ fn convert_file(
     fixed: usize,
     schema: RowSchema,
 ) -> Result<Converted> {
-    let file = RowFile::decode(bytes, path)?;
     let by_name: HashMap<&str, usize> = schema
         .columns
         .iter()
@@ -634,45 +633,49 @@ fn convert_file(
         .collect();
     // Columns whose file type the (fixed) table type does not accept need a
     // per-row check; all others always fit.
-    let checked: Vec<(usize, &str)> = sources
+    let checked: Vec<(usize, String)> = sources
         .iter()
         .zip(target)
         .take(fixed)
         .filter_map(|(s, (name, ty))| {
             let i = s.index?;
-            (!ty.accepts(&schema.columns[i].ty)).then_some((i, name.as_str()))
+            (!ty.accepts(&schema.columns[i].ty)).then(|| (i, name.clone()))
         })
         .collect();
     let position_index = by_name.get("_position").copied();
+    let partition_index = target
+        .iter()
+        .position(|(n, _)| n == "_partition")
+        .unwrap_or(usize::MAX);
     let mut metrics = FileMetrics {
-        rows_read: file.rows.len() as u64,
+        rows_read: 0,
         rows_below_watermark: 0,
     };
     let mut rejected = Vec::new();
-    let mut rows = Vec::with_capacity(file.rows.len());
-    for row in file.rows {
+    let mut batch = BatchBuilder::new(sources, (partition_index, partition.to_string()), 1024);
+    RowFile::for_each_row(bytes, path, |row| {
+        metrics.rows_read += 1;
         let position = match position_index.and_then(|i| row.get(i)) {
-            Some(Value::Long(p)) => *p as u64,
+            Some(ValueRef::Long(p)) => *p as u64,
             _ => {
                 return Err(tributary_lake::Error::CorruptRowFile {
                     path: path.to_string(),
                     reason: "row without a _position".into(),
-                }
-                .into());
+                });
             }
         };
         if watermark.is_some_and(|w| position <= w) {
             metrics.rows_below_watermark += 1;
-            continue;
+            return Ok(());
         }
         if let Some((_, name)) = checked
             .iter()
-            .find(|(i, _)| !matches!(row[*i], Value::Null))
+            .find(|(i, _)| !matches!(row[*i], ValueRef::Null))
         {
             let error = format!(
                 "column `{name}` has a type in the table that does not accept this row's value"
             );
-            let json = row_json(&schema, &row);
+            let json = row_json(&schema, row);
             rejected.push(DeadLetter::new(
                 position,
                 Reason::Schema,
@@ -680,36 +683,30 @@ fn convert_file(
                 json.as_bytes(),
                 u64::MAX,
             ));
-            continue;
+            return Ok(());
         }
-        rows.push(row);
-    }
-    if rows.is_empty() {
+        batch.append(row);
+        Ok(())
+    })?;
+    if batch.len() == 0 {
         return Ok((None, metrics, rejected));
     }
-    let partition_index = target
-        .iter()
-        .position(|(n, _)| n == "_partition")
-        .unwrap_or(usize::MAX);
-    let batch = record_batch(
-        arrow_schema,
-        &sources,
-        &rows,
-        (partition_index, &partition.to_string()),
-    )
-    .map_err(|source| Error::Arrow {
+    let batch = batch.finish(arrow_schema).map_err(|source| Error::Arrow {
         path: path.to_string(),
         source,
     })?;
     Ok((Some(batch), metrics, rejected))
 }
 
-fn row_json(schema: &RowSchema, row: &[Value]) -> String {
+fn row_json(schema: &RowSchema, row: &[ValueRef<'_>]) -> String {
     let object: serde_json::Map<String, serde_json::Value> = schema
         .columns
         .iter()
         .zip(row)
-        .map(|(c, v)| (c.name.clone(), serde_json::Value::String(v.to_json_text())))
+        .map(|(c, v)| {
+            let text = v.to_value().to_json_text();
+            (c.name.clone(), serde_json::Value::String(text))
+        })
         .collect();
     serde_json::Value::Object(object).to_string()
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::encoding::{Reader, write_bytes, write_long, write_value};
-use super::schema::{Column, ColumnType, RowSchema, Value};
+use super::schema::{Column, ColumnType, RowSchema, Value, ValueRef};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"Obj\x01";
@@ -291,13 +291,33 @@ pub struct RowFile {
 impl RowFile {
     /// Decodes a whole file. `name` is only used in error messages.
     pub fn decode(bytes: &[u8], name: &str) -> Result<RowFile> {
+        let (schema, metadata) = Self::decode_header(bytes, name)?;
+        let mut rows = Vec::new();
+        Self::for_each_row(bytes, name, |row| {
+            rows.push(row.iter().map(ValueRef::to_value).collect());
+            Ok(())
+        })?;
+        Ok(RowFile {
+            schema,
+            metadata,
+            rows,
+        })
+    }
+
+    /// Calls `f` with every row of the file, in order, as values borrowed
+    /// from the file's data: no allocation per value. `name` is only used in
+    /// error messages; an error of `f` stops decoding and is returned.
+    pub fn for_each_row(
+        bytes: &[u8],
+        name: &str,
+        mut f: impl FnMut(&[ValueRef<'_>]) -> Result<()>,
+    ) -> Result<()> {
         let corrupt = |reason: String| Error::CorruptRowFile {
             path: name.to_string(),
             reason,
         };
         let mut reader = Reader::new(bytes);
-        let (schema, metadata, codec, sync) = read_header(&mut reader).map_err(corrupt)?;
-        let mut rows = Vec::new();
+        let (schema, _, codec, sync) = read_header(&mut reader).map_err(corrupt)?;
         while !reader.is_empty() {
             let block = (|| -> std::result::Result<_, String> {
                 let count = reader.length()?;
@@ -310,23 +330,17 @@ impl RowFile {
             let (count, data) = block.map_err(corrupt)?;
             let data = codec.decompress(data)?;
             let mut block = Reader::new(&data);
-            // `count` is untrusted: never reserve more than the data could hold.
-            rows.reserve(count.min(data.len()));
+            // Borrows from this block's data, so one per block.
+            let mut row = Vec::with_capacity(schema.columns.len());
             for _ in 0..count {
-                let row = schema
-                    .columns
-                    .iter()
-                    .map(|c| block.value(c))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(corrupt)?;
-                rows.push(row);
+                row.clear();
+                for column in &schema.columns {
+                    row.push(block.value_ref(column).map_err(corrupt)?);
+                }
+                f(&row)?;
             }
         }
-        Ok(RowFile {
-            schema,
-            metadata,
-            rows,
-        })
+        Ok(())
     }
 
     /// Decodes only the header: schema and metadata, no rows.

@@ -5,7 +5,7 @@
 //! nullable scalars and lists of nullable scalars, so this module encodes and
 //! decodes exactly that, straight from and into [`Value`]s.
 
-use super::schema::{Column, ColumnType, Value};
+use super::schema::{Column, ColumnType, Value, ValueRef};
 use crate::error::{Error, Result};
 
 pub(crate) fn write_long(out: &mut Vec<u8>, value: i64) {
@@ -120,17 +120,17 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
-    fn string(&mut self) -> DecodeResult<String> {
+    fn string(&mut self) -> DecodeResult<&'a str> {
         let at = self.pos;
         let bytes = self.bytes()?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| format!("invalid UTF-8 in string at byte {at}"))
+        std::str::from_utf8(bytes).map_err(|_| format!("invalid UTF-8 in string at byte {at}"))
     }
 
-    pub(crate) fn value(&mut self, column: &Column) -> DecodeResult<Value> {
+    /// The next value of `column`, borrowing from the data.
+    pub(crate) fn value_ref(&mut self, column: &Column) -> DecodeResult<ValueRef<'a>> {
         if column.nullable {
             match self.long()? {
-                0 => return Ok(Value::Null),
+                0 => return Ok(ValueRef::Null),
                 1 => {}
                 n => {
                     return Err(format!(
@@ -143,22 +143,22 @@ impl<'a> Reader<'a> {
         self.typed(&column.ty)
     }
 
-    fn typed(&mut self, ty: &ColumnType) -> DecodeResult<Value> {
+    fn typed(&mut self, ty: &ColumnType) -> DecodeResult<ValueRef<'a>> {
         Ok(match ty {
             ColumnType::Boolean => match self.take(1)?[0] {
-                0 => Value::Boolean(false),
-                1 => Value::Boolean(true),
+                0 => ValueRef::Boolean(false),
+                1 => ValueRef::Boolean(true),
                 b => return Err(format!("invalid boolean byte {b}")),
             },
-            ColumnType::Long => Value::Long(self.long()?),
+            ColumnType::Long => ValueRef::Long(self.long()?),
             ColumnType::Double => {
                 let raw = self.take(8)?;
                 let mut le = [0u8; 8];
                 le.copy_from_slice(raw);
-                Value::Double(f64::from_le_bytes(le))
+                ValueRef::Double(f64::from_le_bytes(le))
             }
-            ColumnType::String => Value::String(self.string()?),
-            ColumnType::Bytes => Value::Bytes(self.bytes()?.to_vec()),
+            ColumnType::String => ValueRef::String(self.string()?),
+            ColumnType::Bytes => ValueRef::Bytes(self.bytes()?),
             ColumnType::List(item) => {
                 let mut items = Vec::new();
                 loop {
@@ -173,13 +173,13 @@ impl<'a> Reader<'a> {
                     }
                     for _ in 0..count {
                         items.push(match self.long()? {
-                            0 => Value::Null,
+                            0 => ValueRef::Null,
                             1 => self.typed(item)?,
                             n => return Err(format!("list item union branch {n} out of range")),
                         });
                     }
                 }
-                Value::List(items)
+                ValueRef::List(items)
             }
         })
     }
@@ -201,7 +201,7 @@ mod tests {
         #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let column = Column::nullable("c", ColumnType::List(Box::new(ColumnType::String)));
-            let _ = Reader::new(&bytes).value(&column);
+            let _ = Reader::new(&bytes).value_ref(&column);
         }
     }
 }

@@ -11,4 +11,4 @@ mod encoding;
 mod schema;
 
 pub use container::{Codec, RowFile, RowFileWriter};
-pub use schema::{Column, ColumnType, RowSchema, Value};
+pub use schema::{Column, ColumnType, RowSchema, Value, ValueRef};

@@ -123,6 +123,42 @@ pub enum Value {
     List(Vec<Value>),
 }
 
+/// A value decoded from a row file, borrowing its text and bytes from the
+/// file's data: what readers that do not keep rows use, without an
+/// allocation per value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueRef<'a> {
+    /// Absent or JSON `null`.
+    Null,
+    /// A boolean.
+    Boolean(bool),
+    /// An integer.
+    Long(i64),
+    /// A float.
+    Double(f64),
+    /// Text.
+    String(&'a str),
+    /// Raw bytes.
+    Bytes(&'a [u8]),
+    /// A list of scalars (or nulls).
+    List(Vec<ValueRef<'a>>),
+}
+
+impl ValueRef<'_> {
+    /// The owned [`Value`].
+    pub fn to_value(&self) -> Value {
+        match self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Boolean(b) => Value::Boolean(*b),
+            ValueRef::Long(i) => Value::Long(*i),
+            ValueRef::Double(d) => Value::Double(*d),
+            ValueRef::String(s) => Value::String((*s).to_string()),
+            ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
+            ValueRef::List(items) => Value::List(items.iter().map(ValueRef::to_value).collect()),
+        }
+    }
+}
+
 impl Value {
     /// The type of this value; `None` for null and for an empty list or a list
     /// of nulls, which fit any column.
