@@ -516,7 +516,7 @@ pub async fn maintain_log(
     log_store: &dyn deltalake::logstore::LogStore,
     version: u64,
 ) -> Result<()> {
-    let mut table = lake
+    let table = lake
         .table_builder()?
         .with_version(version)
         .load()
@@ -529,10 +529,6 @@ pub async fn maintain_log(
     deltalake::checkpoints::cleanup_expired_logs_for(version, log_store, cutoff, None)
         .await
         .map_err(|e| delta_error(lake, "log cleanup", e))?;
-    table
-        .update_state()
-        .await
-        .map_err(|e| delta_error(lake, "checkpoint", e))?;
     Ok(())
 }
 
