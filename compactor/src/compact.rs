@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use deltalake::DeltaTable;
-use deltalake::arrow::array::{Array, AsArray, UInt32Array};
-use deltalake::arrow::compute::{concat_batches, take_record_batch};
+use deltalake::arrow::array::{Array, AsArray, BooleanArray, StringArray, UInt32Array};
+use deltalake::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
@@ -41,6 +41,7 @@ use tributary_lake::{Lake, PartitionId};
 use crate::arrow_rows::{BatchBuilder, Source};
 use crate::error::{Error, Result};
 use crate::files::TableWriter;
+use crate::forget::{self, HashedIdentifiers};
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
 
 /// The partition column of every Tributary table.
@@ -81,6 +82,9 @@ pub struct CompactionMetrics {
     pub rows_deduplicated: u64,
     /// Delete tombstones among the rows read.
     pub tombstones: u64,
+    /// Rows dropped because an unfinished `tributary forget` request names
+    /// their key or subject.
+    pub rows_forgotten: u64,
     /// Rows removed from existing table files by tombstones.
     pub rows_deleted_from_table: u64,
     /// Table files rewritten to remove those rows.
@@ -120,6 +124,7 @@ pub async fn compact_until_empty(config: &CompactConfig, lake: &Lake) -> Result<
         total.rows_dead_lettered += round.rows_dead_lettered;
         total.rows_deduplicated += round.rows_deduplicated;
         total.tombstones += round.tombstones;
+        total.rows_forgotten += round.rows_forgotten;
         total.rows_deleted_from_table += round.rows_deleted_from_table;
         total.table_files_rewritten += round.table_files_rewritten;
         total.parquet_files += round.parquet_files;
@@ -255,18 +260,24 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     }
     taken.truncate(included);
 
-    // Dedupe by key and apply tombstones.
+    // Dedupe by key, apply tombstones, drop rows of unfinished erasures.
     let delete = (config.delete_column.clone(), config.delete_value.clone());
+    let forgotten = forget::unfinished_requests(lake)
+        .await?
+        .map(|hashed| (hashed, lake.subject_columns().to_vec()));
     let schema = arrow_schema.clone();
-    let merged = tokio::task::spawn_blocking(move || merge_rows(&schema, &batches, &delete))
-        .await
-        .map_err(Error::Worker)?
-        .map_err(|source| Error::Arrow {
-            path: "<round rows>".into(),
-            source,
-        })?;
+    let merged = tokio::task::spawn_blocking(move || {
+        merge_rows(&schema, &batches, &delete, forgotten.as_ref())
+    })
+    .await
+    .map_err(Error::Worker)?
+    .map_err(|source| Error::Arrow {
+        path: "<round rows>".into(),
+        source,
+    })?;
     metrics.rows_deduplicated = merged.duplicates;
     metrics.tombstones = merged.tombstones;
+    metrics.rows_forgotten = merged.forgotten;
 
     // Create the table, then evolve its schema, then write and commit data,
     // deletes and watermarks together.
@@ -445,7 +456,7 @@ async fn delete_from_table(
                 state,
                 found,
                 erase,
-                config.target_file_bytes,
+                Some(config.target_file_bytes),
                 &mut report,
             )
             .await?;
@@ -509,13 +520,14 @@ pub(crate) async fn commit(
 }
 
 /// Writes a checkpoint at `version` and removes log entries older than
-/// `log_retention_ms` that the checkpoint makes unnecessary.
+/// `log_retention_ms` that the checkpoint makes unnecessary. Returns how many
+/// it removed.
 pub async fn maintain_log(
     config: &CompactConfig,
     lake: &Lake,
     log_store: &dyn deltalake::logstore::LogStore,
     version: u64,
-) -> Result<()> {
+) -> Result<u64> {
     let table = lake
         .table_builder()?
         .with_version(version)
@@ -526,29 +538,39 @@ pub async fn maintain_log(
         .await
         .map_err(|e| delta_error(lake, "checkpoint", e))?;
     let cutoff = chrono::Utc::now().timestamp_millis() - config.log_retention_ms as i64;
-    deltalake::checkpoints::cleanup_expired_logs_for(version, log_store, cutoff, None)
-        .await
-        .map_err(|e| delta_error(lake, "log cleanup", e))?;
-    Ok(())
+    let removed =
+        deltalake::checkpoints::cleanup_expired_logs_for(version, log_store, cutoff, None)
+            .await
+            .map_err(|e| delta_error(lake, "log cleanup", e))?;
+    Ok(removed as u64)
 }
 
-/// The rows of a round after dedupe and tombstones.
+/// The rows of a round after dedupe, tombstones and erasures.
 struct Merged {
     rows: RecordBatch,
     deleted_keys: HashSet<String>,
     duplicates: u64,
     tombstones: u64,
+    forgotten: u64,
 }
 
 /// Concatenates a round's batches (in partition, then position order) and
 /// keeps, per key, the last row; a tombstone (`delete.0` equals `delete.1`)
-/// drops the key's earlier rows and is not kept itself.
+/// drops the key's earlier rows and is not kept itself. Rows whose key or
+/// subject (in the given subject columns) an unfinished erasure names are
+/// dropped.
 fn merge_rows(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     delete: &(String, String),
+    forgotten: Option<&(HashedIdentifiers, Vec<String>)>,
 ) -> Result<Merged, ArrowError> {
     let all = concat_batches(schema, batches)?;
+    let all = match forgotten {
+        Some((hashed, subject_columns)) => drop_forgotten(all, hashed, subject_columns)?,
+        None => (all, 0),
+    };
+    let (all, forgotten) = all;
     let keys = all
         .column_by_name(KEY_COLUMN)
         .and_then(|c| c.as_string_opt::<i32>());
@@ -582,6 +604,7 @@ fn merge_rows(
             deleted_keys,
             duplicates,
             tombstones,
+            forgotten,
         });
     }
     kept.sort_unstable();
@@ -591,7 +614,36 @@ fn merge_rows(
         deleted_keys,
         duplicates,
         tombstones,
+        forgotten,
     })
+}
+
+/// `rows` without those whose key or subject is in `hashed`, and how many
+/// were dropped.
+fn drop_forgotten(
+    rows: RecordBatch,
+    hashed: &HashedIdentifiers,
+    subject_columns: &[String],
+) -> Result<(RecordBatch, u64), ArrowError> {
+    let columns: Vec<(bool, &StringArray)> = std::iter::once((true, KEY_COLUMN))
+        .chain(subject_columns.iter().map(|c| (false, c.as_str())))
+        .filter_map(|(is_key, name)| {
+            Some((is_key, rows.column_by_name(name)?.as_string_opt::<i32>()?))
+        })
+        .collect();
+    let keep: BooleanArray = (0..rows.num_rows())
+        .map(|row| {
+            let forgotten = columns.iter().any(|(is_key, values)| {
+                values.is_valid(row) && forget::is_forgotten(values.value(row), *is_key, hashed)
+            });
+            Some(!forgotten)
+        })
+        .collect();
+    let dropped = keep.false_count() as u64;
+    if dropped == 0 {
+        return Ok((rows, 0));
+    }
+    Ok((filter_record_batch(&rows, &keep)?, dropped))
 }
 
 struct FileMetrics {

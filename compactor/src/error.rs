@@ -41,6 +41,9 @@ pub enum Error {
         /// The source partition.
         partition: String,
     },
+    /// An erasure request cannot be carried out as asked.
+    #[error("forget: {0}")]
+    Forget(String),
     /// A worker task failed.
     #[error("compaction worker stopped unexpectedly")]
     Worker(#[source] tokio::task::JoinError),

@@ -12,6 +12,7 @@ mod arrow_rows;
 pub mod compact;
 mod error;
 pub mod files;
+pub mod forget;
 pub mod optimize;
 pub mod rewrite;
 pub mod run;

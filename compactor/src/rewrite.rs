@@ -127,14 +127,16 @@ pub fn partitions(candidates: &[Candidate]) -> BTreeSet<Option<String>> {
     candidates.iter().map(|c| c.partition.clone()).collect()
 }
 
-/// Rewrites the candidates that hold matching rows. Returns the `remove` and
-/// `add` actions to commit. The new files keep the old files' row order.
+/// Rewrites the candidates that hold matching rows, in files of at most
+/// `target_file_bytes`. Returns the `remove` and `add` actions to commit. The
+/// new files keep the old files' row order. With `target_file_bytes` `None`
+/// (a dry run) it only counts: the report says what a rewrite would do.
 pub async fn rewrite(
     lake: &Lake,
     state: &DeltaTableState,
     candidates: Vec<Candidate>,
     erase: &[Erase],
-    target_file_bytes: u64,
+    target_file_bytes: Option<u64>,
     report: &mut RewriteReport,
 ) -> Result<Vec<Action>> {
     let mut actions = Vec::new();
@@ -153,8 +155,8 @@ pub async fn rewrite(
         }
         report.files_read += 1;
         let mut rows = file.rows(candidate.partition.clone())?;
-        let mut writer =
-            TableWriter::new(lake, state, rows.schema().clone(), &[], target_file_bytes);
+        let mut writer = target_file_bytes
+            .map(|target| TableWriter::new(lake, state, rows.schema().clone(), &[], target));
         let mut erased = 0u64;
         while let Some(batch) = rows.next().await? {
             let mut keep = vec![true; batch.num_rows()];
@@ -177,18 +179,24 @@ pub async fn rewrite(
                     }
                 })?
             };
-            writer.write(&batch).await?;
+            if let Some(writer) = &mut writer {
+                writer.write(&batch).await?;
+            }
         }
         if erased == 0 {
             // A bloom filter false positive: keep the file as it is.
-            writer.abort().await;
+            if let Some(writer) = writer {
+                writer.abort().await;
+            }
             continue;
         }
         report.files_rewritten += 1;
         report.rows_erased += erased;
         report.bytes_rewritten += candidate.size;
-        actions.extend(writer.finish().await?.into_iter().map(Action::Add));
-        actions.push(Action::Remove(candidate.remove));
+        if let Some(writer) = writer {
+            actions.extend(writer.finish().await?.into_iter().map(Action::Add));
+            actions.push(Action::Remove(candidate.remove));
+        }
     }
     Ok(actions)
 }

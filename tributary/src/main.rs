@@ -81,6 +81,39 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Erase every row of the given subjects (values of `lake.subject_columns`)
+    /// or record keys from the table, staged row files and dead letters,
+    /// expire the Delta log entries that could hold them, and verify that no
+    /// object under the table holds them. Prints a JSON report (also stored
+    /// at `_tributary/forget/<id>.report.json`). Rerun with the same request
+    /// id and identifiers to resume a killed run or to finish one whose
+    /// replaced files were waiting for the grace period.
+    Forget {
+        /// The TOML configuration file (see config/README.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// The table's name (the last segment of `lake.table_uri`): a guard
+        /// against running with the wrong configuration.
+        #[arg(long)]
+        table: Option<String>,
+        /// A file of subject ids, one per line (`-` for stdin).
+        #[arg(long, required_unless_present = "keys")]
+        subjects: Option<PathBuf>,
+        /// A file of record keys, one per line (`-` for stdin).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// The request id (`[A-Za-z0-9_.-]`, at most 100). Default: a new id
+        /// from the current time.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Report what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Minutes replaced table files are kept for running readers before
+        /// they are deleted (0 deletes them at once).
+        #[arg(long, default_value_t = 60)]
+        grace_minutes: u64,
+    },
     /// Ask a running process's HTTP endpoint for a health path and exit 0 if
     /// it answers 200, else 1 (container health checks in images without curl).
     Probe {
@@ -229,9 +262,77 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let report = tributary_compactor::vacuum(&lake, retention, dry_run).await?;
             print_json(&report)
         }
+        Command::Forget {
+            config,
+            table,
+            subjects,
+            keys,
+            request_id,
+            dry_run,
+            grace_minutes,
+        } => {
+            let config = Config::load(&config)?;
+            let name = config
+                .lake
+                .table_uri
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next();
+            if let Some(table) = table.filter(|t| Some(t.as_str()) != name) {
+                anyhow::bail!(tributary_config::ConfigError::Invalid {
+                    key: "--table".into(),
+                    value: table,
+                    reason: format!("the configuration's table is {name:?}"),
+                });
+            }
+            let request_id = request_id.unwrap_or_else(|| {
+                format!("forget-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"))
+            });
+            tributary_compactor::forget::validate_request_id(&request_id).map_err(|reason| {
+                tributary_config::ConfigError::Invalid {
+                    key: "--request-id".into(),
+                    value: request_id.clone(),
+                    reason,
+                }
+            })?;
+            let input = tributary_compactor::forget::ForgetInput {
+                subjects: read_identifiers(subjects.as_deref())?,
+                keys: read_identifiers(keys.as_deref())?,
+            };
+            let options = tributary_compactor::forget::ForgetOptions {
+                request_id,
+                dry_run,
+                grace: Duration::from_secs(grace_minutes * 60),
+            };
+            let lake = Lake::open(&config.lake)?;
+            let report =
+                tributary_compactor::forget::forget(&config.compact, &lake, &input, &options)
+                    .await?;
+            print_json(&report)
+        }
         Command::Probe { addr, path } => service::probe(addr, &path).await,
         Command::Quickstart { dir, records } => quickstart::run(&dir, records).await,
     }
+}
+
+/// Identifiers from a file (or stdin for `-`), one per line; blank lines are
+/// skipped.
+fn read_identifiers(path: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read identifiers from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read identifiers from {}", path.display()))?
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Prints a report as one line of JSON on stdout.

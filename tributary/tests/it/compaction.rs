@@ -16,7 +16,7 @@ const SUBJECT: &str = "messages_user";
 /// with a unique id `r<n>`, a user (the subject), an event time and `n`.
 /// `op` sets the envelope's `_op` field (`"delete"` makes tombstones);
 /// `n` replaces every `n` when given.
-fn records(first: u64, count: u64, op: Option<&str>, n: Option<i64>) -> String {
+pub(crate) fn records(first: u64, count: u64, op: Option<&str>, n: Option<i64>) -> String {
     let mut lines = String::new();
     let ids: Vec<u64> = (first..first + count).collect();
     for chunk in ids.chunks(5) {
@@ -47,7 +47,7 @@ fn keys(range: std::ops::Range<u64>) -> Vec<String> {
 }
 
 /// A configuration for `input` → `table` with the subject column and `extra`.
-fn config(dir: &Path, table: &Path, extra: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn config(dir: &Path, table: &Path, extra: &str) -> (PathBuf, PathBuf) {
     let input = dir.join("in");
     std::fs::create_dir_all(&input).unwrap();
     let path = write_config(dir, &input, table, extra);
@@ -60,12 +60,12 @@ fn config(dir: &Path, table: &Path, extra: &str) -> (PathBuf, PathBuf) {
     (path, input)
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
+pub(crate) fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Asserts the table holds exactly `expected` keys, each once.
-fn assert_keys(table: &Path, expected: &[String]) {
+pub(crate) fn assert_keys(table: &Path, expected: &[String]) {
     let mut got = table_keys(table);
     let unique: HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), got.len(), "duplicate keys in the table");

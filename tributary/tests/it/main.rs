@@ -8,6 +8,7 @@ mod bad_input;
 mod compaction;
 mod crash;
 mod faults;
+mod forget;
 mod operations;
 mod pipeline;
 mod rowfile_fastavro;

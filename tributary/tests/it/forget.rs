@@ -1,0 +1,224 @@
+//! `tributary forget` on S3 while ingest and a compactor run: subjects and
+//! keys whose records sit in compacted files, staged row files and dead
+//! letters are erased, an independent scan of every object finds none of
+//! them, and every other record is still there.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::compaction::{assert_keys, config, json, records};
+use crate::operations::{Processes, wait_for};
+use crate::{S3_STORAGE_OPTIONS, run_python, s3, table_keys, tributary};
+
+/// Every object under the table that holds one of `identifiers`, read with
+/// third-party readers: pyarrow for Parquet (data and checkpoints, every
+/// string value, JSON text parsed), fastavro for row files (values and
+/// payload bytes), JSON line by line for everything else.
+fn objects_holding(table: &Path, identifiers: &[&str]) -> Vec<String> {
+    let out = run_python(
+        &format!(
+            r#"
+import sys, os, io, json, boto3, fastavro, pyarrow.parquet as pq
+{S3_STORAGE_OPTIONS}
+uri, ids = sys.argv[1], set(sys.argv[2:])
+bucket, root = uri[len('s3://'):].split('/', 1)
+s3 = boto3.client('s3', endpoint_url=os.environ['TRIBUTARY_S3_ENDPOINT'])
+def text_holds(s):
+    if s in ids:
+        return True
+    if s[:1] in '{{[':
+        try:
+            return json_holds(json.loads(s))
+        except ValueError:
+            return False
+    return False
+def json_holds(v):
+    if isinstance(v, str):
+        return text_holds(v)
+    if isinstance(v, list):
+        return any(json_holds(x) for x in v)
+    if isinstance(v, dict):
+        return any(text_holds(k) or json_holds(x) for k, x in v.items())
+    return False
+def py_holds(v):
+    if isinstance(v, (bytes, bytearray)):
+        return any(i.encode() in v for i in ids)
+    if isinstance(v, str):
+        return text_holds(v)
+    if isinstance(v, list):
+        return any(py_holds(x) for x in v)
+    if isinstance(v, dict):
+        return any(py_holds(x) for x in v.values())
+    return False
+found = []
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix=root + '/'):
+    for o in page.get('Contents', []):
+        key = o['Key']
+        body = s3.get_object(Bucket=bucket, Key=key)['Body'].read()
+        if key.endswith('.parquet'):
+            rows = pq.read_table(io.BytesIO(body)).to_pylist()
+            hit = any(py_holds(v) for r in rows for v in r.values())
+        elif key.endswith('.avro'):
+            hit = any(py_holds(v) for r in fastavro.reader(io.BytesIO(body)) for v in r.values())
+        else:
+            hit = False
+            for line in body.decode('utf-8', 'replace').splitlines():
+                try:
+                    hit = hit or json_holds(json.loads(line))
+                except ValueError:
+                    hit = hit or any(i in line for i in ids)
+        if hit:
+            found.append(key)
+print(json.dumps(found))
+"#
+        ),
+        &[&[table.to_str().unwrap()], identifiers].concat(),
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+#[test]
+fn forget_erases_subjects_and_keys_everywhere_while_ingest_and_compactor_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = s3::new_table("forget");
+    let extra = "[ingest.batch]\nmax_records = 300\nmax_latency_ms = 200\n\n\
+                 [compact]\ninterval_ms = 200\n";
+    let (config_path, input) = config(dir.path(), &table, extra);
+    let config = config_path.to_str().unwrap();
+    let mut processes = Processes::default();
+    processes.spawn(tributary().args(["ingest", "--config", config]));
+    let compactor = processes.spawn(tributary().args(["compact", "--config", config]));
+
+    // Compacted records.
+    std::fs::write(input.join("a.ndjson"), records(0, 4_000, None, None)).unwrap();
+    wait_for(Duration::from_secs(60), "the first file compacted", || {
+        let created = !s3::object_keys(&table, "_delta_log/").is_empty();
+        (created && table_keys(&table).len() == 4_000).then_some(())
+    });
+    // Staged records and a dead letter that names a subject: the compactor
+    // is stopped while they arrive.
+    compactor.kill().unwrap();
+    compactor.wait().unwrap();
+    let mut later = records(4_000, 2_000, None, None);
+    later.push_str("{\"host\":\"h1\",\"messages\":[{\"user\":\"u007\" this is not JSON\n");
+    std::fs::write(input.join("b.ndjson"), later).unwrap();
+    wait_for(Duration::from_secs(60), "the second file staged", || {
+        let staged = s3::object_keys(&table, "_tributary/staging/");
+        let dead = s3::object_keys(&table, "_tributary/dead-letter/");
+        (!staged.is_empty() && !dead.is_empty()).then_some(())
+    });
+
+    let subjects = dir.path().join("subjects.txt");
+    std::fs::write(&subjects, "u007\nu011\n").unwrap();
+    let keys = dir.path().join("keys.txt");
+    std::fs::write(&keys, "r5\nr6\n\n").unwrap();
+    let run = || {
+        let out = tributary()
+            .args(["forget", "--config", config, "--table", "forget"])
+            .args([
+                "--subjects",
+                subjects.to_str().unwrap(),
+                "--keys",
+                keys.to_str().unwrap(),
+            ])
+            .args(["--request-id", "req-1", "--grace-minutes", "0"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "forget failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out)
+    };
+    // The first run finds staged rows (the compactor is stopped); the
+    // compactor then runs again. A compaction round that started before the
+    // request was recorded can commit rows after the table was scanned; the
+    // report then says the erasure is incomplete, and a rerun of the same
+    // request finishes it.
+    let mut reports = vec![run()];
+    processes.spawn(tributary().args(["compact", "--config", config]));
+    while reports.last().unwrap()["complete"] != true && reports.len() < 4 {
+        reports.push(run());
+    }
+    let first = &reports[0];
+    let last = reports.last().unwrap();
+    assert_eq!(last["complete"], true, "{reports:?}");
+    assert_eq!(
+        last["verification"]["objects_with_matches"],
+        serde_json::json!([]),
+        "{last}"
+    );
+    assert!(
+        last["verification"]["objects_read"].as_u64().unwrap() > 10,
+        "{last}"
+    );
+    assert_eq!(first["subjects_requested"], 2);
+    assert_eq!(first["keys_requested"], 2);
+    assert!(
+        first["table"]["files_rewritten"].as_u64().unwrap() >= 1,
+        "{first}"
+    );
+    assert!(
+        first["table"]["rows_erased"].as_u64().unwrap() >= 100,
+        "{first}"
+    );
+    assert!(
+        first["dead_letters_erased"].as_u64().unwrap() >= 1,
+        "{first}"
+    );
+    assert!(
+        first["log_entries_expired"].as_u64().unwrap() >= 1,
+        "{first}"
+    );
+
+    // Let the compactor finish the staged rows, then stop everything.
+    wait_for(
+        Duration::from_secs(60),
+        "every staged file compacted",
+        || {
+            s3::object_keys(&table, "_tributary/staging/")
+                .is_empty()
+                .then_some(())
+        },
+    );
+    drop(processes);
+
+    let forgotten = |i: u64| i % 41 == 7 || i % 41 == 11 || i == 5 || i == 6;
+    let expected: Vec<String> = (0..6_000)
+        .filter(|i| !forgotten(*i))
+        .map(|i| format!("r{i}"))
+        .collect();
+    assert_keys(&table, &expected);
+    let found = objects_holding(&table, &["u007", "u011", "r5", "r6"]);
+    assert_eq!(
+        found,
+        Vec::<String>::new(),
+        "objects still holding an identifier"
+    );
+    // The identifiers of other subjects are still there (the scan can find).
+    assert!(!objects_holding(&table, &["u008"]).is_empty());
+
+    // The request and its report hold no identifier, and a dry run of the
+    // same request changes nothing and finds nothing.
+    let report_keys: HashSet<String> = s3::object_keys(&table, "_tributary/forget/")
+        .into_iter()
+        .collect();
+    assert_eq!(report_keys.len(), 2, "{report_keys:?}");
+    let dry = tributary()
+        .args([
+            "forget",
+            "--config",
+            config,
+            "--subjects",
+            subjects.to_str().unwrap(),
+        ])
+        .args(["--request-id", "req-2", "--dry-run"])
+        .output()
+        .unwrap();
+    let dry = json(&dry);
+    assert_eq!(dry["table"]["files_rewritten"], 0, "{dry}");
+    assert_eq!(dry["complete"], true, "{dry}");
+    assert!(s3::object_keys(&table, "_tributary/forget/req-2").is_empty());
+}
