@@ -40,7 +40,7 @@ use tributary_lake::{Lake, PartitionId};
 
 use crate::arrow_rows::{BatchBuilder, Source};
 use crate::error::{Error, Result};
-use crate::files::TableWriter;
+use crate::files::{TableWriter, added_paths, discard_unreferenced};
 use crate::forget::{self, HashedIdentifiers};
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
 
@@ -262,8 +262,9 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
 
     // Dedupe by key, apply tombstones, drop rows of unfinished erasures.
     let delete = (config.delete_column.clone(), config.delete_value.clone());
-    let forgotten = forget::unfinished_requests(lake)
-        .await?
+    let requests = forget::unfinished_requests(lake).await?;
+    let forgotten = requests
+        .clone()
         .map(|hashed| (hashed, lake.subject_columns().to_vec()));
     let schema = arrow_schema.clone();
     let merged = tokio::task::spawn_blocking(move || {
@@ -350,17 +351,28 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
             predicate: Some("record keys of delete tombstones".into()),
         }
     };
+    // An erasure request recorded while this round ran may name rows it
+    // holds: commit nothing, and run the round again with the request.
+    let added = added_paths(&actions);
+    if forget::unfinished_requests(lake).await? != requests {
+        leases.release(lake).await;
+        discard_unreferenced(lake, &added).await;
+        return Err(Error::ErasureArrived);
+    }
     let committed = commit(
         config,
         lake,
         &table,
-        &leases,
+        &mut leases,
         actions,
         transactions,
         operation,
     )
     .await;
     leases.release(lake).await;
+    if committed.is_err() {
+        discard_unreferenced(lake, &added).await;
+    }
     let committed = committed?;
     metrics.commits = 1;
     metrics.commit_duration_ms = committed.duration_ms;
@@ -478,18 +490,21 @@ pub(crate) struct Committed {
 }
 
 /// Commits `actions` and `transactions` (watermarks) as `operation` on the
-/// snapshot `table` holds, if every lease in `leases` is still valid; then
+/// snapshot `table` holds, if every lease in `leases` can be renewed; then
 /// writes a checkpoint every `checkpoint_interval` versions and removes
 /// expired log entries.
 pub(crate) async fn commit(
     config: &CompactConfig,
     lake: &Lake,
     table: &DeltaTable,
-    leases: &PartitionLeases,
+    leases: &mut PartitionLeases,
     actions: Vec<Action>,
     transactions: Vec<Transaction>,
     operation: DeltaOperation,
 ) -> Result<Committed> {
+    // Renewing proves no one else took a lease since it was acquired (even
+    // one that ran out meanwhile), and leaves the full duration to commit in.
+    leases.renew(lake).await?;
     leases.ensure_valid(config)?;
     let snapshot = table
         .snapshot()

@@ -44,6 +44,10 @@ pub enum Error {
     /// An erasure request cannot be carried out as asked.
     #[error("forget: {0}")]
     Forget(String),
+    /// A `tributary forget` request was recorded while the round ran; the
+    /// round committed nothing and is repeated with the request applied.
+    #[error("an erasure request arrived during this round")]
+    ErasureArrived,
     /// A worker task failed.
     #[error("compaction worker stopped unexpectedly")]
     Worker(#[source] tokio::task::JoinError),
@@ -56,7 +60,7 @@ impl Error {
         use deltalake::DeltaTableError;
         use deltalake::kernel::transaction::TransactionError;
         match self {
-            Error::RoundOvertaken { .. } => true,
+            Error::RoundOvertaken { .. } | Error::ErasureArrived => true,
             Error::Delta { source, .. } => matches!(
                 source.as_ref(),
                 DeltaTableError::Transaction {

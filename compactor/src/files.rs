@@ -29,6 +29,7 @@ use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::table::config::TablePropertiesExt;
 use deltalake::table::state::DeltaTableState;
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tributary_lake::Lake;
 
@@ -296,6 +297,51 @@ pub fn matching_rows(
             .map(|i| strings.is_valid(i) && values.contains(strings.value(i)))
             .collect(),
     )
+}
+
+/// After a failed commit: deletes those of `added` (paths from `add`
+/// actions) that the table does not reference, so no unreferenced copy of
+/// their rows stays behind. A commit that failed on our side but landed (its
+/// answer was lost) references them, and they stay. Failures are logged:
+/// vacuum removes what is left.
+pub async fn discard_unreferenced(lake: &Lake, added: &[String]) {
+    if added.is_empty() {
+        return;
+    }
+    let active: HashSet<Path> = match lake.load_table().await {
+        Ok(Some(table)) => match table.snapshot() {
+            Ok(state) => state
+                .log_data()
+                .iter()
+                .map(|f| f.object_store_path())
+                .collect(),
+            Err(_) => return,
+        },
+        Ok(None) => HashSet::new(),
+        Err(_) => return,
+    };
+    for file in added {
+        let Ok(path) = Path::from_url_path(file) else {
+            continue;
+        };
+        if active.contains(&path) {
+            continue;
+        }
+        if let Err(error) = lake.store().delete(&path).await {
+            tracing::warn!(%path, %error, "could not delete an uncommitted table file; vacuum will");
+        }
+    }
+}
+
+/// The paths of the `add` actions among `actions`.
+pub fn added_paths(actions: &[deltalake::kernel::Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            deltalake::kernel::Action::Add(add) => Some(add.path.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn parquet_error(path: &Path, source: deltalake::parquet::errors::ParquetError) -> Error {

@@ -10,7 +10,10 @@
 //!   ─► replaced table files deleted once the grace period has passed
 //!   ─► checkpoint, then every older log entry deleted (their statistics
 //!      may hold the identifiers)
-//!   ─► verification: every object under the table read, zero matches
+//!   ─► verification: every object under the table read
+//!   ─► data files the table no longer references that hold a match
+//!      (removed by other operations, or a crashed writer's) deleted
+//!      after the grace period; the run is complete when no match is left
 //! ```
 //!
 //! The request object holds SHA-256 hashes of the identifiers, never the
@@ -29,7 +32,7 @@ use deltalake::kernel::Action;
 use deltalake::protocol::DeltaOperation;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tributary_config::CompactConfig;
@@ -39,7 +42,8 @@ use tributary_lake::rowfile::{Codec, RowFile, RowFileWriter, Value, ValueRef};
 
 use crate::compact::{KEY_COLUMN, commit, delta_error, maintain_log};
 use crate::error::{Error, Result};
-use crate::files::TableFile;
+use crate::files::{TableFile, added_paths, discard_unreferenced};
+use crate::optimize::MIN_ORPHAN_AGE;
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
 
 /// What to erase.
@@ -219,6 +223,12 @@ pub fn validate_request_id(id: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// Test hook: when this environment variable names a phase (`record`,
+/// `table`, `staged_and_dead_letters`, `delete_replaced`, `expire_log`,
+/// `verify`, `delete_unreferenced`), a run stops after that phase and waits
+/// to be killed.
+pub const PAUSE_AFTER_VARIABLE: &str = "TRIBUTARY_FORGET_PAUSE_AFTER";
+
 /// Runs (or resumes) a request.
 pub async fn forget(
     config: &CompactConfig,
@@ -238,11 +248,17 @@ pub async fn forget(
         ..Default::default()
     };
     let mut phase = Instant::now();
-    let mut lap = |report: &mut ForgetReport, name: &str| {
+    let pause_after = std::env::var(PAUSE_AFTER_VARIABLE).ok();
+    let mut lap = async |report: &mut ForgetReport, name: &str| {
         report
             .timings_ms
             .insert(name.to_string(), phase.elapsed().as_millis() as u64);
         tracing::info!(request = %options.request_id, phase = name, "forget phase done");
+        if pause_after.as_deref() == Some(name) {
+            // For the crash tests: wait here to be killed.
+            eprintln!("forget paused after phase {name}");
+            std::future::pending::<()>().await;
+        }
         phase = Instant::now();
     };
 
@@ -251,31 +267,31 @@ pub async fn forget(
     } else {
         Some(record_request(lake, &matcher, &options.request_id).await?)
     };
-    lap(&mut report, "record");
+    lap(&mut report, "record").await;
 
     let erase = erasures(lake, &matcher);
-    let removed = erase_from_table(config, lake, &erase, options, &mut report).await?;
-    lap(&mut report, "table");
+    erase_from_table(config, lake, &erase, options, request.as_mut(), &mut report).await?;
+    lap(&mut report, "table").await;
 
     erase_from_row_files(lake, &matcher, &erase, options.dry_run, &mut report).await?;
-    lap(&mut report, "staged_and_dead_letters");
+    lap(&mut report, "staged_and_dead_letters").await;
 
     if let Some(request) = &mut request {
-        if !removed.is_empty() {
-            request.pending_deletes.extend(removed);
-            request.delete_after_ms =
-                chrono::Utc::now().timestamp_millis() + options.grace.as_millis() as i64;
-        }
         delete_after_grace(lake, request, &mut report).await?;
         save_request(lake, request).await?;
-        lap(&mut report, "delete_replaced");
+        lap(&mut report, "delete_replaced").await;
 
         report.log_entries_expired = expire_log(config, lake).await?;
-        lap(&mut report, "expire_log");
+        lap(&mut report, "expire_log").await;
     }
 
-    report.verification = verify(lake, &matcher).await?;
-    lap(&mut report, "verify");
+    let (verification, found) = verify(lake, &matcher).await?;
+    report.verification = verification;
+    lap(&mut report, "verify").await;
+    if !options.dry_run {
+        delete_unreferenced_matches(lake, found, options.grace, &mut report).await?;
+        lap(&mut report, "delete_unreferenced").await;
+    }
     report.complete = report.verification.objects_with_matches.is_empty();
 
     if let Some(request) = &mut request {
@@ -399,7 +415,7 @@ pub async fn unfinished_requests(lake: &Lake) -> Result<Option<HashedIdentifiers
 }
 
 /// SHA-256 hashes of identifiers to drop.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HashedIdentifiers {
     /// Of subject ids.
     pub subjects: HashSet<String>,
@@ -432,19 +448,22 @@ fn erasures(lake: &Lake, matcher: &Matcher) -> Vec<Erase> {
 const ATTEMPTS: u32 = 5;
 
 /// Rewrites the table files that hold a match, under partition leases, in
-/// one commit. Returns the paths of the replaced files.
+/// one commit. The files it replaces are added to the request's pending
+/// deletes before the commit, so that a run killed right after the commit
+/// still deletes them when it is run again.
 async fn erase_from_table(
     config: &CompactConfig,
     lake: &Lake,
     erase: &[Erase],
     options: &ForgetOptions,
+    mut request: Option<&mut StoredRequest>,
     report: &mut ForgetReport,
-) -> Result<Vec<String>> {
+) -> Result<()> {
     let Some(mut table) = lake.load_table().await? else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     if erase.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let mut attempt = 1;
     loop {
@@ -490,24 +509,36 @@ async fn erase_from_table(
             .collect();
         if actions.is_empty() {
             leases.release(lake).await;
-            return Ok(removed);
+            return Ok(());
+        }
+        if let Some(request) = request.as_deref_mut() {
+            request.pending_deletes.extend(removed);
+            request.pending_deletes.sort();
+            request.pending_deletes.dedup();
+            request.delete_after_ms =
+                chrono::Utc::now().timestamp_millis() + options.grace.as_millis() as i64;
+            save_request(lake, request).await?;
         }
         let operation = DeltaOperation::Delete {
             predicate: Some(format!("forget request {}", options.request_id)),
         };
+        let added = added_paths(&actions);
         let committed = commit(
             config,
             lake,
             &table,
-            &leases,
+            &mut leases,
             actions,
             Vec::new(),
             operation,
         )
         .await;
         leases.release(lake).await;
+        if committed.is_err() {
+            discard_unreferenced(lake, &added).await;
+        }
         match committed {
-            Ok(_) => return Ok(removed),
+            Ok(_) => return Ok(()),
             Err(error) if error.is_commit_conflict() && attempt < ATTEMPTS => {
                 tracing::info!(%error, attempt, "forget commit conflicted; planning again");
                 attempt += 1;
@@ -625,7 +656,9 @@ fn is_not_found(error: &tributary_lake::Error) -> bool {
     matches!(error, tributary_lake::Error::Store { source, .. } if matches!(**source, object_store::Error::NotFound { .. }))
 }
 
-/// Deletes the request's replaced files once their grace period has passed.
+/// Deletes the request's replaced files once their grace period has passed,
+/// except any the table still references (recorded before a commit that
+/// then failed).
 async fn delete_after_grace(
     lake: &Lake,
     request: &mut StoredRequest,
@@ -635,9 +668,22 @@ async fn delete_after_grace(
         report.objects_pending_delete = request.pending_deletes.len() as u64;
         return Ok(());
     }
+    let active: HashSet<Path> = match lake.load_table().await? {
+        Some(table) => table
+            .snapshot()
+            .map_err(|e| delta_error(lake, "read", e))?
+            .log_data()
+            .iter()
+            .map(|f| f.object_store_path())
+            .collect(),
+        None => HashSet::new(),
+    };
     for file in std::mem::take(&mut request.pending_deletes) {
         let path = Path::from_url_path(&file)
             .map_err(|e| Error::Forget(format!("replaced file {file:?}: {e}")))?;
+        if active.contains(&path) {
+            continue;
+        }
         match lake.store().delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => report.objects_deleted += 1,
             Err(e) => return Err(tributary_lake::Error::store(&path, e).into()),
@@ -667,7 +713,7 @@ async fn expire_log(config: &CompactConfig, lake: &Lake) -> Result<u64> {
 /// identifier: Parquet files (data and checkpoints) value by value, row files
 /// value by value and payload bytes, everything else (log JSON, requests,
 /// leases) as text.
-async fn verify(lake: &Lake, matcher: &Matcher) -> Result<Verification> {
+async fn verify(lake: &Lake, matcher: &Matcher) -> Result<(Verification, Vec<ObjectMeta>)> {
     let objects: Vec<_> = lake
         .store()
         .list(None)
@@ -675,8 +721,9 @@ async fn verify(lake: &Lake, matcher: &Matcher) -> Result<Verification> {
         .await
         .map_err(|e| tributary_lake::Error::store(&Path::from(""), e))?;
     let mut verification = Verification::default();
+    let mut found_in = Vec::new();
     for meta in objects {
-        let path = meta.location;
+        let path = meta.location.clone();
         let name = path.as_ref();
         let found = if name.ends_with(".parquet") {
             parquet_holds(lake, &path, meta.size, matcher).await?
@@ -696,9 +743,83 @@ async fn verify(lake: &Lake, matcher: &Matcher) -> Result<Verification> {
         verification.bytes_read += meta.size;
         if found {
             verification.objects_with_matches.push(name.to_string());
+            found_in.push(meta);
         }
     }
-    Ok(verification)
+    Ok((verification, found_in))
+}
+
+/// Deletes data files that hold a match but that the table no longer
+/// references: files another operation (optimize, a tombstone delete,
+/// another request) removed more than `grace` ago, and files no commit ever
+/// referenced (a crashed writer's output) older than [`MIN_ORPHAN_AGE`] —
+/// younger ones may be a running writer's output about to be committed.
+/// What is left stays in the report's matches.
+async fn delete_unreferenced_matches(
+    lake: &Lake,
+    found: Vec<ObjectMeta>,
+    grace: Duration,
+    report: &mut ForgetReport,
+) -> Result<()> {
+    let data_files: Vec<ObjectMeta> = found
+        .into_iter()
+        .filter(|m| {
+            m.location.as_ref().ends_with(".parquet")
+                && !m.location.as_ref().starts_with("_delta_log/")
+        })
+        .collect();
+    let Some(table) = lake.load_table().await? else {
+        return Ok(());
+    };
+    if data_files.is_empty() {
+        return Ok(());
+    }
+    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+    let active: HashSet<Path> = state
+        .log_data()
+        .iter()
+        .map(|f| f.object_store_path())
+        .collect();
+    let tombstones: Vec<_> = state
+        .all_tombstones(table.log_store().as_ref())
+        .try_collect()
+        .await
+        .map_err(|e| delta_error(lake, "read", e))?;
+    let removed_at: std::collections::HashMap<Path, i64> = tombstones
+        .iter()
+        .map(|t| {
+            (
+                Path::from(t.path().as_ref()),
+                t.deletion_timestamp().unwrap_or(0),
+            )
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    for meta in data_files {
+        let path = meta.location;
+        if active.contains(&path) {
+            continue;
+        }
+        let deletable = match removed_at.get(&path) {
+            Some(at) => at + (grace.as_millis() as i64) <= now.timestamp_millis(),
+            None => (now - meta.last_modified)
+                .to_std()
+                .is_ok_and(|age| age >= MIN_ORPHAN_AGE),
+        };
+        if !deletable {
+            continue;
+        }
+        match lake.store().delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(tributary_lake::Error::store(&path, e).into()),
+        }
+        report.objects_deleted += 1;
+        report
+            .verification
+            .objects_with_matches
+            .retain(|name| name != path.as_ref());
+    }
+    Ok(())
 }
 
 fn row_file_holds(bytes: &[u8], name: &str, matcher: &Matcher) -> Result<bool> {

@@ -5,8 +5,8 @@
 //! ```text
 //! per partition with two or more small files (under 3/4 of the target size):
 //!   take the partition's lease ─► plan bins on the table as it is now
-//!   ─► per bin: read, sort, write ─► commit remove (dataChange=false) + add
-//!   ─► renew the lease ─► next bin ─► release the lease
+//!   ─► per bin: read, sort, write ─► renew the lease, commit remove
+//!      (dataChange=false) + add ─► next bin ─► release the lease
 //! ```
 //!
 //! Optimize rewrites existing files, so it holds the partition's lease (see
@@ -31,7 +31,7 @@ use tributary_lake::Lake;
 
 use crate::compact::{PARTITION_COLUMN, commit, delta_error};
 use crate::error::{Error, Result};
-use crate::files::{TableFile, TableWriter};
+use crate::files::{TableFile, TableWriter, added_paths, discard_unreferenced};
 use crate::rewrite::PartitionLeases;
 
 /// What optimize did.
@@ -156,7 +156,6 @@ async fn optimize_partition(
                 .update_state()
                 .await
                 .map_err(|e| delta_error(lake, "read", e))?;
-            leases.renew(lake).await?;
         }
         match result {
             Err(error) if error.is_commit_conflict() && attempt < ATTEMPTS => {
@@ -202,7 +201,7 @@ async fn merge_bin(
     table: &DeltaTable,
     partition: &Option<String>,
     bin: Vec<Small>,
-    leases: &PartitionLeases,
+    leases: &mut PartitionLeases,
     report: &mut OptimizeReport,
 ) -> Result<()> {
     let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
@@ -242,7 +241,7 @@ async fn merge_bin(
         bytes_removed: bin.iter().map(|f| f.size).sum(),
         ..Default::default()
     };
-    let actions = adds
+    let actions: Vec<Action> = adds
         .into_iter()
         .map(Action::Add)
         .chain(bin.into_iter().map(|f| Action::Remove(f.remove)))
@@ -254,7 +253,12 @@ async fn merge_bin(
         )),
         target_size: config.target_file_bytes as i64,
     };
-    commit(config, lake, table, leases, actions, Vec::new(), operation).await?;
+    let added = added_paths(&actions);
+    let committed = commit(config, lake, table, leases, actions, Vec::new(), operation).await;
+    if committed.is_err() {
+        discard_unreferenced(lake, &added).await;
+    }
+    committed?;
     report.commits += 1;
     report.rows += merged.rows;
     report.files_added += merged.files_added;

@@ -4,12 +4,14 @@
 //! them, and every other record is still there.
 
 use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::compaction::{assert_keys, config, json, records};
 use crate::operations::{Processes, wait_for};
-use crate::{S3_STORAGE_OPTIONS, run_python, s3, table_keys, tributary};
+use crate::{S3_STORAGE_OPTIONS, run_ok, run_python, s3, table_keys, tributary};
 
 /// Every object under the table that holds one of `identifiers`, read with
 /// third-party readers: pyarrow for Parquet (data and checkpoints, every
@@ -221,4 +223,172 @@ fn forget_erases_subjects_and_keys_everywhere_while_ingest_and_compactor_run() {
     assert_eq!(dry["table"]["files_rewritten"], 0, "{dry}");
     assert_eq!(dry["complete"], true, "{dry}");
     assert!(s3::object_keys(&table, "_tributary/forget/req-2").is_empty());
+}
+
+/// Phases of a forget run, in order (see `PAUSE_AFTER_VARIABLE`).
+const PHASES: [&str; 7] = [
+    "record",
+    "table",
+    "staged_and_dead_letters",
+    "delete_replaced",
+    "expire_log",
+    "verify",
+    "delete_unreferenced",
+];
+
+#[test]
+fn a_forget_killed_after_any_phase_finishes_when_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = s3::new_table("forget-kill");
+    let (config_path, input) = config(dir.path(), &table, "[ingest.batch]\nmax_records = 300\n");
+    let config = config_path.to_str().unwrap();
+    std::fs::write(input.join("a.ndjson"), records(0, 3_000, None, None)).unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    let mut later = records(3_000, 1_000, None, None);
+    later.push_str("{\"messages\":[{\"user\":\"u007\" not JSON\n");
+    std::fs::write(input.join("b.ndjson"), later).unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    let subjects = dir.path().join("subjects.txt");
+    std::fs::write(&subjects, "u007\n").unwrap();
+    let forget = || {
+        let mut command = tributary();
+        command
+            .args([
+                "forget",
+                "--config",
+                config,
+                "--subjects",
+                subjects.to_str().unwrap(),
+            ])
+            .args(["--request-id", "killed", "--grace-minutes", "0"]);
+        command
+    };
+
+    // Each run is killed right after one more phase than the last one got
+    // through; each resumes what the previous one left.
+    for phase in PHASES {
+        let mut child = forget()
+            .env("TRIBUTARY_FORGET_PAUSE_AFTER", phase)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let marker = format!("forget paused after phase {phase}");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = Vec::new();
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            let done = line.contains(&marker);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        assert!(
+            seen.iter().any(|l| l.contains(&marker)),
+            "no pause after {phase}: {seen:?}"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let last = json(&forget().output().unwrap());
+    assert_eq!(last["complete"], true, "{last}");
+
+    run_ok(&["compact", "--config", config, "--once"]);
+    let expected: Vec<String> = (0..4_000)
+        .filter(|i| i % 41 != 7)
+        .map(|i| format!("r{i}"))
+        .collect();
+    assert_keys(&table, &expected);
+    assert_eq!(objects_holding(&table, &["u007"]), Vec::<String>::new());
+}
+
+#[test]
+fn two_forgets_an_optimize_and_a_compactor_at_once_lose_and_resurrect_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = s3::new_table("forget-race");
+    let extra = "[ingest.batch]\nmax_records = 200\nmax_latency_ms = 200\n\n\
+                 [compact]\ninterval_ms = 100\nmax_files_per_commit = 2\nlease_ms = 5000\n";
+    let (config_path, input) = config(dir.path(), &table, extra);
+    let config = config_path.to_str().unwrap();
+    let mut processes = Processes::default();
+    processes.spawn(tributary().args(["ingest", "--config", config]));
+    processes.spawn(tributary().args(["compact", "--config", config]));
+    std::fs::write(input.join("a.ndjson"), records(0, 3_000, None, None)).unwrap();
+    wait_for(Duration::from_secs(60), "the first file compacted", || {
+        let created = !s3::object_keys(&table, "_delta_log/").is_empty();
+        (created && table_keys(&table).len() == 3_000).then_some(())
+    });
+    // More records keep arriving while two requests and an optimize run.
+    std::fs::write(input.join("b.ndjson"), records(3_000, 3_000, None, None)).unwrap();
+    let request = |id: &'static str, subject: &'static str| {
+        let (config, dir) = (config.to_string(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let subjects = dir.join(format!("{id}.txt"));
+            std::fs::write(&subjects, format!("{subject}\n")).unwrap();
+            let mut reports = Vec::new();
+            while reports
+                .last()
+                .is_none_or(|r: &serde_json::Value| r["complete"] != true)
+            {
+                assert!(reports.len() < 5, "{id} never completed: {reports:?}");
+                let out = tributary()
+                    .args([
+                        "forget",
+                        "--config",
+                        &config,
+                        "--subjects",
+                        subjects.to_str().unwrap(),
+                    ])
+                    .args(["--request-id", id, "--grace-minutes", "0"])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{id}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                reports.push(json(&out));
+            }
+            reports
+        })
+    };
+    let first = request("first", "u003");
+    let second = request("second", "u017");
+    let optimize = tributary()
+        .args(["optimize", "--config", config])
+        .output()
+        .unwrap();
+    assert!(
+        optimize.status.success(),
+        "{}",
+        String::from_utf8_lossy(&optimize.stderr)
+    );
+    let first = first.join().unwrap();
+    let second = second.join().unwrap();
+    assert!(
+        first[0]["table"]["rows_erased"].as_u64().unwrap() > 0,
+        "{first:?}"
+    );
+    assert!(
+        second[0]["table"]["rows_erased"].as_u64().unwrap() > 0,
+        "{second:?}"
+    );
+
+    let forgotten = |i: u64| i % 41 == 3 || i % 41 == 17;
+    let expected: Vec<String> = (0..6_000)
+        .filter(|i| !forgotten(*i))
+        .map(|i| format!("r{i}"))
+        .collect();
+    wait_for(Duration::from_secs(60), "every record compacted", || {
+        let staged = s3::object_keys(&table, "_tributary/staging/");
+        (staged.is_empty() && table_keys(&table).len() == expected.len()).then_some(())
+    });
+    drop(processes);
+    assert_keys(&table, &expected);
+    assert_eq!(
+        objects_holding(&table, &["u003", "u017"]),
+        Vec::<String>::new()
+    );
 }
