@@ -7,7 +7,8 @@
   than the configured drain grace.
 * ECS task definitions: checked against botocore's model of
   RegisterTaskDefinition (the `aws ecs register-task-definition
-  --cli-input-json` input), and stopTimeout against the drain grace.
+  --cli-input-json` input), and stopTimeout against the drain grace;
+  scheduled tasks (`ecs/schedules/`) against EventBridge's PutTargets.
 * Grafana dashboard: JSON with a Prometheus query in every panel.
 
 With `--emit-config DIR`, writes the ConfigMap's tributary.toml to
@@ -126,8 +127,23 @@ def check_ecs():
             stop_timeout = container.get("stopTimeout", 30)
             if isinstance(stop_timeout, int) and stop_timeout * 1000 <= grace_ms:
                 problem(path, f"{container['name']}: stopTimeout must exceed service.shutdown_grace_ms ({grace_ms} ms)")
-            if "healthCheck" not in container:
-                problem(path, f"{container['name']}: no healthCheck")
+            if container.get("portMappings") and "healthCheck" not in container:
+                problem(path, f"{container['name']}: serves a port but has no healthCheck")
+
+    # Scheduled tasks: `aws events put-targets --cli-input-json` inputs, whose
+    # task definitions must exist here.
+    events = botocore.session.get_session().get_service_model("events")
+    shape = events.operation_model("PutTargets").input_shape
+    families = {json.loads(p.read_text())["family"] for p in (DEPLOY / "ecs").glob("*.json")}
+    for path in sorted((DEPLOY / "ecs" / "schedules").glob("*.json")):
+        targets = json.loads(path.read_text())
+        report = ParamValidator().validate(targets, shape)
+        if report.has_errors():
+            problem(path, report.generate_report())
+        for target in targets["Targets"]:
+            family = target["EcsParameters"]["TaskDefinitionArn"].rsplit("/", 1)[-1].split(":")[0]
+            if family not in families:
+                problem(path, f"task definition {family} is not in deploy/ecs")
 
 
 def check_grafana():

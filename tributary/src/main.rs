@@ -97,7 +97,7 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
         /// A file of subject ids, one per line (`-` for stdin).
-        #[arg(long, required_unless_present = "keys")]
+        #[arg(long, required_unless_present_any = ["keys", "inbox"])]
         subjects: Option<PathBuf>,
         /// A file of record keys, one per line (`-` for stdin).
         #[arg(long)]
@@ -106,6 +106,13 @@ enum Command {
         /// from the current time.
         #[arg(long)]
         request_id: Option<String>,
+        /// Run every request dropped into this prefix (`s3://bucket/prefix`
+        /// or a directory, outside the table): an object `<request-id>.json`
+        /// holding `{"subjects": [...], "keys": [...]}`. A request's object
+        /// is deleted once the request is complete; an incomplete one is
+        /// taken up again by the next run. Prints one report per line.
+        #[arg(long, conflicts_with_all = ["subjects", "keys", "request_id"])]
+        inbox: Option<String>,
         /// Report what would change without changing anything.
         #[arg(long)]
         dry_run: bool,
@@ -268,6 +275,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             subjects,
             keys,
             request_id,
+            inbox,
             dry_run,
             grace_minutes,
         } => {
@@ -285,34 +293,118 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     reason: format!("the configuration's table is {name:?}"),
                 });
             }
+            let grace = Duration::from_secs(grace_minutes * 60);
+            let lake = Lake::open(&config.lake)?;
+            if let Some(inbox) = inbox {
+                return forget_inbox(&config, &lake, &inbox, dry_run, grace).await;
+            }
             let request_id = request_id.unwrap_or_else(|| {
                 format!("forget-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"))
             });
-            tributary_compactor::forget::validate_request_id(&request_id).map_err(|reason| {
-                tributary_config::ConfigError::Invalid {
-                    key: "--request-id".into(),
-                    value: request_id.clone(),
-                    reason,
-                }
-            })?;
             let input = tributary_compactor::forget::ForgetInput {
                 subjects: read_identifiers(subjects.as_deref())?,
                 keys: read_identifiers(keys.as_deref())?,
             };
-            let options = tributary_compactor::forget::ForgetOptions {
-                request_id,
-                dry_run,
-                grace: Duration::from_secs(grace_minutes * 60),
-            };
-            let lake = Lake::open(&config.lake)?;
-            let report =
-                tributary_compactor::forget::forget(&config.compact, &lake, &input, &options)
-                    .await?;
+            let report = run_forget(&config, &lake, input, request_id, dry_run, grace).await?;
             print_json(&report)
         }
         Command::Probe { addr, path } => service::probe(addr, &path).await,
         Command::Quickstart { dir, records } => quickstart::run(&dir, records).await,
     }
+}
+
+/// Runs one erasure request.
+async fn run_forget(
+    config: &Config,
+    lake: &Lake,
+    input: tributary_compactor::forget::ForgetInput,
+    request_id: String,
+    dry_run: bool,
+    grace: Duration,
+) -> anyhow::Result<tributary_compactor::forget::ForgetReport> {
+    tributary_compactor::forget::validate_request_id(&request_id).map_err(|reason| {
+        tributary_config::ConfigError::Invalid {
+            key: "request id".into(),
+            value: request_id.clone(),
+            reason,
+        }
+    })?;
+    let options = tributary_compactor::forget::ForgetOptions {
+        request_id,
+        dry_run,
+        grace,
+    };
+    Ok(tributary_compactor::forget::forget(&config.compact, lake, &input, &options).await?)
+}
+
+/// A request dropped into the inbox.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboxRequest {
+    #[serde(default)]
+    subjects: Vec<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+/// Runs every `<request-id>.json` in `inbox`; deletes each once complete.
+/// A request that fails is reported and the others still run; the command
+/// fails at the end if any did.
+async fn forget_inbox(
+    config: &Config,
+    lake: &Lake,
+    inbox: &str,
+    dry_run: bool,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+
+    let inbox_lake = Lake::open(&tributary_config::LakeConfig {
+        table_uri: inbox.to_string(),
+        s3: config.lake.s3.clone(),
+        subject_columns: Vec::new(),
+    })?;
+    let store = inbox_lake.store();
+    let objects: Vec<_> = store
+        .list(None)
+        .try_collect()
+        .await
+        .context("cannot list the inbox")?;
+    let mut failed = 0;
+    for meta in objects {
+        let Some(id) = meta
+            .location
+            .filename()
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let id = id.to_string();
+        let result = async {
+            let body = store.get(&meta.location).await?.bytes().await?;
+            let request: InboxRequest = serde_json::from_slice(&body)
+                .with_context(|| format!("inbox request {id}.json is not valid"))?;
+            let input = tributary_compactor::forget::ForgetInput {
+                subjects: request.subjects,
+                keys: request.keys,
+            };
+            let report = run_forget(config, lake, input, id.clone(), dry_run, grace).await?;
+            if report.complete && !dry_run {
+                store.delete(&meta.location).await?;
+            }
+            print_json(&report)
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::error!(request = %id, error = format!("{error:#}"), "erasure request failed");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} erasure request(s) in the inbox failed; see the log");
+    }
+    Ok(())
 }
 
 /// Identifiers from a file (or stdin for `-`), one per line; blank lines are

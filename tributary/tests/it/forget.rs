@@ -392,3 +392,55 @@ fn two_forgets_an_optimize_and_a_compactor_at_once_lose_and_resurrect_nothing() 
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn inbox_requests_run_and_leave_the_inbox_once_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let (config_path, input) = config(dir.path(), &table, "");
+    let config = config_path.to_str().unwrap();
+    std::fs::write(input.join("a.ndjson"), records(0, 1_000, None, None)).unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        inbox.join("req-a.json"),
+        r#"{"subjects": ["u005"], "keys": ["r1"]}"#,
+    )
+    .unwrap();
+    std::fs::write(inbox.join("broken.json"), "not JSON").unwrap();
+
+    let out = tributary()
+        .args([
+            "forget",
+            "--config",
+            config,
+            "--inbox",
+            inbox.to_str().unwrap(),
+        ])
+        .args(["--grace-minutes", "0"])
+        .output()
+        .unwrap();
+    // The broken request fails the command; the good one still ran.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["request_id"], "req-a");
+    assert_eq!(report["complete"], true, "{report}");
+    assert!(
+        !inbox.join("req-a.json").exists(),
+        "a complete request leaves the inbox"
+    );
+    assert!(inbox.join("broken.json").exists());
+    let expected: Vec<String> = (0..1_000)
+        .filter(|i| i % 41 != 5 && *i != 1)
+        .map(|i| format!("r{i}"))
+        .collect();
+    assert_keys(&table, &expected);
+}
