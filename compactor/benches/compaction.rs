@@ -27,6 +27,8 @@ use tributary_config::{
 };
 use tributary_lake::Lake;
 
+use crate::process::{cpu_time, proc_status_bytes, reset_peak_rss};
+
 // The quickstart's generator, included rather than copied so the benchmark
 // and the quickstart always use the same data. The binary crate has no
 // library target to import it from. Its unit test is compiled out here (a
@@ -34,6 +36,9 @@ use tributary_lake::Lake;
 #[path = "../../tributary/src/sample.rs"]
 #[allow(unused_imports)]
 mod sample;
+
+#[path = "common/process.rs"]
+mod process;
 
 /// The row-count target of issue 6, per core.
 const TARGET_ROWS_PER_CORE_SEC: f64 = 500_000.0;
@@ -390,54 +395,6 @@ async fn measure_async<T>(f: impl Future<Output = T>) -> (T, Measured) {
         cpu: cpu_time().saturating_sub(cpu),
     };
     (out, measured)
-}
-
-/// User plus system CPU time of the whole process (every thread, live or
-/// exited), from `/proc/self/stat`. Zero where it cannot be read.
-///
-/// `getrusage` would need `unsafe` (forbidden in the workspace) or a new
-/// dependency; `/proc` has the same counters in clock ticks.
-fn cpu_time() -> Duration {
-    /// `sysconf(_SC_CLK_TCK)`: 100 on every Linux architecture we build for.
-    const TICKS_PER_SEC: u64 = 100;
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces:
-    // state is the first, utime the 12th, stime the 13th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => Duration::from_millis((user + system) * 1000 / TICKS_PER_SEC),
-        _ => Duration::ZERO,
-    }
-}
-
-/// Resets the process's peak RSS (`VmHWM`) to its current RSS, so that the
-/// next reading is the peak of what runs in between. Returns false where the
-/// kernel does not allow it; `VmHWM` is then the peak of the whole process.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// A `kB` figure of `/proc/self/status` (e.g. `VmRSS`, `VmHWM`), in bytes.
-fn proc_status_bytes(key: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let value = status
-        .lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .with_context(|| format!("no {key} in /proc/self/status"))?;
-    let kb: u64 = value
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .with_context(|| format!("{key}: {value:?}"))?;
-    Ok(kb * 1024)
 }
 
 impl Report {
