@@ -42,7 +42,7 @@ use crate::arrow_rows::{BatchBuilder, Source};
 use crate::error::{Error, Result};
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
 use crate::forget::{self, HashedIdentifiers};
-use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
+use crate::rewrite::{self, Erase, PartitionLeases};
 
 /// The partition column of every Tributary table.
 pub const PARTITION_COLUMN: &str = "date";
@@ -311,7 +311,10 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
             column: KEY_COLUMN.into(),
             values: merged.deleted_keys,
         }];
-        let deleted = delete_from_table(config, lake, &mut table, &erase, &mut leases).await;
+        let target = Some(config.target_file_bytes);
+        let deleted =
+            rewrite::rewrite_under_leases(config, lake, &mut table, &erase, target, &mut leases)
+                .await;
         match deleted {
             Ok((removes, report)) => {
                 actions.extend(removes);
@@ -441,43 +444,6 @@ async fn take_staged(
         }
     }
     Ok(taken)
-}
-
-/// Removes the rows whose key is in `erase` from the table's files, holding
-/// the leases of the partitions it rewrites (kept in `leases` for the commit).
-/// Leaves `table` at the snapshot the returned actions were planned on.
-async fn delete_from_table(
-    config: &CompactConfig,
-    lake: &Lake,
-    table: &mut DeltaTable,
-    erase: &[Erase],
-    leases: &mut PartitionLeases,
-) -> Result<(Vec<Action>, RewriteReport)> {
-    loop {
-        table
-            .update_state()
-            .await
-            .map_err(|e| delta_error(lake, "read", e))?;
-        let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
-        let mut report = RewriteReport::default();
-        let found = rewrite::candidates(state, erase, &mut report);
-        let needed = rewrite::partitions(&found);
-        if leases.covers(&needed) {
-            let actions = rewrite::rewrite(
-                lake,
-                state,
-                found,
-                erase,
-                Some(config.target_file_bytes),
-                &mut report,
-            )
-            .await?;
-            return Ok((actions, report));
-        }
-        // Take the missing leases, then plan again on the table as it is
-        // once nobody else can rewrite those partitions.
-        leases.acquire(config, lake, &needed).await?;
-    }
 }
 
 /// What a commit did.

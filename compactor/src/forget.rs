@@ -468,30 +468,10 @@ async fn erase_from_table(
     let mut attempt = 1;
     loop {
         let mut leases = PartitionLeases::default();
-        let result = async {
-            loop {
-                table
-                    .update_state()
-                    .await
-                    .map_err(|e| delta_error(lake, "read", e))?;
-                let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
-                let mut table_report = RewriteReport::default();
-                let found = rewrite::candidates(state, erase, &mut table_report);
-                let needed = rewrite::partitions(&found);
-                if options.dry_run || leases.covers(&needed) {
-                    let actions = if options.dry_run {
-                        rewrite::rewrite(lake, state, found, erase, None, &mut table_report).await?
-                    } else {
-                        let target = Some(config.target_file_bytes);
-                        rewrite::rewrite(lake, state, found, erase, target, &mut table_report)
-                            .await?
-                    };
-                    return Ok((actions, table_report));
-                }
-                leases.acquire(config, lake, &needed).await?;
-            }
-        }
-        .await;
+        let target = (!options.dry_run).then_some(config.target_file_bytes);
+        let result =
+            rewrite::rewrite_under_leases(config, lake, &mut table, erase, target, &mut leases)
+                .await;
         let (actions, table_report) = match result {
             Ok(done) => done,
             Err(error) => {

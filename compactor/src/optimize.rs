@@ -32,7 +32,7 @@ use tributary_lake::Lake;
 use crate::compact::{PARTITION_COLUMN, commit, delta_error};
 use crate::error::{Error, Result};
 use crate::files::{TableFile, TableWriter, added_paths, discard_unreferenced};
-use crate::rewrite::PartitionLeases;
+use crate::rewrite::{PartitionLeases, partition_of};
 
 /// What optimize did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -107,11 +107,7 @@ fn small_files(
         if size >= config.target_file_bytes / 4 * 3 {
             continue;
         }
-        let partition = file
-            .partition_values_map()
-            .get(PARTITION_COLUMN)
-            .cloned()
-            .flatten();
+        let partition = partition_of(&file);
         by_partition.entry(partition).or_default().push(Small {
             path: file.object_store_path(),
             size,

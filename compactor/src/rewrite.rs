@@ -18,9 +18,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use deltalake::DeltaTable;
 use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::compute::filter_record_batch;
-use deltalake::kernel::{Action, Remove};
+use deltalake::kernel::{Action, LogicalFileView, Remove};
 use deltalake::table::state::DeltaTableState;
 use object_store::path::Path;
 use serde::Serialize;
@@ -28,7 +29,7 @@ use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 use tributary_lake::lease::Lease;
 
-use crate::compact::PARTITION_COLUMN;
+use crate::compact::{PARTITION_COLUMN, delta_error};
 use crate::error::{Error, Result};
 use crate::files::{TableFile, TableWriter, matching_rows};
 
@@ -107,11 +108,7 @@ pub fn candidates(
             report.pruned_by_statistics += 1;
             continue;
         }
-        let partition = file
-            .partition_values_map()
-            .get(PARTITION_COLUMN)
-            .cloned()
-            .flatten();
+        let partition = partition_of(&file);
         found.push(Candidate {
             path: file.object_store_path(),
             size: file.size().max(0) as u64,
@@ -120,6 +117,46 @@ pub fn candidates(
         });
     }
     found
+}
+
+/// The partition value of a table file.
+pub(crate) fn partition_of(file: &LogicalFileView) -> Option<String> {
+    file.partition_values_map()
+        .get(PARTITION_COLUMN)
+        .cloned()
+        .flatten()
+}
+
+/// Plans and runs a rewrite on the table as it is once the leases of every
+/// partition it touches are held: plans, takes the missing leases, and plans
+/// again until the plan needs no other lease. The leases stay in `leases`
+/// for the caller's commit, and `table` is left at the snapshot the returned
+/// actions were planned on. With `target_file_bytes` `None` (a dry run) it
+/// takes no lease and only counts.
+pub async fn rewrite_under_leases(
+    config: &CompactConfig,
+    lake: &Lake,
+    table: &mut DeltaTable,
+    erase: &[Erase],
+    target_file_bytes: Option<u64>,
+    leases: &mut PartitionLeases,
+) -> Result<(Vec<Action>, RewriteReport)> {
+    loop {
+        table
+            .update_state()
+            .await
+            .map_err(|e| delta_error(lake, "read", e))?;
+        let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+        let mut report = RewriteReport::default();
+        let found = candidates(state, erase, &mut report);
+        let needed = partitions(&found);
+        if target_file_bytes.is_none() || leases.covers(&needed) {
+            let actions =
+                rewrite(lake, state, found, erase, target_file_bytes, &mut report).await?;
+            return Ok((actions, report));
+        }
+        leases.acquire(config, lake, &needed).await?;
+    }
 }
 
 /// The partitions `candidates` belong to: the leases a rewrite needs.

@@ -230,8 +230,8 @@ fn s3_storage_options(s3: &S3Config) -> HashMap<String, String> {
 /// * deleting an object that is already gone succeeds.
 ///
 /// Any other create-only writer on this store must likewise read
-/// `AlreadyExists` as "maybe my own earlier attempt" (a lease object taken
-/// this way would look held by another until it expires).
+/// `AlreadyExists` as "maybe my own earlier attempt": the lease module
+/// compares the existing object with the one it wrote.
 ///
 /// Conditional updates (`PutMode::Update`) are not repeated: a first attempt
 /// that landed would make the repeat fail as if another writer had won.
