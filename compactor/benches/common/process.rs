@@ -1,4 +1,6 @@
 //! What the benchmarks measure about their own process, from `/proc`.
+//! Each benchmark includes this file and uses what it needs of it.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
