@@ -18,7 +18,8 @@
 //!
 //! The request object holds SHA-256 hashes of the identifiers, never the
 //! identifiers, so that it is not itself a copy; a compactor that finds an
-//! unfinished request drops matching staged rows by hash. Every step can be
+//! unfinished request drops matching staged rows by hash. A complete request
+//! moves to `<id>.done.json`, beside its report `<id>.report.json`. Every step can be
 //! repeated, so a killed run is finished by running it again with the same
 //! request id (and the same identifiers).
 
@@ -203,6 +204,10 @@ fn request_path(id: &str) -> Path {
     Path::from(format!("{TRIBUTARY_DIR}/forget/{id}.json"))
 }
 
+fn done_path(id: &str) -> Path {
+    Path::from(format!("{TRIBUTARY_DIR}/forget/{id}.done.json"))
+}
+
 fn report_path(id: &str) -> Path {
     Path::from(format!("{TRIBUTARY_DIR}/forget/{id}.report.json"))
 }
@@ -295,16 +300,37 @@ pub async fn forget(
     report.complete = report.verification.objects_with_matches.is_empty();
 
     if let Some(request) = &mut request {
-        request.complete = report.complete;
-        save_request(lake, request).await?;
         let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::Forget(e.to_string()))?;
         let path = report_path(&request.id);
         lake.store()
             .put(&path, PutPayload::from(body))
             .await
             .map_err(|e| tributary_lake::Error::store(&path, e))?;
+        request.complete = report.complete;
+        if request.complete {
+            finish_request(lake, request).await?;
+        } else {
+            save_request(lake, request).await?;
+        }
     }
     Ok(report)
+}
+
+/// Moves a complete request to `<id>.done.json`, so that compactors, which
+/// read every unfinished request each round, no longer read it. Running the
+/// same request id again records it anew.
+async fn finish_request(lake: &Lake, request: &StoredRequest) -> Result<()> {
+    let done = done_path(&request.id);
+    let body = serde_json::to_vec_pretty(request).map_err(|e| Error::Forget(e.to_string()))?;
+    lake.store()
+        .put(&done, PutPayload::from(body))
+        .await
+        .map_err(|e| tributary_lake::Error::store(&done, e))?;
+    let path = request_path(&request.id);
+    match lake.store().delete(&path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(tributary_lake::Error::store(&path, e).into()),
+    }
 }
 
 /// Writes the request (hashes only) create-only; an existing request with
@@ -396,7 +422,8 @@ pub async fn unfinished_requests(lake: &Lake) -> Result<Option<HashedIdentifiers
     let mut hashed = HashedIdentifiers::default();
     for meta in objects {
         let name = meta.location.filename().unwrap_or_default();
-        if !name.ends_with(".json") || name.ends_with(".report.json") {
+        let finished = name.ends_with(".report.json") || name.ends_with(".done.json");
+        if !name.ends_with(".json") || finished {
             continue;
         }
         let bytes = read_object(lake, &meta.location).await?;
