@@ -24,6 +24,7 @@
 //! request id (and the same identifiers).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +32,7 @@ use deltalake::arrow::array::{Array, ArrayRef, AsArray};
 use deltalake::arrow::datatypes::DataType;
 use deltalake::kernel::Action;
 use deltalake::protocol::DeltaOperation;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -727,33 +728,56 @@ async fn verify(lake: &Lake, matcher: &Matcher) -> Result<(Verification, Vec<Obj
         .try_collect()
         .await
         .map_err(|e| tributary_lake::Error::store(&Path::from(""), e))?;
+    // Objects are read concurrently, each on a runtime worker, so decoding
+    // uses every core.
+    let matcher = Arc::new(matcher.clone());
+    let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+    let mut checked = futures::stream::iter(objects)
+        .map(|meta| {
+            let (lake, matcher) = (lake.clone(), matcher.clone());
+            tokio::spawn(async move {
+                let found = object_holds(&lake, &meta, &matcher).await?;
+                Ok::<_, Error>(found.map(|found| (meta, found)))
+            })
+        })
+        .buffer_unordered(parallelism);
     let mut verification = Verification::default();
     let mut found_in = Vec::new();
-    for meta in objects {
-        let path = meta.location.clone();
-        let name = path.as_ref();
-        let found = if name.ends_with(".parquet") {
-            parquet_holds(lake, &path, meta.size, matcher).await?
-        } else {
-            let bytes = match read_object(lake, &path).await {
-                Ok(bytes) => bytes,
-                Err(Error::Lake(e)) if is_not_found(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            if name.ends_with(".avro") {
-                row_file_holds(&bytes, name, matcher)?
-            } else {
-                matcher.object_holds(&bytes)
-            }
+    while let Some(result) = checked.next().await {
+        let Some((meta, found)) = result.map_err(Error::Worker)?? else {
+            continue;
         };
         verification.objects_read += 1;
         verification.bytes_read += meta.size;
         if found {
-            verification.objects_with_matches.push(name.to_string());
+            verification
+                .objects_with_matches
+                .push(meta.location.to_string());
             found_in.push(meta);
         }
     }
+    verification.objects_with_matches.sort();
     Ok((verification, found_in))
+}
+
+/// Whether the object holds an identifier; `None` when it is gone.
+async fn object_holds(lake: &Lake, meta: &ObjectMeta, matcher: &Matcher) -> Result<Option<bool>> {
+    let name = meta.location.as_ref();
+    if name.ends_with(".parquet") {
+        return parquet_holds(lake, &meta.location, meta.size, matcher)
+            .await
+            .map(Some);
+    }
+    let bytes = match read_object(lake, &meta.location).await {
+        Ok(bytes) => bytes,
+        Err(Error::Lake(e)) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if name.ends_with(".avro") {
+        row_file_holds(&bytes, name, matcher).map(Some)
+    } else {
+        Ok(Some(matcher.object_holds(&bytes)))
+    }
 }
 
 /// Deletes data files that hold a match but that the table no longer
