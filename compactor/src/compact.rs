@@ -312,9 +312,16 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
             values: merged.deleted_keys,
         }];
         let target = Some(config.target_file_bytes);
-        let deleted =
-            rewrite::rewrite_under_leases(config, lake, &mut table, &erase, target, &mut leases)
-                .await;
+        let deleted = rewrite::rewrite_under_leases(
+            config,
+            lake,
+            &mut table,
+            &erase,
+            target,
+            &mut leases,
+            false,
+        )
+        .await;
         match deleted {
             Ok((removes, report)) => {
                 actions.extend(removes);

@@ -46,6 +46,7 @@ use crate::compact::{KEY_COLUMN, commit, delta_error, maintain_log};
 use crate::error::{Error, Result};
 use crate::files::{TableFile, added_paths, discard_unreferenced};
 use crate::optimize::MIN_ORPHAN_AGE;
+use crate::progress::Progress;
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
 
 /// What to erase.
@@ -497,9 +498,16 @@ async fn erase_from_table(
     loop {
         let mut leases = PartitionLeases::default();
         let target = (!options.dry_run).then_some(config.target_file_bytes);
-        let result =
-            rewrite::rewrite_under_leases(config, lake, &mut table, erase, target, &mut leases)
-                .await;
+        let result = rewrite::rewrite_under_leases(
+            config,
+            lake,
+            &mut table,
+            erase,
+            target,
+            &mut leases,
+            true,
+        )
+        .await;
         let (actions, table_report) = match result {
             Ok(done) => done,
             Err(error) => {
@@ -730,6 +738,7 @@ async fn verify(lake: &Lake, matcher: &Matcher) -> Result<(Verification, Vec<Obj
         .map_err(|e| tributary_lake::Error::store(&Path::from(""), e))?;
     // Objects are read concurrently, each on a runtime worker, so decoding
     // uses every core.
+    let total = objects.len() as u64;
     let matcher = Arc::new(matcher.clone());
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
     let mut checked = futures::stream::iter(objects)
@@ -743,7 +752,9 @@ async fn verify(lake: &Lake, matcher: &Matcher) -> Result<(Verification, Vec<Obj
         .buffer_unordered(parallelism);
     let mut verification = Verification::default();
     let mut found_in = Vec::new();
+    let mut progress = Progress::new("objects verified", total);
     while let Some(result) = checked.next().await {
+        progress.step();
         let Some((meta, found)) = result.map_err(Error::Worker)?? else {
             continue;
         };

@@ -32,6 +32,7 @@ use tributary_lake::lease::Lease;
 use crate::compact::{PARTITION_COLUMN, delta_error};
 use crate::error::{Error, Result};
 use crate::files::{TableFile, TableWriter, matching_rows};
+use crate::progress::Progress;
 
 /// Rows to remove: those whose `column` holds one of `values`.
 #[derive(Debug, Clone)]
@@ -132,7 +133,7 @@ pub(crate) fn partition_of(file: &LogicalFileView) -> Option<String> {
 /// again until the plan needs no other lease. The leases stay in `leases`
 /// for the caller's commit, and `table` is left at the snapshot the returned
 /// actions were planned on. With `target_file_bytes` `None` (a dry run) it
-/// takes no lease and only counts.
+/// takes no lease and only counts. `show_progress` shows files checked.
 pub async fn rewrite_under_leases(
     config: &CompactConfig,
     lake: &Lake,
@@ -140,6 +141,7 @@ pub async fn rewrite_under_leases(
     erase: &[Erase],
     target_file_bytes: Option<u64>,
     leases: &mut PartitionLeases,
+    show_progress: bool,
 ) -> Result<(Vec<Action>, RewriteReport)> {
     loop {
         table
@@ -151,8 +153,18 @@ pub async fn rewrite_under_leases(
         let found = candidates(state, erase, &mut report);
         let needed = partitions(&found);
         if target_file_bytes.is_none() || leases.covers(&needed) {
-            let actions =
-                rewrite(lake, state, found, erase, target_file_bytes, &mut report).await?;
+            let mut progress =
+                show_progress.then(|| Progress::new("table files checked", found.len() as u64));
+            let actions = rewrite(
+                lake,
+                state,
+                found,
+                erase,
+                target_file_bytes,
+                &mut report,
+                progress.as_mut(),
+            )
+            .await?;
             return Ok((actions, report));
         }
         leases.acquire(config, lake, &needed).await?;
@@ -175,9 +187,13 @@ pub async fn rewrite(
     erase: &[Erase],
     target_file_bytes: Option<u64>,
     report: &mut RewriteReport,
+    mut progress: Option<&mut Progress>,
 ) -> Result<Vec<Action>> {
     let mut actions = Vec::new();
     for candidate in candidates {
+        if let Some(progress) = progress.as_deref_mut() {
+            progress.step();
+        }
         let mut file = TableFile::open(lake, candidate.path.clone(), candidate.size).await?;
         let mut may_hold = false;
         for e in erase {
