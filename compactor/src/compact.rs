@@ -363,10 +363,9 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     };
     // An erasure request recorded while this round ran may name rows it
     // holds: commit nothing, and run the round again with the request.
-    let added = added_paths(&actions);
     if forget::unfinished_requests(lake).await? != requests {
         leases.release(lake).await;
-        discard_unreferenced(lake, &added).await;
+        discard_unreferenced(lake, &added_paths(&actions)).await;
         return Err(Error::ErasureArrived);
     }
     let committed = commit(
@@ -380,9 +379,6 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     )
     .await;
     leases.release(lake).await;
-    if committed.is_err() {
-        discard_unreferenced(lake, &added).await;
-    }
     let committed = committed?;
     metrics.commits = 1;
     metrics.commit_duration_ms = committed.duration_ms;
@@ -430,17 +426,13 @@ async fn take_staged(
                 metrics.backlog_oldest_age_ms = metrics.backlog_oldest_age_ms.max(age);
                 continue;
             }
-            let data = match store.get(&file.path).await {
-                Ok(data) => data.bytes().await,
-                Err(e) => Err(e),
-            };
-            let data = match data {
+            let data = match tributary_lake::read_object(store.as_ref(), &file.path).await {
                 Ok(data) => data,
                 // Another compactor compacted and deleted it since the listing:
                 // this partition's later files wait for a round that sees the
                 // new watermark.
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(e) => return Err(tributary_lake::Error::store(&file.path, e).into()),
+                Err(e) if e.is_not_found() => break,
+                Err(e) => return Err(e.into()),
             };
             bytes += file.size;
             taken.push(Taken {
@@ -465,7 +457,8 @@ pub(crate) struct Committed {
 /// Commits `actions` and `transactions` (watermarks) as `operation` on the
 /// snapshot `table` holds, if every lease in `leases` can be renewed; then
 /// writes a checkpoint every `checkpoint_interval` versions and removes
-/// expired log entries.
+/// expired log entries. When the commit fails, the files its `add` actions
+/// name are deleted unless the table references them.
 pub(crate) async fn commit(
     config: &CompactConfig,
     lake: &Lake,
@@ -475,24 +468,36 @@ pub(crate) async fn commit(
     transactions: Vec<Transaction>,
     operation: DeltaOperation,
 ) -> Result<Committed> {
-    // Renewing proves no one else took a lease since it was acquired (even
-    // one that ran out meanwhile), and leaves the full duration to commit in.
-    leases.renew(lake).await?;
-    leases.ensure_valid(config)?;
-    let snapshot = table
-        .snapshot()
-        .map_err(|e| delta_error(lake, "commit", e))?;
+    let added = added_paths(&actions);
     let started = std::time::Instant::now();
-    let finalized = CommitBuilder::from(
-        CommitProperties::default()
-            .with_application_transactions(transactions)
-            .with_create_checkpoint(false)
-            .with_cleanup_expired_logs(Some(false)),
-    )
-    .with_actions(actions)
-    .build(Some(snapshot), table.log_store(), operation)
-    .await
-    .map_err(|e| delta_error(lake, "commit", e))?;
+    let finalized = async {
+        // Renewing proves no one else took a lease since it was acquired
+        // (even one that ran out meanwhile), and leaves the full duration to
+        // commit in.
+        leases.renew(lake).await?;
+        leases.ensure_valid(config)?;
+        let snapshot = table
+            .snapshot()
+            .map_err(|e| delta_error(lake, "commit", e))?;
+        CommitBuilder::from(
+            CommitProperties::default()
+                .with_application_transactions(transactions)
+                .with_create_checkpoint(false)
+                .with_cleanup_expired_logs(Some(false)),
+        )
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(|e| delta_error(lake, "commit", e))
+    }
+    .await;
+    let finalized = match finalized {
+        Ok(finalized) => finalized,
+        Err(error) => {
+            discard_unreferenced(lake, &added).await;
+            return Err(error);
+        }
+    };
     let (table_files, table_bytes) = table_size(&finalized.snapshot);
     let committed = Committed {
         version: finalized.version(),

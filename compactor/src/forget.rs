@@ -44,7 +44,7 @@ use tributary_lake::rowfile::{Codec, RowFile, RowFileWriter, Value, ValueRef};
 
 use crate::compact::{KEY_COLUMN, commit, delta_error, maintain_log};
 use crate::error::{Error, Result};
-use crate::files::{TableFile, added_paths, discard_unreferenced};
+use crate::files::TableFile;
 use crate::optimize::MIN_ORPHAN_AGE;
 use crate::progress::Progress;
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
@@ -400,15 +400,7 @@ async fn save_request(lake: &Lake, request: &StoredRequest) -> Result<()> {
 }
 
 async fn read_object(lake: &Lake, path: &Path) -> Result<Bytes> {
-    let store_error = |e| tributary_lake::Error::store(path, e);
-    Ok(lake
-        .store()
-        .get(path)
-        .await
-        .map_err(store_error)?
-        .bytes()
-        .await
-        .map_err(store_error)?)
+    Ok(tributary_lake::read_object(lake.store().as_ref(), path).await?)
 }
 
 /// Hashes of the identifiers of every unfinished request: what the compactor
@@ -538,7 +530,6 @@ async fn erase_from_table(
         let operation = DeltaOperation::Delete {
             predicate: Some(format!("forget request {}", options.request_id)),
         };
-        let added = added_paths(&actions);
         let committed = commit(
             config,
             lake,
@@ -550,9 +541,6 @@ async fn erase_from_table(
         )
         .await;
         leases.release(lake).await;
-        if committed.is_err() {
-            discard_unreferenced(lake, &added).await;
-        }
         match committed {
             Ok(_) => return Ok(()),
             Err(error) if error.is_commit_conflict() && attempt < ATTEMPTS => {
@@ -595,7 +583,7 @@ async fn erase_from_row_files(
             let bytes = match read_object(lake, &path).await {
                 Ok(bytes) => bytes,
                 // Compacted and deleted since the listing.
-                Err(Error::Lake(e)) if is_not_found(&e) => continue,
+                Err(Error::Lake(e)) if e.is_not_found() => continue,
                 Err(e) => return Err(e),
             };
             if !dead_letters {
@@ -666,10 +654,6 @@ async fn erase_from_row_files(
         }
     }
     Ok(())
-}
-
-fn is_not_found(error: &tributary_lake::Error) -> bool {
-    matches!(error, tributary_lake::Error::Store { source, .. } if matches!(**source, object_store::Error::NotFound { .. }))
 }
 
 /// Deletes the request's replaced files once their grace period has passed,
@@ -781,7 +765,7 @@ async fn object_holds(lake: &Lake, meta: &ObjectMeta, matcher: &Matcher) -> Resu
     }
     let bytes = match read_object(lake, &meta.location).await {
         Ok(bytes) => bytes,
-        Err(Error::Lake(e)) if is_not_found(&e) => return Ok(None),
+        Err(Error::Lake(e)) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e),
     };
     if name.ends_with(".avro") {

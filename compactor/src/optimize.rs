@@ -31,7 +31,7 @@ use tributary_lake::Lake;
 
 use crate::compact::{PARTITION_COLUMN, commit, delta_error};
 use crate::error::{Error, Result};
-use crate::files::{TableFile, TableWriter, added_paths, discard_unreferenced};
+use crate::files::{TableFile, TableWriter};
 use crate::rewrite::{PartitionLeases, partition_of};
 
 /// What optimize did.
@@ -249,12 +249,7 @@ async fn merge_bin(
         )),
         target_size: config.target_file_bytes as i64,
     };
-    let added = added_paths(&actions);
-    let committed = commit(config, lake, table, leases, actions, Vec::new(), operation).await;
-    if committed.is_err() {
-        discard_unreferenced(lake, &added).await;
-    }
-    committed?;
+    commit(config, lake, table, leases, actions, Vec::new(), operation).await?;
     report.commits += 1;
     report.rows += merged.rows;
     report.files_added += merged.files_added;

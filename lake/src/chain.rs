@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Result};
 use crate::layout::{PartitionId, parse_position_name};
@@ -144,13 +144,7 @@ pub async fn staged_partitions(store: &dyn ObjectStore) -> Result<Vec<PartitionI
 
 /// The `last` position recorded in the header of the row file at `path`.
 pub async fn last_position_of(store: &dyn ObjectStore, path: &Path) -> Result<u64> {
-    let bytes = store
-        .get(path)
-        .await
-        .map_err(|e| Error::store(path, e))?
-        .bytes()
-        .await
-        .map_err(|e| Error::store(path, e))?;
+    let bytes = crate::read_object(store, path).await?;
     let (_, metadata) = RowFile::decode_header(&bytes, path.as_ref())?;
     last_position(&metadata, path.as_ref())
 }

@@ -98,6 +98,11 @@ impl Error {
         }
     }
 
+    /// Whether this error means the object does not exist (any more).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Store { source, .. } if matches!(**source, object_store::Error::NotFound { .. }))
+    }
+
     /// Whether this error means the object already exists (a create-only
     /// write lost the race).
     pub fn is_already_exists(&self) -> bool {

@@ -78,13 +78,7 @@ async fn newest(store: &dyn ObjectStore, name: &str) -> Result<Option<(u64, Hold
         return Ok(None);
     };
     let path = epoch_path(name, epoch);
-    let bytes = store
-        .get(&path)
-        .await
-        .map_err(|e| Error::store(&path, e))?
-        .bytes()
-        .await
-        .map_err(|e| Error::store(&path, e))?;
+    let bytes = crate::read_object(store, &path).await?;
     let holder = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptLease {
         path: path.to_string(),
         reason: e.to_string(),
@@ -114,13 +108,7 @@ async fn write_epoch(
     {
         Ok(_) => Ok(true),
         Err(object_store::Error::AlreadyExists { .. }) => {
-            let existing = store
-                .get(&path)
-                .await
-                .map_err(|e| Error::store(&path, e))?
-                .bytes()
-                .await
-                .map_err(|e| Error::store(&path, e))?;
+            let existing = crate::read_object(store, &path).await?;
             Ok(existing.as_ref() == body.as_slice())
         }
         Err(e) => Err(Error::store(&path, e)),

@@ -20,4 +20,4 @@ mod store;
 
 pub use error::{Error, Result};
 pub use layout::PartitionId;
-pub use store::Lake;
+pub use store::{Lake, read_object};

@@ -374,6 +374,18 @@ impl ObjectStore for RetryingStore {
     }
 }
 
+/// The whole object at `path`; errors name the path.
+pub async fn read_object(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+    let store_error = |e| Error::store(path, e);
+    store
+        .get(path)
+        .await
+        .map_err(store_error)?
+        .bytes()
+        .await
+        .map_err(store_error)
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;

@@ -382,7 +382,7 @@ async fn forget_inbox(
         };
         let id = id.to_string();
         let result = async {
-            let body = store.get(&meta.location).await?.bytes().await?;
+            let body = tributary_lake::read_object(store.as_ref(), &meta.location).await?;
             let request: InboxRequest = serde_json::from_slice(&body)
                 .with_context(|| format!("inbox request {id}.json is not valid"))?;
             let input = tributary_compactor::forget::ForgetInput {
