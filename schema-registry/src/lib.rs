@@ -1,6 +1,13 @@
 //! Tributary's UUID-keyed schema registry.
 //!
-//! Empty until the schema-registry issue is built: ingest decodes plain JSON
-//! only, and `tributary registry serve` does not exist yet. See DESIGN.md,
-//! "Schema registry", for the plan.
+//! * [`schema`]: definitions, their normalized form and UUID, compatibility;
+//! * [`wire`]: the framings a message arrives in (AWS Glue, Confluent, Avro
+//!   single-object, plain JSON);
+//! * [`avro`]: Avro records decoded straight into flat rows by a compiled plan.
+//!
+//! See DESIGN.md, "Schema registry".
 #![deny(missing_docs)]
+
+pub mod avro;
+pub mod schema;
+pub mod wire;

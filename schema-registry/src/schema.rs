@@ -1,0 +1,429 @@
+//! Schema definitions: parsing, the normalized form that names a version, the
+//! UUID derived from it, and compatibility between versions.
+
+use std::fmt;
+use std::str::FromStr;
+
+use apache_avro::Schema as AvroSchema;
+use apache_avro::schema_compatibility::SchemaCompatibility;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Definitions longer than this many characters are refused.
+pub const MAX_DEFINITION_CHARS: usize = 170_000;
+
+/// The language a definition is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SchemaType {
+    /// Apache Avro.
+    #[default]
+    Avro,
+    /// JSON Schema.
+    Json,
+}
+
+impl SchemaType {
+    /// The name used on the wire (`AVRO`, `JSON`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaType::Avro => "AVRO",
+            SchemaType::Json => "JSON",
+        }
+    }
+}
+
+impl FromStr for SchemaType {
+    type Err = SchemaError;
+
+    fn from_str(s: &str) -> Result<Self, SchemaError> {
+        match s.to_ascii_uppercase().as_str() {
+            "AVRO" => Ok(SchemaType::Avro),
+            "JSON" => Ok(SchemaType::Json),
+            _ => Err(SchemaError::UnsupportedType(s.to_string())),
+        }
+    }
+}
+
+/// Why a definition or a compatibility level is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// Longer than [`MAX_DEFINITION_CHARS`].
+    #[error("the definition is {chars} characters long; at most {MAX_DEFINITION_CHARS} are accepted")]
+    TooLong {
+        /// Its length.
+        chars: usize,
+    },
+    /// Not valid JSON.
+    #[error("the definition is not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not a valid schema of its type.
+    #[error("invalid {kind} schema: {message}")]
+    Invalid {
+        /// `AVRO` or `JSON`.
+        kind: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A schema type other than AVRO or JSON.
+    #[error("schema type `{0}` is not supported (AVRO and JSON are)")]
+    UnsupportedType(String),
+    /// An unknown compatibility level.
+    #[error(
+        "compatibility level `{0}` is unknown (NONE, DISABLED, BACKWARD, BACKWARD_TRANSITIVE, \
+         FORWARD, FORWARD_TRANSITIVE, FULL or FULL_TRANSITIVE)"
+    )]
+    UnknownCompatibility(String),
+}
+
+/// A parsed definition and its normalized text.
+///
+/// The normalized text is the definition's JSON with object keys sorted,
+/// whitespace removed, `doc` attributes dropped and `{"type": "int"}`
+/// shortened to `"int"`. Unlike Avro's Parsing Canonical Form it keeps
+/// defaults, logical types, aliases and custom attributes, because they change
+/// how data is read.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    kind: SchemaType,
+    normalized: String,
+    avro: Option<AvroSchema>,
+}
+
+impl Definition {
+    /// Parses and normalizes `text`.
+    pub fn parse(kind: SchemaType, text: &str) -> Result<Self, SchemaError> {
+        let chars = text.chars().count();
+        if chars > MAX_DEFINITION_CHARS {
+            return Err(SchemaError::TooLong { chars });
+        }
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| SchemaError::NotJson(e.to_string()))?;
+        let avro = match kind {
+            SchemaType::Avro => {
+                Some(
+                    AvroSchema::parse(&json).map_err(|e| SchemaError::Invalid {
+                        kind: kind.as_str(),
+                        message: e.to_string(),
+                    })?,
+                )
+            }
+            SchemaType::Json => {
+                if !matches!(json, Json::Object(_) | Json::Bool(_)) {
+                    return Err(SchemaError::Invalid {
+                        kind: kind.as_str(),
+                        message: "a JSON Schema is an object or a boolean".into(),
+                    });
+                }
+                None
+            }
+        };
+        let mut normalized = String::with_capacity(text.len());
+        write_normalized(&json, kind == SchemaType::Avro, &mut normalized);
+        Ok(Self {
+            kind,
+            normalized,
+            avro,
+        })
+    }
+
+    /// Its type.
+    pub fn kind(&self) -> SchemaType {
+        self.kind
+    }
+
+    /// The normalized text, which is what the registry stores and serves.
+    pub fn text(&self) -> &str {
+        &self.normalized
+    }
+
+    /// The parsed Avro schema (`None` for JSON Schema).
+    pub fn avro(&self) -> Option<&AvroSchema> {
+        self.avro.as_ref()
+    }
+
+    /// The version's UUID in registry `registry`: the first 16 bytes of
+    /// SHA-256 over the registry name, the type and the normalized text, as an
+    /// RFC 9562 version 8 (name-based, custom hash) UUID. The same definition
+    /// registered twice, by any replica, gets the same UUID.
+    pub fn uuid(&self, registry: &str) -> Uuid {
+        let mut hash = Sha256::new();
+        for part in [registry, self.kind.as_str(), &self.normalized] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let digest = hash.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    }
+
+    /// The CRC-64-AVRO (Rabin) fingerprint of the Avro Parsing Canonical
+    /// Form, as carried by Avro single-object encoding.
+    pub fn fingerprint(&self) -> Option<u64> {
+        let fingerprint = self
+            .avro
+            .as_ref()?
+            .fingerprint::<apache_avro::rabin::Rabin>();
+        let bytes: [u8; 8] = fingerprint.bytes.as_slice().try_into().ok()?;
+        Some(u64::from_le_bytes(bytes))
+    }
+}
+
+/// Appends the normalized JSON text of `value`.
+fn write_normalized(value: &Json, avro: bool, out: &mut String) {
+    match value {
+        Json::Object(map) => {
+            if avro
+                && map.len() == 1
+                && let Some(Json::String(name)) = map.get("type")
+            {
+                write_normalized(&Json::String(name.clone()), avro, out);
+                return;
+            }
+            let mut keys: Vec<&String> = map
+                .keys()
+                .filter(|k| !(avro && k.as_str() == "doc"))
+                .collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Json::String(key.clone()).to_string());
+                out.push(':');
+                // Defaults are data, not schema: `{"type": "x"}` inside a
+                // default must stay as written.
+                let nested_avro = avro && key != "default";
+                write_normalized(&map[key], nested_avro, out);
+            }
+            out.push('}');
+        }
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_normalized(item, avro, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// A subject's compatibility level: which earlier versions a new version is
+/// checked against, and in which direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Compatibility {
+    /// No check.
+    None,
+    /// No new versions at all once a subject has one.
+    Disabled,
+    /// The new version reads data written with the latest one.
+    #[default]
+    Backward,
+    /// The new version reads data written with every earlier one.
+    BackwardTransitive,
+    /// The latest version reads data written with the new one.
+    Forward,
+    /// Every earlier version reads data written with the new one.
+    ForwardTransitive,
+    /// Backward and forward, against the latest version.
+    Full,
+    /// Backward and forward, against every earlier version.
+    FullTransitive,
+}
+
+impl Compatibility {
+    /// Every level.
+    pub const ALL: [Compatibility; 8] = [
+        Compatibility::None,
+        Compatibility::Disabled,
+        Compatibility::Backward,
+        Compatibility::BackwardTransitive,
+        Compatibility::Forward,
+        Compatibility::ForwardTransitive,
+        Compatibility::Full,
+        Compatibility::FullTransitive,
+    ];
+
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compatibility::None => "NONE",
+            Compatibility::Disabled => "DISABLED",
+            Compatibility::Backward => "BACKWARD",
+            Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
+            Compatibility::Forward => "FORWARD",
+            Compatibility::ForwardTransitive => "FORWARD_TRANSITIVE",
+            Compatibility::Full => "FULL",
+            Compatibility::FullTransitive => "FULL_TRANSITIVE",
+        }
+    }
+
+    fn transitive(self) -> bool {
+        matches!(
+            self,
+            Compatibility::BackwardTransitive
+                | Compatibility::ForwardTransitive
+                | Compatibility::FullTransitive
+        )
+    }
+
+    /// Checks `new` against `earlier` (a subject's live versions, oldest
+    /// first). Returns one message per problem; empty means compatible.
+    ///
+    /// Avro versions are checked with Avro's reader/writer resolution rules.
+    /// JSON Schema versions are not checked (as if the level were NONE),
+    /// except that DISABLED still refuses them.
+    pub fn check(self, new: &Definition, earlier: &[Definition]) -> Vec<String> {
+        if self == Compatibility::None || earlier.is_empty() {
+            return Vec::new();
+        }
+        if self == Compatibility::Disabled {
+            return vec![
+                "the subject's compatibility level is DISABLED: no new versions are accepted"
+                    .into(),
+            ];
+        }
+        let against = if self.transitive() {
+            earlier
+        } else {
+            &earlier[earlier.len() - 1..]
+        };
+        let backward = !matches!(
+            self,
+            Compatibility::Forward | Compatibility::ForwardTransitive
+        );
+        let forward = !matches!(
+            self,
+            Compatibility::Backward | Compatibility::BackwardTransitive
+        );
+        let mut problems = Vec::new();
+        let Some(new_avro) = new.avro() else {
+            return problems;
+        };
+        for (i, old) in against.iter().enumerate() {
+            let Some(old_avro) = old.avro() else {
+                problems.push(format!(
+                    "an earlier version is {}, the new one AVRO",
+                    old.kind().as_str()
+                ));
+                continue;
+            };
+            let which = if self.transitive() {
+                format!("version {} of {}", i + 1, against.len())
+            } else {
+                "the latest version".to_string()
+            };
+            if backward && let Err(e) = SchemaCompatibility::can_read(old_avro, new_avro) {
+                problems.push(format!(
+                    "the new schema cannot read data written with {which}: {e}"
+                ));
+            }
+            if forward && let Err(e) = SchemaCompatibility::can_read(new_avro, old_avro) {
+                problems.push(format!(
+                    "{which} cannot read data written with the new schema: {e}"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+impl fmt::Display for Compatibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Compatibility {
+    type Err = SchemaError;
+
+    fn from_str(s: &str) -> Result<Self, SchemaError> {
+        let level = match s.to_ascii_uppercase().as_str() {
+            "NONE" => Compatibility::None,
+            "DISABLED" => Compatibility::Disabled,
+            "BACKWARD" => Compatibility::Backward,
+            "BACKWARD_TRANSITIVE" | "BACKWARD_ALL" => Compatibility::BackwardTransitive,
+            "FORWARD" => Compatibility::Forward,
+            "FORWARD_TRANSITIVE" | "FORWARD_ALL" => Compatibility::ForwardTransitive,
+            "FULL" => Compatibility::Full,
+            "FULL_TRANSITIVE" | "FULL_ALL" => Compatibility::FullTransitive,
+            _ => return Err(SchemaError::UnknownCompatibility(s.to_string())),
+        };
+        Ok(level)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn avro(text: &str) -> Definition {
+        Definition::parse(SchemaType::Avro, text).unwrap()
+    }
+
+    #[test]
+    fn normalizing_ignores_layout_and_docs_but_keeps_defaults_and_logical_types() {
+        let a = avro(
+            r#"{"type": "record", "name": "E", "doc": "x",
+                "fields": [{"name": "n", "type": {"type": "long"}, "default": 1},
+                           {"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}"#,
+        );
+        let b = avro(
+            r#"{"fields":[{"default":1,"type":"long","name":"n"},{"name":"t","type":{"logicalType":"timestamp-millis","type":"long"}}],"name":"E","type":"record"}"#,
+        );
+        assert_eq!(a.text(), b.text());
+        assert_eq!(a.uuid("r"), b.uuid("r"));
+        assert_ne!(a.uuid("r"), a.uuid("other registry"));
+        assert_eq!(a.uuid("r").get_version_num(), 8);
+        let c = avro(
+            r#"{"type":"record","name":"E","fields":[{"name":"n","type":"long","default":2},{"name":"t","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#,
+        );
+        assert_ne!(a.uuid("r"), c.uuid("r"), "a different default is a different schema");
+        assert!(a.text().contains("timestamp-millis"));
+    }
+
+    #[test]
+    fn bad_definitions_are_refused_with_their_reason() {
+        let long = format!(r#""{}""#, "x".repeat(MAX_DEFINITION_CHARS));
+        assert!(matches!(
+            Definition::parse(SchemaType::Avro, &long),
+            Err(SchemaError::TooLong { .. })
+        ));
+        assert!(matches!(
+            Definition::parse(SchemaType::Avro, "{"),
+            Err(SchemaError::NotJson(_))
+        ));
+        let err = Definition::parse(SchemaType::Avro, r#"{"type":"record","name":"R"}"#)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("invalid AVRO schema"), "{err}");
+        assert!(Definition::parse(SchemaType::Json, "3").is_err());
+        assert!(Definition::parse(SchemaType::Json, r#"{"type":"object"}"#).is_ok());
+    }
+
+    #[test]
+    fn fingerprint_is_the_single_object_encoding_one() {
+        // The Avro specification's CRC-64-AVRO of `"int"` (Parsing Canonical Form).
+        assert_eq!(avro(r#""int""#).fingerprint(), Some(0x7275_d51a_3f39_5c8f));
+    }
+
+    #[test]
+    fn levels_parse_with_glue_spellings() {
+        for level in Compatibility::ALL {
+            assert_eq!(level.as_str().parse::<Compatibility>().unwrap(), level);
+        }
+        assert_eq!(
+            "backward_all".parse::<Compatibility>().unwrap(),
+            Compatibility::BackwardTransitive
+        );
+        assert!("SIDEWAYS".parse::<Compatibility>().is_err());
+    }
+}
