@@ -186,6 +186,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
                 path: incoming.display().to_string(),
                 poll_interval_ms: 100,
                 gz_settle_ms: 0,
+                format: Default::default(),
             }),
             batch: BatchConfig {
                 max_records: (settings.batch_rows / RECORDS_PER_ENVELOPE).max(1),
@@ -200,6 +201,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
                 event_time_field: Some("messages_timestamp".into()),
                 ..Default::default()
             },
+            registry: None,
         }),
         compact,
         service: Default::default(),

@@ -33,6 +33,67 @@ pub struct IngestConfig {
     /// How nested messages become flat rows.
     #[serde(default)]
     pub flatten: FlattenConfig,
+    /// Where the schemas named by framed messages (AWS Glue, Confluent, Avro
+    /// single-object) are fetched. Without it only plain JSON is decoded and
+    /// framed messages are dead letters.
+    pub registry: Option<RegistryClientConfig>,
+}
+
+/// `[ingest.registry]`: the schema registry ingest resolves schema UUIDs and
+/// ids from: Tributary's registry (or any Confluent-compatible one) at `url`,
+/// or AWS Glue Schema Registry with `[ingest.registry.glue]`. Exactly one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryClientConfig {
+    /// Base URL of a Tributary or Confluent-compatible registry,
+    /// e.g. `http://registry:8081`.
+    pub url: Option<String>,
+    /// Name of an environment variable holding a bearer token for `url`.
+    pub token_env: Option<String>,
+    /// Resolve UUIDs from AWS Glue Schema Registry instead.
+    pub glue: Option<GlueRegistryConfig>,
+    /// An Avro schema file (`.avsc`) to read every Avro message as: the
+    /// writer's data is resolved to it by Avro's rules, so columns stay stable
+    /// across writer versions. Without it, messages are read as written.
+    pub reader_schema: Option<std::path::PathBuf>,
+    /// Most schemas (with their prepared decoders) kept in memory.
+    #[serde(default = "default_cache_capacity")]
+    pub cache_capacity: usize,
+    /// How long a schema the registry said it does not know is remembered as
+    /// unknown before it is asked again, in milliseconds.
+    #[serde(default = "default_unknown_retry_ms")]
+    pub unknown_retry_ms: u64,
+    /// Timeout of one request to the registry, in milliseconds.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Longest wait between retries while the registry is unreachable, in
+    /// milliseconds. Ingest never dead-letters a message because of an outage:
+    /// it waits.
+    #[serde(default = "default_registry_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+/// `[ingest.registry.glue]`: AWS Glue Schema Registry, with the AWS SDK's
+/// default credential chain (environment, profile, ECS task role, EKS IRSA).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlueRegistryConfig {
+    /// AWS region; the SDK's default region chain when unset.
+    pub region: Option<String>,
+    /// Endpoint URL override (tests, VPC endpoints).
+    pub endpoint: Option<String>,
+}
+
+/// How messages are delimited in `[ingest.files]` files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileFormat {
+    /// One message per line (newline-delimited JSON).
+    #[default]
+    Lines,
+    /// Each message is a 4-byte big-endian length followed by that many
+    /// bytes: for binary messages (Glue-framed or Confluent-framed Avro).
+    LengthPrefixed,
 }
 
 /// `[ingest.files]`: newline-delimited JSON, plain or gzip-compressed.
@@ -51,6 +112,9 @@ pub struct FilesSourceConfig {
     /// milliseconds, because a gzip stream cannot be read while it is written.
     #[serde(default = "default_gz_settle_ms")]
     pub gz_settle_ms: u64,
+    /// How messages are delimited: `lines` (default) or `length-prefixed`.
+    #[serde(default)]
+    pub format: FileFormat,
 }
 
 /// `[ingest.batch]`: a micro-batch is closed by whichever limit is hit first.
@@ -148,6 +212,18 @@ fn default_poll_interval_ms() -> u64 {
 fn default_gz_settle_ms() -> u64 {
     2_000
 }
+fn default_cache_capacity() -> usize {
+    1_000
+}
+fn default_unknown_retry_ms() -> u64 {
+    30_000
+}
+fn default_registry_timeout_ms() -> u64 {
+    5_000
+}
+fn default_registry_max_backoff_ms() -> u64 {
+    30_000
+}
 fn default_max_records() -> usize {
     100_000
 }
@@ -225,7 +301,54 @@ impl IngestConfig {
                 ),
             ));
         }
+        if let Some(registry) = &self.registry {
+            registry.validate()?;
+        }
         self.flatten.validate()
+    }
+}
+
+impl RegistryClientConfig {
+    fn validate(&self) -> Result<()> {
+        match (&self.url, &self.glue) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "ingest.registry",
+                    "url and glue",
+                    "set either `url` or `[ingest.registry.glue]`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "ingest.registry",
+                    "(neither url nor glue)",
+                    "set `url` or `[ingest.registry.glue]`",
+                ));
+            }
+            (Some(url), None) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(invalid(
+                    "ingest.registry.url",
+                    url,
+                    "an http:// or https:// URL",
+                ));
+            }
+            _ => {}
+        }
+        if self.cache_capacity == 0 {
+            return Err(invalid(
+                "ingest.registry.cache_capacity",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.request_timeout_ms == 0 || self.max_backoff_ms == 0 {
+            return Err(invalid(
+                "ingest.registry.request_timeout_ms / max_backoff_ms",
+                0,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }
 

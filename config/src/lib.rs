@@ -42,7 +42,8 @@ mod service;
 pub use compact::CompactConfig;
 pub use error::{ConfigError, Result};
 pub use ingest::{
-    BatchConfig, ColumnTypeName, FilesSourceConfig, FlattenConfig, IngestConfig, RowFileCompression,
+    BatchConfig, ColumnTypeName, FileFormat, FilesSourceConfig, FlattenConfig, GlueRegistryConfig,
+    IngestConfig, RegistryClientConfig, RowFileCompression,
 };
 pub use lake::{LakeConfig, S3Config};
 pub use load::ENV_PREFIX;

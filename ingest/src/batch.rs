@@ -1,6 +1,7 @@
 //! Turning a batch of raw messages into one row file (and its dead letters).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -9,7 +10,12 @@ use tributary_lake::PartitionId;
 use tributary_lake::chain::file_metadata;
 use tributary_lake::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
 
+use tributary_schema_registry::avro::{Decoded, Plan, Val};
+use tributary_schema_registry::client::describe;
+use tributary_schema_registry::wire;
+
 use crate::flatten::{FlatRow, Flattener};
+use crate::schemas::Schemas;
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
 
 /// A message read from a source.
@@ -91,6 +97,7 @@ impl ColumnTypes {
     fn admit(&mut self, rows: &[FlatRow]) -> Result<(), String> {
         let mut widened: Vec<(&str, ColumnType)> = Vec::new();
         for (name, value) in rows.iter().flatten() {
+            let name = &**name;
             let Some(found) = value.column_type() else {
                 continue;
             };
@@ -109,7 +116,7 @@ impl ColumnTypes {
             let current = widened
                 .iter()
                 .rev()
-                .find(|(n, _)| n == name)
+                .find(|(n, _)| *n == name)
                 .map(|(_, t)| t)
                 .or_else(|| self.inferred.get(name));
             let next = current.map_or_else(|| found.clone(), |t| t.widen(&found));
@@ -151,6 +158,8 @@ pub struct BatchSettings {
     pub codec: Codec,
     /// Most payload bytes kept in a dead letter.
     pub dead_letter_max_payload_bytes: u64,
+    /// Most bytes a compressed frame may inflate to.
+    pub max_message_bytes: u64,
 }
 
 impl BatchSettings {
@@ -165,6 +174,7 @@ impl BatchSettings {
                 tributary_config::RowFileCompression::Deflate => Codec::Deflate,
             },
             dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
+            max_message_bytes: config.max_message_bytes,
         }
     }
 }
@@ -191,11 +201,13 @@ pub struct EncodedBatch {
 }
 
 /// Decodes, flattens and encodes `items` (in position order, not empty) as one
-/// batch of `partition`. Bad messages become dead letters; only a failure to
-/// encode (a bug, not bad input) is an error.
+/// batch of `partition`, with the schemas their frames name already in
+/// `schemas`. Bad messages become dead letters; only a failure to encode (a
+/// bug, not bad input) is an error.
 pub fn encode_batch(
     partition: &PartitionId,
     settings: &BatchSettings,
+    schemas: &Schemas,
     types: &mut ColumnTypes,
     items: Vec<SourceItem>,
 ) -> tributary_lake::Result<EncodedBatch> {
@@ -205,6 +217,7 @@ pub fn encode_batch(
     let mut dead_letters = Vec::new();
     let mut message_bytes = 0;
     let messages = items.len() as u64;
+    let mut decoded = Decoded::default();
     for item in items {
         match item {
             SourceItem::Bad(letter) => {
@@ -213,7 +226,7 @@ pub fn encode_batch(
             }
             SourceItem::Message(message) => {
                 message_bytes += message.payload.len() as u64;
-                match decode(settings, types, &message.payload) {
+                match decode(settings, schemas, &mut decoded, types, &message.payload) {
                     Ok(rows) => builder.push_message(partition, settings, message.position, rows),
                     Err((reason, error)) => dead_letters.push(DeadLetter::new(
                         message.position,
@@ -251,9 +264,84 @@ pub fn encode_batch(
     })
 }
 
-fn decode(
+/// The rows of one message: its framing (if any) names the schema; plain
+/// JSON and JSON Schema payloads go through the JSON flattener, Avro through
+/// the schema's compiled plan.
+pub fn decode(
     settings: &BatchSettings,
+    schemas: &Schemas,
+    decoded: &mut Decoded,
     types: &mut ColumnTypes,
+    payload: &[u8],
+) -> Result<Vec<FlatRow>, (Reason, String)> {
+    let frame = wire::parse(payload, settings.max_message_bytes)
+        .map_err(|e| (Reason::Framing, e.to_string()))?;
+    let rows = match frame.schema {
+        None => flatten_json(settings, &frame.payload)?,
+        Some(reference) => {
+            let prepared = schemas
+                .get(reference)
+                .map_err(|e| (Reason::UnknownSchema, e))?;
+            match &prepared.plan {
+                None => flatten_json(settings, &frame.payload)?,
+                Some(Err(e)) => {
+                    return Err((Reason::Flatten, format!("{}: {e}", describe(reference))));
+                }
+                Some(Ok(plan)) => avro_rows(plan, decoded, &frame.payload)
+                    .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))?,
+            }
+        }
+    };
+    types.admit(&rows).map_err(|e| (Reason::Schema, e))?;
+    Ok(rows)
+}
+
+/// Decodes one Avro record with `plan` into flat rows: one per exploded
+/// element (the envelope's values copied onto each), or one of envelope
+/// values.
+pub fn avro_rows(
+    plan: &Plan,
+    decoded: &mut Decoded,
+    payload: &[u8],
+) -> Result<Vec<FlatRow>, tributary_schema_registry::avro::DecodeError> {
+    plan.decode(payload, decoded)?;
+    let columns = plan.columns();
+    let named = |values: &mut Vec<(u32, Val)>, row: &mut FlatRow| {
+        row.extend(
+            values
+                .drain(..)
+                .map(|(c, v)| (columns[c as usize].clone(), value(v))),
+        );
+    };
+    let elements = decoded.elements().len();
+    let mut envelope = FlatRow::with_capacity(decoded.envelope.len());
+    named(&mut decoded.envelope, &mut envelope);
+    if elements == 0 {
+        return Ok(vec![envelope]);
+    }
+    let mut rows = Vec::with_capacity(elements);
+    for element in decoded.elements_mut() {
+        let mut row = FlatRow::with_capacity(envelope.len() + element.len());
+        row.extend(envelope.iter().cloned());
+        named(element, &mut row);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn value(v: Val) -> Value {
+    match v {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Boolean(b),
+        Val::Long(l) => Value::Long(l),
+        Val::Double(d) => Value::Double(d),
+        Val::Str(s) => Value::String(s),
+        Val::List(items) => Value::List(items.into_iter().map(value).collect()),
+    }
+}
+
+fn flatten_json(
+    settings: &BatchSettings,
     payload: &[u8],
 ) -> Result<Vec<FlatRow>, (Reason, String)> {
     let text = std::str::from_utf8(payload).map_err(|e| {
@@ -264,12 +352,10 @@ fn decode(
     })?;
     let json: serde_json::Value =
         serde_json::from_str(text).map_err(|e| (Reason::MalformedJson, e.to_string()))?;
-    let rows = settings
+    settings
         .flattener
         .flatten(json)
-        .map_err(|e| (Reason::Flatten, e.to_string()))?;
-    types.admit(&rows).map_err(|e| (Reason::Schema, e))?;
-    Ok(rows)
+        .map_err(|e| (Reason::Flatten, e.to_string()))
 }
 
 /// Number of columns every row starts with: `_key`, `_position`, `date`.
@@ -278,8 +364,8 @@ const SYSTEM_COLUMNS: usize = 3;
 /// Rows of a batch, one value per batch column, in first-seen column order.
 #[derive(Default)]
 struct RowsBuilder {
-    columns: Vec<String>,
-    index: HashMap<String, usize>,
+    columns: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, usize>,
     rows: Vec<Vec<Value>>,
 }
 
@@ -294,7 +380,7 @@ impl RowsBuilder {
         for (i, flat) in rows.into_iter().enumerate() {
             let field = |name: &Option<String>| {
                 name.as_ref()
-                    .and_then(|n| flat.iter().find(|(c, _)| c == n))
+                    .and_then(|n| flat.iter().find(|(c, _)| **c == **n))
                     .map(|(_, v)| v)
             };
             let key = match field(&settings.key_field) {
@@ -307,7 +393,7 @@ impl RowsBuilder {
             row[1] = Value::Long(position as i64);
             row[2] = date.map_or(Value::Null, Value::String);
             for (name, value) in flat {
-                let idx = match self.index.get(&name) {
+                let idx = match self.index.get(&*name) {
                     Some(idx) => *idx,
                     None => {
                         self.columns.push(name.clone());
@@ -339,7 +425,7 @@ impl RowsBuilder {
             .filter_map(|(i, name)| {
                 Some((
                     SYSTEM_COLUMNS + i,
-                    Column::nullable(name.clone(), types.get(name)?.clone()),
+                    Column::nullable(name.to_string(), types.get(name)?.clone()),
                 ))
             })
             .collect();
@@ -399,6 +485,7 @@ mod tests {
             event_time_field: Some("messages_ts".into()),
             codec: Codec::Zstd,
             dead_letter_max_payload_bytes: 4,
+            max_message_bytes: 1 << 20,
         }
     }
 
@@ -419,7 +506,7 @@ mod tests {
             msg(20, b"\xff\xfe"),
             msg(30, br#"{"host":{"x":1},"host_x":2}"#),
         ];
-        let batch = encode_batch(&p, &settings(), &mut types, items).unwrap();
+        let batch = encode_batch(&p, &settings(), &Schemas::default(), &mut types, items).unwrap();
         assert_eq!(
             (batch.first, batch.last, batch.messages, batch.rows),
             (0, 30, 4, 2)
@@ -433,7 +520,7 @@ mod tests {
             reasons,
             vec![
                 (10, Reason::MalformedJson),
-                (20, Reason::InvalidUtf8),
+                (20, Reason::Framing),
                 (30, Reason::Flatten)
             ]
         );
@@ -477,7 +564,7 @@ mod tests {
             msg(0, br#"{"new":1,"messages":[{"n":1},{"n":"x"}]}"#),
             msg(5, br#"{"messages":[{"n":2.5}]}"#),
         ];
-        let batch = encode_batch(&p, &settings(), &mut types, items).unwrap();
+        let batch = encode_batch(&p, &settings(), &Schemas::default(), &mut types, items).unwrap();
         assert_eq!(batch.rows, 0);
         assert_eq!(batch.dead_letters.len(), 2);
         assert!(

@@ -16,6 +16,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The schema registry client cannot be set up.
+    #[error("schema registry: {message}")]
+    Registry {
+        /// What is wrong.
+        message: String,
+    },
     /// A worker task failed.
     #[error("ingest worker for {partition} stopped unexpectedly")]
     Worker {

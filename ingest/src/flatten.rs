@@ -23,15 +23,19 @@
 //!    `_partition`, `date`), make the message an error: it is dead-lettered,
 //!    never silently merged.
 
+use std::sync::Arc;
+
 use serde_json::Value as Json;
 use tributary_config::FlattenConfig;
 use tributary_lake::rowfile::Value;
+use tributary_schema_registry::avro::push_segment;
 
 /// Columns Tributary adds to every row.
 pub const RESERVED: [&str; 4] = ["_key", "_partition", "_position", "date"];
 
-/// A flat row: column names and values, in the order fields appeared.
-pub type FlatRow = Vec<(String, Value)>;
+/// A flat row: column names and values, in the order fields appeared. Names
+/// are shared: an Avro plan computes each once.
+pub type FlatRow = Vec<(Arc<str>, Value)>;
 
 /// Why a message could not be flattened.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -162,7 +166,7 @@ fn push_leaf(column: &str, value: Json, row: &mut FlatRow) {
         array @ Json::Array(_) => Value::String(array.to_string()),
         other => scalar(other),
     };
-    row.push((column.to_string(), value));
+    row.push((column.into(), value));
 }
 
 fn is_scalar(v: &Json) -> bool {
@@ -184,34 +188,17 @@ fn scalar(v: Json) -> Value {
     }
 }
 
-/// Appends `key`, sanitized, to the column path.
-fn push_segment(path: &mut String, key: &str) {
-    if !path.is_empty() {
-        path.push('_');
-    }
-    if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) {
-        path.push('_');
-    }
-    path.extend(key.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || c == '_' {
-            c
-        } else {
-            '_'
-        }
-    }));
-}
-
 fn check_names(row: &FlatRow) -> Result<(), FlattenError> {
     let mut seen = std::collections::HashSet::with_capacity(row.len());
     for (name, _) in row {
-        if RESERVED.contains(&name.as_str()) {
+        if RESERVED.contains(&&**name) {
             return Err(FlattenError::ReservedColumn {
-                column: name.clone(),
+                column: name.to_string(),
             });
         }
-        if !seen.insert(name.as_str()) {
+        if !seen.insert(&**name) {
             return Err(FlattenError::ColumnCollision {
-                column: name.clone(),
+                column: name.to_string(),
             });
         }
     }
@@ -243,7 +230,7 @@ mod tests {
     }
 
     fn cols(row: &FlatRow) -> Vec<&str> {
-        row.iter().map(|(n, _)| n.as_str()).collect()
+        row.iter().map(|(n, _)| &**n).collect()
     }
 
     #[test]
@@ -301,7 +288,7 @@ mod tests {
         let rows = f
             .flatten(json!({"id": 1, "payload": {"events": []}}))
             .unwrap();
-        assert_eq!(rows, vec![vec![("id".to_string(), Value::Long(1))]]);
+        assert_eq!(rows, vec![vec![("id".into(), Value::Long(1))]]);
     }
 
     #[test]

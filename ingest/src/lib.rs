@@ -4,7 +4,9 @@
 //! * [`run()`](fn@run) is the run loop most users want: give it the `[ingest]`
 //!   configuration and a [`Lake`](tributary_lake::Lake).
 //! * [`flatten`] turns nested JSON into flat rows (the rules are documented there).
-//! * [`batch`] turns a batch of raw messages into one row file plus dead letters.
+//! * [`batch`] turns a batch of raw messages into one row file plus dead letters:
+//!   plain JSON, or framed Avro/JSON whose schemas [`schemas`] resolved
+//!   through the registry beforehand.
 //! * [`source`] reads partitions: files in a directory, or stdin.
 //! * [`dead_letter`] records every message that could not become a row, with
 //!   its reason and position.
@@ -16,6 +18,7 @@ pub use tributary_lake::dead_letter;
 mod error;
 pub mod flatten;
 pub mod run;
+pub mod schemas;
 pub mod source;
 pub mod telemetry;
 

@@ -14,9 +14,11 @@ use tributary_lake::{Lake, PartitionId, columns};
 
 use crate::batch::{BatchSettings, ColumnTypes, encode_batch};
 use crate::error::{Error, Result};
+use crate::schemas::{self, Schemas};
 use crate::source::{FilePartition, PartitionRead, ReadLimits, StdinPartition, list_files};
 use crate::telemetry::IngestTelemetry;
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
+use tributary_schema_registry::client::{Client, describe};
 
 /// Whether ingest follows its sources or stops once they are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,7 @@ pub enum Mode {
 struct Context {
     lake: Lake,
     settings: BatchSettings,
+    registry: Option<Client>,
     limits: ReadLimits,
     telemetry: IngestTelemetry,
 }
@@ -61,6 +64,7 @@ pub async fn run(
     let ctx = Context {
         lake: lake.clone(),
         settings: BatchSettings::from_config(config),
+        registry: schemas::client(config).await?,
         limits: ReadLimits {
             max_records: config.batch.max_records,
             max_bytes: config.batch.max_bytes,
@@ -71,6 +75,7 @@ pub async fn run(
                 Mode::Once => Duration::ZERO,
                 Mode::Follow => Duration::from_millis(files.gz_settle_ms),
             },
+            format: files.format,
         },
         telemetry,
     };
@@ -235,11 +240,26 @@ async fn stage_read(
     read: PartitionRead,
     started: Instant,
 ) -> Result<(ColumnTypes, StageOutcome)> {
+    let schemas = Schemas::resolve(
+        ctx.registry.as_ref(),
+        &read.items,
+        |reference, error, wait| {
+            ctx.telemetry.registry_unavailable();
+            tracing::warn!(
+                partition = %id,
+                schema = %describe(reference),
+                %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "waiting for the schema registry"
+            );
+        },
+    )
+    .await;
     let settings = ctx.settings.clone();
     let task_id = id.clone();
     let (types, batch) = blocking(id.clone(), move || {
         let mut types = types;
-        let batch = encode_batch(&task_id, &settings, &mut types, read.items);
+        let batch = encode_batch(&task_id, &settings, &schemas, &mut types, read.items);
         (types, batch)
     })
     .await?;

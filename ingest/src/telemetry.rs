@@ -18,6 +18,7 @@
 //! | `tributary_ingest_batch_latency_seconds` | histogram | from the start of a batch's read to its row file being staged |
 //! | `tributary_ingest_source_up` | gauge | 1 while the source answers (last listing or read succeeded), else 0 |
 //! | `tributary_ingest_source_lag_bytes` | gauge | files source: bytes not yet staged (after the staged offset of plain files; the compressed size of `.gz` files not read to their end) |
+//! | `tributary_ingest_registry_unavailable_total` | counter | schema lookups that failed because the registry was unreachable (each is retried; no message is dead-lettered for it) |
 
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub struct IngestTelemetry {
     batch_latency: Histogram,
     source_up: IntGauge,
     source_lag: IntGauge,
+    registry_unavailable: IntCounter,
 }
 
 /// A copy of ingest's counters at one moment (for reports and the quickstart).
@@ -134,6 +136,10 @@ impl IngestTelemetry {
             batch_latency,
             source_up,
             source_lag,
+            registry_unavailable: counter(
+                "registry_unavailable_total",
+                "Schema lookups that failed because the registry was unreachable (retried).",
+            )?,
         })
     }
 
@@ -160,6 +166,11 @@ impl IngestTelemetry {
     /// Whether the source answered last time it was asked.
     pub fn source_connected(&self) -> bool {
         self.source_up.get() == 1
+    }
+
+    /// A schema lookup failed because the registry was unreachable.
+    pub(crate) fn registry_unavailable(&self) {
+        self.registry_unavailable.inc();
     }
 
     pub(crate) fn source_answered(&self, up: bool) {

@@ -36,11 +36,18 @@ pub enum Reason {
     Source,
     /// A file with no content.
     EmptyFile,
+    /// A framing (AWS Glue, Confluent, Avro single-object) that cannot be
+    /// read: truncated, unknown header or compression, corrupt or oversized zlib.
+    Framing,
+    /// A schema the registry confirmed it does not know, or none configured.
+    UnknownSchema,
+    /// A payload that does not decode with its schema.
+    Decode,
 }
 
 impl Reason {
     /// Every reason, so metrics can start each at zero.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 10] = [
         Reason::MalformedJson,
         Reason::InvalidUtf8,
         Reason::Oversized,
@@ -48,6 +55,9 @@ impl Reason {
         Reason::Schema,
         Reason::Source,
         Reason::EmptyFile,
+        Reason::Framing,
+        Reason::UnknownSchema,
+        Reason::Decode,
     ];
 
     /// The stable name.
@@ -60,6 +70,9 @@ impl Reason {
             Reason::Schema => "schema",
             Reason::Source => "source",
             Reason::EmptyFile => "empty_file",
+            Reason::Framing => "framing",
+            Reason::UnknownSchema => "unknown_schema",
+            Reason::Decode => "decode",
         }
     }
 }

@@ -3,11 +3,19 @@
 //! * [`schema`]: definitions, their normalized form and UUID, compatibility;
 //! * [`wire`]: the framings a message arrives in (AWS Glue, Confluent, Avro
 //!   single-object, plain JSON);
-//! * [`avro`]: Avro records decoded straight into flat rows by a compiled plan.
+//! * [`avro`]: Avro records decoded straight into flat rows by a compiled plan;
+//! * `client` (feature `service`): what ingest resolves references with.
 //!
 //! See DESIGN.md, "Schema registry".
 #![deny(missing_docs)]
 
+/// The Avro library whose schemas plans are compiled from.
+pub use apache_avro;
+
 pub mod avro;
+#[cfg(feature = "service")]
+pub mod client;
+#[cfg(feature = "service")]
+mod glue;
 pub mod schema;
 pub mod wire;

@@ -52,7 +52,9 @@ impl FromStr for SchemaType {
 #[non_exhaustive]
 pub enum SchemaError {
     /// Longer than [`MAX_DEFINITION_CHARS`].
-    #[error("the definition is {chars} characters long; at most {MAX_DEFINITION_CHARS} are accepted")]
+    #[error(
+        "the definition is {chars} characters long; at most {MAX_DEFINITION_CHARS} are accepted"
+    )]
     TooLong {
         /// Its length.
         chars: usize,
@@ -104,12 +106,10 @@ impl Definition {
             serde_json::from_str(text).map_err(|e| SchemaError::NotJson(e.to_string()))?;
         let avro = match kind {
             SchemaType::Avro => {
-                Some(
-                    AvroSchema::parse(&json).map_err(|e| SchemaError::Invalid {
-                        kind: kind.as_str(),
-                        message: e.to_string(),
-                    })?,
-                )
+                Some(AvroSchema::parse(&json).map_err(|e| SchemaError::Invalid {
+                    kind: kind.as_str(),
+                    message: e.to_string(),
+                })?)
             }
             SchemaType::Json => {
                 if !matches!(json, Json::Object(_) | Json::Bool(_)) {
@@ -387,7 +387,11 @@ mod tests {
         let c = avro(
             r#"{"type":"record","name":"E","fields":[{"name":"n","type":"long","default":2},{"name":"t","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#,
         );
-        assert_ne!(a.uuid("r"), c.uuid("r"), "a different default is a different schema");
+        assert_ne!(
+            a.uuid("r"),
+            c.uuid("r"),
+            "a different default is a different schema"
+        );
         assert!(a.text().contains("timestamp-millis"));
     }
 
@@ -402,8 +406,8 @@ mod tests {
             Definition::parse(SchemaType::Avro, "{"),
             Err(SchemaError::NotJson(_))
         ));
-        let err = Definition::parse(SchemaType::Avro, r#"{"type":"record","name":"R"}"#)
-            .unwrap_err();
+        let err =
+            Definition::parse(SchemaType::Avro, r#"{"type":"record","name":"R"}"#).unwrap_err();
         assert!(err.to_string().starts_with("invalid AVRO schema"), "{err}");
         assert!(Definition::parse(SchemaType::Json, "3").is_err());
         assert!(Definition::parse(SchemaType::Json, r#"{"type":"object"}"#).is_ok());

@@ -6,7 +6,7 @@
 //! | `00` + 4 bytes         | Confluent                                 | 32-bit id (big end.) |
 //! | `01` + 16 bytes        | Confluent, GUID form                      | 16-byte UUID         |
 //! | `C3 01` + 8 bytes      | Avro single-object encoding               | CRC-64-AVRO (little) |
-//! | `{` (after whitespace) | plain JSON                                | none                 |
+//! | printable ASCII        | plain JSON                                | none                 |
 //!
 //! A Kafka message may instead name its schema in the `__value_schema_id`
 //! header (Confluent's header form); its payload is then bare. See
@@ -85,67 +85,82 @@ const SINGLE_OBJECT_HEADER: usize = 10;
 /// Reads the framing of `message`. A zlib payload is inflated up to
 /// `max_payload_bytes`.
 pub fn parse(message: &[u8], max_payload_bytes: u64) -> Result<Frame<'_>, FrameError> {
-    let truncated = |framing, header| FrameError::Truncated {
-        framing,
-        len: message.len(),
-        header,
+    let header = header(message)?;
+    let body = &message[header.len..];
+    let payload = if header.zlib {
+        Cow::Owned(inflate(body, max_payload_bytes)?)
+    } else {
+        Cow::Borrowed(body)
+    };
+    Ok(Frame {
+        schema: header.schema,
+        payload,
+    })
+}
+
+/// The schema `message` names, from its header alone (nothing is
+/// inflated); `None` for plain JSON and for messages whose framing is bad
+/// ([`parse`] reports why).
+pub fn schema_of(message: &[u8]) -> Option<SchemaRef> {
+    header(message).ok()?.schema
+}
+
+/// A framing's header: the schema, its length, whether the rest is zlib.
+struct Header {
+    schema: Option<SchemaRef>,
+    len: usize,
+    zlib: bool,
+}
+
+fn header(message: &[u8]) -> Result<Header, FrameError> {
+    let need = |framing, len: usize| {
+        if message.len() < len {
+            Err(FrameError::Truncated {
+                framing,
+                len: message.len(),
+                header: len,
+            })
+        } else {
+            Ok(())
+        }
     };
     let uuid_at = |at: usize| {
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&message[at..at + 16]);
-        Uuid::from_bytes(bytes)
+        Some(SchemaRef::Uuid(Uuid::from_bytes(bytes)))
     };
     let first = *message.first().ok_or(FrameError::Empty)?;
-    match first {
+    let (schema, len, zlib) = match first {
         0x03 => {
-            if message.len() < GLUE_HEADER {
-                return Err(truncated("AWS Glue", GLUE_HEADER));
-            }
-            let schema = Some(SchemaRef::Uuid(uuid_at(2)));
-            let body = &message[GLUE_HEADER..];
-            let payload = match message[1] {
-                0x00 => Cow::Borrowed(body),
-                0x05 => Cow::Owned(inflate(body, max_payload_bytes)?),
+            need("AWS Glue", GLUE_HEADER)?;
+            let zlib = match message[1] {
+                0x00 => false,
+                0x05 => true,
                 other => return Err(FrameError::UnknownCompression(other)),
             };
-            Ok(Frame { schema, payload })
+            (uuid_at(2), GLUE_HEADER, zlib)
         }
         0x00 => {
-            if message.len() < CONFLUENT_HEADER {
-                return Err(truncated("Confluent", CONFLUENT_HEADER));
-            }
+            need("Confluent", CONFLUENT_HEADER)?;
             let id = u32::from_be_bytes([message[1], message[2], message[3], message[4]]);
-            Ok(Frame {
-                schema: Some(SchemaRef::ConfluentId(id)),
-                payload: Cow::Borrowed(&message[CONFLUENT_HEADER..]),
-            })
+            (Some(SchemaRef::ConfluentId(id)), CONFLUENT_HEADER, false)
         }
         0x01 => {
-            if message.len() < CONFLUENT_GUID_HEADER {
-                return Err(truncated("Confluent GUID", CONFLUENT_GUID_HEADER));
-            }
-            Ok(Frame {
-                schema: Some(SchemaRef::Uuid(uuid_at(1))),
-                payload: Cow::Borrowed(&message[CONFLUENT_GUID_HEADER..]),
-            })
+            need("Confluent GUID", CONFLUENT_GUID_HEADER)?;
+            (uuid_at(1), CONFLUENT_GUID_HEADER, false)
         }
         0xC3 if message.get(1) == Some(&0x01) => {
-            if message.len() < SINGLE_OBJECT_HEADER {
-                return Err(truncated("Avro single-object", SINGLE_OBJECT_HEADER));
-            }
+            need("Avro single-object", SINGLE_OBJECT_HEADER)?;
             let mut fingerprint = [0u8; 8];
             fingerprint.copy_from_slice(&message[2..SINGLE_OBJECT_HEADER]);
-            Ok(Frame {
-                schema: Some(SchemaRef::Fingerprint(u64::from_le_bytes(fingerprint))),
-                payload: Cow::Borrowed(&message[SINGLE_OBJECT_HEADER..]),
-            })
+            let schema = SchemaRef::Fingerprint(u64::from_le_bytes(fingerprint));
+            (Some(schema), SINGLE_OBJECT_HEADER, false)
         }
-        b'{' | b' ' | b'\t' | b'\r' | b'\n' => Ok(Frame {
-            schema: None,
-            payload: Cow::Borrowed(message),
-        }),
-        other => Err(FrameError::UnknownHeader(other)),
-    }
+        // Text: plain JSON (whose own errors the JSON decoder reports).
+        0x20..=0x7e | b'\t' | b'\r' | b'\n' => (None, 0, false),
+        other => return Err(FrameError::UnknownHeader(other)),
+    };
+    Ok(Header { schema, len, zlib })
 }
 
 /// Like [`parse`], but a `__value_schema_id` header (when present) names the
@@ -161,11 +176,13 @@ pub fn parse_with_header<'a>(
     };
     let bad = || FrameError::BadHeader { len: header.len() };
     let schema = match header.len() {
-        17 if header[0] == 0x01 => SchemaRef::Uuid(Uuid::from_slice(&header[1..]).map_err(|_| bad())?),
-        16 => SchemaRef::Uuid(Uuid::from_slice(header).map_err(|_| bad())?),
-        5 if header[0] == 0x00 => {
-            SchemaRef::ConfluentId(u32::from_be_bytes([header[1], header[2], header[3], header[4]]))
+        17 if header[0] == 0x01 => {
+            SchemaRef::Uuid(Uuid::from_slice(&header[1..]).map_err(|_| bad())?)
         }
+        16 => SchemaRef::Uuid(Uuid::from_slice(header).map_err(|_| bad())?),
+        5 if header[0] == 0x00 => SchemaRef::ConfluentId(u32::from_be_bytes([
+            header[1], header[2], header[3], header[4],
+        ])),
         36 => SchemaRef::Uuid(
             std::str::from_utf8(header)
                 .ok()
@@ -257,7 +274,12 @@ mod tests {
         let mut unknown = glue_frame(ID, b"x", false);
         unknown[1] = 0x07;
         assert_eq!(parse(&unknown, 100), Err(FrameError::UnknownCompression(7)));
-        assert_eq!(parse(&[0x42], 100), Err(FrameError::UnknownHeader(0x42)));
+        assert_eq!(parse(&[0x07], 100), Err(FrameError::UnknownHeader(0x07)));
+        assert_eq!(
+            parse(&[0xff, 0xfe], 100),
+            Err(FrameError::UnknownHeader(0xff))
+        );
+        assert_eq!(parse(b"[1]", 100).unwrap().schema, None);
         assert_eq!(parse(&[], 100), Err(FrameError::Empty));
         let mut corrupt = glue_frame(ID, b"x", false);
         corrupt[1] = 0x05;
@@ -283,7 +305,9 @@ mod tests {
         assert_eq!(&*frame.payload, b"\x02");
         let text = ID.to_string();
         assert_eq!(
-            parse_with_header(b"", Some(text.as_bytes()), 10).unwrap().schema,
+            parse_with_header(b"", Some(text.as_bytes()), 10)
+                .unwrap()
+                .schema,
             Some(SchemaRef::Uuid(ID))
         );
         assert_eq!(

@@ -48,6 +48,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
                 path: incoming.display().to_string(),
                 poll_interval_ms: 100,
                 gz_settle_ms: 0,
+                format: Default::default(),
             }),
             batch: Default::default(),
             max_message_bytes: 10 * 1024 * 1024,
@@ -59,6 +60,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
                 event_time_field: Some("messages_timestamp".into()),
                 ..Default::default()
             },
+            registry: None,
         }),
         compact: Default::default(),
         service: Default::default(),

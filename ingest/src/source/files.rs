@@ -18,6 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use flate2::read::MultiGzDecoder;
+use tributary_config::FileFormat;
 use tributary_lake::PartitionId;
 
 use super::lines::{Line, LineLimits, read_line};
@@ -41,6 +42,8 @@ pub struct ReadLimits {
     pub dead_letter_max_payload_bytes: u64,
     /// How long a file must be unchanged to count as complete.
     pub settle: Duration,
+    /// How messages are delimited.
+    pub format: FileFormat,
 }
 
 impl ReadLimits {
@@ -48,6 +51,7 @@ impl ReadLimits {
         LineLimits {
             max_message_bytes: self.max_message_bytes,
             dead_letter_max_payload_bytes: self.dead_letter_max_payload_bytes,
+            format: self.format,
         }
     }
 }

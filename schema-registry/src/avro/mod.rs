@@ -30,6 +30,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::schema::{Name, RecordSchema, ResolvedSchema};
@@ -124,6 +125,11 @@ impl Decoded {
         &self.elements[..self.used]
     }
 
+    /// The exploded elements of the last record, to take values from.
+    pub fn elements_mut(&mut self) -> &mut [Vec<(Col, Val)>] {
+        &mut self.elements[..self.used]
+    }
+
     fn clear(&mut self) {
         self.envelope.clear();
         self.used = 0;
@@ -149,7 +155,7 @@ impl Decoded {
 /// A compiled decoder for one writer schema (and optional reader schema).
 #[derive(Debug, Clone)]
 pub struct Plan {
-    columns: Vec<String>,
+    columns: Vec<Arc<str>>,
     root: Op,
 }
 
@@ -185,7 +191,7 @@ impl Plan {
         )?;
         if let Some(col) = compiler.element_columns.intersection(&used).next() {
             return Err(PlanError::ColumnCollision(
-                compiler.columns[*col as usize].clone(),
+                compiler.columns[*col as usize].to_string(),
             ));
         }
         Ok(Self {
@@ -195,7 +201,7 @@ impl Plan {
     }
 
     /// Column names, indexed by [`Col`].
-    pub fn columns(&self) -> &[String] {
+    pub fn columns(&self) -> &[Arc<str>] {
         &self.columns
     }
 
@@ -239,7 +245,10 @@ enum Read {
     StrAsHex,
     Hex,
     FixedHex(usize),
-    Decimal { fixed: Option<usize>, scale: u32 },
+    Decimal {
+        fixed: Option<usize>,
+        scale: u32,
+    },
     /// Writer symbol index → reader symbol (`None`: unknown to the reader).
     Enum(Vec<Option<String>>),
     /// A union of scalars, by writer branch.
@@ -296,7 +305,7 @@ struct Compiler<'a> {
     writer_names: &'a Names,
     reader_names: &'a Names,
     rules: &'a FlattenRules,
-    columns: Vec<String>,
+    columns: Vec<Arc<str>>,
     index: HashMap<String, Col>,
     /// Named types being compiled, to refuse recursion.
     stack: Vec<String>,
@@ -350,7 +359,11 @@ fn nullable_scalar(schema: &Schema) -> bool {
 fn is_scalar(schema: &Schema) -> bool {
     !matches!(
         schema,
-        Schema::Record(_) | Schema::Array(_) | Schema::Map(_) | Schema::Union(_) | Schema::Ref { .. }
+        Schema::Record(_)
+            | Schema::Array(_)
+            | Schema::Map(_)
+            | Schema::Union(_)
+            | Schema::Ref { .. }
     )
 }
 
@@ -380,7 +393,7 @@ impl Compiler<'_> {
         let next = self.columns.len() as Col;
         let col = *self.index.entry(path.to_string()).or_insert(next);
         if col == next {
-            self.columns.push(path.to_string());
+            self.columns.push(path.into());
         }
         if !used.insert(col) {
             return Err(PlanError::ColumnCollision(path.to_string()));
@@ -429,7 +442,8 @@ impl Compiler<'_> {
         explode_depth: Option<usize>,
         used: &mut HashSet<Col>,
     ) -> Result<Op, PlanError> {
-        let at_explode = explode_depth == Some(self.rules.explode.len()) && !self.rules.explode.is_empty();
+        let at_explode =
+            explode_depth == Some(self.rules.explode.len()) && !self.rules.explode.is_empty();
         match (w, r) {
             (Schema::Union(wu), _) if !nullable_scalar(w) || !nullable_scalar(r) || at_explode => {
                 let base = used.clone();
@@ -438,7 +452,9 @@ impl Compiler<'_> {
                 for branch in wu.variants() {
                     let mut branch_used = base.clone();
                     let op = match self.reader_branch(branch, r)? {
-                        Some(rb) => self.compile(branch, &rb, path, explode_depth, &mut branch_used)?,
+                        Some(rb) => {
+                            self.compile(branch, &rb, path, explode_depth, &mut branch_used)?
+                        }
                         None => Op::Fail(format!(
                             "the reader schema has no branch for the writer's {}",
                             kind(branch)
@@ -454,9 +470,7 @@ impl Compiler<'_> {
                 let branch = ru
                     .variants()
                     .iter()
-                    .find(|rb| {
-                        resolve(rb, self.reader_names).is_ok_and(|rb| matches(w, rb))
-                    })
+                    .find(|rb| resolve(rb, self.reader_names).is_ok_and(|rb| matches(w, rb)))
                     .cloned()
                     .ok_or_else(|| {
                         PlanError::Unresolvable(format!(
@@ -477,7 +491,9 @@ impl Compiler<'_> {
                 self.element_columns.extend(element_used);
                 Ok(Op::Explode(Box::new(op)))
             }
-            (Schema::Array(wa), Schema::Array(ra)) if nullable_scalar(&wa.items) && nullable_scalar(&ra.items) => {
+            (Schema::Array(wa), Schema::Array(ra))
+                if nullable_scalar(&wa.items) && nullable_scalar(&ra.items) =>
+            {
                 let read = self.read(&wa.items, &ra.items)?;
                 Ok(Op::List(self.column(path, used)?, read))
             }
@@ -527,8 +543,7 @@ impl Compiler<'_> {
         let mut matched = vec![false; rr.fields.len()];
         for field in &wr.fields {
             let reader_field = rr.fields.iter().position(|f| {
-                f.name == field.name
-                    || f.aliases.as_ref().is_some_and(|a| a.contains(&field.name))
+                f.name == field.name || f.aliases.as_ref().is_some_and(|a| a.contains(&field.name))
             });
             let Some(index) = reader_field else {
                 ops.push(Op::Skip(self.shape(&field.schema)?));
@@ -595,12 +610,30 @@ impl Compiler<'_> {
         let num_as = |r: &Schema| match r {
             S::Float | S::Double => Num::Double,
             S::Date => Num::Date,
-            S::TimestampMillis => Num::Timestamp { per_second: 1_000, utc: true },
-            S::TimestampMicros => Num::Timestamp { per_second: 1_000_000, utc: true },
-            S::TimestampNanos => Num::Timestamp { per_second: 1_000_000_000, utc: true },
-            S::LocalTimestampMillis => Num::Timestamp { per_second: 1_000, utc: false },
-            S::LocalTimestampMicros => Num::Timestamp { per_second: 1_000_000, utc: false },
-            S::LocalTimestampNanos => Num::Timestamp { per_second: 1_000_000_000, utc: false },
+            S::TimestampMillis => Num::Timestamp {
+                per_second: 1_000,
+                utc: true,
+            },
+            S::TimestampMicros => Num::Timestamp {
+                per_second: 1_000_000,
+                utc: true,
+            },
+            S::TimestampNanos => Num::Timestamp {
+                per_second: 1_000_000_000,
+                utc: true,
+            },
+            S::LocalTimestampMillis => Num::Timestamp {
+                per_second: 1_000,
+                utc: false,
+            },
+            S::LocalTimestampMicros => Num::Timestamp {
+                per_second: 1_000_000,
+                utc: false,
+            },
+            S::LocalTimestampNanos => Num::Timestamp {
+                per_second: 1_000_000_000,
+                utc: false,
+            },
             _ => Num::Long,
         };
         let read = match (w, r) {
@@ -624,7 +657,10 @@ impl Compiler<'_> {
                     .find(|rb| resolve(rb, self.reader_names).is_ok_and(|rb| matches(w, rb)))
                     .cloned()
                     .ok_or_else(|| {
-                        PlanError::Unresolvable(format!("the reader's union has no branch for {}", kind(w)))
+                        PlanError::Unresolvable(format!(
+                            "the reader's union has no branch for {}",
+                            kind(w)
+                        ))
                     })?;
                 self.read(w, &branch)?
             }
@@ -724,7 +760,9 @@ impl Compiler<'_> {
                         .map(|f| Ok((f.name.clone(), self.shape(&f.schema)?)))
                         .collect::<Result<_, PlanError>>()?,
                 ),
-                S::Ref { name } => return Err(PlanError::Invalid(format!("unknown type `{}`", name.name))),
+                S::Ref { name } => {
+                    return Err(PlanError::Invalid(format!("unknown type `{}`", name.name)));
+                }
             })
         })();
         if name {
@@ -885,7 +923,9 @@ impl<'a> Reader<'a> {
                 return Ok(());
             }
             if count < 0 {
-                count = count.checked_neg().ok_or_else(|| self.invalid("block count"))?;
+                count = count
+                    .checked_neg()
+                    .ok_or_else(|| self.invalid("block count"))?;
                 self.long()?; // the block's size in bytes
             }
             // Only items of type null take no bytes; a count beyond the bytes

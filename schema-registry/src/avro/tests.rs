@@ -39,10 +39,16 @@ fn message(id: &str, n: Avro) -> Avro {
         ("ts".into(), Avro::TimestampMillis(1_763_800_000_123)),
         ("level".into(), Avro::Enum(1, "WARN".into())),
         ("n".into(), n),
-        ("codes".into(), Avro::Array(vec![Avro::Long(1), Avro::Long(-2)])),
+        (
+            "codes".into(),
+            Avro::Array(vec![Avro::Long(1), Avro::Long(-2)]),
+        ),
         ("raw".into(), Avro::Bytes(vec![0xab, 0x01])),
         ("day".into(), Avro::Date(20_000)),
-        ("price".into(), Avro::Decimal(apache_avro::Decimal::from(vec![0xff, 0x85]))),
+        (
+            "price".into(),
+            Avro::Decimal(apache_avro::Decimal::from(vec![0xff, 0x85])),
+        ),
     ])
 }
 
@@ -78,7 +84,7 @@ fn flat_rows(plan: &Plan, decoded: &Decoded) -> Vec<Vec<(String, Val)>> {
     let named = |values: &[(Col, Val)]| -> Vec<(String, Val)> {
         values
             .iter()
-            .map(|(c, v)| (plan.columns()[*c as usize].clone(), v.clone()))
+            .map(|(c, v)| (plan.columns()[*c as usize].to_string(), v.clone()))
             .collect()
     };
     if decoded.elements().is_empty() {
@@ -128,7 +134,10 @@ fn envelopes_explode_into_flat_rows_with_converted_logical_types() {
             ("messages_ts".into(), s("2025-11-22T08:26:40.123Z")),
             ("messages_level".into(), s("WARN")),
             ("messages_n".into(), Val::Long(3)),
-            ("messages_codes".into(), Val::List(vec![Val::Long(1), Val::Long(-2)])),
+            (
+                "messages_codes".into(),
+                Val::List(vec![Val::Long(1), Val::Long(-2)])
+            ),
             ("messages_raw".into(), s("ab01")),
             ("messages_day".into(), s("2024-10-04")),
             ("messages_price".into(), s("-1.23")),
@@ -141,7 +150,10 @@ fn envelopes_explode_into_flat_rows_with_converted_logical_types() {
     plan.decode(&data, &mut decoded).unwrap();
     assert_eq!(
         flat_rows(&plan, &decoded),
-        vec![vec![("host".into(), s("h1")), ("sent".into(), Val::Long(5))]]
+        vec![vec![
+            ("host".into(), s("h1")),
+            ("sent".into(), Val::Long(5))
+        ]]
     );
 }
 
@@ -151,7 +163,10 @@ fn without_an_explode_path_arrays_of_records_are_json_text() {
     let plan = Plan::compile(&writer, None, &rules(&[])).unwrap();
     let data = encode(
         &writer,
-        envelope(vec![message("a", Avro::Union(2, Box::new(Avro::Double(0.5))))], false),
+        envelope(
+            vec![message("a", Avro::Union(2, Box::new(Avro::Double(0.5))))],
+            false,
+        ),
     );
     let mut decoded = Decoded::default();
     plan.decode(&data, &mut decoded).unwrap();
@@ -203,9 +218,8 @@ fn a_reader_schema_resolves_added_removed_promoted_and_renamed_fields() {
         ]]
     );
 
-    let incompatible = schema(
-        r#"{"type":"record","name":"R","fields":[{"name":"new","type":"string"}]}"#,
-    );
+    let incompatible =
+        schema(r#"{"type":"record","name":"R","fields":[{"name":"new","type":"string"}]}"#);
     assert!(matches!(
         Plan::compile(&writer, Some(&incompatible), &rules(&[])),
         Err(PlanError::Unresolvable(_))
@@ -222,7 +236,8 @@ fn collisions_reserved_names_and_recursion_are_refused() {
         Plan::compile(&collide, None, &rules(&[])).unwrap_err(),
         PlanError::ColumnCollision("a_b".into())
     );
-    let reserved = schema(r#"{"type":"record","name":"R","fields":[{"name":"date","type":"int"}]}"#);
+    let reserved =
+        schema(r#"{"type":"record","name":"R","fields":[{"name":"date","type":"int"}]}"#);
     assert_eq!(
         Plan::compile(&reserved, None, &rules(&[])).unwrap_err(),
         PlanError::ReservedColumn("date".into())
@@ -247,14 +262,26 @@ fn collisions_reserved_names_and_recursion_are_refused() {
 fn truncated_and_trailing_data_are_errors() {
     let writer = schema(ENVELOPE);
     let plan = Plan::compile(&writer, None, &rules(&["messages"])).unwrap();
-    let data = encode(&writer, envelope(vec![message("a", Avro::Union(0, Box::new(Avro::Null)))], true));
+    let data = encode(
+        &writer,
+        envelope(
+            vec![message("a", Avro::Union(0, Box::new(Avro::Null)))],
+            true,
+        ),
+    );
     let mut decoded = Decoded::default();
     for cut in 0..data.len() {
-        assert!(plan.decode(&data[..cut], &mut decoded).is_err(), "cut at {cut}");
+        assert!(
+            plan.decode(&data[..cut], &mut decoded).is_err(),
+            "cut at {cut}"
+        );
     }
     let mut longer = data.clone();
     longer.push(0);
-    assert_eq!(plan.decode(&longer, &mut decoded), Err(DecodeError::Trailing(1)));
+    assert_eq!(
+        plan.decode(&longer, &mut decoded),
+        Err(DecodeError::Trailing(1))
+    );
 }
 
 #[test]
