@@ -3,11 +3,18 @@
 //! * [`schema`]: definitions, their normalized form and UUID, compatibility;
 //! * [`wire`]: the framings a message arrives in (AWS Glue, Confluent, Avro
 //!   single-object, plain JSON);
-//! * [`avro`]: Avro records decoded straight into flat rows by a compiled plan.
+//! * [`avro`]: Avro records decoded straight into flat rows by a compiled plan;
+//! * `store` (feature `service`): the registry on an object store, shared by
+//!   stateless replicas;
+//! * `server` (feature `service`): the Confluent-compatible REST API.
 //!
 //! See DESIGN.md, "Schema registry".
 #![deny(missing_docs)]
 
 pub mod avro;
 pub mod schema;
+#[cfg(feature = "service")]
+pub mod server;
+#[cfg(feature = "service")]
+pub mod store;
 pub mod wire;
