@@ -33,8 +33,9 @@ promtool --version 2>&1 | head -1
 step "Python test tools in $TESTBED/venv"
 PY="$TESTBED/venv/bin/python"
 PY_PACKAGES=(deltalake==1.6.6 pyarrow==26.0.1 fastavro==1.13.1 backports.zstd==1.8.0
-             kubernetes-validate==1.37.0 botocore==1.44.5 boto3==1.44.5 "moto[server]==5.2.5")
-if ! "$PY" -c 'import deltalake, pyarrow, fastavro, backports.zstd, kubernetes_validate, botocore, boto3, moto.server' 2>/dev/null; then
+             kubernetes-validate==1.37.0 botocore==1.44.5 boto3==1.44.5 "moto[server]==5.2.5"
+             "confluent-kafka[schemaregistry]==2.15.1")
+if ! "$PY" -c 'import deltalake, pyarrow, fastavro, backports.zstd, kubernetes_validate, botocore, boto3, moto.server, confluent_kafka.schema_registry' 2>/dev/null; then
   [ -x "$PY" ] || python3 -m venv "$TESTBED/venv"
   "$PY" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi

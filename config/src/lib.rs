@@ -37,6 +37,7 @@ mod error;
 mod ingest;
 mod lake;
 mod load;
+mod registry;
 mod service;
 
 pub use compact::CompactConfig;
@@ -47,6 +48,7 @@ pub use ingest::{
 };
 pub use lake::{LakeConfig, S3Config};
 pub use load::ENV_PREFIX;
+pub use registry::{RegistryConfig, RegistryFile, RegistryToken, TokenScope};
 pub use service::ServiceConfig;
 
 use serde::Deserialize;

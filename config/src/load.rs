@@ -12,48 +12,82 @@ impl Config {
     /// Reads `path`, applies `TRIBUTARY_…` overrides from the process
     /// environment and validates the result.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, Some(path.display().to_string()), std::env::vars())
+        load_file(path)
     }
 
     /// Parses `text`, applies overrides from `env` (pairs of variable name and
     /// value; only names with [`ENV_PREFIX`] and a `__` are used) and validates.
     pub fn from_toml_str(text: &str, env: impl Iterator<Item = (String, String)>) -> Result<Self> {
-        Self::parse(text, None, env)
+        parse(text, None, env)
+    }
+}
+
+impl crate::registry::RegistryFile {
+    /// Reads `path`, applies `TRIBUTARY_…` overrides from the process
+    /// environment and validates the result.
+    pub fn load(path: &Path) -> Result<Self> {
+        load_file(path)
     }
 
-    fn parse(
-        text: &str,
-        origin: Option<String>,
-        env: impl Iterator<Item = (String, String)>,
-    ) -> Result<Self> {
-        let parse_error = |origin: Option<String>| {
-            move |source| ConfigError::Parse {
-                origin,
-                source: Box::new(source),
-            }
-        };
-        let mut table: toml::Table = toml::from_str(text).map_err(parse_error(origin.clone()))?;
-        let mut overridden = false;
-        for (variable, value) in env {
-            if let Some(path) = override_path(&variable) {
-                apply_override(&mut table, &variable, &path, &value)?;
-                overridden = true;
-            }
-        }
-        let origin = if overridden {
-            origin.map(|o| format!("{o} (with {ENV_PREFIX}… overrides)"))
-        } else {
-            origin
-        };
-        let mut config: Config = table.try_into().map_err(parse_error(origin))?;
-        config.validate()?;
-        config.complete();
-        Ok(config)
+    /// Parses `text`, applies overrides from `env` and validates.
+    pub fn from_toml_str(text: &str, env: impl Iterator<Item = (String, String)>) -> Result<Self> {
+        parse(text, None, env)
     }
+}
+
+/// A whole configuration file: [`Config`], or the registry's file.
+pub(crate) trait ConfigFile: serde::de::DeserializeOwned {
+    /// Checks every section.
+    fn validate(&self) -> Result<()>;
+    /// Fills defaults that depend on other sections.
+    fn complete(&mut self) {}
+}
+
+impl ConfigFile for Config {
+    fn validate(&self) -> Result<()> {
+        Config::validate(self)
+    }
+    fn complete(&mut self) {
+        Config::complete(self)
+    }
+}
+
+fn load_file<T: ConfigFile>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, Some(path.display().to_string()), std::env::vars())
+}
+
+fn parse<T: ConfigFile>(
+    text: &str,
+    origin: Option<String>,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<T> {
+    let parse_error = |origin: Option<String>| {
+        move |source| ConfigError::Parse {
+            origin,
+            source: Box::new(source),
+        }
+    };
+    let mut table: toml::Table = toml::from_str(text).map_err(parse_error(origin.clone()))?;
+    let mut overridden = false;
+    for (variable, value) in env {
+        if let Some(path) = override_path(&variable) {
+            apply_override(&mut table, &variable, &path, &value)?;
+            overridden = true;
+        }
+    }
+    let origin = if overridden {
+        origin.map(|o| format!("{o} (with {ENV_PREFIX}… overrides)"))
+    } else {
+        origin
+    };
+    let mut config: T = table.try_into().map_err(parse_error(origin))?;
+    config.validate()?;
+    config.complete();
+    Ok(config)
 }
 
 /// `TRIBUTARY_INGEST__BATCH__MAX_RECORDS` → `["ingest", "batch", "max_records"]`.
@@ -229,8 +263,17 @@ mod tests {
                 && path.file_name() != Some("Cargo.toml".as_ref())
             {
                 let text = std::fs::read_to_string(&path).unwrap();
-                Config::from_toml_str(&text, env(&[]))
-                    .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                // The registry's files (`registry*.toml`) have their own sections.
+                let registry = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("registry"));
+                let parsed = if registry {
+                    crate::RegistryFile::from_toml_str(&text, env(&[])).map(drop)
+                } else {
+                    Config::from_toml_str(&text, env(&[])).map(drop)
+                };
+                parsed.unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
                 seen += 1;
             }
         }

@@ -5,6 +5,7 @@
 //! that did not drain within `service.shutdown_grace_ms`.
 
 mod quickstart;
+mod registry;
 mod sample;
 mod service;
 
@@ -131,6 +132,11 @@ enum Command {
         #[arg(long, default_value = "/healthz")]
         path: String,
     },
+    /// The schema registry service.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Generate sample logs, ingest and compact them on this machine, and
     /// print a summary.
     Quickstart {
@@ -140,6 +146,20 @@ enum Command {
         /// Number of log records (rows) to generate.
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Serve the schema registry's REST API (a Confluent-compatible subset)
+    /// with `/metrics`, `/healthz` and `/readyz`, on `registry.listen_addr`.
+    /// Any number of replicas may share one `registry.store_uri`. SIGTERM or
+    /// SIGINT stops it after the requests in flight.
+    Serve {
+        /// The TOML configuration file with a `[registry]` section (see
+        /// config/README.md).
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -309,6 +329,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print_json(&report)
         }
         Command::Probe { addr, path } => service::probe(addr, &path).await,
+        Command::Registry {
+            command: RegistryCommand::Serve { config },
+        } => {
+            let config = tributary_config::RegistryFile::load(&config)?;
+            registry::serve(&config, shutdown_signal()).await
+        }
         Command::Quickstart { dir, records } => quickstart::run(&dir, records).await,
     }
 }
@@ -466,13 +492,26 @@ impl std::error::Error for DrainTimedOut {}
 /// the configured grace period.
 async fn drain_within<E>(
     config: &Config,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     work: impl Future<Output = Result<(), E>>,
 ) -> anyhow::Result<()>
 where
     anyhow::Error: From<E>,
 {
     let grace = Duration::from_millis(config.service.shutdown_grace_ms);
+    drain_for(grace, shutdown, work).await
+}
+
+/// Runs `work` to its end, but once `shutdown` turns true gives it at most
+/// `grace`.
+async fn drain_for<E>(
+    grace: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    work: impl Future<Output = Result<(), E>>,
+) -> anyhow::Result<()>
+where
+    anyhow::Error: From<E>,
+{
     let work = async { Ok(work.await?) };
     tokio::pin!(work);
     tokio::select! {

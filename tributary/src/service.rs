@@ -5,7 +5,8 @@
 //! * `GET /readyz` — 200 when every readiness check passes and the process is
 //!   not draining, else 503; the JSON body names each check and its result.
 //!
-//! [`probe`] is the client side, for container health checks in an image
+//! [`router`] gives the same routes to a process with its own HTTP API (the
+//! schema registry). [`probe`] is the client side, for container health checks in an image
 //! without curl (`tributary probe`).
 
 use std::net::SocketAddr;
@@ -46,16 +47,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on service.listen_addr {addr}"))?;
     let bound = listener.local_addr()?;
-    let endpoint = Arc::new(Endpoint {
-        registry,
-        checks,
-        draining,
-    });
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(endpoint);
+    let app = router(registry, checks, draining);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the metrics and health endpoint stopped");
@@ -63,6 +55,25 @@ pub async fn serve(
     });
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     Ok(bound)
+}
+
+/// The endpoint's routes (`/metrics`, `/healthz`, `/readyz`), for a process
+/// that serves them beside its own API on one listener (the schema registry).
+pub fn router(
+    registry: Registry,
+    checks: Vec<(&'static str, Check)>,
+    draining: watch::Receiver<bool>,
+) -> Router {
+    let endpoint = Arc::new(Endpoint {
+        registry,
+        checks,
+        draining,
+    });
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(endpoint)
 }
 
 async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> impl IntoResponse {

@@ -11,6 +11,7 @@ mod faults;
 mod forget;
 mod operations;
 mod pipeline;
+mod registry;
 mod rowfile_fastavro;
 mod s3;
 

@@ -1,0 +1,172 @@
+//! The compatibility rules as a table: for each level, sequences of schemas
+//! whose last one must be accepted or refused after the earlier ones.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test: a panic is a failure
+
+use tributary_schema_registry::schema::{Compatibility, Definition, SchemaType};
+
+/// A record `R` with these fields (JSON text of each field).
+fn record(fields: &[&str]) -> Definition {
+    let text = format!(
+        r#"{{"type":"record","name":"R","fields":[{}]}}"#,
+        fields.join(",")
+    );
+    Definition::parse(SchemaType::Avro, &text).unwrap()
+}
+
+const ID: &str = r#"{"name":"id","type":"long"}"#;
+const ID_INT: &str = r#"{"name":"id","type":"int"}"#;
+const ID_STRING: &str = r#"{"name":"id","type":"string"}"#;
+const NOTE_DEFAULT: &str = r#"{"name":"note","type":"string","default":""}"#;
+const NOTE: &str = r#"{"name":"note","type":"string"}"#;
+const COLOR_RG: &str = r#"{"name":"c","type":{"type":"enum","name":"C","symbols":["R","G"]}}"#;
+const COLOR_RGB: &str = r#"{"name":"c","type":{"type":"enum","name":"C","symbols":["R","G","B"]}}"#;
+
+/// What happens when a new version is added to the history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Accepted,
+    Refused,
+}
+use Outcome::{Accepted, Refused};
+
+struct Case {
+    what: &'static str,
+    history: Vec<Definition>,
+    new: Definition,
+    /// One outcome per level, in the order of [`Compatibility::ALL`]:
+    /// NONE, DISABLED, BACKWARD, BACKWARD_TRANSITIVE, FORWARD,
+    /// FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE.
+    expected: [Outcome; 8],
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            what: "add a field with a default",
+            history: vec![record(&[ID])],
+            new: record(&[ID, NOTE_DEFAULT]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            what: "add a field without a default (old data lacks it; old readers ignore it)",
+            history: vec![record(&[ID])],
+            new: record(&[ID, NOTE]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Accepted, Accepted, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "remove a field without a default (new readers ignore it; old readers miss it)",
+            history: vec![record(&[ID, NOTE])],
+            new: record(&[ID]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "remove a field with a default",
+            history: vec![record(&[ID, NOTE_DEFAULT])],
+            new: record(&[ID]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            what: "promote int to long (a long reader reads ints, not the reverse)",
+            history: vec![record(&[ID_INT])],
+            new: record(&[ID]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "narrow long to int",
+            history: vec![record(&[ID])],
+            new: record(&[ID_INT]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Accepted, Accepted, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "change a type to an unrelated one",
+            history: vec![record(&[ID])],
+            new: record(&[ID_STRING]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "add an enum symbol (old readers cannot read it)",
+            history: vec![record(&[COLOR_RG])],
+            new: record(&[COLOR_RGB]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "remove an enum symbol",
+            history: vec![record(&[COLOR_RGB])],
+            new: record(&[COLOR_RG]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Accepted, Accepted, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "the same schema again is always compatible except under DISABLED",
+            history: vec![record(&[ID])],
+            new: record(&[ID]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            // v1 has a string `note`, v2 dropped it, v3 brings it back as an
+            // int with a default: fine with v2 either way, but v3 cannot
+            // read v1's strings, nor v1 v3's ints.
+            what: "transitive levels check every earlier version, the others only the latest",
+            history: vec![record(&[ID, NOTE]), record(&[ID])],
+            new: record(&[ID, r#"{"name":"note","type":"int","default":0}"#]),
+            expected: [
+                Accepted, Refused, Accepted, Refused, Accepted, Refused, Accepted, Refused,
+            ],
+        },
+        Case {
+            what: "a first version is accepted at every level, DISABLED included",
+            history: vec![],
+            new: record(&[ID]),
+            expected: [Accepted; 8],
+        },
+    ]
+}
+
+#[test]
+fn every_level_accepts_and_refuses_as_the_table_says() {
+    let mut failures = Vec::new();
+    for case in cases() {
+        for (level, expected) in Compatibility::ALL.into_iter().zip(case.expected) {
+            let messages = level.check(&case.new, &case.history);
+            let outcome = if messages.is_empty() {
+                Accepted
+            } else {
+                Refused
+            };
+            if outcome != expected {
+                failures.push(format!(
+                    "{}: {level} gave {outcome:?}, expected {expected:?} ({messages:?})",
+                    case.what
+                ));
+            }
+            if outcome == Refused {
+                assert!(
+                    messages.iter().all(|m| !m.is_empty()),
+                    "{}: {level}: a refusal says why",
+                    case.what
+                );
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
