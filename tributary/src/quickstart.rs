@@ -1,39 +1,55 @@
 //! `tributary quickstart`: the whole pipeline on one machine with sample data.
+//!
+//! A schema registry runs in the process, on a local directory, with two
+//! versions of the sample envelope schema (the second adds a field with a
+//! default). The generator writes AWS Glue-framed Avro envelopes, half by
+//! each version, in length-prefixed files; ingest resolves their schema
+//! UUIDs through the registry's REST API like any producer's.
 
 use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tributary_config::{Config, FilesSourceConfig, FlattenConfig, IngestConfig, LakeConfig};
+use tributary_config::{
+    Config, FileFormat, FilesSourceConfig, FlattenConfig, IngestConfig, LakeConfig,
+    RegistryClientConfig,
+};
 use tributary_lake::Lake;
+use tributary_schema_registry::schema::{Definition, SchemaType};
+use tributary_schema_registry::server::{self, Auth, RegistryTelemetry};
+use tributary_schema_registry::store::SchemaRegistry;
+use tributary_schema_registry::wire::glue_frame;
+use uuid::Uuid;
 
-use crate::sample::{SplitMix, write_envelopes};
+use crate::sample::{self, SplitMix, avro_envelopes};
 
 /// Sample input files; the last one is gzip-compressed.
 const FILES: u64 = 4;
-/// Lines that are not valid messages, added to show dead-lettering.
-const BAD_LINES: [&[u8]; 3] = [
-    b"{\"service\": \"checkout\", \"messages\": [",
-    b"not json at all",
-    b"\xff\xfe{}",
-];
+/// The registry subject of the sample envelopes.
+const SUBJECT: &str = "quickstart-envelope";
 
 pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
     let incoming = dir.join("incoming");
     let table = dir.join("table");
+    let registry_dir = dir.join("registry");
     // Only the quickstart's own folders are replaced, never anything else in DIR.
-    for owned in [&incoming, &table] {
+    for owned in [&incoming, &table, &registry_dir] {
         if owned.exists() {
             std::fs::remove_dir_all(owned)
                 .with_context(|| format!("cannot clear {}", owned.display()))?;
         }
     }
-    std::fs::create_dir_all(&incoming)
-        .with_context(|| format!("cannot create {}", incoming.display()))?;
+    for created in [&incoming, &registry_dir] {
+        std::fs::create_dir_all(created)
+            .with_context(|| format!("cannot create {}", created.display()))?;
+    }
 
     let started = Instant::now();
-    let (input_bytes, envelopes) = generate(&incoming, records)?;
+    let (registry_addr, versions) = start_registry(&registry_dir).await?;
+    let (input_bytes, envelopes) = generate(&incoming, records, versions)?;
     let generated = started.elapsed();
 
     let mut config = Config {
@@ -48,7 +64,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
                 path: incoming.display().to_string(),
                 poll_interval_ms: 100,
                 gz_settle_ms: 0,
-                format: Default::default(),
+                format: FileFormat::LengthPrefixed,
             }),
             batch: Default::default(),
             max_message_bytes: 10 * 1024 * 1024,
@@ -60,7 +76,16 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
                 event_time_field: Some("messages_timestamp".into()),
                 ..Default::default()
             },
-            registry: None,
+            registry: Some(RegistryClientConfig {
+                url: Some(format!("http://{registry_addr}")),
+                token_env: None,
+                glue: None,
+                reader_schema: None,
+                cache_capacity: 100,
+                unknown_retry_ms: 30_000,
+                request_timeout_ms: 5_000,
+                max_backoff_ms: 5_000,
+            }),
         }),
         compact: Default::default(),
         service: Default::default(),
@@ -95,8 +120,8 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
     let per_sec = |n: u64, d: std::time::Duration| (n as f64 / d.as_secs_f64().max(1e-9)) as u64;
     println!("Tributary quickstart");
     println!(
-        "  input         {records} log records in {envelopes} envelopes + {} bad lines, {} files, {:.1} MiB (generated in {:.1}s)",
-        BAD_LINES.len(),
+        "  input         {records} log records in {envelopes} Glue-framed Avro envelopes (schema versions 1 and 2) + {} bad frames, {} files, {:.1} MiB (generated in {:.1}s)",
+        BAD_FRAMES,
         FILES,
         mib(input_bytes),
         generated.as_secs_f64()
@@ -138,6 +163,12 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         per_sec(records, total)
     );
     println!("  path          {}", table_path.display());
+    println!(
+        "  registry      subject {SUBJECT}, versions {} and {} (under {})",
+        versions[0],
+        versions[1],
+        registry_dir.display()
+    );
     println!();
     println!("Read it with Python (pip install deltalake pyarrow):");
     println!(
@@ -147,14 +178,66 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the sample files; returns their total size and the envelope count.
-fn generate(incoming: &Path, records: u64) -> anyhow::Result<(u64, u64)> {
+/// Starts a registry on `dir`, in this process, with both versions of the
+/// sample schema registered. Returns its address and the versions' UUIDs.
+async fn start_registry(dir: &Path) -> anyhow::Result<(SocketAddr, [Uuid; 2])> {
+    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+        .with_context(|| format!("cannot open {}", dir.display()))?;
+    let registry = Arc::new(SchemaRegistry::new(
+        Arc::new(store),
+        object_store::path::Path::default(),
+        "quickstart",
+    ));
+    let mut versions = [Uuid::nil(); 2];
+    for (slot, text) in versions
+        .iter_mut()
+        .zip([sample::AVRO_SCHEMA_V1.to_string(), sample::avro_schema_v2()])
+    {
+        let definition = Definition::parse(SchemaType::Avro, &text)?;
+        *slot = registry.register(SUBJECT, &definition).await?.schema.uuid;
+    }
+    let app = server::router(
+        registry,
+        Auth::open(),
+        RegistryTelemetry::register(&prometheus::Registry::new())?,
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the quickstart's schema registry stopped");
+        }
+    });
+    Ok((addr, versions))
+}
+
+/// Frames that are not valid messages, added to the first file to show
+/// dead-lettering: a truncated Glue header, an unknown compression byte, a
+/// schema UUID the registry does not know, and a payload that does not
+/// match its schema.
+const BAD_FRAMES: usize = 4;
+
+fn bad_frames(known: Uuid) -> [Vec<u8>; BAD_FRAMES] {
+    let mut compression = glue_frame(known, b"", false);
+    compression[1] = 0x09;
+    [
+        vec![0x03, 0x00, 0x12],
+        compression,
+        glue_frame(Uuid::from_u128(0x0bad), b"\x02", false),
+        glue_frame(known, b"\x7f\x7f", false),
+    ]
+}
+
+/// Writes the sample files, length-prefixed Glue frames of Avro envelopes:
+/// in each file the first half by schema version 1, the second by version
+/// 2. Returns their total size and the envelope count.
+fn generate(incoming: &Path, records: u64, versions: [Uuid; 2]) -> anyhow::Result<(u64, u64)> {
     let mut rng = SplitMix::new(0x7472_6962_7574_6172);
     let mut envelopes = 0;
     for i in 0..FILES {
         let share = records / FILES + u64::from(i < records % FILES);
         let gz = i == FILES - 1;
-        let name = format!("app-{i}.ndjson{}", if gz { ".gz" } else { "" });
+        let name = format!("app-{i}.avro{}", if gz { ".gz" } else { "" });
         let path = incoming.join(name);
         let file = std::fs::File::create(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
@@ -166,11 +249,22 @@ fn generate(incoming: &Path, records: u64) -> anyhow::Result<(u64, u64)> {
         } else {
             Box::new(BufWriter::new(file))
         };
-        envelopes += write_envelopes(&mut out, &mut rng, share, envelopes)?;
+        let mut write = |frame: &[u8]| -> std::io::Result<()> {
+            out.write_all(&(frame.len() as u32).to_be_bytes())?;
+            out.write_all(frame)
+        };
+        for (half, v2) in [(share / 2, false), (share - share / 2, true)] {
+            envelopes += avro_envelopes(
+                &mut rng,
+                half,
+                envelopes,
+                |_| v2,
+                |_, v2, avro| write(&glue_frame(versions[usize::from(v2)], avro, false)),
+            )?;
+        }
         if i == 0 {
-            for bad in BAD_LINES {
-                out.write_all(bad)?;
-                out.write_all(b"\n")?;
+            for bad in bad_frames(versions[0]) {
+                write(&bad)?;
             }
         }
         out.flush()?;
