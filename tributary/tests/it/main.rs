@@ -12,6 +12,7 @@ mod forget;
 mod operations;
 mod pipeline;
 mod registry;
+mod registry_ingest;
 mod rowfile_fastavro;
 mod s3;
 

@@ -56,7 +56,7 @@ pub(crate) fn assert_succeeded(what: &str, out: &std::process::Output) {
     );
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -65,7 +65,7 @@ fn free_port() -> u16 {
 }
 
 /// A plain HTTP/1.0 GET; returns the status code and the body.
-fn http_get(port: u16, path_and_query: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path_and_query: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(

@@ -4,23 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::operations::{Processes, wait_for};
+use crate::operations::{Processes, free_port, wait_for};
 use crate::{run_python, s3};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One HTTP/1.1 request; returns the status and the body (JSON `null` when
 /// the body is not JSON). `None` when the server cannot be reached.
@@ -58,7 +50,7 @@ fn call(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Valu
 }
 
 /// Starts a replica on `store_uri`; returns its port once it is ready.
-fn start(processes: &mut Processes, dir: &Path, store_uri: &str, extra: &str) -> u16 {
+pub(crate) fn start(processes: &mut Processes, dir: &Path, store_uri: &str, extra: &str) -> u16 {
     let port = free_port();
     let config = dir.join(format!("registry-{port}.toml"));
     let s3 = if store_uri.starts_with("s3://") {
