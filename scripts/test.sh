@@ -76,3 +76,35 @@ fi
 
 step "doc tests"
 cargo test --workspace --release --doc
+
+# cargo-fuzz targets (fuzz/, its own workspace), each run for a short time
+# from its committed seeds and recorded regressions plus a corpus cached
+# outside the checkout. cargo-fuzz is installed under $TESTBED/cargo; the
+# nightly, sanitized build goes to its own target directory.
+FUZZ_SECONDS="${TRIBUTARY_FUZZ_SECONDS:-30}"
+step "fuzz targets, ${FUZZ_SECONDS}s each (TRIBUTARY_FUZZ_SECONDS; 0 skips)"
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+  export PATH="$TESTBED/cargo/bin:$PATH"
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    # Built in a temporary directory, not in $CARGO_TARGET_DIR.
+    env -u CARGO_TARGET_DIR CARGO_INSTALL_ROOT="$TESTBED/cargo" cargo install cargo-fuzz --locked --quiet
+  fi
+  FUZZ_CACHE="$HOME/.cache/tributary"
+  for target in frame avro; do
+    inputs=("$FUZZ_CACHE/fuzz-corpus/$target" "corpus/$target")
+    if [ -d "fuzz/regressions/$target" ]; then inputs+=("regressions/$target"); fi
+    mkdir -p "$FUZZ_CACHE/fuzz-corpus/$target"
+    log="$FUZZ_CACHE/fuzz-$target.log"
+    if ! (cd fuzz && cargo +nightly fuzz run --target-dir "$FUZZ_CACHE/fuzz-target" "$target" "${inputs[@]}" \
+            -- -max_total_time="$FUZZ_SECONDS" -timeout=10 -print_final_stats=1) >"$log" 2>&1; then
+      # The panic or sanitizer report, else the log's end (libFuzzer's dump
+      # of the input can be long).
+      report='panicked at|ERROR: (libFuzzer|AddressSanitizer)|^error'
+      if grep -q -E "$report" "$log"; then grep -E -A3 "$report" "$log" | head -n 40 || true; else tail -n 40 "$log"; fi
+      echo "fuzz target $target failed; the input is under fuzz/artifacts/$target/ (log: $log)"
+      exit 1
+    fi
+    echo "$target: $(grep -E '^Done ' "$log"), $(grep -oE 'average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$') exec/s"
+  done
+fi

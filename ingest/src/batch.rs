@@ -1,10 +1,10 @@
 //! Turning a batch of raw messages into one row file (and its dead letters).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
 use tributary_config::{ColumnTypeName, IngestConfig};
 use tributary_lake::PartitionId;
 use tributary_lake::chain::file_metadata;
@@ -55,8 +55,8 @@ impl SourceItem {
 /// [`ColumnType::widen`].
 #[derive(Debug, Clone, Default)]
 pub struct ColumnTypes {
-    fixed: HashMap<String, (ColumnType, &'static str)>,
-    inferred: HashMap<String, ColumnType>,
+    fixed: FxHashMap<String, (ColumnType, &'static str)>,
+    inferred: FxHashMap<String, ColumnType>,
     reject_unfixed: bool,
 }
 
@@ -72,7 +72,7 @@ impl ColumnTypes {
             .collect();
         Self {
             fixed,
-            inferred: HashMap::new(),
+            inferred: FxHashMap::default(),
             reject_unfixed: !config.flatten.schema.is_empty() && !config.flatten.infer_undeclared,
         }
     }
@@ -98,6 +98,16 @@ impl ColumnTypes {
         let mut widened: Vec<(&str, ColumnType)> = Vec::new();
         for (name, value) in rows.iter().flatten() {
             let name = &**name;
+            // The common case, without allocating: the column already has
+            // this value's type and nothing widened earlier in the message.
+            let current = self
+                .fixed
+                .get(name)
+                .map(|(t, _)| t)
+                .or_else(|| self.inferred.get(name));
+            if widened.is_empty() && current.is_some_and(|t| value.is_of(t)) {
+                continue;
+            }
             let Some(found) = value.column_type() else {
                 continue;
             };
@@ -365,7 +375,7 @@ const SYSTEM_COLUMNS: usize = 3;
 #[derive(Default)]
 struct RowsBuilder {
     columns: Vec<Arc<str>>,
-    index: HashMap<Arc<str>, usize>,
+    index: FxHashMap<Arc<str>, usize>,
     rows: Vec<Vec<Value>>,
 }
 

@@ -160,6 +160,23 @@ impl ValueRef<'_> {
 }
 
 impl Value {
+    /// Whether this value is of type `ty` or fits any column (null), checked
+    /// without allocating: `true` means [`Value::column_type`] is `None` or
+    /// `ty`. (`false` may still be such a value, e.g. a list of nulls; callers
+    /// then ask [`Value::column_type`].)
+    pub fn is_of(&self, ty: &ColumnType) -> bool {
+        match (self, ty) {
+            (Value::Null, _)
+            | (Value::Boolean(_), ColumnType::Boolean)
+            | (Value::Long(_), ColumnType::Long)
+            | (Value::Double(_), ColumnType::Double)
+            | (Value::String(_), ColumnType::String)
+            | (Value::Bytes(_), ColumnType::Bytes) => true,
+            (Value::List(items), ColumnType::List(item)) => items.iter().all(|i| i.is_of(item)),
+            _ => false,
+        }
+    }
+
     /// The type of this value; `None` for null and for an empty list or a list
     /// of nulls, which fit any column.
     pub fn column_type(&self) -> Option<ColumnType> {
