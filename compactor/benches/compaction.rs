@@ -34,7 +34,7 @@ use crate::process::{cpu_time, proc_status_bytes, reset_peak_rss};
 // library target to import it from. Its unit test is compiled out here (a
 // `harness = false` target runs no `#[test]`), leaving that test's import unused.
 #[path = "../../tributary/src/sample.rs"]
-#[allow(unused_imports)]
+#[allow(unused_imports, dead_code)]
 mod sample;
 
 #[path = "common/process.rs"]

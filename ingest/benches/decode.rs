@@ -12,6 +12,9 @@
 //! Run: `cargo bench -p tributary-ingest --bench decode`. Throughput is in
 //! flattened log records per second on one thread (= per core).
 
+// A benchmark's set-up either works or the benchmark has nothing to measure.
+#![allow(clippy::expect_used)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
