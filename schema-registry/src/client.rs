@@ -159,13 +159,18 @@ impl Client {
     /// The cached answer for `reference`, if it is cached and current.
     pub fn cached(&self, reference: SchemaRef) -> Option<Lookup> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.get(&reference)? {
-            Entry::Found(prepared) => Some(Lookup::Found(prepared.clone())),
+        let lookup = match cache.get(&reference)? {
+            Entry::Found(prepared) => Lookup::Found(prepared.clone()),
             Entry::Unknown { reason, until } if Instant::now() < *until => {
-                Some(Lookup::Unknown(reason.clone()))
+                Lookup::Unknown(reason.clone())
             }
-            Entry::Unknown { .. } => None,
-        }
+            Entry::Unknown { .. } => {
+                // Expired: ask again, and free its slot meanwhile.
+                cache.remove(&reference);
+                return None;
+            }
+        };
+        Some(lookup)
     }
 
     /// Resolves `reference`: from the cache, or with one fetch (shared with
@@ -359,10 +364,14 @@ impl Lru {
         self.entries.get(key).map(|(entry, _)| entry)
     }
 
-    fn insert(&mut self, key: SchemaRef, entry: Entry) {
-        if let Some((_, old)) = self.entries.remove(&key) {
-            self.by_use.remove(&old);
+    fn remove(&mut self, key: &SchemaRef) {
+        if let Some((_, stamp)) = self.entries.remove(key) {
+            self.by_use.remove(&stamp);
         }
+    }
+
+    fn insert(&mut self, key: SchemaRef, entry: Entry) {
+        self.remove(&key);
         while self.entries.len() >= self.capacity {
             let Some((_, oldest)) = self.by_use.pop_first() else {
                 break;

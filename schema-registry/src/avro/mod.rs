@@ -20,7 +20,10 @@
 //! * a union's null branch leaves its columns null; its other branches are
 //!   flattened under the same path (so a union of record types yields the
 //!   columns of whichever record was written);
-//! * recursive schemas cannot be flattened and are refused.
+//! * recursive schemas cannot be flattened and are refused;
+//! * a record holds at most as many array and map items (all blocks
+//!   together) as it has bytes: items of type `null` take no bytes, and
+//!   without this a short record could decode into millions of values.
 //!
 //! With a reader schema, the writer's data is resolved by Avro's rules:
 //! fields matched by name or reader alias, writer-only fields skipped,
@@ -208,7 +211,11 @@ impl Plan {
     /// Decodes one record into `out` (cleared first).
     pub fn decode(&self, data: &[u8], out: &mut Decoded) -> Result<(), DecodeError> {
         out.clear();
-        let mut reader = Reader { data, at: 0 };
+        let mut reader = Reader {
+            data,
+            at: 0,
+            items_left: data.len(),
+        };
         run(&self.root, &mut reader, out, false)?;
         if reader.at != data.len() {
             return Err(DecodeError::Trailing(data.len() - reader.at));
@@ -818,6 +825,8 @@ fn json_val(value: &Json) -> Val {
 struct Reader<'a> {
     data: &'a [u8],
     at: usize,
+    /// Array and map items the record may still hold (see [`Reader::blocks`]).
+    items_left: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -928,12 +937,17 @@ impl<'a> Reader<'a> {
                     .ok_or_else(|| self.invalid("block count"))?;
                 self.long()?; // the block's size in bytes
             }
-            // Only items of type null take no bytes; a count beyond the bytes
-            // left is refused so that a corrupt count cannot spin or allocate.
-            let left = self.data.len() - self.at;
-            if count as u64 > left as u64 {
-                return Err(self.invalid(format!("block of {count} items in {left} bytes")));
+            // Items of type null (or an empty record) take no bytes, so
+            // counts alone could make a short record decode into millions of
+            // values. A record may hold at most as many array and map items,
+            // in all its blocks together, as it has bytes.
+            if count as u64 > self.items_left as u64 {
+                return Err(self.invalid(format!(
+                    "block of {count} items: a record of {} bytes may hold at most that many items",
+                    self.data.len()
+                )));
             }
+            self.items_left -= count as usize;
             for _ in 0..count {
                 item(self)?;
             }

@@ -285,6 +285,22 @@ fn truncated_and_trailing_data_are_errors() {
 }
 
 #[test]
+fn items_that_take_no_bytes_cannot_outnumber_the_record_bytes() {
+    let writer = schema(
+        r#"{"type":"record","name":"R","fields":[{"name":"h","type":{"type":"array","items":"null"}}]}"#,
+    );
+    let plan = Plan::compile(&writer, None, &rules(&[])).unwrap();
+    let mut decoded = Decoded::default();
+    // One null item in two bytes is fine.
+    plan.decode(&[0x02, 0x00], &mut decoded).unwrap();
+    // Blocks of 2 + 2 + 2 null items in 4 bytes: more items than bytes.
+    assert!(
+        plan.decode(&[0x04, 0x04, 0x04, 0x00], &mut decoded)
+            .is_err()
+    );
+}
+
+#[test]
 fn decimals_format_their_scale() {
     assert_eq!(decimal(&[0x30, 0x39], 2).as_deref(), Some("123.45"));
     assert_eq!(decimal(&[0x05], 3).as_deref(), Some("0.005"));

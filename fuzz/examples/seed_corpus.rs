@@ -1,0 +1,79 @@
+//! Writes the seed corpus: a few valid messages in every framing for the
+//! `frame` target, and each case's records (bare and Glue-framed) for the
+//! `avro` target. Run from `fuzz/` after changing the schemas or framings:
+//!
+//!   cargo +nightly run --example seed_corpus
+//!
+//! The files are committed; `scripts/test.sh` only reads them.
+
+use std::fs;
+use std::path::Path;
+
+use tributary_fuzz::avro::{self, FRAMED};
+use tributary_schema_registry::apache_avro::{Schema, to_avro_datum};
+use tributary_schema_registry::wire;
+use uuid::Uuid;
+
+const ID: Uuid = Uuid::from_bytes([0x5e; 16]);
+
+fn main() -> std::io::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    for target in ["frame", "avro"] {
+        let dir = root.join(target);
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(&dir)?;
+    }
+    let write =
+        |target: &str, name: &str, bytes: &[u8]| fs::write(root.join(target).join(name), bytes);
+
+    let record = &avro::cases()[0].sample;
+    let mut confluent = vec![0x00, 0, 0, 0, 42];
+    confluent.extend_from_slice(record);
+    let mut guid = vec![0x01];
+    guid.extend_from_slice(ID.as_bytes());
+    guid.extend_from_slice(record);
+    let mut single = vec![0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8];
+    single.extend_from_slice(record);
+    let frames: [(&str, Vec<u8>); 9] = [
+        ("glue", wire::glue_frame(ID, record, false)),
+        ("glue-zlib", wire::glue_frame(ID, record, true)),
+        // Inflates to 128 KiB: past the target's cap.
+        (
+            "glue-zlib-bomb",
+            wire::glue_frame(ID, &vec![0; 128 << 10], true),
+        ),
+        ("confluent", confluent),
+        ("confluent-guid", guid),
+        ("single-object", single),
+        ("json", br#"{"service":"auth","messages":[]}"#.to_vec()),
+        // Ends in a 36-byte text UUID (the header form, by length).
+        ("text-uuid-header", format!("{{}}{ID}").into_bytes()),
+        ("truncated-glue", vec![0x03, 0x05, 1, 2]),
+    ];
+    for (name, bytes) in &frames {
+        write("frame", name, bytes)?;
+    }
+
+    let kitchen = Schema::parse_str(avro::KITCHEN).map_err(std::io::Error::other)?;
+    for (i, case) in avro::cases().iter().enumerate() {
+        let selector = i as u8;
+        let mut records = vec![case.sample.clone()];
+        if case.name.starts_with("kitchen") {
+            for variant in 1..3 {
+                let value = avro::kitchen_record(variant);
+                records.push(to_avro_datum(&kitchen, value).map_err(std::io::Error::other)?);
+            }
+        }
+        for (n, record) in records.iter().enumerate() {
+            let mut bare = vec![selector];
+            bare.extend_from_slice(record);
+            write("avro", &format!("{}-{n}", case.name), &bare)?;
+        }
+        let mut framed = vec![selector | FRAMED];
+        framed.extend(wire::glue_frame(ID, &case.sample, i % 2 == 1));
+        write("avro", &format!("{}-glue", case.name), &framed)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|message: &[u8]| tributary_fuzz::frame::check(message));
