@@ -188,9 +188,14 @@ impl Client {
         if let Some(hit) = self.cached(reference) {
             return Ok(hit);
         }
-        let answer = self.fetch(reference).await;
-        self.inflight.lock().await.remove(&reference);
-        let entry = match answer? {
+        let answer = match self.fetch(reference).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.inflight.lock().await.remove(&reference);
+                return Err(e);
+            }
+        };
+        let entry = match answer {
             Answer::Found(kind, text) => match Definition::parse(kind, &text) {
                 Ok(definition) => Entry::Found(Arc::new(self.prepare(definition))),
                 Err(e) => Entry::unknown(
@@ -211,6 +216,8 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(reference, entry);
+        // Only now, with the answer cached, may a new caller start a fetch.
+        self.inflight.lock().await.remove(&reference);
         Ok(lookup)
     }
 

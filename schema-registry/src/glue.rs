@@ -132,7 +132,7 @@ impl Glue {
         )
         .map_err(|e| fail(&e))?;
         let (instructions, _) = sign(signable, &params).map_err(|e| fail(&e))?.into_parts();
-        let mut request = self.http.post(&self.endpoint).body(body.clone());
+        let mut request = self.http.post(&self.endpoint).body(body);
         for (name, value) in headers.into_iter().chain(instructions.headers()) {
             request = request.header(name, value);
         }
