@@ -441,31 +441,26 @@ impl SchemaRegistry {
     /// The schema with Confluent id `id`.
     pub async fn schema_by_id(&self, id: u32) -> Result<Arc<StoredSchema>> {
         let path = self.path(&["ids", &format!("{id}.json")]);
-        let not_found = || RegistryError::SchemaNotFound {
-            what: format!("id {id}"),
-        };
-        let Some(bytes) = self.read_opt(&path).await? else {
-            return Err(not_found());
-        };
-        let pointer: UuidPointer = decode(&path, &bytes)?;
-        // An id claimed by a replica that crashed before writing the schema
-        // points at nothing.
-        self.schema_by_uuid_opt(pointer.uuid)
-            .await?
-            .ok_or_else(not_found)
+        self.schema_by_pointer(&path, format!("id {id}")).await
     }
 
     /// The Avro schema whose Parsing Canonical Form has this CRC-64-AVRO
     /// fingerprint (the first registered, if several share it).
     pub async fn schema_by_fingerprint(&self, fingerprint: u64) -> Result<Arc<StoredSchema>> {
         let path = self.path(&["fingerprints", &format!("{fingerprint:016x}.json")]);
-        let not_found = || RegistryError::SchemaNotFound {
-            what: format!("fingerprint {fingerprint:016x}"),
-        };
-        let Some(bytes) = self.read_opt(&path).await? else {
+        self.schema_by_pointer(&path, format!("fingerprint {fingerprint:016x}"))
+            .await
+    }
+
+    /// The schema a `{"uuid"}` pointer object at `path` names (`what` names
+    /// the lookup in the not-found error). A pointer claimed by a replica that
+    /// crashed before writing the schema points at nothing.
+    async fn schema_by_pointer(&self, path: &Path, what: String) -> Result<Arc<StoredSchema>> {
+        let not_found = || RegistryError::SchemaNotFound { what: what.clone() };
+        let Some(bytes) = self.read_opt(path).await? else {
             return Err(not_found());
         };
-        let pointer: UuidPointer = decode(&path, &bytes)?;
+        let pointer: UuidPointer = decode(path, &bytes)?;
         self.schema_by_uuid_opt(pointer.uuid)
             .await?
             .ok_or_else(not_found)

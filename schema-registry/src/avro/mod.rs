@@ -614,35 +614,13 @@ impl Compiler<'_> {
         use Schema as S;
         let w = resolve(writer, self.writer_names)?;
         let r = resolve(reader, self.reader_names)?;
-        let num_as = |r: &Schema| match r {
-            S::Float | S::Double => Num::Double,
-            S::Date => Num::Date,
-            S::TimestampMillis => Num::Timestamp {
-                per_second: 1_000,
-                utc: true,
-            },
-            S::TimestampMicros => Num::Timestamp {
-                per_second: 1_000_000,
-                utc: true,
-            },
-            S::TimestampNanos => Num::Timestamp {
-                per_second: 1_000_000_000,
-                utc: true,
-            },
-            S::LocalTimestampMillis => Num::Timestamp {
-                per_second: 1_000,
-                utc: false,
-            },
-            S::LocalTimestampMicros => Num::Timestamp {
-                per_second: 1_000_000,
-                utc: false,
-            },
-            S::LocalTimestampNanos => Num::Timestamp {
-                per_second: 1_000_000_000,
-                utc: false,
-            },
+        let num_as = |r: &Schema| match (r, timestamp_unit(r)) {
+            (_, Some((per_second, utc))) => Num::Timestamp { per_second, utc },
+            (S::Float | S::Double, _) => Num::Double,
+            (S::Date, _) => Num::Date,
             _ => Num::Long,
         };
+        let (w_num, r_num) = (numeric_encoding(w), numeric_encoding(r));
         let read = match (w, r) {
             (S::Union(wu), _) => {
                 let mut reads = Vec::with_capacity(wu.variants().len());
@@ -673,18 +651,8 @@ impl Compiler<'_> {
             }
             (S::Null, S::Null) => Read::Null,
             (S::Boolean, S::Boolean) => Read::Bool,
-            (S::Int | S::Date | S::TimeMillis, _) if is_numeric(r) => Read::Int(num_as(r)),
-            (
-                S::Long
-                | S::TimeMicros
-                | S::TimestampMillis
-                | S::TimestampMicros
-                | S::TimestampNanos
-                | S::LocalTimestampMillis
-                | S::LocalTimestampMicros
-                | S::LocalTimestampNanos,
-                _,
-            ) if is_numeric(r) && !matches!(r, S::Int | S::Date | S::TimeMillis) => {
+            _ if w_num == Some(Encoding::Int) && r_num.is_some() => Read::Int(num_as(r)),
+            _ if w_num == Some(Encoding::Long) && !matches!(r_num, None | Some(Encoding::Int)) => {
                 Read::Long(num_as(r))
             }
             (S::Float, S::Float | S::Double) => Read::Float,
@@ -733,17 +701,6 @@ impl Compiler<'_> {
             Ok(match s {
                 S::Null => Shape::Null,
                 S::Boolean => Shape::Bool,
-                S::Int | S::Date | S::TimeMillis => Shape::Int,
-                S::Long
-                | S::TimeMicros
-                | S::TimestampMillis
-                | S::TimestampMicros
-                | S::TimestampNanos
-                | S::LocalTimestampMillis
-                | S::LocalTimestampMicros
-                | S::LocalTimestampNanos => Shape::Long,
-                S::Float => Shape::Float,
-                S::Double => Shape::Double,
                 S::Bytes | S::BigDecimal => Shape::Bytes,
                 S::String | S::Uuid => Shape::Str,
                 S::Fixed(f) => Shape::Fixed(f.size),
@@ -770,6 +727,18 @@ impl Compiler<'_> {
                 S::Ref { name } => {
                     return Err(PlanError::Invalid(format!("unknown type `{}`", name.name)));
                 }
+                numeric => match numeric_encoding(numeric) {
+                    Some(Encoding::Int) => Shape::Int,
+                    Some(Encoding::Long) => Shape::Long,
+                    Some(Encoding::Float) => Shape::Float,
+                    Some(Encoding::Double) => Shape::Double,
+                    None => {
+                        return Err(PlanError::Invalid(format!(
+                            "unsupported type {}",
+                            kind(numeric)
+                        )));
+                    }
+                },
             })
         })();
         if name {
@@ -779,24 +748,45 @@ impl Compiler<'_> {
     }
 }
 
-fn is_numeric(schema: &Schema) -> bool {
+/// How a numeric type, primitive or logical, is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Int,
+    Long,
+    Float,
+    Double,
+}
+
+fn numeric_encoding(schema: &Schema) -> Option<Encoding> {
     use Schema as S;
-    matches!(
-        schema,
-        S::Int
-            | S::Long
-            | S::Float
-            | S::Double
-            | S::Date
-            | S::TimeMillis
-            | S::TimeMicros
-            | S::TimestampMillis
-            | S::TimestampMicros
-            | S::TimestampNanos
-            | S::LocalTimestampMillis
-            | S::LocalTimestampMicros
-            | S::LocalTimestampNanos
-    )
+    Some(match schema {
+        S::Int | S::Date | S::TimeMillis => Encoding::Int,
+        S::Long
+        | S::TimeMicros
+        | S::TimestampMillis
+        | S::TimestampMicros
+        | S::TimestampNanos
+        | S::LocalTimestampMillis
+        | S::LocalTimestampMicros
+        | S::LocalTimestampNanos => Encoding::Long,
+        S::Float => Encoding::Float,
+        S::Double => Encoding::Double,
+        _ => return None,
+    })
+}
+
+/// Units per second and whether it is UTC, for the timestamp logical types.
+fn timestamp_unit(schema: &Schema) -> Option<(i64, bool)> {
+    use Schema as S;
+    Some(match schema {
+        S::TimestampMillis => (1_000, true),
+        S::TimestampMicros => (1_000_000, true),
+        S::TimestampNanos => (1_000_000_000, true),
+        S::LocalTimestampMillis => (1_000, false),
+        S::LocalTimestampMicros => (1_000_000, false),
+        S::LocalTimestampNanos => (1_000_000_000, false),
+        _ => return None,
+    })
 }
 
 fn kind(schema: &Schema) -> String {

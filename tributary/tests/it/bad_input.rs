@@ -1,6 +1,6 @@
 use std::io::Write;
 
-use crate::{run_ok, run_python, table_keys, write_config};
+use crate::{dead_letters, run_ok, table_keys, write_config};
 
 /// Malformed JSON, invalid UTF-8, a 50 MB line, an empty file and a truncated
 /// `.gz` each become a dead-letter entry with reason and position, and the
@@ -37,20 +37,7 @@ fn bad_input_becomes_dead_letters_and_ingestion_goes_on() {
     run_ok(&["ingest", "--config", config.to_str().unwrap(), "--once"]);
     run_ok(&["compact", "--config", config.to_str().unwrap(), "--once"]);
 
-    let script = r#"
-import sys, os, json, fastavro
-out = []
-for root, _, files in os.walk(sys.argv[1]):
-    for f in sorted(files):
-        for r in fastavro.reader(open(os.path.join(root, f), 'rb')):
-            out.append([os.path.basename(root), r['_position'], r['reason'], r['payload_bytes']])
-print(json.dumps(sorted(out)))
-"#;
-    let dl = run_python(
-        script,
-        &[table.join("_tributary/dead-letter/test").to_str().unwrap()],
-    );
-    let entries: Vec<(String, u64, String, u64)> = serde_json::from_str(dl.trim()).unwrap();
+    let entries = dead_letters(&table);
     let find = |file: &str, reason: &str| {
         entries
             .iter()
@@ -66,7 +53,7 @@ print(json.dumps(sorted(out)))
         Some(utf8_at as u64)
     );
     assert_eq!(
-        find("mixed.ndjson", "oversized").map(|e| (e.1, e.3)),
+        find("mixed.ndjson", "oversized").map(|e| (e.1, e.4)),
         Some((big_at as u64, 50 * 1024 * 1024))
     );
     assert_eq!(find("empty.ndjson", "empty_file").map(|e| e.1), Some(0));

@@ -165,6 +165,26 @@ pub fn envelopes(first: u64, records: u64) -> (Vec<String>, Vec<String>) {
     (lines, ids)
 }
 
+/// Every dead letter of stream `test` in the local table `table`, read with
+/// `fastavro`: `(partition file, position, reason, error, payload bytes)`,
+/// in that order.
+pub fn dead_letters(table: &Path) -> Vec<(String, u64, String, String, u64)> {
+    let dir = table.join("_tributary/dead-letter/test");
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let script = r#"
+import sys, os, json, fastavro
+out = []
+for root, _, files in os.walk(sys.argv[1]):
+    for f in sorted(files):
+        for r in fastavro.reader(open(os.path.join(root, f), 'rb')):
+            out.append([os.path.basename(root), r['_position'], r['reason'], r['error'], r['payload_bytes']])
+print(json.dumps(sorted(out)))
+"#;
+    serde_json::from_str(run_python(script, &[dir.to_str().unwrap()]).trim()).unwrap()
+}
+
 /// The `_key` column of the table at `table` (a directory or an `s3://`
 /// URI on the test S3 server), via Python `deltalake`.
 pub fn table_keys(table: &Path) -> Vec<String> {

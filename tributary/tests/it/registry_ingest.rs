@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::compaction::json;
+use crate::compaction::{assert_keys, json};
 use crate::operations::{Processes, free_port, http_get, wait_for};
 use crate::registry::start;
-use crate::{run_ok, run_python, s3, table_keys, tributary, write_config};
+use crate::{run_ok, run_python, s3, tributary, write_config};
 
 /// Shared Python: records of two schema versions (v2 adds `level` with a
 /// default) as `(schema text, record)` pairs, and a length-prefixed writer.
@@ -62,22 +62,14 @@ fn ingest_config(dir: &Path, input: &Path, table: &Path, registry: &str) -> std:
     path
 }
 
-/// `(reason, error)` of every dead letter of stream `test`.
+/// `(reason, error)` of every dead letter of stream `test`, by reason.
 fn dead_letters(table: &Path) -> Vec<(String, String)> {
-    let script = r#"
-import sys, os, json, fastavro
-out = []
-for root, _, files in os.walk(sys.argv[1]):
-    for f in sorted(files):
-        for r in fastavro.reader(open(os.path.join(root, f), 'rb')):
-            out.append([r['reason'], r['error']])
-print(json.dumps(sorted(out)))
-"#;
-    let dir = table.join("_tributary/dead-letter/test");
-    if !dir.exists() {
-        return Vec::new();
-    }
-    serde_json::from_str(run_python(script, &[dir.to_str().unwrap()]).trim()).unwrap()
+    let mut letters: Vec<_> = crate::dead_letters(table)
+        .into_iter()
+        .map(|(_, _, reason, error, _)| (reason, error))
+        .collect();
+    letters.sort();
+    letters
 }
 
 /// The `level` column by key, via Python `deltalake`.
@@ -166,11 +158,7 @@ print(json.dumps([f[:5].hex() for f in frames]))
     run_ok(&["ingest", "--config", config, "--once"]);
     run_ok(&["compact", "--config", config, "--once"]);
 
-    let mut keys = table_keys(&table);
-    keys.sort();
-    let mut expected = expected_keys();
-    expected.sort();
-    assert_eq!(keys, expected);
+    assert_keys(&table, &expected_keys());
     assert_two_versions(&table);
     let letters = dead_letters(&table);
     let reasons: Vec<&str> = letters.iter().map(|(r, _)| r.as_str()).collect();
@@ -229,11 +217,7 @@ print(json.dumps(sorted({{str(uuid.UUID(bytes=f[2:18])) for f in frames[:-1]}}))
     run_ok(&["ingest", "--config", config, "--once"]);
     run_ok(&["compact", "--config", config, "--once"]);
 
-    let mut keys = table_keys(&table);
-    keys.sort();
-    let mut expected = expected_keys();
-    expected.sort();
-    assert_eq!(keys, expected);
+    assert_keys(&table, &expected_keys());
     assert_two_versions(&table);
     let letters = dead_letters(&table);
     assert_eq!(letters.len(), 1, "{letters:?}");
