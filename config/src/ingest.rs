@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::{Result, invalid};
+use crate::kafka::KafkaSourceConfig;
 
 /// `[ingest]`: what `tributary ingest` reads and how it stages row files.
 #[derive(Debug, Clone, Deserialize)]
@@ -14,7 +15,10 @@ pub struct IngestConfig {
     /// that has data in the lake: its watermarks are stored under this name.
     pub stream: String,
     /// Read newline-delimited JSON files (the embedded default source).
+    /// Exactly one source section is configured.
     pub files: Option<FilesSourceConfig>,
+    /// Read Kafka topics as a consumer group.
+    pub kafka: Option<KafkaSourceConfig>,
     /// When a micro-batch is closed and staged as a row file.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -247,6 +251,16 @@ impl Default for BatchConfig {
 /// Column names Tributary adds to every row; flattened columns may not use them.
 pub const RESERVED_COLUMNS: [&str; 4] = ["_key", "_partition", "_position", "date"];
 
+/// Prefixes of the metadata columns sources add to rows (`_kafka_offset`,
+/// `_kinesis_sequence`, …); flattened columns may not start with them.
+pub const SOURCE_COLUMN_PREFIXES: [&str; 2] = ["_kafka_", "_kinesis_"];
+
+/// Whether a flattened column may not be called `name`: it is one of
+/// [`RESERVED_COLUMNS`] or starts with one of [`SOURCE_COLUMN_PREFIXES`].
+pub fn is_reserved_column(name: &str) -> bool {
+    RESERVED_COLUMNS.contains(&name) || SOURCE_COLUMN_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 impl IngestConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         let stream_ok = !self.stream.is_empty()
@@ -261,26 +275,9 @@ impl IngestConfig {
                 "use letters, digits, '_', '-' and '.' only",
             ));
         }
-        let Some(files) = &self.files else {
-            return Err(invalid(
-                "ingest.files",
-                "(missing)",
-                "configure a source: [ingest.files]",
-            ));
-        };
-        if files.path.trim().is_empty() {
-            return Err(invalid(
-                "ingest.files.path",
-                &files.path,
-                "must not be empty",
-            ));
-        }
-        if files.poll_interval_ms == 0 {
-            return Err(invalid(
-                "ingest.files.poll_interval_ms",
-                0,
-                "must be at least 1",
-            ));
+        match self.source()? {
+            Source::Files(files) => files.validate()?,
+            Source::Kafka(kafka) => kafka.validate()?,
         }
         if self.batch.max_records == 0 {
             return Err(invalid("ingest.batch.max_records", 0, "must be at least 1"));
@@ -305,6 +302,68 @@ impl IngestConfig {
             registry.validate()?;
         }
         self.flatten.validate()
+    }
+}
+
+/// The one source an `[ingest]` section configures.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// `[ingest.files]`
+    Files(&'a FilesSourceConfig),
+    /// `[ingest.kafka]`
+    Kafka(&'a KafkaSourceConfig),
+}
+
+impl IngestConfig {
+    /// The configured source; an error unless exactly one is configured.
+    pub fn source(&self) -> Result<Source<'_>> {
+        let configured: Vec<(&str, Source<'_>)> = [
+            self.files
+                .as_ref()
+                .map(|s| ("[ingest.files]", Source::Files(s))),
+            self.kafka
+                .as_ref()
+                .map(|s| ("[ingest.kafka]", Source::Kafka(s))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match configured.as_slice() {
+            [(_, source)] => Ok(*source),
+            [] => Err(invalid(
+                "ingest",
+                "(no source)",
+                "configure one source: [ingest.files] or [ingest.kafka]",
+            )),
+            many => Err(invalid(
+                "ingest",
+                many.iter()
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                "configure exactly one source",
+            )),
+        }
+    }
+}
+
+impl FilesSourceConfig {
+    fn validate(&self) -> Result<()> {
+        if self.path.trim().is_empty() {
+            return Err(invalid(
+                "ingest.files.path",
+                &self.path,
+                "must not be empty",
+            ));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(invalid(
+                "ingest.files.poll_interval_ms",
+                0,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -374,11 +433,14 @@ impl FlattenConfig {
             }
         }
         for column in self.schema.keys() {
-            if RESERVED_COLUMNS.contains(&column.as_str()) {
+            if is_reserved_column(column) {
                 return Err(invalid(
                     &format!("ingest.flatten.schema.{column}"),
                     column,
-                    format!("reserved column name; Tributary adds {RESERVED_COLUMNS:?} itself"),
+                    format!(
+                        "reserved column name; Tributary adds {RESERVED_COLUMNS:?} and the \
+                         source's metadata columns ({SOURCE_COLUMN_PREFIXES:?}…) itself"
+                    ),
                 ));
             }
         }

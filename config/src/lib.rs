@@ -35,6 +35,7 @@
 mod compact;
 mod error;
 mod ingest;
+mod kafka;
 mod lake;
 mod load;
 mod registry;
@@ -44,8 +45,10 @@ pub use compact::CompactConfig;
 pub use error::{ConfigError, Result};
 pub use ingest::{
     BatchConfig, ColumnTypeName, FileFormat, FilesSourceConfig, FlattenConfig, GlueRegistryConfig,
-    IngestConfig, RegistryClientConfig, RowFileCompression,
+    IngestConfig, RESERVED_COLUMNS, RegistryClientConfig, RowFileCompression,
+    SOURCE_COLUMN_PREFIXES, Source, is_reserved_column,
 };
+pub use kafka::{KAFKA_RESERVED_OPTIONS, KafkaSourceConfig, StartPosition};
 pub use lake::{LakeConfig, S3Config};
 pub use load::ENV_PREFIX;
 pub use registry::{RegistryConfig, RegistryFile, RegistryToken, TokenScope};

@@ -17,7 +17,8 @@ use crate::sample;
 /// The selector bit: the rest of the input is a framed message.
 pub const FRAMED: u8 = 0x80;
 
-/// Ingest's reserved columns (`tributary_ingest::flatten::RESERVED`).
+/// Ingest's reserved columns (`tributary_config::RESERVED_COLUMNS`) and
+/// prefixes (`SOURCE_COLUMN_PREFIXES`).
 const RESERVED: [&str; 4] = ["_key", "_partition", "_position", "date"];
 
 /// Every Avro type and logical type the decoder reads, in unions, maps,
@@ -178,6 +179,7 @@ fn rules(explode: &[&str]) -> FlattenRules {
     FlattenRules {
         explode: explode.iter().map(|s| s.to_string()).collect(),
         reserved: RESERVED.iter().map(|s| s.to_string()).collect(),
+        reserved_prefixes: vec!["_kafka_".into(), "_kinesis_".into()],
     }
 }
 

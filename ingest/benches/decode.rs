@@ -20,11 +20,11 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tributary_config::FlattenConfig;
 use tributary_ingest::batch::{BatchSettings, ColumnTypes, Message, SourceItem, decode};
-use tributary_ingest::flatten::{Flattener, RESERVED};
-use tributary_ingest::schemas::Schemas;
+use tributary_ingest::flatten::Flattener;
+use tributary_ingest::schemas::{Schemas, flatten_rules};
 use tributary_lake::rowfile::Codec;
 use tributary_schema_registry::apache_avro::{Schema, from_avro_datum};
-use tributary_schema_registry::avro::{Decoded, FlattenRules};
+use tributary_schema_registry::avro::Decoded;
 use tributary_schema_registry::client::{Client, ClientOptions};
 use tributary_schema_registry::schema::{Definition, SchemaType};
 use tributary_schema_registry::wire::{self, SchemaRef};
@@ -56,16 +56,12 @@ fn decode_flatten(c: &mut Criterion) {
         },
     )
     .expect("in memory");
-    let items: Vec<SourceItem> = frames
+    let messages: Vec<Message> = frames
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            SourceItem::Message(Message {
-                position: i as u64,
-                payload: f.clone(),
-            })
-        })
+        .map(|(i, f)| Message::new(i as u64, f.clone()))
         .collect();
+    let items: Vec<SourceItem> = messages.iter().cloned().map(SourceItem::Message).collect();
 
     let flatten = FlattenConfig {
         explode: Some("messages".into()),
@@ -77,10 +73,7 @@ fn decode_flatten(c: &mut Criterion) {
         [(v1.clone(), ids[0]), (v2.clone(), ids[1])]
             .map(|(d, id)| (SchemaRef::Uuid(id), SchemaType::Avro, d.text().to_string())),
         ClientOptions {
-            rules: FlattenRules {
-                explode: vec!["messages".into()],
-                reserved: RESERVED.iter().map(|s| s.to_string()).collect(),
-            },
+            rules: flatten_rules(&flatten),
             reader: None,
             capacity: 16,
             unknown_ttl: std::time::Duration::from_secs(1),
@@ -101,8 +94,8 @@ fn decode_flatten(c: &mut Criterion) {
     };
     let mut types = ColumnTypes::default();
     let mut decoded = Decoded::default();
-    for frame in &frames {
-        records += decode(&settings, &schemas, &mut decoded, &mut types, frame)
+    for message in &messages {
+        records += decode(&settings, &schemas, &mut decoded, &mut types, message)
             .expect("sample frames decode")
             .len() as u64;
     }
@@ -118,8 +111,8 @@ fn decode_flatten(c: &mut Criterion) {
     group.bench_function("tributary decode+flatten", |b| {
         b.iter(|| {
             let mut rows = 0;
-            for frame in &frames {
-                rows += decode(&settings, &schemas, &mut decoded, &mut types, frame)
+            for message in &messages {
+                rows += decode(&settings, &schemas, &mut decoded, &mut types, message)
                     .map(|r| r.len())
                     .unwrap_or(0);
             }

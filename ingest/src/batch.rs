@@ -25,6 +25,21 @@ pub struct Message {
     pub position: u64,
     /// Its bytes.
     pub payload: Vec<u8>,
+    /// Metadata columns the source adds to each of the message's rows
+    /// (`_kafka_offset`, …; see [`ColumnTypes::fix_source_column`]). Empty
+    /// for files.
+    pub columns: FlatRow,
+}
+
+impl Message {
+    /// A message without source columns.
+    pub fn new(position: u64, payload: Vec<u8>) -> Self {
+        Self {
+            position,
+            payload,
+            columns: FlatRow::new(),
+        }
+    }
 }
 
 /// What a source partition yields: a message, or a position it could not
@@ -82,6 +97,13 @@ impl ColumnTypes {
         self.fixed
             .entry(name.to_string())
             .or_insert((ty, "in the table"));
+    }
+
+    /// Fixes the type of a metadata column the source adds to every row
+    /// ([`Message::columns`]). Its name is reserved, so no declaration or
+    /// payload field can give it another type.
+    pub fn fix_source_column(&mut self, name: &str, ty: ColumnType) {
+        self.fixed.insert(name.to_string(), (ty, "source metadata"));
     }
 
     /// The type a column has now, if any value or declaration gave it one.
@@ -236,7 +258,7 @@ pub fn encode_batch(
             }
             SourceItem::Message(message) => {
                 message_bytes += message.payload.len() as u64;
-                match decode(settings, schemas, &mut decoded, types, &message.payload) {
+                match decode(settings, schemas, &mut decoded, types, &message) {
                     Ok(rows) => builder.push_message(partition, settings, message.position, rows),
                     Err((reason, error)) => dead_letters.push(DeadLetter::new(
                         message.position,
@@ -276,17 +298,18 @@ pub fn encode_batch(
 
 /// The rows of one message: its framing (if any) names the schema; plain
 /// JSON and JSON Schema payloads go through the JSON flattener, Avro through
-/// the schema's compiled plan.
+/// the schema's compiled plan. Each row ends with the message's source
+/// columns.
 pub fn decode(
     settings: &BatchSettings,
     schemas: &Schemas,
     decoded: &mut Decoded,
     types: &mut ColumnTypes,
-    payload: &[u8],
+    message: &Message,
 ) -> Result<Vec<FlatRow>, (Reason, String)> {
-    let frame = wire::parse(payload, settings.max_message_bytes)
+    let frame = wire::parse(&message.payload, settings.max_message_bytes)
         .map_err(|e| (Reason::Framing, e.to_string()))?;
-    let rows = match frame.schema {
+    let mut rows = match frame.schema {
         None => flatten_json(settings, &frame.payload)?,
         Some(reference) => {
             let prepared = schemas
@@ -302,6 +325,11 @@ pub fn decode(
             }
         }
     };
+    if !message.columns.is_empty() {
+        for row in &mut rows {
+            row.extend(message.columns.iter().cloned());
+        }
+    }
     types.admit(&rows).map_err(|e| (Reason::Schema, e))?;
     Ok(rows)
 }
@@ -500,10 +528,7 @@ mod tests {
     }
 
     fn msg(position: u64, text: &[u8]) -> SourceItem {
-        SourceItem::Message(Message {
-            position,
-            payload: text.to_vec(),
-        })
+        SourceItem::Message(Message::new(position, text.to_vec()))
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] tributary_config::ConfigError),
     /// The schema registry client cannot be set up.
     #[error("schema registry: {message}")]
     Registry {

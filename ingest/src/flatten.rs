@@ -20,18 +20,16 @@
 //!    contributes no column.
 //! 6. Two fields that map to the same column name (`{"a_b": 1, "a": {"b": 2}}`),
 //!    or a field that maps to a column Tributary reserves (`_key`, `_position`,
-//!    `_partition`, `date`), make the message an error: it is dead-lettered,
-//!    never silently merged.
+//!    `_partition`, `date`, and the sources' metadata columns `_kafka_…` and
+//!    `_kinesis_…`), make the message an error: it is dead-lettered, never
+//!    silently merged.
 
 use std::sync::Arc;
 
 use serde_json::Value as Json;
-use tributary_config::FlattenConfig;
+use tributary_config::{FlattenConfig, is_reserved_column};
 use tributary_lake::rowfile::Value;
 use tributary_schema_registry::avro::push_segment;
-
-/// Columns Tributary adds to every row.
-pub const RESERVED: [&str; 4] = ["_key", "_partition", "_position", "date"];
 
 /// A flat row: column names and values, in the order fields appeared. Names
 /// are shared: an Avro plan computes each once.
@@ -191,7 +189,7 @@ fn scalar(v: Json) -> Value {
 fn check_names(row: &FlatRow) -> Result<(), FlattenError> {
     let mut seen = std::collections::HashSet::with_capacity(row.len());
     for (name, _) in row {
-        if RESERVED.contains(&&**name) {
+        if is_reserved_column(name) {
             return Err(FlattenError::ReservedColumn {
                 column: name.to_string(),
             });

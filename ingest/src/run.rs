@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use tokio::sync::watch;
-use tributary_config::IngestConfig;
+use tributary_config::{FilesSourceConfig, IngestConfig, Source};
 use tributary_lake::chain::{self, StageOutcome};
 use tributary_lake::{Lake, PartitionId, columns};
 
-use crate::batch::{BatchSettings, ColumnTypes, encode_batch};
+use crate::batch::{BatchSettings, ColumnTypes, SourceItem, encode_batch};
 use crate::error::{Error, Result};
 use crate::schemas::{self, Schemas};
-use crate::source::{FilePartition, PartitionRead, ReadLimits, StdinPartition, list_files};
+use crate::source::{FilePartition, ReadLimits, StdinPartition, list_files};
 use crate::telemetry::IngestTelemetry;
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
 use tributary_schema_registry::client::{Client, describe};
@@ -29,13 +29,90 @@ pub enum Mode {
     Once,
 }
 
-/// What every partition worker shares.
-struct Context {
-    lake: Lake,
-    settings: BatchSettings,
+/// What every partition worker shares: how batches are encoded and staged,
+/// and where partitions resume. Sources other than files use it through
+/// [`Stager::stage`] and [`Stager::resume_after`].
+pub(crate) struct Stager {
+    pub(crate) lake: Lake,
+    pub(crate) settings: BatchSettings,
     registry: Option<Client>,
-    limits: ReadLimits,
-    telemetry: IngestTelemetry,
+    pub(crate) telemetry: IngestTelemetry,
+    /// Column types every partition starts from: declared and in the table.
+    pub(crate) types: ColumnTypes,
+}
+
+impl Stager {
+    async fn new(config: &IngestConfig, lake: &Lake, telemetry: IngestTelemetry) -> Result<Self> {
+        let mut types = ColumnTypes::from_config(config);
+        if let Some(table) = lake.load_table().await? {
+            for (name, ty) in columns::table_columns(&table)? {
+                types.fix_table_column(&name, ty);
+            }
+        }
+        Ok(Self {
+            lake: lake.clone(),
+            settings: BatchSettings::from_config(config),
+            registry: schemas::client(config).await?,
+            telemetry,
+            types,
+        })
+    }
+
+    /// Where `id` resumes (DESIGN.md, "Exactly-once into the table"): after
+    /// the greater of the table's watermark, read now, and the newest staged
+    /// file's last position; `None` means from the start.
+    pub(crate) async fn resume_after(&self, id: &PartitionId) -> Result<Option<u64>> {
+        let table = self.lake.load_table().await?;
+        let watermark = self.lake.watermark(table.as_ref(), id).await?;
+        Ok(chain::resume_after(self.lake.store().as_ref(), id, watermark).await?)
+    }
+
+    /// Encodes `items` (read from `id` since `started`) off the reactor and
+    /// stages them: dead letters first, then the row file (the commit point).
+    pub(crate) async fn stage(
+        &self,
+        id: &PartitionId,
+        types: ColumnTypes,
+        items: Vec<SourceItem>,
+        started: Instant,
+    ) -> Result<(ColumnTypes, StageOutcome)> {
+        let schemas = Schemas::resolve(self.registry.as_ref(), &items, |reference, error, wait| {
+            self.telemetry.registry_unavailable();
+            tracing::warn!(
+                partition = %id,
+                schema = %describe(reference),
+                %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "waiting for the schema registry"
+            );
+        })
+        .await;
+        let settings = self.settings.clone();
+        let task_id = id.clone();
+        let (types, batch) = blocking(id.clone(), move || {
+            let mut types = types;
+            let batch = encode_batch(&task_id, &settings, &schemas, &mut types, items);
+            (types, batch)
+        })
+        .await?;
+        let batch = batch?;
+        let store = self.lake.store();
+        if let Some(file) = &batch.dead_letter_file {
+            let path = id.dead_letter_file(batch.first);
+            store
+                .put(&path, file.clone().into())
+                .await
+                .map_err(|e| tributary_lake::Error::store(&path, e))?;
+        }
+        let outcome = chain::stage(store.as_ref(), id, batch.first, batch.row_file.clone()).await?;
+        match outcome {
+            StageOutcome::Staged => self.telemetry.batch_staged(id, &batch, started.elapsed()),
+            StageOutcome::AlreadyStaged { existing_last } => {
+                self.telemetry.batch_dropped(id, &batch, existing_last)
+            }
+        }
+        Ok((types, outcome))
+    }
 }
 
 /// Runs ingest for `config` into `lake` until the sources are read (`Mode::Once`)
@@ -47,65 +124,57 @@ pub async fn run(
     config: &IngestConfig,
     lake: &Lake,
     mode: Mode,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     telemetry: IngestTelemetry,
 ) -> Result<()> {
-    let files = config.files.as_ref().ok_or_else(|| Error::Source {
-        path: PathBuf::from("(no [ingest.files] section)"),
-        source: std::io::Error::other("no source configured"),
-    })?;
-    let table = lake.load_table().await?;
-    let mut types = ColumnTypes::from_config(config);
-    if let Some(table) = &table {
-        for (name, ty) in columns::table_columns(table)? {
-            types.fix_table_column(&name, ty);
-        }
+    let stager = Stager::new(config, lake, telemetry).await?;
+    match config.source()? {
+        Source::Files(files) => run_files(config, files, &stager, mode, shutdown).await,
+        Source::Kafka(_) => Err(Error::Registry {
+            message: "the Kafka source is not built yet".into(),
+        }),
     }
-    let ctx = Context {
-        lake: lake.clone(),
-        settings: BatchSettings::from_config(config),
-        registry: schemas::client(config).await?,
-        limits: ReadLimits {
-            max_records: config.batch.max_records,
-            max_bytes: config.batch.max_bytes,
-            max_latency: Duration::from_millis(config.batch.max_latency_ms),
-            max_message_bytes: config.max_message_bytes,
-            dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
-            settle: match mode {
-                Mode::Once => Duration::ZERO,
-                Mode::Follow => Duration::from_millis(files.gz_settle_ms),
-            },
-            format: files.format,
+}
+
+/// The files source: a directory of files (one partition each) or stdin.
+async fn run_files(
+    config: &IngestConfig,
+    files: &FilesSourceConfig,
+    stager: &Stager,
+    mode: Mode,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let limits = ReadLimits {
+        max_records: config.batch.max_records,
+        max_bytes: config.batch.max_bytes,
+        max_latency: Duration::from_millis(config.batch.max_latency_ms),
+        max_message_bytes: config.max_message_bytes,
+        dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
+        settle: match mode {
+            Mode::Once => Duration::ZERO,
+            Mode::Follow => Duration::from_millis(files.gz_settle_ms),
         },
-        telemetry,
+        format: files.format,
     };
     let poll = Duration::from_millis(files.poll_interval_ms);
-    let resume = |id: PartitionId| {
-        let lake = lake.clone();
-        let table = table.clone();
-        async move {
-            let watermark = lake.watermark(table.as_ref(), &id).await?;
-            Ok::<_, Error>(chain::resume_after(lake.store().as_ref(), &id, watermark).await?)
-        }
-    };
+    let telemetry = &stager.telemetry;
 
     if files.path == "-" {
         let id = PartitionId::new(&config.stream, "stdin");
-        let mut stdin = StdinPartition::spawn(&config.stream, resume(id).await?, &ctx.limits);
-        ctx.telemetry.source_answered(true);
+        let mut types = stager.types.clone();
+        let mut stdin =
+            StdinPartition::spawn(&config.stream, stager.resume_after(&id).await?, &limits);
+        telemetry.source_answered(true);
         while !stdin.is_finished() && !*shutdown.borrow() {
             let started = Instant::now();
-            let (returned, read) = blocking(stdin.id().clone(), {
-                let limits = ctx.limits;
-                move || {
-                    let read = stdin.read(&limits, poll);
-                    (stdin, read)
-                }
+            let (returned, read) = blocking(stdin.id().clone(), move || {
+                let read = stdin.read(&limits, poll);
+                (stdin, read)
             })
             .await?;
             stdin = returned;
             let read = read.map_err(|source| {
-                ctx.telemetry.source_answered(false);
+                telemetry.source_answered(false);
                 Error::Source {
                     path: PathBuf::from("-"),
                     source,
@@ -113,7 +182,7 @@ pub async fn run(
             })?;
             if !read.items.is_empty() {
                 let id = stdin.id().clone();
-                (types, _) = stage_read(&ctx, &id, types, read, started).await?;
+                (types, _) = stager.stage(&id, types, read.items, started).await?;
             }
         }
         return Ok(());
@@ -124,7 +193,7 @@ pub async fn run(
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     loop {
         let listed = list_files(dir);
-        ctx.telemetry.source_answered(listed.is_ok());
+        telemetry.source_answered(listed.is_ok());
         let listed = listed.map_err(|source| Error::Source {
             path: dir.to_path_buf(),
             source,
@@ -132,12 +201,12 @@ pub async fn run(
         for (name, path) in listed {
             if !partitions.contains_key(&name) {
                 let id = PartitionId::new(&config.stream, &name);
-                let after = resume(id).await?;
+                let after = stager.resume_after(&id).await?;
                 partitions.insert(
                     name.clone(),
                     (
                         FilePartition::new(&config.stream, &name, path, after),
-                        types.clone(),
+                        stager.types.clone(),
                     ),
                 );
             }
@@ -153,12 +222,14 @@ pub async fn run(
                 }
             })
             .collect();
-        let ctx = &ctx;
         let shutdown_rx = shutdown.clone();
         let results: Vec<_> = futures::stream::iter(open)
             .map(|(name, part, types)| {
                 let shutdown = shutdown_rx.clone();
-                async move { (name, drain_partition(ctx, part, types, &shutdown).await) }
+                async move {
+                    let drained = drain_partition(stager, &limits, part, types, &shutdown).await;
+                    (name, drained)
+                }
             })
             .buffer_unordered(workers)
             .collect()
@@ -174,7 +245,7 @@ pub async fn run(
             .values()
             .map(|(part, _)| part.unread_bytes().unwrap_or(0))
             .sum();
-        ctx.telemetry.source_unread(unread);
+        telemetry.source_unread(unread);
         if *shutdown.borrow() || (mode == Mode::Once && !read_any) {
             return Ok(());
         }
@@ -190,14 +261,15 @@ pub async fn run(
 /// Reads and stages batches of one file until it has nothing more right now.
 /// Returns the partition, its column types, and whether anything was read.
 async fn drain_partition(
-    ctx: &Context,
+    stager: &Stager,
+    limits: &ReadLimits,
     mut part: FilePartition,
     mut types: ColumnTypes,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(FilePartition, ColumnTypes, bool)> {
     let mut read_any = false;
     while !*shutdown.borrow() {
-        let limits = ctx.limits;
+        let limits = *limits;
         let started = Instant::now();
         let (returned, read) = blocking(part.id().clone(), move || {
             let read = part.read(&limits);
@@ -206,14 +278,14 @@ async fn drain_partition(
         .await?;
         part = returned;
         let read = read.map_err(|source| {
-            ctx.telemetry.source_answered(false);
+            stager.telemetry.source_answered(false);
             Error::Source {
                 path: PathBuf::from(part.id().partition()),
                 source,
             }
         })?;
         if read.empty_file {
-            record_empty_file(ctx, part.id()).await?;
+            record_empty_file(stager, part.id()).await?;
         }
         if read.items.is_empty() {
             break;
@@ -221,7 +293,7 @@ async fn drain_partition(
         read_any = true;
         let id = part.id().clone();
         let end = read.end;
-        let (returned_types, outcome) = stage_read(ctx, &id, types, read, started).await?;
+        let (returned_types, outcome) = stager.stage(&id, types, read.items, started).await?;
         types = returned_types;
         match outcome {
             StageOutcome::Staged => part.committed(end),
@@ -231,71 +303,27 @@ async fn drain_partition(
     Ok((part, types, read_any))
 }
 
-/// Encodes a read (begun at `started`) off the reactor and stages it: dead
-/// letters first, then the row file (the commit point).
-async fn stage_read(
-    ctx: &Context,
-    id: &PartitionId,
-    types: ColumnTypes,
-    read: PartitionRead,
-    started: Instant,
-) -> Result<(ColumnTypes, StageOutcome)> {
-    let schemas = Schemas::resolve(
-        ctx.registry.as_ref(),
-        &read.items,
-        |reference, error, wait| {
-            ctx.telemetry.registry_unavailable();
-            tracing::warn!(
-                partition = %id,
-                schema = %describe(reference),
-                %error,
-                retry_in_ms = wait.as_millis() as u64,
-                "waiting for the schema registry"
-            );
-        },
-    )
-    .await;
-    let settings = ctx.settings.clone();
-    let task_id = id.clone();
-    let (types, batch) = blocking(id.clone(), move || {
-        let mut types = types;
-        let batch = encode_batch(&task_id, &settings, &schemas, &mut types, read.items);
-        (types, batch)
-    })
-    .await?;
-    let batch = batch?;
-    let store = ctx.lake.store();
-    if let Some(file) = &batch.dead_letter_file {
-        let path = id.dead_letter_file(batch.first);
-        store
-            .put(&path, file.clone().into())
-            .await
-            .map_err(|e| tributary_lake::Error::store(&path, e))?;
-    }
-    let outcome = chain::stage(store.as_ref(), id, batch.first, batch.row_file.clone()).await?;
-    match outcome {
-        StageOutcome::Staged => ctx.telemetry.batch_staged(id, &batch, started.elapsed()),
-        StageOutcome::AlreadyStaged { existing_last } => {
-            ctx.telemetry.batch_dropped(id, &batch, existing_last)
-        }
-    }
-    Ok((types, outcome))
-}
-
-async fn record_empty_file(ctx: &Context, id: &PartitionId) -> Result<()> {
+async fn record_empty_file(stager: &Stager, id: &PartitionId) -> Result<()> {
     let letter = DeadLetter::new(0, Reason::EmptyFile, "file is empty", &[], 0);
-    let file = dead_letter::encode(id, 0, 0, std::slice::from_ref(&letter), ctx.settings.codec)?;
+    let file = dead_letter::encode(
+        id,
+        0,
+        0,
+        std::slice::from_ref(&letter),
+        stager.settings.codec,
+    )?;
     let path = id.dead_letter_file(0);
-    ctx.lake
+    stager
+        .lake
         .store()
         .put(&path, file.into())
         .await
         .map_err(|e| tributary_lake::Error::store(&path, e))?;
-    ctx.telemetry.empty_file(id);
+    stager.telemetry.empty_file(id);
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     partition: PartitionId,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {

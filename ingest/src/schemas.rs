@@ -5,14 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary_config::{IngestConfig, RegistryClientConfig};
+use tributary_config::{
+    FlattenConfig, IngestConfig, RESERVED_COLUMNS, RegistryClientConfig, SOURCE_COLUMN_PREFIXES,
+};
 use tributary_schema_registry::avro::FlattenRules;
 use tributary_schema_registry::client::{Client, ClientOptions, Lookup, Prepared, describe};
 use tributary_schema_registry::wire::{self, SchemaRef};
 
 use crate::batch::SourceItem;
 use crate::error::{Error, Result};
-use crate::flatten::RESERVED;
 
 /// Resolved schemas by reference.
 #[derive(Debug, Default, Clone)]
@@ -64,21 +65,28 @@ impl Schemas {
     }
 }
 
+/// The rules Avro plans are compiled for: the same explode path and reserved
+/// names as JSON flattening.
+pub fn flatten_rules(config: &FlattenConfig) -> FlattenRules {
+    let strings = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
+    FlattenRules {
+        explode: config
+            .explode
+            .as_deref()
+            .map(|p| p.split('.').map(str::to_string).collect())
+            .unwrap_or_default(),
+        reserved: strings(&RESERVED_COLUMNS),
+        reserved_prefixes: strings(&SOURCE_COLUMN_PREFIXES),
+    }
+}
+
 /// The registry client `config` asks for, if any.
 pub async fn client(config: &IngestConfig) -> Result<Option<Client>> {
     let Some(registry) = &config.registry else {
         return Ok(None);
     };
     let options = ClientOptions {
-        rules: FlattenRules {
-            explode: config
-                .flatten
-                .explode
-                .as_deref()
-                .map(|p| p.split('.').map(str::to_string).collect())
-                .unwrap_or_default(),
-            reserved: RESERVED.iter().map(|s| s.to_string()).collect(),
-        },
+        rules: flatten_rules(&config.flatten),
         reader: reader_schema(registry)?,
         capacity: registry.cache_capacity,
         unknown_ttl: Duration::from_millis(registry.unknown_retry_ms),

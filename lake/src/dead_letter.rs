@@ -43,11 +43,13 @@ pub enum Reason {
     UnknownSchema,
     /// A payload that does not decode with its schema.
     Decode,
+    /// A Kafka message without a value (a compaction tombstone).
+    NoValue,
 }
 
 impl Reason {
     /// Every reason, so metrics can start each at zero.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::MalformedJson,
         Reason::InvalidUtf8,
         Reason::Oversized,
@@ -58,6 +60,7 @@ impl Reason {
         Reason::Framing,
         Reason::UnknownSchema,
         Reason::Decode,
+        Reason::NoValue,
     ];
 
     /// The stable name.
@@ -73,6 +76,7 @@ impl Reason {
             Reason::Framing => "framing",
             Reason::UnknownSchema => "unknown_schema",
             Reason::Decode => "decode",
+            Reason::NoValue => "no_value",
         }
     }
 }

@@ -66,6 +66,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
                 gz_settle_ms: 0,
                 format: FileFormat::LengthPrefixed,
             }),
+            kafka: None,
             batch: Default::default(),
             max_message_bytes: 10 * 1024 * 1024,
             dead_letter_max_payload_bytes: 1024 * 1024,

@@ -91,10 +91,7 @@ pub(crate) fn read_line(
 /// The message of `len` bytes at `offset` whose first bytes are `kept`.
 fn message_or_oversized(offset: u64, kept: Vec<u8>, len: u64, limits: LineLimits) -> SourceItem {
     if len <= limits.max_message_bytes {
-        return SourceItem::Message(Message {
-            position: offset,
-            payload: kept,
-        });
+        return SourceItem::Message(Message::new(offset, kept));
     }
     let mut letter = DeadLetter::new(
         offset,

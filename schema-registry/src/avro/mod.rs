@@ -67,6 +67,8 @@ pub struct FlattenRules {
     pub explode: Vec<String>,
     /// Column names no field may map to.
     pub reserved: Vec<String>,
+    /// Prefixes no field's column name may start with.
+    pub reserved_prefixes: Vec<String>,
 }
 
 /// Why a schema cannot be compiled into a plan.
@@ -394,7 +396,13 @@ fn matches(writer: &Schema, reader: &Schema) -> bool {
 
 impl Compiler<'_> {
     fn column(&mut self, path: &str, used: &mut HashSet<Col>) -> Result<Col, PlanError> {
-        if self.rules.reserved.iter().any(|r| r == path) {
+        if self.rules.reserved.iter().any(|r| r == path)
+            || self
+                .rules
+                .reserved_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+        {
             return Err(PlanError::ReservedColumn(path.to_string()));
         }
         let next = self.columns.len() as Col;

@@ -30,6 +30,7 @@ fn rules(explode: &[&str]) -> FlattenRules {
     FlattenRules {
         explode: explode.iter().map(|s| s.to_string()).collect(),
         reserved: vec!["_key".into(), "date".into()],
+        reserved_prefixes: vec!["_kafka_".into()],
     }
 }
 
@@ -241,6 +242,12 @@ fn collisions_reserved_names_and_recursion_are_refused() {
     assert_eq!(
         Plan::compile(&reserved, None, &rules(&[])).unwrap_err(),
         PlanError::ReservedColumn("date".into())
+    );
+    let prefixed =
+        schema(r#"{"type":"record","name":"R","fields":[{"name":"_kafka_key","type":"int"}]}"#);
+    assert_eq!(
+        Plan::compile(&prefixed, None, &rules(&[])).unwrap_err(),
+        PlanError::ReservedColumn("_kafka_key".into())
     );
     let recursive = schema(
         r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#,
