@@ -11,7 +11,10 @@
 #                      (the S3 and Glue test server, with boto3), the deploy/
 #                      validators (kubernetes-validate, botocore), and the
 #                      third-party registry clients and serializers
-#                      (confluent-kafka, aws-glue-schema-registry).
+#                      (confluent-kafka, aws-glue-schema-registry); the
+#                      Kafka-protocol test broker tansu under cargo/bin
+#                      (built from crates.io once: 15-35 minutes, in the
+#                      background while the workspace builds).
 # Prometheus and promtool come from Debian's prometheus package (apt-get,
 # which needs root or sudo; installed once).
 # Everything is built once, in the release profile that the quickstart uses.
@@ -23,6 +26,18 @@ TESTBED="${TRIBUTARY_TESTBED:-$HOME/.cache/tributary-testbed}"
 mkdir -p "$TESTBED"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# The test broker (tansu 0.6.0; later releases need a newer Rust) takes long
+# to build, so it builds in the background while the workspace does. Each
+# Kafka test starts its own broker (tributary/tests/it/kafka.rs).
+TANSU="$TESTBED/cargo/bin/tansu"
+TANSU_PID=""
+if [ ! -x "$TANSU" ]; then
+  echo "building the test broker tansu 0.6.0 in the background (log: $TESTBED/tansu-install.log)"
+  CARGO_TARGET_DIR="$TESTBED/tansu-target" CARGO_INSTALL_ROOT="$TESTBED/cargo" \
+    cargo install tansu --version 0.6.0 --features libsql --locked >"$TESTBED/tansu-install.log" 2>&1 &
+  TANSU_PID=$!
+fi
 
 step "Prometheus (Debian package)"
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
@@ -66,6 +81,18 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 echo "moto server at $TRIBUTARY_S3_ENDPOINT (log: $TESTBED/moto.log)"
+
+step "test broker (tansu)"
+if [ -n "$TANSU_PID" ]; then
+  if ! wait "$TANSU_PID"; then
+    tail -n 40 "$TESTBED/tansu-install.log"
+    echo "cargo install tansu failed (log: $TESTBED/tansu-install.log)"
+    exit 1
+  fi
+  rm -rf "$TESTBED/tansu-target"
+fi
+export TRIBUTARY_TANSU="$TANSU"
+"$TANSU" --version
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -34,11 +34,6 @@ pub struct KafkaSourceConfig {
     /// `_kafka_key`.
     #[serde(default = "default_true")]
     pub metadata_columns: bool,
-    /// On SIGTERM: stop fetching, stage what is buffered and commit offsets
-    /// within this many milliseconds; what is not staged by then is read
-    /// again by the partition's next owner.
-    #[serde(default = "default_shutdown_grace_ms")]
-    pub shutdown_grace_ms: u64,
     /// librdkafka consumer properties passed through as they are: security
     /// (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`, …), timeouts,
     /// fetch sizes. Tributary sets `bootstrap.servers`, `group.id`,
@@ -75,9 +70,6 @@ pub const KAFKA_RESERVED_OPTIONS: [&str; 6] = [
 
 fn default_true() -> bool {
     true
-}
-fn default_shutdown_grace_ms() -> u64 {
-    30_000
 }
 
 impl KafkaSourceConfig {
@@ -128,13 +120,6 @@ impl KafkaSourceConfig {
                     "Tributary sets this librdkafka property itself",
                 ));
             }
-        }
-        if self.shutdown_grace_ms == 0 {
-            return Err(invalid(
-                "ingest.kafka.shutdown_grace_ms",
-                0,
-                "must be at least 1",
-            ));
         }
         Ok(())
     }

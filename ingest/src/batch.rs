@@ -29,15 +29,37 @@ pub struct Message {
     /// (`_kafka_offset`, …; see [`ColumnTypes::fix_source_column`]). Empty
     /// for files.
     pub columns: FlatRow,
+    /// The value of a Kafka `__value_schema_id` header: it names the schema
+    /// and the whole payload is the data.
+    pub schema_header: Option<Vec<u8>>,
 }
 
 impl Message {
-    /// A message without source columns.
+    /// A message without source columns or schema header.
     pub fn new(position: u64, payload: Vec<u8>) -> Self {
         Self {
             position,
             payload,
             columns: FlatRow::new(),
+            schema_header: None,
+        }
+    }
+
+    /// The message's framing: the schema it names (by header or by a prefix
+    /// of the payload) and its data.
+    pub fn frame(&self, max_payload_bytes: u64) -> Result<wire::Frame<'_>, wire::FrameError> {
+        wire::parse_with_header(
+            &self.payload,
+            self.schema_header.as_deref(),
+            max_payload_bytes,
+        )
+    }
+
+    /// The schema the message names, if any and if its framing is readable.
+    pub fn schema(&self) -> Option<wire::SchemaRef> {
+        match &self.schema_header {
+            None => wire::schema_of(&self.payload),
+            Some(_) => self.frame(u64::MAX).ok()?.schema,
         }
     }
 }
@@ -307,7 +329,8 @@ pub fn decode(
     types: &mut ColumnTypes,
     message: &Message,
 ) -> Result<Vec<FlatRow>, (Reason, String)> {
-    let frame = wire::parse(&message.payload, settings.max_message_bytes)
+    let frame = message
+        .frame(settings.max_message_bytes)
         .map_err(|e| (Reason::Framing, e.to_string()))?;
     let mut rows = match frame.schema {
         None => flatten_json(settings, &frame.payload)?,

@@ -19,6 +19,15 @@ pub enum Error {
     /// The configuration is not usable.
     #[error(transparent)]
     Config(#[from] tributary_config::ConfigError),
+    /// The Kafka client failed.
+    #[error("kafka: {context}")]
+    Kafka {
+        /// What was being done.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// The schema registry client cannot be set up.
     #[error("schema registry: {message}")]
     Registry {

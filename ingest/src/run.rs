@@ -130,9 +130,7 @@ pub async fn run(
     let stager = Stager::new(config, lake, telemetry).await?;
     match config.source()? {
         Source::Files(files) => run_files(config, files, &stager, mode, shutdown).await,
-        Source::Kafka(_) => Err(Error::Registry {
-            message: "the Kafka source is not built yet".into(),
-        }),
+        Source::Kafka(kafka) => crate::source::kafka::run(config, kafka, stager, shutdown).await,
     }
 }
 

@@ -10,7 +10,7 @@ use tributary_config::{
 };
 use tributary_schema_registry::avro::FlattenRules;
 use tributary_schema_registry::client::{Client, ClientOptions, Lookup, Prepared, describe};
-use tributary_schema_registry::wire::{self, SchemaRef};
+use tributary_schema_registry::wire::SchemaRef;
 
 use crate::batch::SourceItem;
 use crate::error::{Error, Result};
@@ -38,7 +38,7 @@ impl Schemas {
             let SourceItem::Message(message) = item else {
                 continue;
             };
-            let Some(reference) = wire::schema_of(&message.payload) else {
+            let Some(reference) = message.schema() else {
                 continue;
             };
             if resolved.contains_key(&reference) {

@@ -2,8 +2,10 @@
 //! together with the log line that reports the same event. Updated once per
 //! batch, never per record.
 //!
-//! All metrics carry the constant label `stream`; the only other label is the
-//! dead-letter `reason`, one of [`Reason::ALL`].
+//! All metrics carry the constant label `stream`; the only other labels are
+//! the dead-letter `reason`, one of [`Reason::ALL`], and the Kafka
+//! `partition` (`<topic>-<n>`) of the lag gauge, present while the partition
+//! is assigned to this process.
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
@@ -19,10 +21,15 @@
 //! | `tributary_ingest_source_up` | gauge | 1 while the source answers (last listing or read succeeded), else 0 |
 //! | `tributary_ingest_source_lag_bytes` | gauge | files source: bytes not yet staged (after the staged offset of plain files; the compressed size of `.gz` files not read to their end) |
 //! | `tributary_ingest_registry_unavailable_total` | counter | schema lookups that failed because the registry was unreachable (each is retried; no message is dead-lettered for it) |
+//! | `tributary_ingest_kafka_lag_records` | gauge | Kafka: per assigned `partition`, the broker's high watermark minus the next offset to stage (messages produced but not yet staged) |
+//! | `tributary_ingest_kafka_assigned_partitions` | gauge | Kafka: partitions assigned to this process |
+//! | `tributary_ingest_kafka_rebalances_total` | counter | Kafka: assignments and revocations this process took part in |
 
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use serde::Serialize;
 use tributary_lake::PartitionId;
 use tributary_lake::dead_letter::Reason;
@@ -44,6 +51,9 @@ pub struct IngestTelemetry {
     source_up: IntGauge,
     source_lag: IntGauge,
     registry_unavailable: IntCounter,
+    kafka_lag: IntGaugeVec,
+    kafka_assigned: IntGauge,
+    kafka_rebalances: IntCounter,
 }
 
 /// A copy of ingest's counters at one moment (for reports and the quickstart).
@@ -115,6 +125,19 @@ impl IngestTelemetry {
             "Files source: bytes of the watched files not yet staged.",
         ))?;
         registry.register(Box::new(source_lag.clone()))?;
+        let kafka_lag = IntGaugeVec::new(
+            opts(
+                "kafka_lag_records",
+                "Kafka: the partition's high watermark minus the next offset to stage.",
+            ),
+            &["partition"],
+        )?;
+        registry.register(Box::new(kafka_lag.clone()))?;
+        let kafka_assigned = IntGauge::with_opts(opts(
+            "kafka_assigned_partitions",
+            "Kafka: partitions assigned to this process.",
+        ))?;
+        registry.register(Box::new(kafka_assigned.clone()))?;
         Ok(Self {
             received_records: counter(
                 "received_records_total",
@@ -139,6 +162,12 @@ impl IngestTelemetry {
             registry_unavailable: counter(
                 "registry_unavailable_total",
                 "Schema lookups that failed because the registry was unreachable (retried).",
+            )?,
+            kafka_lag,
+            kafka_assigned,
+            kafka_rebalances: counter(
+                "kafka_rebalances_total",
+                "Kafka: assignments and revocations this process took part in.",
             )?,
         })
     }
@@ -180,6 +209,23 @@ impl IngestTelemetry {
     pub(crate) fn source_unread(&self, bytes: u64) {
         self.source_lag
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Kafka: `partition` (`<topic>-<n>`) has `lag` messages not yet staged.
+    pub(crate) fn kafka_lag(&self, partition: &str, lag: i64) {
+        self.kafka_lag.with_label_values(&[partition]).set(lag);
+    }
+
+    /// Kafka: the assignment changed; `assigned` partitions are held now and
+    /// `revoked` (by name) are no longer.
+    pub(crate) fn kafka_rebalanced(&self, assigned: usize, revoked: &[String]) {
+        self.kafka_rebalances.inc();
+        self.kafka_assigned
+            .set(i64::try_from(assigned).unwrap_or(i64::MAX));
+        for partition in revoked {
+            // A partition revoked before its first lag reading has no series.
+            let _ = self.kafka_lag.remove_label_values(&[partition]);
+        }
     }
 
     /// A batch's row file was created.

@@ -1,7 +1,9 @@
-//! Sources: where messages come from. Each source partition yields
+//! Sources: where messages come from: files and stdin ([`files`]), Kafka
+//! (`kafka`, a consumer-group member). Each source partition yields
 //! [`SourceItem`](crate::batch::SourceItem)s in position order.
 
 pub mod files;
+pub(crate) mod kafka;
 mod lines;
 
 pub use files::{FilePartition, PartitionRead, ReadLimits, StdinPartition, list_files};
