@@ -138,6 +138,14 @@ impl Lake {
 
     /// Loads the Delta table; `None` if no commit exists yet.
     pub async fn load_table(&self) -> Result<Option<DeltaTable>> {
+        // Without a log, delta-kernel logs an error for a missing table
+        // before reporting it; one listing spares every caller that noise.
+        let log = Path::from("_delta_log");
+        let mut listed = self.store.list(Some(&log));
+        if listed.next().await.is_none() {
+            return Ok(None);
+        }
+        drop(listed);
         let mut table = self
             .table_builder()?
             .build()

@@ -148,6 +148,43 @@ struct Api {
 
 type Shared = State<Arc<Api>>;
 
+/// Serves an open registry (no tokens) named `name` on the local directory
+/// `dir` (created if missing), in this process, on a free port of 127.0.0.1, with each of
+/// `schemas` (Avro) registered under `subject` in order. Returns the address
+/// and the versions' UUIDs. For the quickstart and benchmarks.
+pub async fn serve_local(
+    dir: &std::path::Path,
+    name: &str,
+    subject: &str,
+    schemas: &[String],
+) -> Result<(std::net::SocketAddr, Vec<Uuid>), Box<dyn std::error::Error + Send + Sync>> {
+    std::fs::create_dir_all(dir)?;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+    let registry = Arc::new(SchemaRegistry::new(
+        Arc::new(store),
+        object_store::path::Path::default(),
+        name,
+    ));
+    let mut versions = Vec::new();
+    for text in schemas {
+        let definition = Definition::parse(SchemaType::Avro, text)?;
+        versions.push(registry.register(subject, &definition).await?.schema.uuid);
+    }
+    let app = router(
+        registry,
+        Auth::open(),
+        RegistryTelemetry::register(&prometheus::Registry::new())?,
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the local schema registry stopped");
+        }
+    });
+    Ok((addr, versions))
+}
+
 /// The API's routes over `registry`.
 pub fn router(registry: Arc<SchemaRegistry>, auth: Auth, telemetry: RegistryTelemetry) -> Router {
     let api = Arc::new(Api {

@@ -7,9 +7,7 @@
 //! UUIDs through the registry's REST API like any producer's.
 
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -18,9 +16,7 @@ use tributary_config::{
     RegistryClientConfig,
 };
 use tributary_lake::Lake;
-use tributary_schema_registry::schema::{Definition, SchemaType};
-use tributary_schema_registry::server::{self, Auth, RegistryTelemetry};
-use tributary_schema_registry::store::SchemaRegistry;
+use tributary_schema_registry::server;
 use tributary_schema_registry::wire::glue_frame;
 use uuid::Uuid;
 
@@ -48,7 +44,15 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
     }
 
     let started = Instant::now();
-    let (registry_addr, versions) = start_registry(&registry_dir).await?;
+    let (registry_addr, versions) = server::serve_local(
+        &registry_dir,
+        "quickstart",
+        SUBJECT,
+        &[sample::AVRO_SCHEMA_V1.to_string(), sample::avro_schema_v2()],
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start the schema registry: {e}"))?;
+    let versions = [versions[0], versions[1]];
     let (input_bytes, envelopes) = generate(&incoming, records, versions)?;
     let generated = started.elapsed();
 
@@ -177,39 +181,6 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         table_path.display()
     );
     Ok(())
-}
-
-/// Starts a registry on `dir`, in this process, with both versions of the
-/// sample schema registered. Returns its address and the versions' UUIDs.
-async fn start_registry(dir: &Path) -> anyhow::Result<(SocketAddr, [Uuid; 2])> {
-    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-        .with_context(|| format!("cannot open {}", dir.display()))?;
-    let registry = Arc::new(SchemaRegistry::new(
-        Arc::new(store),
-        object_store::path::Path::default(),
-        "quickstart",
-    ));
-    let mut versions = [Uuid::nil(); 2];
-    for (slot, text) in versions
-        .iter_mut()
-        .zip([sample::AVRO_SCHEMA_V1.to_string(), sample::avro_schema_v2()])
-    {
-        let definition = Definition::parse(SchemaType::Avro, &text)?;
-        *slot = registry.register(SUBJECT, &definition).await?.schema.uuid;
-    }
-    let app = server::router(
-        registry,
-        Auth::open(),
-        RegistryTelemetry::register(&prometheus::Registry::new())?,
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "the quickstart's schema registry stopped");
-        }
-    });
-    Ok((addr, versions))
 }
 
 /// Frames that are not valid messages, added to the first file to show

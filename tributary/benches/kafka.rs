@@ -1,0 +1,370 @@
+//! End-to-end Kafka ingest: records/s from a tansu broker to staged row files
+//! on the local object store, for JSON envelopes and for Glue-framed Avro
+//! envelopes (the quickstart's sample stream, 7–25 log records each), beside
+//! the in-process figure for decoding, flattening and encoding the same
+//! messages into row files (one thread), so it shows where the time goes.
+//!
+//! ```sh
+//! cargo bench -p tributary --bench kafka
+//! ```
+//!
+//! Needs tansu (`TRIBUTARY_TANSU`, default
+//! `~/.cache/tributary-testbed/cargo/bin/tansu`, installed by
+//! scripts/test.sh). `TRIBUTARY_BENCH_RECORDS` sets the log records per
+//! format (default 1,000,000). The messages are produced before ingest
+//! starts; the clock runs from starting `tributary ingest` to every row being
+//! staged, and the ingest process's CPU time (user + system, from
+//! `/proc/<pid>/stat`) is reported per million records because the test
+//! broker, not ingest, bounds the rate.
+
+// A benchmark's set-up either works or the benchmark has nothing to measure.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tributary_config::FlattenConfig;
+use tributary_ingest::batch::{BatchSettings, ColumnTypes, Message, SourceItem, encode_batch};
+use tributary_ingest::flatten::Flattener;
+use tributary_ingest::schemas::{Schemas, flatten_rules};
+use tributary_lake::PartitionId;
+use tributary_lake::rowfile::Codec;
+use tributary_schema_registry::client::{Client, ClientOptions};
+use tributary_schema_registry::schema::SchemaType;
+use tributary_schema_registry::server;
+use tributary_schema_registry::wire::{SchemaRef, glue_frame};
+
+// The quickstart's generator, included rather than copied (the binary crate
+// has no library target).
+#[path = "../src/sample.rs"]
+#[allow(unused_imports, dead_code)]
+mod sample;
+
+const PARTITIONS: usize = 4;
+const SUBJECT: &str = "bench-envelope";
+
+fn main() {
+    let records: u64 = std::env::var("TRIBUTARY_BENCH_RECORDS")
+        .ok()
+        .map(|v| {
+            v.replace('_', "")
+                .parse()
+                .expect("TRIBUTARY_BENCH_RECORDS is a number")
+        })
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let schemas = [sample::AVRO_SCHEMA_V1.to_string(), sample::avro_schema_v2()];
+    let (registry, versions) = runtime
+        .block_on(server::serve_local(
+            &dir.path().join("registry"),
+            "bench",
+            SUBJECT,
+            &schemas,
+        ))
+        .expect("the registry starts");
+    let broker = Broker::start(dir.path());
+
+    let mut json = Vec::new();
+    sample::write_envelopes(&mut json, &mut sample::SplitMix::new(1), records, 0)
+        .expect("in memory");
+    let json: Vec<Vec<u8>> = json
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut avro = Vec::new();
+    sample::avro_envelopes(
+        &mut sample::SplitMix::new(1),
+        records,
+        0,
+        |n| n % 2 == 1,
+        |_, v2, body| {
+            avro.push(glue_frame(versions[usize::from(v2)], body, false));
+            Ok(())
+        },
+    )
+    .expect("in memory");
+
+    println!(
+        "{records} log records per format, {PARTITIONS} partitions, tansu at {}",
+        broker.address
+    );
+    println!(
+        "| format | messages | end to end (records/s) | ingest CPU s per 1M records | decode+flatten+encode in process, 1 thread (records/s) | end to end / in process |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (format, messages) in [("JSON", &json), ("Glue Avro", &avro)] {
+        let topic = format!("bench-{}", if format == "JSON" { "json" } else { "avro" });
+        broker.create_topic(&topic);
+        produce(&broker.address, &topic, messages);
+        let (elapsed, cpu) = ingest(
+            dir.path(),
+            &broker.address,
+            &topic,
+            &registry.to_string(),
+            records,
+        );
+        let end_to_end = records as f64 / elapsed.as_secs_f64();
+        let in_process = in_process(messages, records, &schemas, &versions, &runtime);
+        println!(
+            "| {format} | {} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            messages.len(),
+            end_to_end,
+            cpu * 1e6 / records as f64,
+            in_process,
+            end_to_end / in_process
+        );
+    }
+}
+
+/// A tansu broker on a free port, killed when dropped.
+struct Broker {
+    address: String,
+    child: Child,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tansu did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { address, child }
+    }
+
+    fn create_topic(&self, topic: &str) {
+        let status = Command::new(tansu())
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                &PARTITIONS.to_string(),
+            ])
+            .args(["--broker", &format!("tcp://{}", self.address)])
+            .status()
+            .expect("tansu runs");
+        assert!(status.success(), "tansu topic create {topic}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu() -> PathBuf {
+    std::env::var_os("TRIBUTARY_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/tributary-testbed/cargo/bin/tansu")
+        })
+}
+
+/// Produces `messages` round-robin over the partitions and waits for every
+/// acknowledgement.
+fn produce(brokers: &str, topic: &str, messages: &[Vec<u8>]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .create()
+        .expect("a producer");
+    for (i, message) in messages.iter().enumerate() {
+        let key = i.to_string();
+        let mut record = BaseRecord::to(topic)
+            .payload(message)
+            .key(&key)
+            .partition((i % PARTITIONS) as i32);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .expect("every message acknowledged");
+}
+
+/// Runs `tributary ingest` on `topic` until `records` rows are staged;
+/// returns the wall time and the process's CPU seconds.
+fn ingest(dir: &Path, brokers: &str, topic: &str, registry: &str, records: u64) -> (Duration, f64) {
+    let table = dir.join(format!("table-{topic}"));
+    let config = dir.join(format!("{topic}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[lake]
+table_uri = "{table}"
+[ingest]
+stream = "bench"
+[ingest.kafka]
+brokers = "{brokers}"
+group_id = "bench-{topic}"
+topics = ["{topic}"]
+[ingest.registry]
+url = "http://{registry}"
+[ingest.flatten]
+explode = "messages"
+key_field = "messages_id"
+event_time_field = "messages_timestamp"
+"#,
+            table = table.display()
+        ),
+    )
+    .expect("config written");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["ingest", "--config", config.to_str().expect("UTF-8 path")])
+        .env("TRIBUTARY_LOG", "warn")
+        .env(
+            "TRIBUTARY_SERVICE__LISTEN_ADDR",
+            format!("127.0.0.1:{port}"),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tributary ingest starts");
+    let series = "tributary_ingest_staged_rows_total{stream=\"bench\"} ";
+    loop {
+        let staged = metrics(port)
+            .and_then(|body| {
+                body.lines()
+                    .find_map(|l| l.strip_prefix(series)?.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        if staged >= records {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "ingest did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_seconds(child.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    (elapsed, cpu)
+}
+
+fn metrics(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// User + system CPU seconds of process `pid` so far (Linux `/proc`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // Fields after the command name (which may hold spaces) start at 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+/// Records/s of decoding, flattening and encoding `messages` into row files
+/// of 10,000 messages, on this thread.
+fn in_process(
+    messages: &[Vec<u8>],
+    records: u64,
+    schemas: &[String; 2],
+    versions: &[uuid::Uuid],
+    runtime: &tokio::runtime::Runtime,
+) -> f64 {
+    let flatten = FlattenConfig {
+        explode: Some("messages".into()),
+        key_field: Some("messages_id".into()),
+        event_time_field: Some("messages_timestamp".into()),
+        ..Default::default()
+    };
+    let client = Client::fixed(
+        versions
+            .iter()
+            .zip(schemas)
+            .map(|(id, text)| (SchemaRef::Uuid(*id), SchemaType::Avro, text.clone())),
+        ClientOptions {
+            rules: flatten_rules(&flatten),
+            reader: None,
+            capacity: 16,
+            unknown_ttl: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+        },
+    );
+    let settings = BatchSettings {
+        flattener: Flattener::new(&flatten),
+        key_field: flatten.key_field.clone(),
+        event_time_field: flatten.event_time_field.clone(),
+        codec: Codec::Zstd,
+        dead_letter_max_payload_bytes: 1024,
+        max_message_bytes: 10 << 20,
+    };
+    let partition = PartitionId::new("bench", "p");
+    let mut types = ColumnTypes::default();
+    let started = Instant::now();
+    let mut rows = 0;
+    for (i, chunk) in messages.chunks(10_000).enumerate() {
+        let items: Vec<SourceItem> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, m)| SourceItem::Message(Message::new((i * 10_000 + j) as u64, m.clone())))
+            .collect();
+        let schemas = runtime.block_on(Schemas::resolve(Some(&client), &items, |_, _, _| {}));
+        rows += encode_batch(&partition, &settings, &schemas, &mut types, items)
+            .expect("encodes")
+            .rows;
+    }
+    assert_eq!(rows, records, "every record decodes");
+    records as f64 / started.elapsed().as_secs_f64()
+}
