@@ -2,8 +2,8 @@
 //! together with the log line that reports the same event. Updated once per
 //! batch, never per record.
 //!
-//! All metrics carry the constant label `stream`; the only other label is the
-//! dead-letter `reason`, one of [`Reason::ALL`].
+//! All metrics carry the constant label `stream`; the other labels are the
+//! dead-letter `reason`, one of [`Reason::ALL`], and for Kinesis the `shard`.
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
@@ -19,6 +19,12 @@
 //! | `tributary_ingest_source_up` | gauge | 1 while the source answers (last listing or read succeeded), else 0 |
 //! | `tributary_ingest_source_lag_bytes` | gauge | files source: bytes not yet staged (after the staged offset of plain files; the compressed size of `.gz` files not read to their end) |
 //! | `tributary_ingest_registry_unavailable_total` | counter | schema lookups that failed because the registry was unreachable (each is retried; no message is dead-lettered for it) |
+//! | `tributary_ingest_kinesis_records_total` | counter | Kinesis records read, by `shard` (an aggregate counts once; its user records are `received_records`) |
+//! | `tributary_ingest_kinesis_bytes_total` | counter | bytes of Kinesis record data read, by `shard` |
+//! | `tributary_ingest_kinesis_millis_behind_latest` | gauge | `MillisBehindLatest` of each shard's last GetRecords answer, by `shard` |
+//! | `tributary_ingest_kinesis_retries_total` | counter | Kinesis calls retried after throttling (`error` = the exception name) or a `connection`/`server` error |
+//! | `tributary_ingest_kinesis_leases_held` | gauge | shard leases this worker holds |
+//! | `tributary_ingest_kinesis_lease_changes_total` | counter | lease changes of this worker, by `change`: `acquired`, `released`, `finished` (shard read to its end), `lost` |
 
 use std::time::Duration;
 
@@ -28,6 +34,9 @@ use tributary_lake::PartitionId;
 use tributary_lake::dead_letter::Reason;
 
 use crate::batch::EncodedBatch;
+
+mod kinesis;
+pub use kinesis::KinesisMetrics;
 
 /// Ingest's metrics, registered in a Prometheus [`Registry`].
 #[derive(Debug, Clone)]
@@ -44,6 +53,8 @@ pub struct IngestTelemetry {
     source_up: IntGauge,
     source_lag: IntGauge,
     registry_unavailable: IntCounter,
+    /// The Kinesis source's metrics.
+    pub(crate) kinesis: KinesisMetrics,
 }
 
 /// A copy of ingest's counters at one moment (for reports and the quickstart).
@@ -140,6 +151,7 @@ impl IngestTelemetry {
                 "registry_unavailable_total",
                 "Schema lookups that failed because the registry was unreachable (retried).",
             )?,
+            kinesis: KinesisMetrics::register(registry, stream)?,
         })
     }
 
