@@ -9,6 +9,7 @@ mod compaction;
 mod crash;
 mod faults;
 mod forget;
+mod kinesis;
 mod operations;
 mod pipeline;
 mod registry;
