@@ -188,6 +188,8 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
                 gz_settle_ms: 0,
                 format: Default::default(),
             }),
+            kafka: None,
+            kinesis: None,
             batch: BatchConfig {
                 max_records: (settings.batch_rows / RECORDS_PER_ENVELOPE).max(1),
                 ..Default::default()

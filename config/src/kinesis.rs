@@ -184,3 +184,36 @@ impl KinesisSourceConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    fn parse(kinesis: &str) -> crate::Result<Config> {
+        let text = format!(
+            "[lake]\ntable_uri = \"/tmp/t\"\n[ingest]\nstream = \"s\"\n[ingest.kinesis]\n{kinesis}\n"
+        );
+        Config::from_toml_str(&text, std::iter::empty())
+    }
+
+    #[test]
+    fn kinesis_section_parses_with_defaults_and_rejects_bad_values() {
+        let config = parse("stream_name = \"events\"").unwrap();
+        let k = config.ingest.unwrap().kinesis.unwrap();
+        assert_eq!(k.stream_name, "events");
+        assert_eq!(k.start, super::KinesisStart::TrimHorizon);
+        assert_eq!(k.lease_ms, 20_000);
+        assert!(k.metadata_columns);
+
+        let err = parse("stream_name = \"events\"\nlease_msec = 5").unwrap_err();
+        assert!(err.to_string().contains("lease_msec"), "{err}");
+        let err = parse("stream_name = \"bad name\"").unwrap_err();
+        assert!(err.to_string().contains("bad name"), "{err}");
+        let err = parse("stream_name = \"e\"\nmin_poll_interval_ms = 50").unwrap_err();
+        assert!(err.to_string().contains("min_poll_interval_ms"), "{err}");
+        let err = parse("stream_name = \"e\"\nendpoint = \"localhost:4567\"").unwrap_err();
+        assert!(err.to_string().contains("localhost:4567"), "{err}");
+        let err = parse("stream_name = \"e\"\nstart = \"earliest\"").unwrap_err();
+        assert!(err.to_string().contains("earliest"), "{err}");
+    }
+}

@@ -304,6 +304,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn compacted_markers_keep_the_newest_source_position() {
+        let store = InMemory::new();
+        let p = PartitionId::new("s", "shard-1");
+        let source = |seq: &str| {
+            BTreeMap::from([
+                (META_LAST_POSITION.to_string(), b"1".to_vec()),
+                (
+                    format!("{META_SOURCE_PREFIX}last_sequence"),
+                    seq.as_bytes().to_vec(),
+                ),
+            ])
+        };
+        // Files without source positions need no marker.
+        write_compacted_marker(&store, &p, 5, &BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(compacted_marker(&store, &p, 5).await.unwrap(), None);
+        write_compacted_marker(&store, &p, 10, &source("111"))
+            .await
+            .unwrap();
+        write_compacted_marker(&store, &p, 20, &source("222"))
+            .await
+            .unwrap();
+        let marker = compacted_marker(&store, &p, 20).await.unwrap().unwrap();
+        assert_eq!(
+            marker,
+            BTreeMap::from([(
+                format!("{META_SOURCE_PREFIX}last_sequence"),
+                "222".to_string()
+            )])
+        );
+        // The older marker is gone; the chain's own metadata is not copied.
+        assert_eq!(compacted_marker(&store, &p, 10).await.unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn clash_reports_existing_last_and_resume_takes_the_max() {
         let store = InMemory::new();
         let p = PartitionId::new("s", "p");

@@ -1,6 +1,6 @@
 //! The Kinesis Data Streams source: N workers share a stream's shards
 //! through leases on the object store, and each shard is read on the
-//! exactly-once position chain (see [`shard`] for positions and resuming).
+//! exactly-once position chain (positions and resuming are drawn in `shard.rs`).
 //!
 //! Every third of `lease_ms`, each worker:
 //!
