@@ -3,10 +3,13 @@
 //! with SigV4, with the AWS SDK's default credential chain (environment,
 //! profile, ECS task role, EKS IRSA).
 //!
-//! Not `aws-sdk-kinesis`: that crate alone took several CPU minutes to
-//! compile here (see the ingest README section), for three calls whose
-//! JSON is small and stable; signing is what the SDK would add, and
-//! `aws-sigv4` (already in the tree for Glue) does it.
+//! Not `aws-sdk-kinesis`: measured here (1.130, default features off,
+//! `rt-tokio` + `default-https-client`, release, one job), the crate alone
+//! took 87 CPU-seconds to compile, and with the smithy HTTP client stack
+//! and feature variants it adds to this tree, 4.7 CPU-minutes of new
+//! compilation — for three calls whose JSON is small and stable. Signing is
+//! what the SDK would add, and `aws-sigv4` (already in the tree for Glue)
+//! does it, as `schema-registry/src/glue.rs` does for Glue.
 
 use std::time::{Duration, SystemTime};
 
