@@ -196,6 +196,17 @@ mod tests {
         Config::from_toml_str(&text, std::iter::empty())
     }
 
+    /// The error and its source, as the binary prints them.
+    fn message(err: crate::ConfigError) -> String {
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            message.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        message
+    }
+
     #[test]
     fn kinesis_section_parses_with_defaults_and_rejects_bad_values() {
         let config = parse("stream_name = \"events\"").unwrap();
@@ -206,14 +217,19 @@ mod tests {
         assert!(k.metadata_columns);
 
         let err = parse("stream_name = \"events\"\nlease_msec = 5").unwrap_err();
-        assert!(err.to_string().contains("lease_msec"), "{err}");
+        let err = message(err);
+        assert!(err.contains("lease_msec"), "{err}");
         let err = parse("stream_name = \"bad name\"").unwrap_err();
-        assert!(err.to_string().contains("bad name"), "{err}");
+        let err = message(err);
+        assert!(err.contains("bad name"), "{err}");
         let err = parse("stream_name = \"e\"\nmin_poll_interval_ms = 50").unwrap_err();
-        assert!(err.to_string().contains("min_poll_interval_ms"), "{err}");
+        let err = message(err);
+        assert!(err.contains("min_poll_interval_ms"), "{err}");
         let err = parse("stream_name = \"e\"\nendpoint = \"localhost:4567\"").unwrap_err();
-        assert!(err.to_string().contains("localhost:4567"), "{err}");
+        let err = message(err);
+        assert!(err.contains("localhost:4567"), "{err}");
         let err = parse("stream_name = \"e\"\nstart = \"earliest\"").unwrap_err();
-        assert!(err.to_string().contains("earliest"), "{err}");
+        let err = message(err);
+        assert!(err.contains("earliest"), "{err}");
     }
 }
