@@ -14,9 +14,10 @@
 #                      (confluent-kafka, aws-glue-schema-registry); the
 #                      Kafka-protocol test broker tansu under cargo/bin
 #                      (built from crates.io once: 15-35 minutes, in the
-#                      background while the workspace builds).
+#                      background while the workspace builds); kinesalite
+#                      (npm; the Kinesis test server) under kinesalite/.
 # Prometheus and promtool come from Debian's prometheus package (apt-get,
-# which needs root or sudo; installed once).
+# which needs root or sudo; installed once). kinesalite needs Node.js and npm.
 # Everything is built once, in the release profile that the quickstart uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +82,26 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 echo "moto server at $TRIBUTARY_S3_ENDPOINT (log: $TESTBED/moto.log)"
+
+step "kinesalite (Kinesis) for the tests"
+# kinesalite from npm (Node 20), cached in $TESTBED/kinesalite. In memory, with
+# stream changes (create, split, merge) applied at once.
+KINESALITE_VERSION=3.3.3
+KINESALITE="$TESTBED/kinesalite/node_modules/.bin/kinesalite"
+if ! grep -q "\"version\": \"$KINESALITE_VERSION\"" "$TESTBED/kinesalite/node_modules/kinesalite/package.json" 2>/dev/null; then
+  npm install --silent --no-audit --no-fund --prefix "$TESTBED/kinesalite" "kinesalite@$KINESALITE_VERSION" >/dev/null
+fi
+KINESIS_PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$KINESALITE" --port "$KINESIS_PORT" --createStreamMs 0 --deleteStreamMs 0 --updateStreamMs 0 \
+  --shardLimit 1000 >"$TESTBED/kinesalite.log" 2>&1 &
+KINESIS_PID=$!
+trap 'kill "$MOTO_PID" "$KINESIS_PID" 2>/dev/null || true' EXIT
+export TRIBUTARY_KINESIS_ENDPOINT="http://127.0.0.1:$KINESIS_PORT"
+for _ in $(seq 50); do
+  "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $KINESIS_PORT), 1)" 2>/dev/null && break
+  sleep 0.2
+done
+echo "kinesalite $KINESALITE_VERSION at $TRIBUTARY_KINESIS_ENDPOINT (log: $TESTBED/kinesalite.log)"
 
 step "test broker (tansu)"
 if [ -n "$TANSU_PID" ]; then

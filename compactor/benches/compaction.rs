@@ -189,6 +189,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
                 format: Default::default(),
             }),
             kafka: None,
+            kinesis: None,
             batch: BatchConfig {
                 max_records: (settings.batch_rows / RECORDS_PER_ENVELOPE).max(1),
                 ..Default::default()

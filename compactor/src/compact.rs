@@ -172,6 +172,7 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     };
     let fixed = target.len();
     let mut headers = Vec::with_capacity(taken.len());
+    let mut sources = Vec::with_capacity(taken.len());
     for t in &taken {
         let (schema, meta) = RowFile::decode_header(&t.bytes, t.file.path.as_ref())?;
         for column in &schema.columns {
@@ -183,6 +184,11 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
         }
         let last = chain::last_position(&meta, t.file.path.as_ref())?;
         headers.push((schema, last));
+        let source: BTreeMap<String, Vec<u8>> = meta
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(chain::META_SOURCE_PREFIX))
+            .collect();
+        sources.push((last, source));
     }
     let arrow_schema: SchemaRef = Arc::new(Schema::new(
         target
@@ -385,6 +391,17 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     metrics.commit_retries = committed.retries;
     metrics.table_version = Some(committed.version);
     (metrics.table_files, metrics.table_bytes) = (committed.table_files, committed.table_bytes);
+
+    // Sources whose positions do not fit a u64 (Kinesis) read the source
+    // position of the new watermark from a marker: it is written before the
+    // files that also hold it go.
+    let mut newest: BTreeMap<&PartitionId, (u64, &BTreeMap<String, Vec<u8>>)> = BTreeMap::new();
+    for (t, (last, source)) in taken.iter().zip(&sources) {
+        newest.insert(&t.partition, (*last, source));
+    }
+    for (partition, (last, source)) in newest {
+        chain::write_compacted_marker(lake.store().as_ref(), partition, last, source).await?;
+    }
 
     // Only now may the staged files go.
     for t in &taken {

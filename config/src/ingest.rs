@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use crate::error::{Result, invalid};
 use crate::kafka::KafkaSourceConfig;
+use crate::kinesis::KinesisSourceConfig;
 
 /// `[ingest]`: what `tributary ingest` reads and how it stages row files.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +20,8 @@ pub struct IngestConfig {
     pub files: Option<FilesSourceConfig>,
     /// Read Kafka topics as a consumer group.
     pub kafka: Option<KafkaSourceConfig>,
+    /// Read the shards of a Kinesis data stream, shared by shard leases.
+    pub kinesis: Option<KinesisSourceConfig>,
     /// When a micro-batch is closed and staged as a row file.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -278,6 +281,7 @@ impl IngestConfig {
         match self.source()? {
             Source::Files(files) => files.validate()?,
             Source::Kafka(kafka) => kafka.validate()?,
+            Source::Kinesis(kinesis) => kinesis.validate()?,
         }
         if self.batch.max_records == 0 {
             return Err(invalid("ingest.batch.max_records", 0, "must be at least 1"));
@@ -312,6 +316,8 @@ pub enum Source<'a> {
     Files(&'a FilesSourceConfig),
     /// `[ingest.kafka]`
     Kafka(&'a KafkaSourceConfig),
+    /// `[ingest.kinesis]`
+    Kinesis(&'a KinesisSourceConfig),
 }
 
 impl IngestConfig {
@@ -324,6 +330,9 @@ impl IngestConfig {
             self.kafka
                 .as_ref()
                 .map(|s| ("[ingest.kafka]", Source::Kafka(s))),
+            self.kinesis
+                .as_ref()
+                .map(|s| ("[ingest.kinesis]", Source::Kinesis(s))),
         ]
         .into_iter()
         .flatten()
@@ -333,7 +342,7 @@ impl IngestConfig {
             [] => Err(invalid(
                 "ingest",
                 "(no source)",
-                "configure one source: [ingest.files] or [ingest.kafka]",
+                "configure one source: [ingest.files], [ingest.kafka] or [ingest.kinesis]",
             )),
             many => Err(invalid(
                 "ingest",

@@ -36,6 +36,7 @@ mod compact;
 mod error;
 mod ingest;
 mod kafka;
+mod kinesis;
 mod lake;
 mod load;
 mod registry;
@@ -49,6 +50,7 @@ pub use ingest::{
     SOURCE_COLUMN_PREFIXES, Source, is_reserved_column,
 };
 pub use kafka::{KAFKA_RESERVED_OPTIONS, KafkaSourceConfig, StartPosition};
+pub use kinesis::{KinesisSourceConfig, KinesisStart};
 pub use lake::{LakeConfig, S3Config};
 pub use load::ENV_PREFIX;
 pub use registry::{RegistryConfig, RegistryFile, RegistryToken, TokenScope};

@@ -265,6 +265,21 @@ pub fn encode_batch(
     types: &mut ColumnTypes,
     items: Vec<SourceItem>,
 ) -> tributary_lake::Result<EncodedBatch> {
+    encode_batch_with_source(partition, settings, schemas, types, items, Vec::new())
+}
+
+/// [`encode_batch`], with the source's own positions of the batch
+/// (`source`: metadata keys starting with
+/// [`META_SOURCE_PREFIX`](tributary_lake::chain::META_SOURCE_PREFIX)) in the
+/// row file's header, for sources whose positions do not fit a `u64`.
+pub fn encode_batch_with_source(
+    partition: &PartitionId,
+    settings: &BatchSettings,
+    schemas: &Schemas,
+    types: &mut ColumnTypes,
+    items: Vec<SourceItem>,
+    source: Vec<(String, String)>,
+) -> tributary_lake::Result<EncodedBatch> {
     let first = items.first().map_or(0, SourceItem::position);
     let last = items.last().map_or(0, SourceItem::position);
     let mut builder = RowsBuilder::default();
@@ -294,7 +309,7 @@ pub fn encode_batch(
         }
     }
     let rows = builder.rows.len() as u64;
-    let row_file = builder.encode(partition, types, settings.codec, first, last)?;
+    let row_file = builder.encode(partition, types, settings.codec, first, last, source)?;
     let dead_letter_file = if dead_letters.is_empty() {
         None
     } else {
@@ -476,6 +491,7 @@ impl RowsBuilder {
         codec: Codec,
         first: u64,
         last: u64,
+        source: Vec<(String, String)>,
     ) -> tributary_lake::Result<Bytes> {
         // Columns that were null in every row of the batch have no type yet; they
         // are left out (absent means null), so nulls never fix a column's type.
@@ -499,7 +515,10 @@ impl RowsBuilder {
         let mut writer = RowFileWriter::new(
             RowSchema { columns },
             codec,
-            file_metadata(partition, first, last),
+            file_metadata(partition, first, last)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .chain(source),
         );
         let mut out = Vec::with_capacity(SYSTEM_COLUMNS + kept.len());
         for mut row in self.rows {

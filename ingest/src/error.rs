@@ -34,6 +34,24 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A Kinesis call failed and retrying does not help (e.g. the stream
+    /// does not exist, or access is denied).
+    #[error("Kinesis, {shard}")]
+    Kinesis {
+        /// The shard (`<stream>/<shard>`), or the Kinesis stream name.
+        shard: String,
+        /// What Kinesis answered.
+        #[source]
+        source: crate::source::kinesis::ApiError,
+    },
+    /// Where a Kinesis shard resumes cannot be read from the lake.
+    #[error("Kinesis shard {partition}: {reason}")]
+    KinesisPosition {
+        /// The shard (`<stream>/<shard>`).
+        partition: String,
+        /// What is missing or wrong.
+        reason: String,
+    },
     /// A worker task failed.
     #[error("ingest worker for {partition} stopped unexpectedly")]
     Worker {

@@ -12,7 +12,7 @@ use tributary_config::{FilesSourceConfig, IngestConfig, Source};
 use tributary_lake::chain::{self, StageOutcome};
 use tributary_lake::{Lake, PartitionId, columns};
 
-use crate::batch::{BatchSettings, ColumnTypes, SourceItem, encode_batch};
+use crate::batch::{BatchSettings, ColumnTypes, SourceItem, encode_batch_with_source};
 use crate::error::{Error, Result};
 use crate::schemas::{self, Schemas};
 use crate::source::{FilePartition, ReadLimits, StdinPartition, list_files};
@@ -76,6 +76,20 @@ impl Stager {
         items: Vec<SourceItem>,
         started: Instant,
     ) -> Result<(ColumnTypes, StageOutcome)> {
+        self.stage_with_source(id, types, items, started, Vec::new())
+            .await
+    }
+
+    /// [`stage`](Self::stage), with the source's own positions of the batch
+    /// in the row file's metadata (see [`crate::batch::encode_batch_with_source`]).
+    pub(crate) async fn stage_with_source(
+        &self,
+        id: &PartitionId,
+        types: ColumnTypes,
+        items: Vec<SourceItem>,
+        started: Instant,
+        source: Vec<(String, String)>,
+    ) -> Result<(ColumnTypes, StageOutcome)> {
         let schemas = Schemas::resolve(self.registry.as_ref(), &items, |reference, error, wait| {
             self.telemetry.registry_unavailable();
             tracing::warn!(
@@ -91,7 +105,8 @@ impl Stager {
         let task_id = id.clone();
         let (types, batch) = blocking(id.clone(), move || {
             let mut types = types;
-            let batch = encode_batch(&task_id, &settings, &schemas, &mut types, items);
+            let batch =
+                encode_batch_with_source(&task_id, &settings, &schemas, &mut types, items, source);
             (types, batch)
         })
         .await?;
@@ -131,6 +146,9 @@ pub async fn run(
     match config.source()? {
         Source::Files(files) => run_files(config, files, &stager, mode, shutdown).await,
         Source::Kafka(kafka) => crate::source::kafka::run(config, kafka, stager, shutdown).await,
+        Source::Kinesis(kinesis) => {
+            crate::source::kinesis::run(config, kinesis, &stager, mode, shutdown).await
+        }
     }
 }
 

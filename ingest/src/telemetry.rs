@@ -3,9 +3,9 @@
 //! batch, never per record.
 //!
 //! All metrics carry the constant label `stream`; the only other labels are
-//! the dead-letter `reason`, one of [`Reason::ALL`], and the Kafka
-//! `partition` (`<topic>-<n>`) of the lag gauge, present while the partition
-//! is assigned to this process.
+//! the dead-letter `reason`, one of [`Reason::ALL`], the Kafka `partition`
+//! (`<topic>-<n>`) of the lag gauge, present while the partition is assigned
+//! to this process, and for Kinesis the `shard`.
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
@@ -24,6 +24,12 @@
 //! | `tributary_ingest_kafka_lag_records` | gauge | Kafka: per assigned `partition`, the broker's high watermark minus the next offset to stage (messages produced but not yet staged) |
 //! | `tributary_ingest_kafka_assigned_partitions` | gauge | Kafka: partitions assigned to this process |
 //! | `tributary_ingest_kafka_rebalances_total` | counter | Kafka: assignments and revocations this process took part in |
+//! | `tributary_ingest_kinesis_records_total` | counter | Kinesis records read, by `shard` (an aggregate counts once; its user records are `received_records`) |
+//! | `tributary_ingest_kinesis_bytes_total` | counter | bytes of Kinesis record data read, by `shard` |
+//! | `tributary_ingest_kinesis_millis_behind_latest` | gauge | `MillisBehindLatest` of each shard's last GetRecords answer, by `shard` |
+//! | `tributary_ingest_kinesis_retries_total` | counter | Kinesis calls retried after throttling (`error` = the exception name) or a `connection`/`server` error |
+//! | `tributary_ingest_kinesis_leases_held` | gauge | shard leases this worker holds |
+//! | `tributary_ingest_kinesis_lease_changes_total` | counter | lease changes of this worker, by `change`: `acquired`, `released`, `finished` (shard read to its end), `lost` |
 
 use std::time::Duration;
 
@@ -35,6 +41,9 @@ use tributary_lake::PartitionId;
 use tributary_lake::dead_letter::Reason;
 
 use crate::batch::EncodedBatch;
+
+mod kinesis;
+pub use kinesis::KinesisMetrics;
 
 /// Ingest's metrics, registered in a Prometheus [`Registry`].
 #[derive(Debug, Clone)]
@@ -54,6 +63,8 @@ pub struct IngestTelemetry {
     kafka_lag: IntGaugeVec,
     kafka_assigned: IntGauge,
     kafka_rebalances: IntCounter,
+    /// The Kinesis source's metrics.
+    pub(crate) kinesis: KinesisMetrics,
 }
 
 /// A copy of ingest's counters at one moment (for reports and the quickstart).
@@ -169,6 +180,7 @@ impl IngestTelemetry {
                 "kafka_rebalances_total",
                 "Kafka: assignments and revocations this process took part in.",
             )?,
+            kinesis: KinesisMetrics::register(registry, stream)?,
         })
     }
 

@@ -18,14 +18,26 @@
 //!   watermark in one Delta transaction, then delete the staged files.
 //! ```
 //!
-//! Positions are `u64`s: byte offsets for files, offsets for Kafka.
+//! Positions are `u64`s: byte offsets for files, offsets for Kafka. Sources
+//! whose own positions do not fit (Kinesis sequence numbers) number their
+//! batches densely and keep their own first/last position in row-file
+//! metadata under [`META_SOURCE_PREFIX`]; after each commit the compactor
+//! copies that metadata of a partition's newest compacted file into a
+//! *compacted marker* before it deletes the files, so the source position
+//! of the table's watermark is always readable:
+//!
+//! ```text
+//!   staged <first>.avro {tributary.source.*}  ── compact ──► Delta commit (txn = last)
+//!        ──► put _tributary/compacted/<stream>/<partition>/<last>.json {tributary.source.*}
+//!        ──► delete the staged files
+//! ```
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Result};
 use crate::layout::{PartitionId, parse_position_name};
@@ -40,6 +52,11 @@ pub const META_FIRST_POSITION: &str = "tributary.first_position";
 /// Row-file metadata key: the last source position the file covers (every
 /// message up to it was staged here or dead-lettered).
 pub const META_LAST_POSITION: &str = "tributary.last_position";
+
+/// Row-file metadata keys with this prefix hold the source's own position
+/// of the batch (e.g. `tributary.source.last_sequence`), copied into the
+/// compacted marker when the file is compacted.
+pub const META_SOURCE_PREFIX: &str = "tributary.source.";
 
 /// A staged row file as listed in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +207,80 @@ pub async fn resume_after(
     Ok(watermark.max(staged))
 }
 
+/// Records the source positions (metadata keys under
+/// [`META_SOURCE_PREFIX`]) of `partition`'s row file whose last position is
+/// `last`, once its rows are committed to the table and before the file is
+/// deleted. Does nothing for files without source positions. Older markers
+/// of the partition are removed (best effort: only the newest counts).
+pub async fn write_compacted_marker(
+    store: &dyn ObjectStore,
+    partition: &PartitionId,
+    last: u64,
+    metadata: &BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
+    let source: BTreeMap<&str, String> = metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with(META_SOURCE_PREFIX))
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    if source.is_empty() {
+        return Ok(());
+    }
+    let path = partition.compacted_marker(last);
+    let body = serde_json::json!({ "last_position": last, "source": source }).to_string();
+    match store
+        .put_opts(
+            &path,
+            PutPayload::from(body),
+            PutOptions::from(PutMode::Create),
+        )
+        .await
+    {
+        Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(Error::store(&path, e)),
+    }
+    let dir = partition.compacted_dir();
+    if let Ok(listed) = store.list(Some(&dir)).try_collect::<Vec<_>>().await {
+        for meta in listed {
+            let older = meta
+                .location
+                .filename()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|p| p < last);
+            if older {
+                let _ = store.delete(&meta.location).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The source positions recorded by [`write_compacted_marker`] for
+/// `partition` at `last`, keyed like the row-file metadata; `None` when
+/// there is no such marker.
+pub async fn compacted_marker(
+    store: &dyn ObjectStore,
+    partition: &PartitionId,
+    last: u64,
+) -> Result<Option<BTreeMap<String, String>>> {
+    let path = partition.compacted_marker(last);
+    let bytes = match crate::read_object(store, &path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    #[derive(serde::Deserialize)]
+    struct Marker {
+        source: BTreeMap<String, String>,
+    }
+    let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptRowFile {
+        path: path.to_string(),
+        reason: format!("not a compacted marker: {e}"),
+    })?;
+    Ok(Some(marker.source))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +301,42 @@ mod tests {
         );
         w.append(&[Value::Long(first as i64)]).unwrap();
         w.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn compacted_markers_keep_the_newest_source_position() {
+        let store = InMemory::new();
+        let p = PartitionId::new("s", "shard-1");
+        let source = |seq: &str| {
+            BTreeMap::from([
+                (META_LAST_POSITION.to_string(), b"1".to_vec()),
+                (
+                    format!("{META_SOURCE_PREFIX}last_sequence"),
+                    seq.as_bytes().to_vec(),
+                ),
+            ])
+        };
+        // Files without source positions need no marker.
+        write_compacted_marker(&store, &p, 5, &BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(compacted_marker(&store, &p, 5).await.unwrap(), None);
+        write_compacted_marker(&store, &p, 10, &source("111"))
+            .await
+            .unwrap();
+        write_compacted_marker(&store, &p, 20, &source("222"))
+            .await
+            .unwrap();
+        let marker = compacted_marker(&store, &p, 20).await.unwrap().unwrap();
+        assert_eq!(
+            marker,
+            BTreeMap::from([(
+                format!("{META_SOURCE_PREFIX}last_sequence"),
+                "222".to_string()
+            )])
+        );
+        // The older marker is gone; the chain's own metadata is not copied.
+        assert_eq!(compacted_marker(&store, &p, 10).await.unwrap(), None);
     }
 
     #[tokio::test]

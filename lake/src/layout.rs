@@ -6,6 +6,7 @@
 //! <table>/_tributary/staging/<stream>/<partition>/<first>.avro      row files
 //! <table>/_tributary/dead-letter/<stream>/<partition>/<first>.avro  rejected messages
 //! <table>/_tributary/leases/<name>/<epoch>.json                    leases (see [`crate::lease`])
+//! <table>/_tributary/compacted/<stream>/<partition>/<last>.json     source positions of compacted batches
 //! ```
 //!
 //! `<first>` is the batch's first source position as 20 zero-padded decimal
@@ -96,6 +97,25 @@ impl PartitionId {
 }
 
 impl PartitionId {
+    /// Folder of this partition's compacted markers (see
+    /// [`crate::chain::write_compacted_marker`]).
+    pub fn compacted_dir(&self) -> Path {
+        Path::from(format!(
+            "{TRIBUTARY_DIR}/compacted/{}/{}",
+            self.stream, self.partition
+        ))
+    }
+
+    /// Object of the compacted marker of the batch whose last position is `last`.
+    pub fn compacted_marker(&self, last: u64) -> Path {
+        Path::from(format!(
+            "{TRIBUTARY_DIR}/compacted/{}/{}/{}.json",
+            self.stream,
+            self.partition,
+            position_name(last)
+        ))
+    }
+
     /// Object of the dead letters the compactor wrote for the row file at `first`.
     pub fn compactor_dead_letter_file(&self, first: u64) -> Path {
         Path::from(format!(

@@ -116,6 +116,15 @@ async fn write_epoch(
 }
 
 impl Lease {
+    /// Who holds lease `name` now, without taking it: `None` if it was never
+    /// taken. A released lease has `expires_at_ms` 0.
+    pub async fn holder(store: &dyn ObjectStore, name: &str) -> Result<Option<HeldBy>> {
+        Ok(newest(store, name).await?.map(|(_, h)| HeldBy {
+            owner: h.owner,
+            expires_at_ms: h.expires_at_ms,
+        }))
+    }
+
     /// Takes lease `name` for `owner` for `duration`, if it is free, expired,
     /// or already `owner`'s. `Ok(Err(held))` names the current holder when it
     /// is not.
@@ -226,6 +235,11 @@ impl Lease {
         };
         write_epoch(store, &self.name, self.epoch + 1, &holder).await?;
         Ok(())
+    }
+
+    /// When the lease runs out, in milliseconds since the Unix epoch.
+    pub fn expires_at_ms(&self) -> i64 {
+        self.expires_at_ms
     }
 
     /// The lease's name.

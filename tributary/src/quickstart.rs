@@ -71,6 +71,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
                 format: FileFormat::LengthPrefixed,
             }),
             kafka: None,
+            kinesis: None,
             batch: Default::default(),
             max_message_bytes: 10 * 1024 * 1024,
             dead_letter_max_payload_bytes: 1024 * 1024,

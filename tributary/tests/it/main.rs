@@ -10,6 +10,7 @@ mod crash;
 mod faults;
 mod forget;
 mod kafka;
+mod kinesis;
 mod operations;
 mod pipeline;
 mod registry;
