@@ -75,6 +75,27 @@ pub enum SourceItem {
 }
 
 impl SourceItem {
+    /// The dead letter of a message of `payload` bytes at `position` that is
+    /// longer than `max_message_bytes`, keeping at most
+    /// `dead_letter_max_payload_bytes` of it.
+    pub fn oversized(
+        position: u64,
+        payload: &[u8],
+        max_message_bytes: u64,
+        dead_letter_max_payload_bytes: u64,
+    ) -> Self {
+        SourceItem::Bad(DeadLetter::new(
+            position,
+            Reason::Oversized,
+            format!(
+                "message of {} bytes exceeds ingest.max_message_bytes ({max_message_bytes})",
+                payload.len()
+            ),
+            payload,
+            dead_letter_max_payload_bytes,
+        ))
+    }
+
     /// The item's position.
     pub fn position(&self) -> u64 {
         match self {

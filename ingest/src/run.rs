@@ -113,11 +113,8 @@ impl Stager {
         let batch = batch?;
         let store = self.lake.store();
         if let Some(file) = &batch.dead_letter_file {
-            let path = id.dead_letter_file(batch.first);
-            store
-                .put(&path, file.clone().into())
-                .await
-                .map_err(|e| tributary_lake::Error::store(&path, e))?;
+            chain::stage_dead_letters(store.as_ref(), id, batch.first, batch.last, file.clone())
+                .await?;
         }
         let outcome = chain::stage(store.as_ref(), id, batch.first, batch.row_file.clone()).await?;
         match outcome {

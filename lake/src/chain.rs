@@ -106,6 +106,43 @@ pub async fn stage(
     }
 }
 
+/// Writes the dead letters of a batch of `partition` covering
+/// `[first, last]` (before its row file is staged), create-only at
+/// `<first>.avro`. If that name holds the dead letters of another extent —
+/// another writer staged from the same first position (a zombie), or this
+/// partition batched differently before a crash — ours go beside it at
+/// `<first>-<last>.avro`: whichever row file wins the chain decides which
+/// rows exist, but no writer's dead letters may be lost (where the extents
+/// overlap, a dead letter is recorded twice).
+pub async fn stage_dead_letters(
+    store: &dyn ObjectStore,
+    partition: &PartitionId,
+    first: u64,
+    last: u64,
+    file: Bytes,
+) -> Result<()> {
+    let path = partition.dead_letter_file(first);
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store.put_opts(&path, file.clone().into(), options).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            if last_position_of(store, &path).await? == last {
+                return Ok(());
+            }
+            let other = partition.dead_letter_file_of_extent(first, last);
+            store
+                .put(&other, file.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::store(&other, e))
+        }
+        Err(e) => Err(Error::store(&path, e)),
+    }
+}
+
 /// The staged row files of `partition`, in position order.
 pub async fn staged_files(
     store: &dyn ObjectStore,
@@ -370,5 +407,44 @@ mod tests {
             .collect();
         assert_eq!(firsts, vec![0, 100]);
         assert_eq!(staged_partitions(&store).await.unwrap(), vec![p]);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_of_another_extent_are_kept_beside_the_first() {
+        use crate::dead_letter::{self, DeadLetter, Reason};
+        let store = InMemory::new();
+        let p = PartitionId::new("s", "p");
+        let letters = |at: u64| {
+            let letter = DeadLetter::new(at, Reason::Framing, "bad", b"x", 10);
+            dead_letter::encode(&p, 0, at, &[letter], Codec::Zstd).unwrap()
+        };
+        // The first writer; the same batch again (a retry) changes nothing.
+        stage_dead_letters(&store, &p, 0, 50, letters(50))
+            .await
+            .unwrap();
+        stage_dead_letters(&store, &p, 0, 50, letters(50))
+            .await
+            .unwrap();
+        // Another writer from the same first position with another extent.
+        stage_dead_letters(&store, &p, 0, 99, letters(99))
+            .await
+            .unwrap();
+        let names: Vec<String> = store
+            .list(None)
+            .map_ok(|m| m.location.filename().unwrap().to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        let first = crate::layout::position_name(0);
+        let last = crate::layout::position_name(99);
+        assert_eq!(
+            names,
+            vec![format!("{first}-{last}.avro"), format!("{first}.avro")]
+        );
+        let kept = crate::read_object(&store, &p.dead_letter_file(0))
+            .await
+            .unwrap();
+        let (_, metadata) = RowFile::decode_header(&kept, "kept").unwrap();
+        assert_eq!(last_position(&metadata, "kept").unwrap(), 50);
     }
 }

@@ -94,6 +94,19 @@ impl PartitionId {
             position_name(first)
         ))
     }
+
+    /// Object of the dead-letter file of a batch `[first, last]` whose
+    /// [`dead_letter_file`](Self::dead_letter_file) name another writer took
+    /// with another extent (see [`crate::chain::stage_dead_letters`]).
+    pub fn dead_letter_file_of_extent(&self, first: u64, last: u64) -> Path {
+        Path::from(format!(
+            "{TRIBUTARY_DIR}/dead-letter/{}/{}/{}-{}.avro",
+            self.stream,
+            self.partition,
+            position_name(first),
+            position_name(last)
+        ))
+    }
 }
 
 impl PartitionId {

@@ -526,17 +526,12 @@ impl State {
             ));
         };
         if payload.len() as u64 > settings.max_message_bytes {
-            return SourceItem::Bad(DeadLetter::new(
+            return SourceItem::oversized(
                 position,
-                Reason::Oversized,
-                format!(
-                    "message of {} bytes exceeds ingest.max_message_bytes ({})",
-                    payload.len(),
-                    settings.max_message_bytes
-                ),
                 payload,
+                settings.max_message_bytes,
                 settings.dead_letter_max_payload_bytes,
-            ));
+            );
         }
         let mut item = Message::new(position, payload.to_vec());
         item.schema_header = message.headers().and_then(|headers| {

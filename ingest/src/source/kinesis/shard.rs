@@ -460,17 +460,12 @@ fn message(
     columns: FlatRow,
 ) -> SourceItem {
     if payload.len() as u64 > ctx.max_message_bytes {
-        return SourceItem::Bad(DeadLetter::new(
+        return SourceItem::oversized(
             position,
-            Reason::Oversized,
-            format!(
-                "message of {} bytes exceeds ingest.max_message_bytes ({})",
-                payload.len(),
-                ctx.max_message_bytes
-            ),
             &payload,
+            ctx.max_message_bytes,
             ctx.dead_letter_max_payload_bytes,
-        ));
+        );
     }
     let mut message = Message::new(position, payload);
     message.columns = columns;
