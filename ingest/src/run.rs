@@ -31,7 +31,7 @@ pub enum Mode {
 
 /// What every partition worker shares: how batches are encoded and staged,
 /// and where partitions resume. Sources other than files use it through
-/// [`Stager::stage`] and [`Stager::resume_after`].
+/// [`Stager::stage`] and [`Stager::resume_all`].
 pub(crate) struct Stager {
     pub(crate) lake: Lake,
     pub(crate) settings: BatchSettings,
@@ -58,13 +58,18 @@ impl Stager {
         })
     }
 
-    /// Where `id` resumes (DESIGN.md, "Exactly-once into the table"): after
-    /// the greater of the table's watermark, read now, and the newest staged
-    /// file's last position; `None` means from the start.
-    pub(crate) async fn resume_after(&self, id: &PartitionId) -> Result<Option<u64>> {
+    /// Where each of `ids` resumes (DESIGN.md, "Exactly-once into the
+    /// table"): after the greater of the table's watermark, read now (one
+    /// table load for all), and the newest staged file's last position;
+    /// `None` means from the start.
+    pub(crate) async fn resume_all(&self, ids: &[PartitionId]) -> Result<Vec<Option<u64>>> {
         let table = self.lake.load_table().await?;
-        let watermark = self.lake.watermark(table.as_ref(), id).await?;
-        Ok(chain::resume_after(self.lake.store().as_ref(), id, watermark).await?)
+        let store = self.lake.store().as_ref();
+        futures::future::try_join_all(ids.iter().map(|id| async {
+            let watermark = self.lake.watermark(table.as_ref(), id).await?;
+            Ok(chain::resume_after(store, id, watermark).await?)
+        }))
+        .await
     }
 
     /// Encodes `items` (read from `id` since `started`) off the reactor and
@@ -175,8 +180,8 @@ async fn run_files(
     if files.path == "-" {
         let id = PartitionId::new(&config.stream, "stdin");
         let mut types = stager.types.clone();
-        let mut stdin =
-            StdinPartition::spawn(&config.stream, stager.resume_after(&id).await?, &limits);
+        let after = stager.resume_all(std::slice::from_ref(&id)).await?;
+        let mut stdin = StdinPartition::spawn(&config.stream, after[0], &limits);
         telemetry.source_answered(true);
         while !stdin.is_finished() && !*shutdown.borrow() {
             let started = Instant::now();
@@ -211,18 +216,17 @@ async fn run_files(
             path: dir.to_path_buf(),
             source,
         })?;
-        for (name, path) in listed {
-            if !partitions.contains_key(&name) {
-                let id = PartitionId::new(&config.stream, &name);
-                let after = stager.resume_after(&id).await?;
-                partitions.insert(
-                    name.clone(),
-                    (
-                        FilePartition::new(&config.stream, &name, path, after),
-                        stager.types.clone(),
-                    ),
-                );
-            }
+        let new: Vec<_> = listed
+            .into_iter()
+            .filter(|(name, _)| !partitions.contains_key(name))
+            .collect();
+        let ids: Vec<_> = new
+            .iter()
+            .map(|(name, _)| PartitionId::new(&config.stream, name))
+            .collect();
+        for ((name, path), after) in new.into_iter().zip(stager.resume_all(&ids).await?) {
+            let part = FilePartition::new(&config.stream, &name, path, after);
+            partitions.insert(name, (part, stager.types.clone()));
         }
         let open: Vec<_> = std::mem::take(&mut partitions)
             .into_iter()

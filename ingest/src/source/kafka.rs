@@ -411,26 +411,31 @@ impl State {
         consumer: &BaseConsumer<Context>,
         tpl: &mut TopicPartitionList,
     ) -> Result<()> {
-        let mut failure = None;
         let assigned: Vec<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect();
-        for (topic, number) in assigned {
-            let id = PartitionId::new(&self.settings.stream, &partition_name(&topic, number));
-            let offset = match self.handle.block_on(self.shared.resume_after(&id)) {
-                Ok(Some(last)) => Offset::Offset(last as i64 + 1),
-                Ok(None) => match self.settings.start {
+        let ids: Vec<PartitionId> = assigned
+            .iter()
+            .map(|(topic, number)| {
+                PartitionId::new(&self.settings.stream, &partition_name(topic, *number))
+            })
+            .collect();
+        let (resumed, failure) = match self.handle.block_on(self.shared.resume_all(&ids)) {
+            Ok(resumed) => (resumed, None),
+            // Assigned but never read: the process stops with the error
+            // and the group hands the partitions on.
+            Err(error) => (vec![None; ids.len()], Some(error)),
+        };
+        for (((topic, number), id), after) in assigned.into_iter().zip(ids).zip(resumed) {
+            let offset = match (after, &failure) {
+                (_, Some(_)) => Offset::End,
+                (Some(last), None) => Offset::Offset(last as i64 + 1),
+                (None, None) => match self.settings.start {
                     StartPosition::Earliest => Offset::Beginning,
                     StartPosition::Latest => Offset::End,
                 },
-                Err(error) => {
-                    // Assigned but never read: the process stops with the
-                    // error and the group hands the partition on.
-                    failure.get_or_insert(error);
-                    Offset::End
-                }
             };
             tracing::info!(partition = %id, ?offset, "kafka partition assigned; resuming from the lake");
             self.generation += 1;
