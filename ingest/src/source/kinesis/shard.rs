@@ -252,14 +252,15 @@ pub async fn read_shard(
         }
     }
     let resume = resume(ctx.stager, &id).await?;
-    if resume.shard_end {
-        mark_finished(ctx, &id).await?;
+    tracing::info!(
+        shard = %id, next_batch = resume.next_batch, after = ?resume.after,
+        shard_end = resume.shard_end, "resuming shard"
+    );
+    let Some((mut batch, mut iterator, mut last_read)) =
+        reading_from(ctx, &id, shard, has_parents, resume, &mut control).await?
+    else {
         return Ok(ShardExit::Finished);
-    }
-    tracing::info!(shard = %id, next_batch = resume.next_batch, after = ?resume.after, "reading shard");
-    let mut batch = OpenBatch::new(resume.next_batch);
-    let mut iterator = new_iterator(ctx, shard, has_parents, &resume.after, &mut control).await?;
-    let mut last_read = resume.after.clone();
+    };
     let mut backoff = Duration::ZERO;
     let mut last_call: Option<Instant> = None;
     let limit = ctx.config.max_records_per_call;
@@ -318,14 +319,12 @@ pub async fn read_shard(
                     Staged::Continue => {}
                     Staged::LeaseExpired => return Ok(ShardExit::LeaseExpired),
                     Staged::Reseek(at) => {
-                        if at.shard_end {
-                            mark_finished(ctx, &id).await?;
+                        let Some(position) =
+                            reading_from(ctx, &id, shard, has_parents, at, &mut control).await?
+                        else {
                             return Ok(ShardExit::Finished);
-                        }
-                        batch = OpenBatch::new(at.next_batch);
-                        iterator =
-                            new_iterator(ctx, shard, has_parents, &at.after, &mut control).await?;
-                        last_read = at.after;
+                        };
+                        (batch, iterator, last_read) = position;
                         reseeked = true;
                         break;
                     }
@@ -356,14 +355,12 @@ pub async fn read_shard(
                 Staged::Continue => {}
                 Staged::LeaseExpired => return Ok(ShardExit::LeaseExpired),
                 Staged::Reseek(at) => {
-                    if at.shard_end {
-                        mark_finished(ctx, &id).await?;
+                    let Some(position) =
+                        reading_from(ctx, &id, shard, has_parents, at, &mut control).await?
+                    else {
                         return Ok(ShardExit::Finished);
-                    }
-                    batch = OpenBatch::new(at.next_batch);
-                    iterator =
-                        new_iterator(ctx, shard, has_parents, &at.after, &mut control).await?;
-                    last_read = at.after;
+                    };
+                    (batch, iterator, last_read) = position;
                     continue;
                 }
             }
@@ -546,6 +543,30 @@ async fn stage(
 }
 
 /// A new shard iterator after `after`, or at the configured start.
+/// Where reading goes on from `resume` (the lake's position, or the end of
+/// another writer's batch): the open batch, the shard iterator and the last
+/// sequence number read; `None` once the shard is staged to its end (then it
+/// is marked finished).
+async fn reading_from(
+    ctx: &ShardContext<'_>,
+    id: &PartitionId,
+    shard: &Shard,
+    has_parents: bool,
+    resume: Resume,
+    control: &mut ShardControl,
+) -> Result<Option<(OpenBatch, Option<String>, Option<String>)>> {
+    if resume.shard_end {
+        mark_finished(ctx, id).await?;
+        return Ok(None);
+    }
+    let iterator = new_iterator(ctx, shard, has_parents, &resume.after, control).await?;
+    Ok(Some((
+        OpenBatch::new(resume.next_batch),
+        iterator,
+        resume.after,
+    )))
+}
+
 async fn new_iterator(
     ctx: &ShardContext<'_>,
     shard: &Shard,
