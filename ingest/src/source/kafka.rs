@@ -58,6 +58,7 @@ use tributary_lake::PartitionId;
 use tributary_lake::chain::StageOutcome;
 use tributary_lake::dead_letter::{DeadLetter, Reason};
 use tributary_lake::rowfile::{ColumnType, Value};
+use tributary_schema_registry::avro::hex;
 
 use crate::batch::{ColumnTypes, Message, SourceItem};
 use crate::error::{Error, Result};
@@ -612,7 +613,9 @@ impl State {
         });
     }
 
-    /// Dispatches every batch that is full or has waited `max_latency`.
+    /// Dispatches the batch of every partition with none in flight whose
+    /// oldest message has waited `max_latency` (full batches are dispatched
+    /// as they fill, in `push` and `apply`).
     fn dispatch_due(&mut self, consumer: &BaseConsumer<Context>) {
         let due: Vec<Key> = self
             .partitions
@@ -760,14 +763,7 @@ fn metadata_columns(names: &[Arc<str>; 5], message: &BorrowedMessage<'_>) -> Fla
     let key = message.key().map_or(Value::Null, |key| {
         Value::String(match std::str::from_utf8(key) {
             Ok(text) => text.to_string(),
-            Err(_) => {
-                let mut hex = String::with_capacity(2 + key.len() * 2);
-                hex.push_str("0x");
-                for byte in key {
-                    hex.push_str(&format!("{byte:02x}"));
-                }
-                hex
-            }
+            Err(_) => format!("0x{}", hex(key)),
         })
     });
     let values = [

@@ -953,7 +953,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`: how Avro `bytes` and `fixed` values become
+/// text columns (and how ingest shows binary Kafka keys).
+pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");

@@ -93,6 +93,20 @@ fn levels(table: &Path) -> Vec<(String, String)> {
 }
 
 /// Both schema versions' records are in the table; v1 rows have no level.
+/// Ingests the frames in `input` once with the registry section `registry`
+/// into `<dir>/table`, compacts, checks that every record of both schema
+/// versions is there, and returns the dead letters.
+fn ingest_both_versions(dir: &Path, input: &Path, registry: &str) -> Vec<(String, String)> {
+    let table = dir.join("table");
+    let config = ingest_config(dir, input, &table, registry);
+    let config = config.to_str().unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    assert_keys(&table, &expected_keys());
+    assert_two_versions(&table);
+    dead_letters(&table)
+}
+
 fn assert_two_versions(table: &Path) {
     let levels = levels(table);
     let half = (ENVELOPES / 2 * 3) as usize;
@@ -147,20 +161,11 @@ print(json.dumps([f[:5].hex() for f in frames]))
         "Confluent framing: {headers:?}"
     );
 
-    let table = dir.path().join("table");
-    let config = ingest_config(
+    let letters = ingest_both_versions(
         dir.path(),
         &input,
-        &table,
         &format!("[ingest.registry]\nurl = \"http://127.0.0.1:{port}\"\n"),
     );
-    let config = config.to_str().unwrap();
-    run_ok(&["ingest", "--config", config, "--once"]);
-    run_ok(&["compact", "--config", config, "--once"]);
-
-    assert_keys(&table, &expected_keys());
-    assert_two_versions(&table);
-    let letters = dead_letters(&table);
     let reasons: Vec<&str> = letters.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(reasons, vec!["decode", "unknown_schema"], "{letters:?}");
     assert!(letters[1].1.contains("schema id 999999"), "{letters:?}");
@@ -203,23 +208,14 @@ print(json.dumps(sorted({{str(uuid.UUID(bytes=f[2:18])) for f in frames[:-1]}}))
     .unwrap();
     assert_eq!(versions.len(), 2, "two schema versions: {versions:?}");
 
-    let table = dir.path().join("table");
-    let config = ingest_config(
+    let letters = ingest_both_versions(
         dir.path(),
         &input,
-        &table,
         &format!(
             "[ingest.registry.glue]\nregion = \"us-east-1\"\nendpoint = \"{}\"\n",
             s3::endpoint()
         ),
     );
-    let config = config.to_str().unwrap();
-    run_ok(&["ingest", "--config", config, "--once"]);
-    run_ok(&["compact", "--config", config, "--once"]);
-
-    assert_keys(&table, &expected_keys());
-    assert_two_versions(&table);
-    let letters = dead_letters(&table);
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].0, "unknown_schema");
     assert!(
