@@ -54,13 +54,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether a Delta commit lost to another writer's commit and gave up
-    /// (a conflict it could not retry past). The round can be run again.
+    /// Whether the operation lost to another writer and committed nothing:
+    /// a Delta commit conflict it could not retry past, or a table-partition
+    /// lease that expired and was taken over before the commit. The round can
+    /// be run again.
     pub fn is_commit_conflict(&self) -> bool {
         use deltalake::DeltaTableError;
         use deltalake::kernel::transaction::TransactionError;
         match self {
-            Error::RoundOvertaken { .. } | Error::ErasureArrived => true,
+            Error::RoundOvertaken { .. }
+            | Error::ErasureArrived
+            | Error::Lake(tributary_lake::Error::LeaseLost { .. }) => true,
             Error::Delta { source, .. } => matches!(
                 source.as_ref(),
                 DeltaTableError::Transaction {

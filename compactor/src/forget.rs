@@ -504,6 +504,11 @@ async fn erase_from_table(
             Ok(done) => done,
             Err(error) => {
                 leases.release(lake).await;
+                if error.is_commit_conflict() && attempt < ATTEMPTS {
+                    tracing::info!(%error, attempt, "forget rewrite lost a lease; planning again");
+                    attempt += 1;
+                    continue;
+                }
                 return Err(error);
             }
         };
