@@ -13,16 +13,18 @@
 //! (default 10,000,000) sets the table's size, `TRIBUTARY_BENCH_DIR` keeps the
 //! lake in a directory of your choice. Prints a table, then one line of JSON.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use deltalake::arrow::array::AsArray;
+use deltalake::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
+use deltalake::arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use serde_json::json;
 use tributary_compactor::files::TableFile;
 use tributary_compactor::forget::{ForgetInput, ForgetOptions, ForgetReport, forget};
 use tributary_config::{CompactConfig, LakeConfig};
-use tributary_lake::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
+use tributary_lake::rowfile::{self, Codec};
 use tributary_lake::{Lake, PartitionId, chain};
 
 use crate::process::{proc_status_bytes, reset_peak_rss};
@@ -239,44 +241,54 @@ async fn first_keys(lake: &Lake, path: &Path, size: u64, n: usize) -> anyhow::Re
 /// Stages `rows` synthetic rows as row files of one source partition.
 async fn stage(lake: &Lake, rows: u64) -> anyhow::Result<()> {
     let partition = PartitionId::new("bench", "synthetic");
-    let schema = RowSchema {
-        columns: vec![
-            Column::required("_key", ColumnType::String),
-            Column::required("_position", ColumnType::Long),
-            Column::nullable("date", ColumnType::String),
-            Column::nullable("user_id", ColumnType::String),
-            Column::nullable("user_email", ColumnType::String),
-            Column::nullable("level", ColumnType::String),
-            Column::nullable("message", ColumnType::String),
-            Column::nullable("ts", ColumnType::Long),
-        ],
-    };
     const LEVELS: [&str; 4] = ["DEBUG", "INFO", "WARN", "ERROR"];
     const MESSAGES: [&str; 4] = ["request served", "cache miss", "slow upstream", "retrying"];
     let mut first = 0;
     while first < rows {
         let last = (first + ROWS_PER_FILE).min(rows) - 1;
-        let mut writer = RowFileWriter::new(
-            schema.clone(),
+        // A cheap mix so users and dates are spread, not in runs.
+        let mixed: Vec<u64> = (first..=last)
+            .map(|n| n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20)
+            .collect();
+        let text = |f: &dyn Fn(u64, u64) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(
+                (first..=last).zip(&mixed).map(|(n, m)| f(n, *m)),
+            ))
+        };
+        let batch = RecordBatch::try_from_iter([
+            ("_key", text(&|n, _| format!("k{n:012}"))),
+            (
+                "_position",
+                Arc::new(Int64Array::from_iter_values(
+                    (first..=last).map(|n| n as i64),
+                )) as ArrayRef,
+            ),
+            (
+                "date",
+                text(&|_, m| format!("2026-11-{:02}", 10 + m % DATES)),
+            ),
+            ("user_id", text(&|_, m| format!("u-{:07}", m % USERS))),
+            (
+                "user_email",
+                text(&|_, m| format!("user{}@example.com", m % USERS)),
+            ),
+            ("level", text(&|n, _| LEVELS[(n % 4) as usize].into())),
+            ("message", text(&|_, m| MESSAGES[(m % 4) as usize].into())),
+            (
+                "ts",
+                Arc::new(Int64Array::from_iter_values(
+                    mixed
+                        .iter()
+                        .map(|m| 1_795_000_000_000 + (m % 86_400_000) as i64),
+                )) as ArrayRef,
+            ),
+        ])?;
+        let file = rowfile::write(
+            &batch,
             Codec::Zstd,
             chain::file_metadata(&partition, first, last),
-        );
-        for n in first..=last {
-            // A cheap mix so users and dates are spread, not in runs.
-            let mixed = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
-            let user = mixed % USERS;
-            writer.append(&[
-                Value::String(format!("k{n:012}")),
-                Value::Long(n as i64),
-                Value::String(format!("2026-11-{:02}", 10 + mixed % DATES)),
-                Value::String(format!("u-{user:07}")),
-                Value::String(format!("user{user}@example.com")),
-                Value::String(LEVELS[(n % 4) as usize].into()),
-                Value::String(MESSAGES[(mixed % 4) as usize].into()),
-                Value::Long(1_795_000_000_000 + (mixed % 86_400_000) as i64),
-            ])?;
-        }
-        chain::stage(lake.store().as_ref(), &partition, first, writer.finish()?).await?;
+        )?;
+        chain::stage(lake.store().as_ref(), &partition, first, file).await?;
         first = last + 1;
     }
     Ok(())

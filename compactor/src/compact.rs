@@ -13,15 +13,19 @@
 //! removes them); a crash after it leaves staged files whose rows are all at or
 //! below the new watermark, so the next round drops and deletes them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use deltalake::DeltaTable;
-use deltalake::arrow::array::{Array, AsArray, BooleanArray, StringArray, UInt32Array};
-use deltalake::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, StringArray, UInt32Array, new_null_array,
+};
+use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use deltalake::arrow::datatypes::Int64Type;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::json::LineDelimitedWriter;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -33,12 +37,11 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tributary_config::CompactConfig;
 use tributary_lake::chain::{self, StagedFile};
-use tributary_lake::columns::{arrow_type, table_columns};
+use tributary_lake::columns::{arrow_type, column_type, json_text, table_columns};
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
-use tributary_lake::rowfile::{Codec, ColumnType, RowFile, RowSchema, ValueRef};
+use tributary_lake::rowfile::{Codec, ColumnType, RowFile};
 use tributary_lake::{Lake, PartitionId};
 
-use crate::arrow_rows::{BatchBuilder, Source};
 use crate::error::{Error, Result};
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
 use crate::forget::{self, HashedIdentifiers};
@@ -174,16 +177,26 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     let mut headers = Vec::with_capacity(taken.len());
     let mut sources = Vec::with_capacity(taken.len());
     for t in &taken {
-        let (schema, meta) = RowFile::decode_header(&t.bytes, t.file.path.as_ref())?;
-        for column in &schema.columns {
-            match target.iter_mut().position(|(n, _)| *n == column.name) {
-                Some(i) if i >= fixed => target[i].1 = target[i].1.widen(&column.ty),
+        let (schema, meta) = RowFile::read_header(&t.bytes, t.file.path.as_ref())?;
+        for field in schema.fields() {
+            let ty = column_type(field.data_type()).ok_or_else(|| {
+                tributary_lake::Error::CorruptRowFile {
+                    path: t.file.path.to_string(),
+                    reason: format!(
+                        "column `{}` has type {} that Tributary does not compact",
+                        field.name(),
+                        field.data_type()
+                    ),
+                }
+            })?;
+            match target.iter_mut().position(|(n, _)| n == field.name()) {
+                Some(i) if i >= fixed => target[i].1 = target[i].1.widen(&ty),
                 Some(_) => {}
-                None => target.push((column.name.clone(), column.ty.clone())),
+                None => target.push((field.name().clone(), ty)),
             }
         }
         let last = chain::last_position(&meta, t.file.path.as_ref())?;
-        headers.push((schema, last));
+        headers.push(last);
         let source: BTreeMap<String, Vec<u8>> = meta
             .into_iter()
             .filter(|(k, _)| k.starts_with(chain::META_SOURCE_PREFIX))
@@ -214,7 +227,7 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     let mut memory = 0u64;
     let mut new_watermarks: BTreeMap<PartitionId, u64> = BTreeMap::new();
     let mut included = 0;
-    for (t, (schema, last)) in taken.iter().zip(headers) {
+    for (t, last) in taken.iter().zip(headers) {
         if included > 0 && memory >= config.memory_budget_bytes / 3 {
             // The rest waits for the next round. Files were taken in order per
             // partition, so every partition keeps a prefix and its watermark
@@ -241,7 +254,6 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
                     &target,
                     &arrow_schema,
                     fixed,
-                    schema,
                 )
             })
             .await
@@ -663,9 +675,9 @@ struct FileMetrics {
 
 type Converted = (Option<RecordBatch>, FileMetrics, Vec<DeadLetter>);
 
-/// Decodes one row file and converts the rows above `watermark` that the
-/// target types accept; the others are dead letters.
-#[allow(clippy::too_many_arguments)]
+/// Reads one row file and converts the rows above `watermark` into the
+/// target schema; rows holding a value that a table column's (fixed) type
+/// does not accept are dead letters instead.
 fn convert_file(
     bytes: &[u8],
     path: &str,
@@ -674,99 +686,110 @@ fn convert_file(
     target: &[(String, ColumnType)],
     arrow_schema: &SchemaRef,
     fixed: usize,
-    schema: RowSchema,
 ) -> Result<Converted> {
-    let by_name: HashMap<&str, usize> = schema
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.as_str(), i))
-        .collect();
-    let sources: Vec<Source> = target
-        .iter()
-        .map(|(name, ty)| Source {
-            index: by_name.get(name.as_str()).copied(),
-            ty: ty.clone(),
-        })
-        .collect();
-    // Columns whose file type the (fixed) table type does not accept need a
-    // per-row check; all others always fit.
-    let checked: Vec<(usize, String)> = sources
-        .iter()
-        .zip(target)
-        .take(fixed)
-        .filter_map(|(s, (name, ty))| {
-            let i = s.index?;
-            (!ty.accepts(&schema.columns[i].ty)).then(|| (i, name.clone()))
-        })
-        .collect();
-    let position_index = by_name.get("_position").copied();
-    let partition_index = target
-        .iter()
-        .position(|(n, _)| n == "_partition")
-        .unwrap_or(usize::MAX);
-    let mut metrics = FileMetrics {
-        rows_read: 0,
-        rows_below_watermark: 0,
-    };
-    let mut rejected = Vec::new();
-    let mut batch = BatchBuilder::new(sources, (partition_index, partition.to_string()), 1024);
-    RowFile::for_each_row(bytes, path, |row| {
-        metrics.rows_read += 1;
-        let position = match position_index.and_then(|i| row.get(i)) {
-            Some(ValueRef::Long(p)) => *p as u64,
-            _ => {
-                return Err(tributary_lake::Error::CorruptRowFile {
-                    path: path.to_string(),
-                    reason: "row without a _position".into(),
-                });
-            }
-        };
-        if watermark.is_some_and(|w| position <= w) {
-            metrics.rows_below_watermark += 1;
-            return Ok(());
-        }
-        if let Some((_, name)) = checked
-            .iter()
-            .find(|(i, _)| !matches!(row[*i], ValueRef::Null))
-        {
-            let error = format!(
-                "column `{name}` has a type in the table that does not accept this row's value"
-            );
-            let json = row_json(&schema, row);
-            rejected.push(DeadLetter::new(
-                position,
-                Reason::Schema,
-                error,
-                json.as_bytes(),
-                u64::MAX,
-            ));
-            return Ok(());
-        }
-        batch.append(row);
-        Ok(())
-    })?;
-    if batch.len() == 0 {
-        return Ok((None, metrics, rejected));
-    }
-    let batch = batch.finish(arrow_schema).map_err(|source| Error::Arrow {
+    let arrow_err = |source| Error::Arrow {
         path: path.to_string(),
         source,
-    })?;
+    };
+    let rows = RowFile::read(bytes, path)?.batch;
+    let mut metrics = FileMetrics {
+        rows_read: rows.num_rows() as u64,
+        rows_below_watermark: 0,
+    };
+    let positions = rows
+        .column_by_name("_position")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .filter(|p| p.null_count() == 0)
+        .ok_or_else(|| tributary_lake::Error::CorruptRowFile {
+            path: path.to_string(),
+            reason: "no _position column of longs without nulls".into(),
+        })?;
+    let rows = match watermark {
+        Some(w) => {
+            let above: BooleanArray = positions.iter().map(|p| p.map(|p| p as u64 > w)).collect();
+            metrics.rows_below_watermark = above.false_count() as u64;
+            filter_record_batch(&rows, &above).map_err(arrow_err)?
+        }
+        None => rows,
+    };
+
+    // Columns whose file type the (fixed) table type does not accept: a row
+    // with a value there is a dead letter.
+    let schema = rows.schema();
+    let checked: Vec<(&String, &ArrayRef)> = target[..fixed]
+        .iter()
+        .filter_map(|(name, ty)| {
+            let (i, field) = schema.column_with_name(name)?;
+            let accepted = column_type(field.data_type()).is_some_and(|t| ty.accepts(&t));
+            (!accepted).then(|| (name, rows.column(i)))
+        })
+        .collect();
+    let (rows, rejected) = if checked.is_empty() {
+        (rows, Vec::new())
+    } else {
+        let bad: BooleanArray = (0..rows.num_rows())
+            .map(|row| Some(checked.iter().any(|(_, c)| c.is_valid(row))))
+            .collect();
+        let rejected = rejected_rows(&rows, &bad, &checked).map_err(arrow_err)?;
+        let good = deltalake::arrow::compute::not(&bad).map_err(arrow_err)?;
+        (
+            filter_record_batch(&rows, &good).map_err(arrow_err)?,
+            rejected,
+        )
+    };
+    if rows.num_rows() == 0 {
+        return Ok((None, metrics, rejected));
+    }
+
+    let columns = target
+        .iter()
+        .map(|(name, ty)| {
+            let to = arrow_type(ty);
+            match rows.column_by_name(name) {
+                _ if name == "_partition" => Ok(Arc::new(StringArray::from_iter_values(
+                    std::iter::repeat_n(partition.to_string(), rows.num_rows()),
+                )) as ArrayRef),
+                None => Ok(new_null_array(&to, rows.num_rows())),
+                Some(column) if *ty == ColumnType::String => json_text(column),
+                Some(column) => cast(column, &to),
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(arrow_err)?;
+    let batch = RecordBatch::try_new(Arc::clone(arrow_schema), columns).map_err(arrow_err)?;
     Ok((Some(batch), metrics, rejected))
 }
 
-fn row_json(schema: &RowSchema, row: &[ValueRef<'_>]) -> String {
-    let object: serde_json::Map<String, serde_json::Value> = schema
-        .columns
+/// The dead letters of the rows `bad` marks, each holding its row as JSON.
+fn rejected_rows(
+    rows: &RecordBatch,
+    bad: &BooleanArray,
+    checked: &[(&String, &ArrayRef)],
+) -> std::result::Result<Vec<DeadLetter>, ArrowError> {
+    let indices: Vec<usize> = (0..rows.num_rows()).filter(|&i| bad.value(i)).collect();
+    let bad_rows = filter_record_batch(rows, bad)?;
+    let mut json = LineDelimitedWriter::new(Vec::new());
+    json.write(&bad_rows)?;
+    json.finish()?;
+    let json = json.into_inner();
+    let positions = rows
+        .column_by_name("_position")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>());
+    Ok(indices
         .iter()
-        .zip(row)
-        .map(|(c, v)| {
-            let text = v.to_value().to_json_text();
-            (c.name.clone(), serde_json::Value::String(text))
+        .zip(json.split(|b| *b == b'\n'))
+        .map(|(&row, line)| {
+            let column = checked
+                .iter()
+                .find(|(_, c)| c.is_valid(row))
+                .map_or("?", |(name, _)| name.as_str());
+            let error = format!(
+                "column `{column}` has a type in the table that does not accept this row's value"
+            );
+            let position = positions.map_or(0, |p| p.value(row) as u64);
+            DeadLetter::new(position, Reason::Schema, error, line, u64::MAX)
         })
-        .collect();
-    serde_json::Value::Object(object).to_string()
+        .collect())
 }
 
 /// Data files in the table, and their bytes.

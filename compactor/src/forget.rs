@@ -28,8 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deltalake::arrow::array::{Array, ArrayRef, AsArray};
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray};
+use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::DataType;
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Action;
 use deltalake::protocol::DeltaOperation;
 use futures::{StreamExt, TryStreamExt};
@@ -40,7 +43,7 @@ use sha2::{Digest, Sha256};
 use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
-use tributary_lake::rowfile::{Codec, RowFile, RowFileWriter, Value, ValueRef};
+use tributary_lake::rowfile::{self, Codec, RowFile};
 
 use crate::compact::{KEY_COLUMN, commit, delta_error, maintain_log};
 use crate::error::{Error, Result};
@@ -557,6 +560,59 @@ async fn erase_from_table(
     }
 }
 
+/// `rows` of a staged row file without the rows whose value in an erased
+/// column is erased; or, for a dead-letter file, with the payload of those
+/// rows and of rows whose payload holds an identifier blanked. Also how many
+/// rows changed.
+fn erase_rows(
+    rows: &RecordBatch,
+    matcher: &Matcher,
+    erase: &[Erase],
+    dead_letters: bool,
+) -> std::result::Result<(RecordBatch, u64), ArrowError> {
+    let mut matches = vec![false; rows.num_rows()];
+    for e in erase {
+        let Some(values) = rows
+            .column_by_name(&e.column)
+            .and_then(|c| c.as_string_opt::<i32>())
+        else {
+            continue;
+        };
+        for (row, value) in values.iter().enumerate() {
+            matches[row] |= value.is_some_and(|v| e.values.contains(v));
+        }
+    }
+    let payload = rows
+        .schema()
+        .index_of("payload")
+        .ok()
+        .filter(|_| dead_letters);
+    let Some(payload) = payload else {
+        let keep: BooleanArray = matches.iter().map(|m| Some(!m)).collect();
+        let changed = keep.false_count() as u64;
+        return Ok((filter_record_batch(rows, &keep)?, changed));
+    };
+    let Some(payloads) = rows.column(payload).as_binary_opt::<i32>() else {
+        return Ok((rows.clone(), 0));
+    };
+    let mut changed = 0;
+    let blanked: BinaryArray = payloads
+        .iter()
+        .zip(&matches)
+        .map(|(bytes, matched)| {
+            if *matched || bytes.is_some_and(|b| matcher.bytes_hold(b)) {
+                changed += 1;
+                bytes.map(|_| &b""[..])
+            } else {
+                bytes
+            }
+        })
+        .collect();
+    let mut columns = rows.columns().to_vec();
+    columns[payload] = Arc::new(blanked);
+    Ok((RecordBatch::try_new(rows.schema(), columns)?, changed))
+}
+
 /// Every `.avro` object under `_tributary/<dir>/`.
 async fn row_files(lake: &Lake, dir: &str) -> Result<Vec<(Path, u64)>> {
     let prefix = Path::from(format!("{TRIBUTARY_DIR}/{dir}"));
@@ -594,40 +650,14 @@ async fn erase_from_row_files(
             if !dead_letters {
                 report.staged_files_scanned += 1;
             }
-            let file = RowFile::decode(&bytes, path.as_ref())?;
-            let columns: Vec<usize> = file
-                .schema
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| erase.iter().any(|e| e.column == c.name))
-                .map(|(i, _)| i)
-                .collect();
-            let payload = file.schema.columns.iter().position(|c| c.name == "payload");
-            let mut changed = 0u64;
-            let mut rows = Vec::with_capacity(file.rows.len());
-            for mut row in file.rows {
-                let matches_column = columns.iter().any(|&i| {
-                    let name = &file.schema.columns[i].name;
-                    matches!(&row[i], Value::String(v)
-                        if erase.iter().any(|e| e.column == *name && e.values.contains(v)))
-                });
-                let matches_payload = dead_letters
-                    && payload.is_some_and(
-                        |p| matches!(&row[p], Value::Bytes(b) if matcher.bytes_hold(b)),
-                    );
-                if dead_letters && (matches_column || matches_payload) {
-                    if let Some(p) = payload {
-                        row[p] = Value::Bytes(Vec::new());
+            let file = RowFile::read(&bytes, path.as_ref())?;
+            let (rows, changed) =
+                erase_rows(&file.batch, matcher, erase, dead_letters).map_err(|source| {
+                    Error::Arrow {
+                        path: path.to_string(),
+                        source,
                     }
-                    changed += 1;
-                    rows.push(row);
-                } else if matches_column {
-                    changed += 1;
-                } else {
-                    rows.push(row);
-                }
-            }
+                })?;
             if changed == 0 {
                 continue;
             }
@@ -647,11 +677,7 @@ async fn erase_from_row_files(
                 .filter(|(k, _)| !k.starts_with("avro."))
                 .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
                 .collect();
-            let mut writer = RowFileWriter::new(file.schema.clone(), Codec::Zstd, metadata);
-            for row in &rows {
-                writer.append(row)?;
-            }
-            let body = writer.finish()?;
+            let body = rowfile::write(&rows, Codec::Zstd, metadata)?;
             lake.store()
                 .put(&path, PutPayload::from(body))
                 .await
@@ -854,21 +880,8 @@ async fn delete_unreferenced_matches(
 }
 
 fn row_file_holds(bytes: &[u8], name: &str, matcher: &Matcher) -> Result<bool> {
-    let mut found = false;
-    RowFile::for_each_row(bytes, name, |row| {
-        found = found || row.iter().any(|v| value_holds(v, matcher));
-        Ok(())
-    })?;
-    Ok(found)
-}
-
-fn value_holds(value: &ValueRef<'_>, matcher: &Matcher) -> bool {
-    match value {
-        ValueRef::String(s) => matcher.text_holds(s),
-        ValueRef::Bytes(b) => matcher.bytes_hold(b),
-        ValueRef::List(items) => items.iter().any(|v| value_holds(v, matcher)),
-        _ => false,
-    }
+    let file = RowFile::read(bytes, name)?;
+    Ok(file.batch.columns().iter().any(|c| array_holds(c, matcher)))
 }
 
 async fn parquet_holds(lake: &Lake, path: &Path, size: u64, matcher: &Matcher) -> Result<bool> {

@@ -8,7 +8,6 @@
 //! [`telemetry`] defines every metric the compactor exports.
 #![deny(missing_docs)]
 
-mod arrow_rows;
 pub mod compact;
 mod error;
 pub mod files;

@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::record_batch::RecordBatch;
 use rustc_hash::FxHashMap;
 use tributary_config::{ColumnTypeName, IngestConfig};
 use tributary_lake::PartitionId;
 use tributary_lake::chain::file_metadata;
-use tributary_lake::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
+use tributary_lake::columns::arrow_type;
+use tributary_lake::rowfile::{self, Codec, ColumnType};
 
 use tributary_schema_registry::avro::{Decoded, Plan, Val};
 use tributary_schema_registry::client::describe;
@@ -16,6 +19,7 @@ use tributary_schema_registry::wire;
 
 use crate::flatten::{FlatRow, Flattener};
 use crate::schemas::Schemas;
+use crate::value::{Value, array_of};
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
 
 /// A message read from a source.
@@ -516,44 +520,43 @@ impl RowsBuilder {
     ) -> tributary_lake::Result<Bytes> {
         // Columns that were null in every row of the batch have no type yet; they
         // are left out (absent means null), so nulls never fix a column's type.
-        let kept: Vec<(usize, Column)> = self
-            .columns
+        let mut fields = vec![
+            Field::new("_key", DataType::Utf8, false),
+            Field::new("_position", DataType::Int64, false),
+            Field::new("date", DataType::Utf8, true),
+        ];
+        let mut kept = vec![
+            (0, ColumnType::String),
+            (1, ColumnType::Long),
+            (2, ColumnType::String),
+        ];
+        for (i, name) in self.columns.iter().enumerate() {
+            if let Some(ty) = types.get(name) {
+                fields.push(Field::new(name.as_ref(), arrow_type(ty), true));
+                kept.push((SYSTEM_COLUMNS + i, ty.clone()));
+            }
+        }
+        let columns = kept
             .iter()
-            .enumerate()
-            .filter_map(|(i, name)| {
-                Some((
-                    SYSTEM_COLUMNS + i,
-                    Column::nullable(name.to_string(), types.get(name)?.clone()),
-                ))
+            .map(|(i, ty)| {
+                array_of(
+                    self.rows.iter().map(|r| r.get(*i).unwrap_or(&Value::Null)),
+                    ty,
+                )
             })
             .collect();
-        let mut columns = vec![
-            Column::required("_key", ColumnType::String),
-            Column::required("_position", ColumnType::Long),
-            Column::nullable("date", ColumnType::String),
-        ];
-        columns.extend(kept.iter().map(|(_, c)| c.clone()));
-        let mut writer = RowFileWriter::new(
-            RowSchema { columns },
-            codec,
-            file_metadata(partition, first, last)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .chain(source),
-        );
-        let mut out = Vec::with_capacity(SYSTEM_COLUMNS + kept.len());
-        for mut row in self.rows {
-            out.clear();
-            out.extend(row.drain(..SYSTEM_COLUMNS));
-            // `row` now starts at the first data column.
-            out.extend(kept.iter().map(|(i, _)| {
-                row.get_mut(i - SYSTEM_COLUMNS)
-                    .map(std::mem::take)
-                    .unwrap_or(Value::Null)
-            }));
-            writer.append(&out)?;
-        }
-        writer.finish()
+        let batch =
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|source| {
+                tributary_lake::Error::RowFile {
+                    path: format!("<batch of {partition}>"),
+                    source,
+                }
+            })?;
+        let metadata = file_metadata(partition, first, last)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(source);
+        rowfile::write(&batch, codec, metadata)
     }
 }
 
@@ -572,6 +575,7 @@ fn event_date(value: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deltalake::arrow::array::AsArray;
     use tributary_config::FlattenConfig;
     use tributary_lake::chain::META_LAST_POSITION;
     use tributary_lake::rowfile::RowFile;
@@ -625,12 +629,15 @@ mod tests {
         assert_eq!(batch.dead_letters[0].payload, b"{not".to_vec());
         assert_eq!(batch.dead_letters[0].payload_bytes, 9);
 
-        let file = RowFile::decode(&batch.row_file, "t").unwrap();
-        let names: Vec<_> = file
-            .schema
-            .columns
+        let file = RowFile::read(&batch.row_file, "t").unwrap();
+        let schema = file.batch.schema();
+        let names: Vec<_> = schema
+            .fields()
             .iter()
-            .map(|c| format!("{}:{}", c.name, c.ty))
+            .map(|f| {
+                let ty = tributary_lake::columns::column_type(f.data_type()).unwrap();
+                format!("{}:{ty}", f.name())
+            })
             .collect();
         assert_eq!(
             names,
@@ -644,12 +651,17 @@ mod tests {
                 "messages_ts:string"
             ]
         );
-        assert_eq!(file.rows[0][0], Value::String("k1".into()));
-        assert_eq!(file.rows[1][0], Value::String("s/f/0/1".into()));
-        assert_eq!(file.rows[0][2], Value::String("2026-11-22".into()));
-        assert_eq!(file.rows[1][2], Value::String("2023-11-14".into()));
+        let text = |column: usize| -> Vec<Option<&str>> {
+            file.batch
+                .column(column)
+                .as_string::<i32>()
+                .iter()
+                .collect()
+        };
+        assert_eq!(text(0), vec![Some("k1"), Some("s/f/0/1")]);
+        assert_eq!(text(2), vec![Some("2026-11-22"), Some("2023-11-14")]);
         // `n` widened from long to string within the batch; the long is written as text.
-        assert_eq!(file.rows[0][5], Value::String("1".into()));
+        assert_eq!(text(5), vec![Some("1"), Some("x")]);
         assert_eq!(file.metadata_str(META_LAST_POSITION), Some("30"));
     }
 

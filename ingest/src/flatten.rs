@@ -28,8 +28,9 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 use tributary_config::{FlattenConfig, is_reserved_column};
-use tributary_lake::rowfile::Value;
 use tributary_schema_registry::avro::push_segment;
+
+use crate::value::Value;
 
 /// A flat row: column names and values, in the order fields appeared. Names
 /// are shared: an Avro plan computes each once.

@@ -21,6 +21,7 @@ pub mod run;
 pub mod schemas;
 pub mod source;
 pub mod telemetry;
+pub mod value;
 
 pub use error::{Error, Result};
 pub use run::{Mode, run};

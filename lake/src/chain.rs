@@ -199,7 +199,7 @@ pub async fn staged_partitions(store: &dyn ObjectStore) -> Result<Vec<PartitionI
 /// The `last` position recorded in the header of the row file at `path`.
 pub async fn last_position_of(store: &dyn ObjectStore, path: &Path) -> Result<u64> {
     let bytes = crate::read_object(store, path).await?;
-    let (_, metadata) = RowFile::decode_header(&bytes, path.as_ref())?;
+    let (_, metadata) = RowFile::read_header(&bytes, path.as_ref())?;
     last_position(&metadata, path.as_ref())
 }
 
@@ -321,23 +321,20 @@ pub async fn compacted_marker(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
+    use crate::rowfile::{self, Codec};
+    use deltalake::arrow::array::{ArrayRef, Int64Array};
+    use deltalake::arrow::record_batch::RecordBatch;
     use object_store::memory::InMemory;
+    use std::sync::Arc;
 
     fn file(first: u64, last: u64) -> Bytes {
-        let schema = RowSchema {
-            columns: vec![Column::required("_position", ColumnType::Long)],
-        };
-        let mut w = RowFileWriter::new(
-            schema,
-            Codec::Zstd,
-            [
-                (META_FIRST_POSITION, first.to_string()),
-                (META_LAST_POSITION, last.to_string()),
-            ],
-        );
-        w.append(&[Value::Long(first as i64)]).unwrap();
-        w.finish().unwrap()
+        let positions: ArrayRef = Arc::new(Int64Array::from(vec![first as i64]));
+        let batch = RecordBatch::try_from_iter([("_position", positions)]).unwrap();
+        let metadata = [
+            (META_FIRST_POSITION, first.to_string()),
+            (META_LAST_POSITION, last.to_string()),
+        ];
+        rowfile::write(&batch, Codec::Zstd, metadata).unwrap()
     }
 
     #[tokio::test]
@@ -444,7 +441,7 @@ mod tests {
         let kept = crate::read_object(&store, &p.dead_letter_file(0))
             .await
             .unwrap();
-        let (_, metadata) = RowFile::decode_header(&kept, "kept").unwrap();
+        let (_, metadata) = RowFile::read_header(&kept, "kept").unwrap();
         assert_eq!(last_position(&metadata, "kept").unwrap(), 50);
     }
 }

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use deltalake::DeltaTable;
+use deltalake::arrow::array::{Array, ArrayRef, StringBuilder};
 use deltalake::arrow::datatypes::{DataType, Field};
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::json::writer::{EncoderOptions, make_encoder};
 
 use crate::error::Result;
 use crate::rowfile::ColumnType;
@@ -52,4 +55,28 @@ pub fn table_columns(table: &DeltaTable) -> Result<Vec<(String, ColumnType)>> {
         .iter()
         .filter_map(|f| Some((f.name().clone(), column_type(f.data_type())?)))
         .collect())
+}
+
+/// Each value of `array` as JSON text (null stays null): what a value becomes
+/// in a `string` column that widened from another type. Strings are kept as
+/// they are, not quoted.
+pub fn json_text(array: &ArrayRef) -> std::result::Result<ArrayRef, ArrowError> {
+    if matches!(array.data_type(), DataType::Utf8) {
+        return Ok(Arc::clone(array));
+    }
+    let field = Arc::new(Field::new("value", array.data_type().clone(), true));
+    let options = EncoderOptions::default().with_explicit_nulls(true);
+    let mut encoder = make_encoder(&field, array.as_ref(), &options)?;
+    let mut out = Vec::new();
+    let mut texts = StringBuilder::with_capacity(array.len(), array.len() * 8);
+    for row in 0..array.len() {
+        if array.is_null(row) {
+            texts.append_null();
+            continue;
+        }
+        out.clear();
+        encoder.encode(row, &mut out);
+        texts.append_value(String::from_utf8_lossy(&out));
+    }
+    Ok(Arc::new(texts.finish()))
 }

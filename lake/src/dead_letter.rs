@@ -11,11 +11,16 @@
 //! type the table column does not accept) to `<first>.compactor.avro` beside
 //! them, with the row as JSON for payload.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use deltalake::arrow::array::{ArrayRef, BinaryArray, Int64Array, StringArray};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::record_batch::RecordBatch;
 
 use crate::PartitionId;
 use crate::chain::file_metadata;
-use crate::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
+use crate::rowfile::{self, Codec};
 
 /// Why a message was rejected. The names are stable: they label metrics and
 /// are stored in dead-letter files.
@@ -119,16 +124,14 @@ impl DeadLetter {
 }
 
 /// The schema of dead-letter files.
-pub fn dead_letter_schema() -> RowSchema {
-    RowSchema {
-        columns: vec![
-            Column::required("_position", ColumnType::Long),
-            Column::required("reason", ColumnType::String),
-            Column::required("error", ColumnType::String),
-            Column::required("payload", ColumnType::Bytes),
-            Column::required("payload_bytes", ColumnType::Long),
-        ],
-    }
+pub fn dead_letter_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("_position", DataType::Int64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("payload", DataType::Binary, false),
+        Field::new("payload_bytes", DataType::Int64, false),
+    ])
 }
 
 /// Encodes a batch's dead letters as one file.
@@ -139,19 +142,30 @@ pub fn encode(
     letters: &[DeadLetter],
     codec: Codec,
 ) -> crate::Result<Bytes> {
-    let mut writer = RowFileWriter::new(
-        dead_letter_schema(),
-        codec,
-        file_metadata(partition, first, last),
-    );
-    for letter in letters {
-        writer.append(&[
-            Value::Long(letter.position as i64),
-            Value::String(letter.reason.as_str().to_string()),
-            Value::String(letter.error.clone()),
-            Value::Bytes(letter.payload.clone()),
-            Value::Long(letter.payload_bytes as i64),
-        ])?;
-    }
-    writer.finish()
+    let longs = |f: fn(&DeadLetter) -> u64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            letters.iter().map(|l| f(l) as i64),
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        longs(|l| l.position),
+        Arc::new(StringArray::from_iter_values(
+            letters.iter().map(|l| l.reason.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            letters.iter().map(|l| l.error.as_str()),
+        )),
+        Arc::new(BinaryArray::from_iter_values(
+            letters.iter().map(|l| l.payload.as_slice()),
+        )),
+        longs(|l| l.payload_bytes),
+    ];
+    let batch =
+        RecordBatch::try_new(Arc::new(dead_letter_schema()), columns).map_err(|source| {
+            crate::Error::RowFile {
+                path: "<dead letters>".into(),
+                source,
+            }
+        })?;
+    rowfile::write(&batch, codec, file_metadata(partition, first, last))
 }

@@ -30,15 +30,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A value cannot be written to a column of the given type.
-    #[error("column `{column}` is {expected}; cannot write {found}")]
-    ValueType {
-        /// The column.
-        column: String,
-        /// Its type.
-        expected: String,
-        /// The kind of value offered.
-        found: &'static str,
+    /// A row file could not be encoded, or read as an Avro object container
+    /// file of records.
+    #[error("row file {path} cannot be encoded or read")]
+    RowFile {
+        /// The object, or `<memory>` for bytes not yet stored.
+        path: String,
+        /// arrow-avro's error.
+        #[source]
+        source: deltalake::arrow::error::ArrowError,
     },
     /// A row-file block could not be compressed or decompressed.
     #[error("row file codec {codec} failed")]

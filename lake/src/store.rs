@@ -443,7 +443,9 @@ mod tests {
 
     use crate::chain::{self, META_LAST_POSITION, StageOutcome};
     use crate::layout::PartitionId;
-    use crate::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
+    use crate::rowfile::{self, Codec};
+    use deltalake::arrow::array::{ArrayRef, Int64Array};
+    use deltalake::arrow::record_batch::RecordBatch;
 
     /// An in-memory store whose next `timeouts` create-only puts and deletes
     /// time out: after doing the write when `landed` (the answer was lost),
@@ -566,16 +568,14 @@ mod tests {
 
     /// A row file covering positions `[first, last]`.
     fn row_file(first: u64, last: u64) -> Bytes {
-        let schema = RowSchema {
-            columns: vec![Column::required("_position", ColumnType::Long)],
-        };
-        let mut w = RowFileWriter::new(
-            schema,
+        let positions: ArrayRef = Arc::new(Int64Array::from(vec![first as i64]));
+        let batch = RecordBatch::try_from_iter([("_position", positions)]).unwrap();
+        rowfile::write(
+            &batch,
             Codec::Zstd,
             [(META_LAST_POSITION, last.to_string())],
-        );
-        w.append(&[Value::Long(first as i64)]).unwrap();
-        w.finish().unwrap()
+        )
+        .unwrap()
     }
 
     #[tokio::test]

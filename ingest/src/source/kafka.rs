@@ -57,7 +57,9 @@ use tributary_config::{IngestConfig, KafkaSourceConfig, StartPosition};
 use tributary_lake::PartitionId;
 use tributary_lake::chain::StageOutcome;
 use tributary_lake::dead_letter::{DeadLetter, Reason};
-use tributary_lake::rowfile::{ColumnType, Value};
+use tributary_lake::rowfile::ColumnType;
+
+use crate::value::Value;
 use tributary_schema_registry::avro::hex;
 
 use crate::batch::{ColumnTypes, Message, SourceItem};

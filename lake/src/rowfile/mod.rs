@@ -1,14 +1,13 @@
 //! Row files: the micro-batches ingest stages and the compactor merges.
 //!
 //! A row file is an Avro object container file (readable by any Avro
-//! library) whose record has one field per column. Tributary writes only
-//! records of nullable scalars and lists of nullable scalars, which lets it
-//! encode and decode them directly ([`RowFileWriter`], [`RowFile`]) instead of
-//! through a generic Avro value tree.
+//! library) holding one Arrow record batch, one Avro field per column, with
+//! logical types kept ([`write`], [`RowFile::read`]). The rows are encoded
+//! from and decoded into Arrow arrays by `arrow-avro`, never one value at a
+//! time by Tributary.
 
 mod container;
-mod encoding;
 mod schema;
 
-pub use container::{Codec, RowFile, RowFileWriter};
-pub use schema::{Column, ColumnType, RowSchema, Value, ValueRef};
+pub use container::{Codec, RowFile, write};
+pub use schema::ColumnType;

@@ -9,23 +9,21 @@ use std::io::{Read, Write};
 
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
+use std::sync::Arc;
 use tributary_config::{LakeConfig, S3Config};
 use tributary_lake::chain::{self, StageOutcome};
-use tributary_lake::rowfile::{Codec, Column, ColumnType, RowFileWriter, RowSchema, Value};
+
+use deltalake::arrow::array::{ArrayRef, Int64Array};
+use deltalake::arrow::record_batch::RecordBatch;
+use tributary_lake::rowfile::{self, Codec};
 use tributary_lake::{Lake, PartitionId};
 
 /// A row file of `partition` covering `first..=last`.
 fn row_file(partition: &PartitionId, first: u64, last: u64) -> Bytes {
-    let schema = RowSchema {
-        columns: vec![Column::required("_position", ColumnType::Long)],
-    };
-    let mut writer = RowFileWriter::new(
-        schema,
-        Codec::Zstd,
-        chain::file_metadata(partition, first, last),
-    );
-    writer.append(&[Value::Long(first as i64)]).unwrap();
-    writer.finish().unwrap()
+    let positions: ArrayRef = Arc::new(Int64Array::from(vec![first as i64]));
+    let batch = RecordBatch::try_from_iter([("_position", positions)]).unwrap();
+    let metadata = chain::file_metadata(partition, first, last);
+    rowfile::write(&batch, Codec::Zstd, metadata).unwrap()
 }
 
 /// Create-only staging, listing in position order, resume, delete.

@@ -34,7 +34,9 @@ use tributary_lake::PartitionId;
 use tributary_lake::chain::{self, META_SOURCE_PREFIX, StageOutcome};
 use tributary_lake::dead_letter::{DeadLetter, Reason};
 use tributary_lake::layout::TRIBUTARY_DIR;
-use tributary_lake::rowfile::{ColumnType, RowFile, Value};
+use tributary_lake::rowfile::{ColumnType, RowFile};
+
+use crate::value::Value;
 
 use super::api::{ApiError, IteratorStart, KinesisApi, Record, Shard};
 use super::kpl;
@@ -144,7 +146,7 @@ pub async fn resume(stager: &Stager, id: &PartitionId) -> Result<Resume> {
         };
         match tributary_lake::read_object(store.as_ref(), &newest.path).await {
             Ok(bytes) => {
-                let (_, meta) = RowFile::decode_header(&bytes, newest.path.as_ref())?;
+                let (_, meta) = RowFile::read_header(&bytes, newest.path.as_ref())?;
                 let last = chain::last_position(&meta, newest.path.as_ref())?;
                 let source: BTreeMap<String, String> = meta
                     .into_iter()
@@ -523,7 +525,7 @@ async fn stage(
             let bytes = tributary_lake::read_object(store.as_ref(), &path).await;
             let at = match bytes {
                 Ok(bytes) => {
-                    let (_, meta) = RowFile::decode_header(&bytes, path.as_ref())?;
+                    let (_, meta) = RowFile::read_header(&bytes, path.as_ref())?;
                     let text =
                         |k: &str| meta.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
                     Resume {
