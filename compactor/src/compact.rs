@@ -59,7 +59,7 @@ fn system_columns() -> Vec<(String, ColumnType)> {
         (KEY_COLUMN.into(), ColumnType::String),
         ("_partition".into(), ColumnType::String),
         ("_position".into(), ColumnType::Long),
-        (PARTITION_COLUMN.into(), ColumnType::String),
+        (PARTITION_COLUMN.into(), ColumnType::Date),
     ]
 }
 

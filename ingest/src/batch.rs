@@ -393,8 +393,42 @@ pub fn decode(
             row.extend(message.columns.iter().cloned());
         }
     }
+    if let Some(field) = &settings.event_time_field {
+        for row in &mut rows {
+            if let Some((_, v)) = row.iter_mut().find(|(c, _)| **c == **field) {
+                *v = event_time(std::mem::take(v)).map_err(|found| {
+                    let error = format!(
+                        "event time `{field}` is {found}, not an RFC 3339 time or \
+                         milliseconds since the epoch"
+                    );
+                    (Reason::Schema, error)
+                })?;
+            }
+        }
+    }
     types.admit(&rows).map_err(|e| (Reason::Schema, e))?;
     Ok(rows)
+}
+
+/// An event time as a timestamp: an RFC 3339 string, or milliseconds since
+/// the Unix epoch as a number (a timestamp stays, a date is its midnight,
+/// null stays null). Otherwise the kind of value it is.
+fn event_time(value: Value) -> Result<Value, &'static str> {
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+    let micros = match &value {
+        Value::Null | Value::Timestamp(_) => return Ok(value),
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc).timestamp_micros()),
+        Value::Long(ms) => ms.checked_mul(1_000),
+        Value::Double(ms) if ms.is_finite() && ms.abs() < 9.2e15 => Some((ms * 1_000.0) as i64),
+        Value::Date(days) => i64::from(*days).checked_mul(MICROS_PER_DAY),
+        _ => None,
+    };
+    micros.map(Value::Timestamp).ok_or(match value {
+        Value::String(_) => "a string",
+        other => other.kind(),
+    })
 }
 
 /// Decodes one Avro record with `plan` into flat rows: one per exploded
@@ -437,6 +471,18 @@ fn value(v: Val) -> Value {
         Val::Long(l) => Value::Long(l),
         Val::Double(d) => Value::Double(d),
         Val::Str(s) => Value::String(s),
+        Val::Bytes(b) => Value::Bytes(b),
+        Val::Timestamp(t) => Value::Timestamp(t),
+        Val::Date(d) => Value::Date(d),
+        Val::Decimal {
+            unscaled,
+            precision,
+            scale,
+        } => Value::Decimal {
+            unscaled,
+            precision,
+            scale,
+        },
         Val::List(items) => Value::List(items.into_iter().map(value).collect()),
     }
 }
@@ -488,11 +534,15 @@ impl RowsBuilder {
                 Some(Value::Null) | None => format!("{partition}/{position}/{i}"),
                 Some(v) => v.to_json_text(),
             };
-            let date = field(&settings.event_time_field).and_then(event_date);
+            let date = match field(&settings.event_time_field) {
+                Some(Value::Timestamp(micros)) => i32::try_from(micros.div_euclid(86_400_000_000))
+                    .map_or(Value::Null, Value::Date),
+                _ => Value::Null,
+            };
             let mut row = vec![Value::Null; SYSTEM_COLUMNS + self.columns.len()];
             row[0] = Value::String(key);
             row[1] = Value::Long(position as i64);
-            row[2] = date.map_or(Value::Null, Value::String);
+            row[2] = date;
             for (name, value) in flat {
                 let idx = match self.index.get(&*name) {
                     Some(idx) => *idx,
@@ -523,12 +573,12 @@ impl RowsBuilder {
         let mut fields = vec![
             Field::new("_key", DataType::Utf8, false),
             Field::new("_position", DataType::Int64, false),
-            Field::new("date", DataType::Utf8, true),
+            Field::new("date", arrow_type(&ColumnType::Date), true),
         ];
         let mut kept = vec![
             (0, ColumnType::String),
             (1, ColumnType::Long),
-            (2, ColumnType::String),
+            (2, ColumnType::Date),
         ];
         for (i, name) in self.columns.iter().enumerate() {
             if let Some(ty) = types.get(name) {
@@ -560,22 +610,11 @@ impl RowsBuilder {
     }
 }
 
-/// `YYYY-MM-DD` (UTC) of an event time: an RFC 3339 string, or milliseconds
-/// since the Unix epoch as a number.
-fn event_date(value: &Value) -> Option<String> {
-    let time: DateTime<Utc> = match value {
-        Value::String(s) => DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc),
-        Value::Long(ms) => DateTime::from_timestamp_millis(*ms)?,
-        Value::Double(ms) if ms.is_finite() => DateTime::from_timestamp_millis(*ms as i64)?,
-        _ => return None,
-    };
-    Some(time.format("%Y-%m-%d").to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::{Date32Type, TimestampMicrosecondType};
     use tributary_config::FlattenConfig;
     use tributary_lake::chain::META_LAST_POSITION;
     use tributary_lake::rowfile::RowFile;
@@ -644,11 +683,11 @@ mod tests {
             vec![
                 "_key:string",
                 "_position:long",
-                "date:string",
+                "date:date",
                 "host:string",
                 "messages_id:string",
                 "messages_n:string",
-                "messages_ts:string"
+                "messages_ts:timestamp"
             ]
         );
         let text = |column: usize| -> Vec<Option<&str>> {
@@ -659,7 +698,18 @@ mod tests {
                 .collect()
         };
         assert_eq!(text(0), vec![Some("k1"), Some("s/f/0/1")]);
-        assert_eq!(text(2), vec![Some("2026-11-22"), Some("2023-11-14")]);
+        // The event time, RFC 3339 text or epoch milliseconds, is a timestamp,
+        // and its UTC date the partition.
+        let days = file.batch.column(2).as_primitive::<Date32Type>();
+        assert_eq!(days.values().to_vec(), vec![20_779, 19_675]);
+        let times = file
+            .batch
+            .column(6)
+            .as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(
+            times.values().to_vec(),
+            vec![1_795_341_600_000_000, 1_700_000_000_000_000]
+        );
         // `n` widened from long to string within the batch; the long is written as text.
         assert_eq!(text(5), vec![Some("1"), Some("x")]);
         assert_eq!(file.metadata_str(META_LAST_POSITION), Some("30"));

@@ -5,13 +5,16 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use chrono::{DateTime, SecondsFormat};
 use deltalake::arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, ListArray, StringArray,
+    ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int64Array,
+    ListArray, StringArray, TimestampMicrosecondArray, new_null_array,
 };
 use deltalake::arrow::buffer::{NullBuffer, OffsetBuffer};
 use deltalake::arrow::datatypes::Field;
 use tributary_lake::columns::arrow_type;
 use tributary_lake::rowfile::ColumnType;
+use tributary_schema_registry::avro::decimal_text;
 
 /// A value in a row.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,6 +32,19 @@ pub enum Value {
     String(String),
     /// Raw bytes.
     Bytes(Vec<u8>),
+    /// A UTC time in microseconds since the epoch.
+    Timestamp(i64),
+    /// Days since the epoch.
+    Date(i32),
+    /// `unscaled` × 10^-`scale`, of at most `precision` (≤ 38) digits.
+    Decimal {
+        /// The unscaled value.
+        unscaled: i128,
+        /// Digits in all.
+        precision: u8,
+        /// Digits after the point.
+        scale: i8,
+    },
     /// A list of scalars (or nulls).
     List(Vec<Value>),
 }
@@ -45,7 +61,15 @@ impl Value {
             | (Value::Long(_), ColumnType::Long)
             | (Value::Double(_), ColumnType::Double)
             | (Value::String(_), ColumnType::String)
-            | (Value::Bytes(_), ColumnType::Bytes) => true,
+            | (Value::Bytes(_), ColumnType::Bytes)
+            | (Value::Timestamp(_), ColumnType::Timestamp)
+            | (Value::Date(_), ColumnType::Date) => true,
+            (
+                Value::Decimal {
+                    precision, scale, ..
+                },
+                ColumnType::Decimal(p, s),
+            ) => precision == p && scale == s,
             (Value::List(items), ColumnType::List(item)) => items.iter().all(|i| i.is_of(item)),
             _ => false,
         }
@@ -61,6 +85,11 @@ impl Value {
             Value::Double(_) => Some(ColumnType::Double),
             Value::String(_) => Some(ColumnType::String),
             Value::Bytes(_) => Some(ColumnType::Bytes),
+            Value::Timestamp(_) => Some(ColumnType::Timestamp),
+            Value::Date(_) => Some(ColumnType::Date),
+            Value::Decimal {
+                precision, scale, ..
+            } => Some(ColumnType::Decimal(*precision, *scale)),
             Value::List(items) => {
                 let mut item_type: Option<ColumnType> = None;
                 for item in items {
@@ -85,6 +114,9 @@ impl Value {
             Value::Double(_) => "a float",
             Value::String(_) => "a string",
             Value::Bytes(_) => "bytes",
+            Value::Timestamp(_) => "a timestamp",
+            Value::Date(_) => "a date",
+            Value::Decimal { .. } => "a decimal",
             Value::List(_) => "a list",
         }
     }
@@ -92,9 +124,9 @@ impl Value {
     /// The value as JSON text: what a value becomes in a `string` column that
     /// widened from another type.
     pub fn to_json_text(&self) -> String {
-        match self {
-            Value::String(s) => s.clone(),
-            other => other.to_json().to_string(),
+        match self.to_json() {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
         }
     }
 
@@ -106,6 +138,19 @@ impl Value {
             Value::Double(d) => serde_json::Value::from(*d),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Bytes(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+            Value::Timestamp(micros) => {
+                serde_json::Value::String(DateTime::from_timestamp_micros(*micros).map_or_else(
+                    || micros.to_string(),
+                    |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                ))
+            }
+            Value::Date(days) => serde_json::Value::String(
+                DateTime::from_timestamp(i64::from(*days) * 86_400, 0)
+                    .map_or_else(|| days.to_string(), |t| t.format("%Y-%m-%d").to_string()),
+            ),
+            Value::Decimal {
+                unscaled, scale, ..
+            } => serde_json::Value::String(decimal_text(*unscaled, (*scale).max(0) as u32)),
             Value::List(items) => {
                 serde_json::Value::Array(items.iter().map(Value::to_json).collect())
             }
@@ -142,6 +187,34 @@ pub fn array_of<'a>(values: impl Iterator<Item = &'a Value>, ty: &ColumnType) ->
             Value::Bytes(b) => Some(b.as_slice()),
             _ => None,
         }))),
+        ColumnType::Timestamp => Arc::new(
+            TimestampMicrosecondArray::from_iter(values.map(|v| match v {
+                Value::Timestamp(t) => Some(*t),
+                _ => None,
+            }))
+            .with_timezone("UTC"),
+        ),
+        ColumnType::Date => Arc::new(Date32Array::from_iter(values.map(|v| match v {
+            Value::Date(d) => Some(*d),
+            _ => None,
+        }))),
+        ColumnType::Decimal(p, s) => {
+            let array = Decimal128Array::from_iter(values.map(|v| match v {
+                Value::Decimal {
+                    unscaled,
+                    precision,
+                    scale,
+                } if precision == p && scale == s => Some(*unscaled),
+                _ => None,
+            }));
+            // A precision and scale that Arrow refuses never reach a column
+            // type: the Avro plan keeps such decimals as text.
+            let len = array.len();
+            match array.with_precision_and_scale(*p, *s) {
+                Ok(array) => Arc::new(array),
+                Err(_) => new_null_array(&arrow_type(ty), len),
+            }
+        }
         ColumnType::List(item) => {
             let mut items = Vec::new();
             let mut offsets = vec![0i32];

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::{Array, ArrayRef, StringBuilder};
-use deltalake::arrow::datatypes::{DataType, Field};
+use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::json::writer::{EncoderOptions, make_encoder};
 
@@ -20,6 +20,9 @@ pub fn arrow_type(ty: &ColumnType) -> DataType {
         ColumnType::Double => DataType::Float64,
         ColumnType::String => DataType::Utf8,
         ColumnType::Bytes => DataType::Binary,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ColumnType::Date => DataType::Date32,
+        ColumnType::Decimal(p, s) => DataType::Decimal128(*p, *s),
         ColumnType::List(item) => {
             DataType::List(Arc::new(Field::new("element", arrow_type(item), true)))
         }
@@ -34,7 +37,13 @@ pub fn column_type(ty: &DataType) -> Option<ColumnType> {
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => ColumnType::Long,
         DataType::Float32 | DataType::Float64 => ColumnType::Double,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::String,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ColumnType::Bytes,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => ColumnType::Bytes,
+        DataType::Timestamp(_, Some(_)) => ColumnType::Timestamp,
+        DataType::Date32 => ColumnType::Date,
+        DataType::Decimal128(p, s) => ColumnType::Decimal(*p, *s),
         DataType::List(f) | DataType::LargeList(f) => {
             ColumnType::List(Box::new(column_type(f.data_type())?))
         }
@@ -58,8 +67,9 @@ pub fn table_columns(table: &DeltaTable) -> Result<Vec<(String, ColumnType)>> {
 }
 
 /// Each value of `array` as JSON text (null stays null): what a value becomes
-/// in a `string` column that widened from another type. Strings are kept as
-/// they are, not quoted.
+/// in a `string` column that widened from another type. Values that JSON
+/// writes as strings (text, timestamps, dates) are kept as they are, not
+/// quoted.
 pub fn json_text(array: &ArrayRef) -> std::result::Result<ArrayRef, ArrowError> {
     if matches!(array.data_type(), DataType::Utf8) {
         return Ok(Arc::clone(array));
@@ -76,7 +86,11 @@ pub fn json_text(array: &ArrayRef) -> std::result::Result<ArrayRef, ArrowError> 
         }
         out.clear();
         encoder.encode(row, &mut out);
-        texts.append_value(String::from_utf8_lossy(&out));
+        // A value that is a JSON string (a timestamp, a date) is its text.
+        match serde_json::from_slice::<String>(&out) {
+            Ok(text) => texts.append_value(text),
+            Err(_) => texts.append_value(String::from_utf8_lossy(&out)),
+        }
     }
     Ok(Arc::new(texts.finish()))
 }

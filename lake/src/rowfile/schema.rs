@@ -13,8 +13,16 @@ pub enum ColumnType {
     Double,
     /// UTF-8 text.
     String,
-    /// Raw bytes (dead-letter payloads).
+    /// Raw bytes (Avro `bytes` and `fixed`, dead-letter payloads): a Delta
+    /// `binary` column.
     Bytes,
+    /// A UTC time in microseconds: a Delta `timestamp` column.
+    Timestamp,
+    /// Days since the epoch: a Delta `date` column.
+    Date,
+    /// A decimal of a precision (at most 38) and scale: a Delta
+    /// `decimal(p,s)` column.
+    Decimal(u8, i8),
     /// A list of nullable scalars of one type.
     List(Box<ColumnType>),
 }
@@ -26,8 +34,10 @@ impl ColumnType {
     /// * `long` and `double` widen to `double`;
     /// * lists widen element-wise;
     /// * every other mix (`long` then `string`, `boolean` then `long`, a scalar
-    ///   then a list…) widens to `string`, and values are then written as
-    ///   their JSON text.
+    ///   then a list, two decimals of different scales, a timestamp then a
+    ///   date…) widens to `string`, and values are then written as their JSON
+    ///   text (timestamps as RFC 3339, dates as `YYYY-MM-DD`, decimals as
+    ///   their digits).
     pub fn widen(&self, other: &ColumnType) -> ColumnType {
         use ColumnType::*;
         match (self, other) {
@@ -53,6 +63,9 @@ impl fmt::Display for ColumnType {
             ColumnType::Double => f.write_str("double"),
             ColumnType::String => f.write_str("string"),
             ColumnType::Bytes => f.write_str("bytes"),
+            ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::Date => f.write_str("date"),
+            ColumnType::Decimal(p, s) => write!(f, "decimal({p},{s})"),
             ColumnType::List(item) => write!(f, "list<{item}>"),
         }
     }

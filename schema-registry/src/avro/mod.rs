@@ -11,10 +11,13 @@
 //! each, an array of scalars is a list column. Beyond those:
 //!
 //! * `int` and `long` are longs, `float` and `double` doubles, `enum`,
-//!   `string` and `uuid` strings, `bytes` and `fixed` lowercase hex strings;
-//! * `date` is `YYYY-MM-DD`; `timestamp-*` are RFC 3339 strings in UTC
-//!   (`local-timestamp-*` the same without the `Z`); `time-*` stay longs;
-//!   `decimal` is its decimal text (up to 128-bit unscaled values);
+//!   `string` and `uuid` strings, `bytes`, `fixed` and `duration` bytes;
+//! * logical types keep their meaning: `date` is a date (days since the
+//!   epoch), `timestamp-millis/micros/nanos` a UTC timestamp in microseconds
+//!   (nanoseconds are truncated), `decimal` an unscaled 128-bit value with
+//!   its precision and scale (a decimal of more than 38 digits is its
+//!   decimal text); `local-timestamp-*` are RFC 3339 text without a zone,
+//!   `time-*` stay longs;
 //! * maps, and arrays of anything but scalars off the explode path, are one
 //!   string column holding JSON text (of the writer's data, unresolved);
 //! * a union's null branch leaves its columns null; its other branches are
@@ -53,6 +56,21 @@ pub enum Val {
     Double(f64),
     /// Text.
     Str(String),
+    /// Raw bytes (`bytes`, `fixed`).
+    Bytes(Vec<u8>),
+    /// A UTC time in microseconds since the epoch.
+    Timestamp(i64),
+    /// Days since the epoch.
+    Date(i32),
+    /// A decimal: `unscaled` × 10^-`scale`, of at most `precision` digits.
+    Decimal {
+        /// The unscaled value.
+        unscaled: i128,
+        /// Digits in all (at most 38).
+        precision: u8,
+        /// Digits after the point.
+        scale: i8,
+    },
     /// A list of scalars.
     List(Vec<Val>),
 }
@@ -256,6 +274,7 @@ enum Read {
     FixedHex(usize),
     Decimal {
         fixed: Option<usize>,
+        precision: usize,
         scale: u32,
     },
     /// Writer symbol index → reader symbol (`None`: unknown to the reader).
@@ -676,6 +695,7 @@ impl Compiler<'_> {
                     S::Fixed(f) => Some(f.size),
                     _ => None,
                 },
+                precision: wd.precision,
                 scale: wd.scale as u32,
             },
             (S::Enum(we), S::Enum(re)) => Read::Enum(
@@ -967,12 +987,19 @@ fn num(value: i64, how: Num, r: &Reader<'_>) -> Result<Val, DecodeError> {
     Ok(match how {
         Num::Long => Val::Long(value),
         Num::Double => Val::Double(value as f64),
-        Num::Date => Val::Str(
-            DateTime::from_timestamp(value.saturating_mul(86_400), 0)
-                .ok_or_else(|| r.invalid(format!("date {value} is out of range")))?
-                .format("%Y-%m-%d")
-                .to_string(),
+        Num::Date => Val::Date(
+            i32::try_from(value).map_err(|_| r.invalid(format!("date {value} is out of range")))?,
         ),
+        Num::Timestamp {
+            per_second,
+            utc: true,
+        } => Val::Timestamp(if per_second <= 1_000_000 {
+            value
+                .checked_mul(1_000_000 / per_second)
+                .ok_or_else(|| r.invalid(format!("timestamp {value} is out of range")))?
+        } else {
+            value.div_euclid(per_second / 1_000_000)
+        }),
         Num::Timestamp { per_second, utc } => {
             let secs = value.div_euclid(per_second);
             let nanos = value.rem_euclid(per_second) * (1_000_000_000 / per_second);
@@ -1011,18 +1038,32 @@ fn read_scalar(read: &Read, r: &mut Reader<'_>) -> Result<Val, DecodeError> {
         Read::Float => Val::Double(f64::from(r.f32()?)),
         Read::Double => Val::Double(r.f64()?),
         Read::Str | Read::BytesAsStr => Val::Str(r.str()?.to_owned()),
-        Read::StrAsHex | Read::Hex => Val::Str(hex(r.bytes()?)),
-        Read::FixedHex(n) => Val::Str(hex(r.take(*n)?)),
-        Read::Decimal { fixed, scale } => {
+        Read::StrAsHex | Read::Hex => Val::Bytes(r.bytes()?.to_vec()),
+        Read::FixedHex(n) => Val::Bytes(r.take(*n)?.to_vec()),
+        Read::Decimal {
+            fixed,
+            precision,
+            scale,
+        } => {
             let at = r.at;
             let bytes = match fixed {
                 Some(n) => r.take(*n)?,
                 None => r.bytes()?,
             };
-            Val::Str(decimal(bytes, *scale).ok_or_else(|| DecodeError::Invalid {
+            let unscaled = unscaled(bytes).ok_or_else(|| DecodeError::Invalid {
                 at,
                 what: format!("decimal of {} bytes is wider than 128 bits", bytes.len()),
-            })?)
+            })?;
+            match (u8::try_from(*precision), i8::try_from(*scale)) {
+                (Ok(precision @ 1..=38), Ok(scale)) if i32::from(scale) <= i32::from(precision) => {
+                    Val::Decimal {
+                        unscaled,
+                        precision,
+                        scale,
+                    }
+                }
+                _ => Val::Str(decimal_text(unscaled, *scale)),
+            }
         }
         Read::Enum(symbols) => {
             let i = r.branch(symbols.len())?;
@@ -1039,15 +1080,20 @@ fn read_scalar(read: &Read, r: &mut Reader<'_>) -> Result<Val, DecodeError> {
     })
 }
 
-/// The decimal text of a big-endian two's-complement unscaled value.
-fn decimal(bytes: &[u8], scale: u32) -> Option<String> {
+/// The value of a big-endian two's-complement integer of at most 16 bytes.
+fn unscaled(bytes: &[u8]) -> Option<i128> {
     if bytes.len() > 16 {
         return None;
     }
     let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
     let mut buf = [if negative { 0xff } else { 0 }; 16];
     buf[16 - bytes.len()..].copy_from_slice(bytes);
-    let unscaled = i128::from_be_bytes(buf);
+    Some(i128::from_be_bytes(buf))
+}
+
+/// The decimal text of `unscaled` × 10^-`scale`.
+pub fn decimal_text(unscaled: i128, scale: u32) -> String {
+    let negative = unscaled < 0;
     let digits = unscaled.unsigned_abs().to_string();
     let scale = scale as usize;
     let mut text = String::with_capacity(digits.len() + 3);
@@ -1065,7 +1111,7 @@ fn decimal(bytes: &[u8], scale: u32) -> Option<String> {
         text.extend(std::iter::repeat_n('0', scale - digits.len()));
         text.push_str(&digits);
     }
-    Some(text)
+    text
 }
 
 fn run(op: &Op, r: &mut Reader<'_>, out: &mut Decoded, element: bool) -> Result<(), DecodeError> {

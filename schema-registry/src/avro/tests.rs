@@ -132,16 +132,23 @@ fn envelopes_explode_into_flat_rows_with_converted_logical_types() {
             ("site_tags".into(), s(r#"{"k":"v"}"#)),
             ("sent".into(), Val::Long(5)),
             ("messages_id".into(), s("a")),
-            ("messages_ts".into(), s("2025-11-22T08:26:40.123Z")),
+            ("messages_ts".into(), Val::Timestamp(1_763_800_000_123_000)),
             ("messages_level".into(), s("WARN")),
             ("messages_n".into(), Val::Long(3)),
             (
                 "messages_codes".into(),
                 Val::List(vec![Val::Long(1), Val::Long(-2)])
             ),
-            ("messages_raw".into(), s("ab01")),
-            ("messages_day".into(), s("2024-10-04")),
-            ("messages_price".into(), s("-1.23")),
+            ("messages_raw".into(), Val::Bytes(vec![0xab, 0x01])),
+            ("messages_day".into(), Val::Date(20_000)),
+            (
+                "messages_price".into(),
+                Val::Decimal {
+                    unscaled: -123,
+                    precision: 9,
+                    scale: 2
+                }
+            ),
         ]
     );
     assert_eq!(rows[1][7], ("messages_n".into(), Val::Null));
@@ -309,10 +316,11 @@ fn items_that_take_no_bytes_cannot_outnumber_the_record_bytes() {
 
 #[test]
 fn decimals_format_their_scale() {
-    assert_eq!(decimal(&[0x30, 0x39], 2).as_deref(), Some("123.45"));
-    assert_eq!(decimal(&[0x05], 3).as_deref(), Some("0.005"));
-    assert_eq!(decimal(&[0xff], 0).as_deref(), Some("-1"));
-    assert_eq!(decimal(&[0; 17], 0), None);
+    let text = |bytes: &[u8], scale| decimal_text(unscaled(bytes).unwrap(), scale);
+    assert_eq!(text(&[0x30, 0x39], 2), "123.45");
+    assert_eq!(text(&[0x05], 3), "0.005");
+    assert_eq!(text(&[0xff], 0), "-1");
+    assert_eq!(unscaled(&[0; 17]), None);
 }
 
 proptest! {

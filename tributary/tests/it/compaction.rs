@@ -120,7 +120,7 @@ for uri in dt.file_uris():
     }})
 full = dt.to_pyarrow_table()
 print(json.dumps({{'files': files, 'rows': full.num_rows,
-  'dates': sorted(set(full.column('date').to_pylist())),
+  'dates': sorted(set(str(d) for d in full.column('date').to_pylist())),
   'columns': full.schema.names}}))
 "#
         ),

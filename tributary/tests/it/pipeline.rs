@@ -40,7 +40,8 @@ pub fn ingest_compact_and_read(dir: &Path, table: &Path) -> serde_json::Value {
              t = dt.to_pyarrow_table()\n\
              adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()\n\
              print(json.dumps({{'rows': t.num_rows, 'sum': pc.sum(t.column('messages_n')).as_py(),\n\
-               'dates': sorted(set(t.column('date').to_pylist())), 'partitions': dt.metadata().partition_columns,\n\
+               'dates': sorted(set(str(d) for d in t.column('date').to_pylist())), 'partitions': dt.metadata().partition_columns,\n\
+               'types': {{f.name: str(f.type) for f in t.schema}},\n\
                'stats_rows': sum(adds['num_records']), 'has_min': 'min.messages_n' in adds,\n\
                'version': dt.version()}}))"
         ),
@@ -50,6 +51,9 @@ pub fn ingest_compact_and_read(dir: &Path, table: &Path) -> serde_json::Value {
     assert_eq!(got["rows"], 35_000);
     assert_eq!(got["sum"], expected_sum);
     assert_eq!(got["partitions"], serde_json::json!(["date"]));
+    // The event time is a timestamp and the partition a date, not text.
+    assert_eq!(got["types"]["date"], "date32[day]");
+    assert_eq!(got["types"]["messages_ts"], "timestamp[us, tz=UTC]");
     assert_eq!(got["stats_rows"], 35_000, "add actions carry numRecords");
     assert_eq!(got["has_min"], true, "add actions carry minValues");
     assert_eq!(got["version"], first["table_version"]);
