@@ -96,6 +96,8 @@ fn decode_flatten(c: &mut Criterion) {
     let mut decoded = Decoded::default();
     for message in &messages {
         records += decode(&settings, &schemas, &mut decoded, &mut types, message)
+            .ok()
+            .and_then(|rows| rows.into_rows().ok())
             .expect("sample frames decode")
             .len() as u64;
     }
@@ -113,8 +115,9 @@ fn decode_flatten(c: &mut Criterion) {
             let mut rows = 0;
             for message in &messages {
                 rows += decode(&settings, &schemas, &mut decoded, &mut types, message)
-                    .map(|r| r.len())
-                    .unwrap_or(0);
+                    .ok()
+                    .and_then(|rows| rows.into_rows().ok())
+                    .map_or(0, |rows| rows.len());
             }
             black_box(rows)
         })

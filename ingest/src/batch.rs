@@ -17,7 +17,7 @@ use tributary_schema_registry::avro::{Decoded, Plan, Val};
 use tributary_schema_registry::client::describe;
 use tributary_schema_registry::wire;
 
-use crate::flatten::{FlatRow, Flattener};
+use crate::flatten::{FlatRow, FlattenError, Flattener, MessageRows};
 use crate::schemas::Schemas;
 use crate::value::{Value, array_of};
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
@@ -161,14 +161,14 @@ impl ColumnTypes {
             .or_else(|| self.inferred.get(name))
     }
 
-    /// Checks every value of a message's rows, and only if all pass, records
-    /// the widened types. Returns the reason otherwise.
-    fn admit(&mut self, rows: &[FlatRow]) -> Result<(), String> {
+    /// Checks every value of a row, and only if all pass, records the
+    /// widened types. Returns the reason otherwise.
+    fn admit(&mut self, row: &FlatRow) -> Result<(), String> {
         let mut widened: Vec<(&str, ColumnType)> = Vec::new();
-        for (name, value) in rows.iter().flatten() {
+        for (name, value) in row {
             let name = &**name;
             // The common case, without allocating: the column already has
-            // this value's type and nothing widened earlier in the message.
+            // this value's type and nothing widened earlier in the row.
             let current = self
                 .fixed
                 .get(name)
@@ -320,15 +320,32 @@ pub fn encode_batch_with_source(
             }
             SourceItem::Message(message) => {
                 message_bytes += message.payload.len() as u64;
-                match decode(settings, schemas, &mut decoded, types, &message) {
-                    Ok(rows) => builder.push_message(partition, settings, message.position, rows),
-                    Err((reason, error)) => dead_letters.push(DeadLetter::new(
+                let letter = |(reason, error): Rejection| {
+                    DeadLetter::new(
                         message.position,
                         reason,
                         error,
                         &message.payload,
                         settings.dead_letter_max_payload_bytes,
-                    )),
+                    )
+                };
+                match decode(settings, schemas, &mut decoded, types, &message) {
+                    Ok(MessageRows::Envelope(row)) => {
+                        builder.push_row(partition, settings, message.position, 0, row);
+                    }
+                    Ok(MessageRows::Elements(elements)) => {
+                        for (i, element) in elements.into_iter().enumerate() {
+                            match element {
+                                Ok(row) => {
+                                    builder.push_row(partition, settings, message.position, i, row);
+                                }
+                                Err(rejection) => {
+                                    dead_letters.push(letter(rejection).for_element(i as u64));
+                                }
+                            }
+                        }
+                    }
+                    Err(rejection) => dead_letters.push(letter(rejection)),
                 }
             }
         }
@@ -358,17 +375,22 @@ pub fn encode_batch_with_source(
     })
 }
 
+/// Why a message, or one element of its explode path, is a dead letter.
+pub type Rejection = (Reason, String);
+
 /// The rows of one message: its framing (if any) names the schema; plain
 /// JSON and JSON Schema payloads go through the JSON flattener, Avro through
 /// the schema's compiled plan. Each row ends with the message's source
-/// columns.
+/// columns, its event time is a timestamp, and its types are admitted by
+/// `types`; a row that fails is rejected alone if it is an element of the
+/// explode path, else the message is.
 pub fn decode(
     settings: &BatchSettings,
     schemas: &Schemas,
     decoded: &mut Decoded,
     types: &mut ColumnTypes,
     message: &Message,
-) -> Result<Vec<FlatRow>, (Reason, String)> {
+) -> Result<MessageRows<Rejection>, Rejection> {
     let frame = message
         .frame(settings.max_message_bytes)
         .map_err(|e| (Reason::Framing, e.to_string()))?;
@@ -388,26 +410,42 @@ pub fn decode(
             }
         }
     };
-    if !message.columns.is_empty() {
-        for row in &mut rows {
-            row.extend(message.columns.iter().cloned());
-        }
-    }
-    if let Some(field) = &settings.event_time_field {
-        for row in &mut rows {
-            if let Some((_, v)) = row.iter_mut().find(|(c, _)| **c == **field) {
-                *v = event_time(std::mem::take(v)).map_err(|found| {
-                    let error = format!(
-                        "event time `{field}` is {found}, not an RFC 3339 time or \
-                         milliseconds since the epoch"
-                    );
-                    (Reason::Schema, error)
-                })?;
+    match &mut rows {
+        MessageRows::Envelope(row) => finish_row(settings, types, message, row)?,
+        MessageRows::Elements(elements) => {
+            for element in elements {
+                if let Ok(row) = element
+                    && let Err(rejection) = finish_row(settings, types, message, row)
+                {
+                    *element = Err(rejection);
+                }
             }
         }
     }
-    types.admit(&rows).map_err(|e| (Reason::Schema, e))?;
     Ok(rows)
+}
+
+/// Adds the message's source columns to `row`, makes its event time a
+/// timestamp, and admits its types.
+fn finish_row(
+    settings: &BatchSettings,
+    types: &mut ColumnTypes,
+    message: &Message,
+    row: &mut FlatRow,
+) -> Result<(), Rejection> {
+    row.extend(message.columns.iter().cloned());
+    if let Some(field) = &settings.event_time_field
+        && let Some((_, v)) = row.iter_mut().find(|(c, _)| **c == **field)
+    {
+        *v = event_time(std::mem::take(v)).map_err(|found| {
+            let error = format!(
+                "event time `{field}` is {found}, not an RFC 3339 time or \
+                 milliseconds since the epoch"
+            );
+            (Reason::Schema, error)
+        })?;
+    }
+    types.admit(row).map_err(|e| (Reason::Schema, e))
 }
 
 /// An event time as a timestamp: an RFC 3339 string, or milliseconds since
@@ -434,11 +472,11 @@ fn event_time(value: Value) -> Result<Value, &'static str> {
 /// Decodes one Avro record with `plan` into flat rows: one per exploded
 /// element (the envelope's values copied onto each), or one of envelope
 /// values.
-pub fn avro_rows(
+pub fn avro_rows<E>(
     plan: &Plan,
     decoded: &mut Decoded,
     payload: &[u8],
-) -> Result<Vec<FlatRow>, tributary_schema_registry::avro::DecodeError> {
+) -> Result<MessageRows<E>, tributary_schema_registry::avro::DecodeError> {
     plan.decode(payload, decoded)?;
     let columns = plan.columns();
     let named = |values: &mut Vec<(u32, Val)>, row: &mut FlatRow| {
@@ -452,16 +490,16 @@ pub fn avro_rows(
     let mut envelope = FlatRow::with_capacity(decoded.envelope.len());
     named(&mut decoded.envelope, &mut envelope);
     if elements == 0 {
-        return Ok(vec![envelope]);
+        return Ok(MessageRows::Envelope(envelope));
     }
     let mut rows = Vec::with_capacity(elements);
     for element in decoded.elements_mut() {
         let mut row = FlatRow::with_capacity(envelope.len() + element.len());
         row.extend(envelope.iter().cloned());
         named(element, &mut row);
-        rows.push(row);
+        rows.push(Ok(row));
     }
-    Ok(rows)
+    Ok(MessageRows::Elements(rows))
 }
 
 fn value(v: Val) -> Value {
@@ -490,7 +528,7 @@ fn value(v: Val) -> Value {
 fn flatten_json(
     settings: &BatchSettings,
     payload: &[u8],
-) -> Result<Vec<FlatRow>, (Reason, String)> {
+) -> Result<MessageRows<Rejection>, Rejection> {
     let text = std::str::from_utf8(payload).map_err(|e| {
         (
             Reason::InvalidUtf8,
@@ -499,10 +537,13 @@ fn flatten_json(
     })?;
     let json: serde_json::Value =
         serde_json::from_str(text).map_err(|e| (Reason::MalformedJson, e.to_string()))?;
-    settings
-        .flattener
-        .flatten(json)
-        .map_err(|e| (Reason::Flatten, e.to_string()))
+    let rejection = |e: FlattenError| (Reason::Flatten, e.to_string());
+    Ok(match settings.flattener.flatten(json).map_err(rejection)? {
+        MessageRows::Envelope(row) => MessageRows::Envelope(row),
+        MessageRows::Elements(elements) => {
+            MessageRows::Elements(elements.into_iter().map(|e| e.map_err(rejection)).collect())
+        }
+    })
 }
 
 /// Number of columns every row starts with: `_key`, `_position`, `date`.
@@ -517,46 +558,48 @@ struct RowsBuilder {
 }
 
 impl RowsBuilder {
-    fn push_message(
+    /// Appends the row of element `i` (0 for a message's only row) of the
+    /// message at `position`.
+    fn push_row(
         &mut self,
         partition: &PartitionId,
         settings: &BatchSettings,
         position: u64,
-        rows: Vec<FlatRow>,
+        i: usize,
+        flat: FlatRow,
     ) {
-        for (i, flat) in rows.into_iter().enumerate() {
-            let field = |name: &Option<String>| {
-                name.as_ref()
-                    .and_then(|n| flat.iter().find(|(c, _)| **c == **n))
-                    .map(|(_, v)| v)
-            };
-            let key = match field(&settings.key_field) {
-                Some(Value::Null) | None => format!("{partition}/{position}/{i}"),
-                Some(v) => v.to_json_text(),
-            };
-            let date = match field(&settings.event_time_field) {
-                Some(Value::Timestamp(micros)) => i32::try_from(micros.div_euclid(86_400_000_000))
-                    .map_or(Value::Null, Value::Date),
-                _ => Value::Null,
-            };
-            let mut row = vec![Value::Null; SYSTEM_COLUMNS + self.columns.len()];
-            row[0] = Value::String(key);
-            row[1] = Value::Long(position as i64);
-            row[2] = date;
-            for (name, value) in flat {
-                let idx = match self.index.get(&*name) {
-                    Some(idx) => *idx,
-                    None => {
-                        self.columns.push(name.clone());
-                        self.index.insert(name, self.columns.len() - 1);
-                        row.push(Value::Null);
-                        self.columns.len() - 1
-                    }
-                };
-                row[SYSTEM_COLUMNS + idx] = value;
+        let field = |name: &Option<String>| {
+            name.as_ref()
+                .and_then(|n| flat.iter().find(|(c, _)| **c == **n))
+                .map(|(_, v)| v)
+        };
+        let key = match field(&settings.key_field) {
+            Some(Value::Null) | None => format!("{partition}/{position}/{i}"),
+            Some(v) => v.to_json_text(),
+        };
+        let date = match field(&settings.event_time_field) {
+            Some(Value::Timestamp(micros)) => {
+                i32::try_from(micros.div_euclid(86_400_000_000)).map_or(Value::Null, Value::Date)
             }
-            self.rows.push(row);
+            _ => Value::Null,
+        };
+        let mut row = vec![Value::Null; SYSTEM_COLUMNS + self.columns.len()];
+        row[0] = Value::String(key);
+        row[1] = Value::Long(position as i64);
+        row[2] = date;
+        for (name, value) in flat {
+            let idx = match self.index.get(&*name) {
+                Some(idx) => *idx,
+                None => {
+                    self.columns.push(name.clone());
+                    self.index.insert(name, self.columns.len() - 1);
+                    row.push(Value::Null);
+                    self.columns.len() - 1
+                }
+            };
+            row[SYSTEM_COLUMNS + idx] = value;
         }
+        self.rows.push(row);
     }
 
     fn encode(
@@ -716,26 +759,52 @@ mod tests {
     }
 
     #[test]
-    fn fixed_types_reject_values_and_leave_no_partial_widening() {
+    fn a_rejected_element_is_a_dead_letter_of_its_own_and_widens_nothing() {
         let p = PartitionId::new("s", "f");
         let mut types = ColumnTypes::default();
         types.fix_table_column("messages_n", ColumnType::Long);
         let items = vec![
-            msg(0, br#"{"new":1,"messages":[{"n":1},{"n":"x"}]}"#),
+            msg(
+                0,
+                br#"{"new":1,"messages":[{"id":"a","n":1},{"n":"x","only_bad":true},{"id":"c","a_b":1,"a":{"b":2}},{"id":"d"}]}"#,
+            ),
             msg(5, br#"{"messages":[{"n":2.5}]}"#),
+            msg(9, br#"{"messages":[{"id":"e","ts":"yesterday"}]}"#),
         ];
         let batch = encode_batch(&p, &settings(), &Schemas::default(), &mut types, items).unwrap();
-        assert_eq!(batch.rows, 0);
-        assert_eq!(batch.dead_letters.len(), 2);
+        assert_eq!(batch.rows, 2, "elements a and d");
+        let letters: Vec<_> = batch
+            .dead_letters
+            .iter()
+            .map(|d| (d.position, d.element, d.reason))
+            .collect();
+        assert_eq!(
+            letters,
+            vec![
+                (0, Some(1), Reason::Schema),
+                (0, Some(2), Reason::Flatten),
+                (5, Some(0), Reason::Schema),
+                (9, Some(0), Reason::Schema),
+            ]
+        );
         assert!(
             batch.dead_letters[0]
                 .error
                 .contains("column `messages_n` is long (in the table); the value is a string")
         );
-        assert_eq!(
-            types.get("new"),
-            None,
-            "a rejected message must not widen types"
+        assert!(
+            batch.dead_letters[3]
+                .error
+                .contains("event time `messages_ts` is a string")
         );
+        assert_eq!(types.get("new"), Some(&ColumnType::Long));
+        assert_eq!(
+            types.get("messages_only_bad"),
+            None,
+            "a rejected element must not widen types"
+        );
+        let file = RowFile::read(&batch.row_file, "t").unwrap();
+        let keys = file.batch.column(0).as_string::<i32>();
+        assert_eq!(keys.iter().collect::<Vec<_>>(), vec![Some("a"), Some("d")]);
     }
 }

@@ -21,8 +21,10 @@
 //! 6. Two fields that map to the same column name (`{"a_b": 1, "a": {"b": 2}}`),
 //!    or a field that maps to a column Tributary reserves (`_key`, `_position`,
 //!    `_partition`, `date`, and the sources' metadata columns `_kafka_…` and
-//!    `_kinesis_…`), make the message an error: it is dead-lettered, never
-//!    silently merged.
+//!    `_kinesis_…`), are an error, never silently merged. In the envelope the
+//!    whole message is dead-lettered; in one element of the explode path only
+//!    that element is (a dead letter with the element's index), and the
+//!    envelope's other elements become rows.
 
 use std::sync::Arc;
 
@@ -35,6 +37,26 @@ use crate::value::Value;
 /// A flat row: column names and values, in the order fields appeared. Names
 /// are shared: an Avro plan computes each once.
 pub type FlatRow = Vec<(Arc<str>, Value)>;
+
+/// The rows of one message: the envelope's single row, or one per element of
+/// the explode path, each a row or the reason that element cannot be one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageRows<E> {
+    /// No explode path, or an empty or missing array: one row.
+    Envelope(FlatRow),
+    /// One entry per element, in order.
+    Elements(Vec<Result<FlatRow, E>>),
+}
+
+impl<E> MessageRows<E> {
+    /// Every row, in order, or the first bad element's error.
+    pub fn into_rows(self) -> Result<Vec<FlatRow>, E> {
+        match self {
+            MessageRows::Envelope(row) => Ok(vec![row]),
+            MessageRows::Elements(elements) => elements.into_iter().collect(),
+        }
+    }
+}
 
 /// Why a message could not be flattened.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -79,8 +101,10 @@ impl Flattener {
         }
     }
 
-    /// The rows of one message.
-    pub fn flatten(&self, message: Json) -> Result<Vec<FlatRow>, FlattenError> {
+    /// The rows of one message. A message that is not an object, or whose
+    /// envelope has a bad column name, is an error; an element with a bad
+    /// column name is an error in its place.
+    pub fn flatten(&self, message: Json) -> Result<MessageRows<FlattenError>, FlattenError> {
         let Json::Object(object) = message else {
             return Err(FlattenError::NotAnObject {
                 found: json_kind(&message),
@@ -89,29 +113,27 @@ impl Flattener {
         let mut envelope = FlatRow::new();
         let mut exploded: Option<(String, Vec<Json>)> = None;
         self.walk_object(object, &mut String::new(), 0, &mut envelope, &mut exploded);
-
-        let rows = match exploded {
-            None => vec![envelope],
-            Some((_, elements)) if elements.is_empty() => vec![envelope],
-            Some((prefix, elements)) => elements
-                .into_iter()
-                .map(|element| {
-                    let mut row = envelope.clone();
-                    match element {
-                        Json::Object(fields) => {
-                            let mut path = prefix.clone();
-                            walk_plain(fields, &mut path, &mut row);
-                        }
-                        scalar => push_leaf(&prefix, scalar, &mut row),
-                    }
-                    row
-                })
-                .collect(),
+        check_names(&envelope)?;
+        let (prefix, elements) = match exploded {
+            Some((prefix, elements)) if !elements.is_empty() => (prefix, elements),
+            _ => return Ok(MessageRows::Envelope(envelope)),
         };
-        for row in &rows {
-            check_names(row)?;
-        }
-        Ok(rows)
+        let rows = elements
+            .into_iter()
+            .map(|element| {
+                let mut row = envelope.clone();
+                match element {
+                    Json::Object(fields) => {
+                        let mut path = prefix.clone();
+                        walk_plain(fields, &mut path, &mut row);
+                    }
+                    scalar => push_leaf(&prefix, scalar, &mut row),
+                }
+                check_names(&row)?;
+                Ok(row)
+            })
+            .collect();
+        Ok(MessageRows::Elements(rows))
     }
 
     /// Walks an object that may contain the explode path at `depth`.
@@ -228,17 +250,21 @@ mod tests {
         })
     }
 
+    /// Every row of a message that has no bad element.
+    fn all_rows(f: &Flattener, message: Json) -> Vec<FlatRow> {
+        f.flatten(message).unwrap().into_rows().unwrap()
+    }
+
     fn cols(row: &FlatRow) -> Vec<&str> {
         row.iter().map(|(n, _)| &**n).collect()
     }
 
     #[test]
     fn nested_objects_join_with_underscores() {
-        let rows = flattener(None)
-            .flatten(
-                json!({"a": {"b": {"c": 1}}, "http-status": 200, "9x": true, "tags": ["x", null]}),
-            )
-            .unwrap();
+        let rows = all_rows(
+            &flattener(None),
+            json!({"a": {"b": {"c": 1}}, "http-status": 200, "9x": true, "tags": ["x", null]}),
+        );
         assert_eq!(rows.len(), 1);
         assert_eq!(cols(&rows[0]), vec!["_9x", "a_b_c", "http_status", "tags"]);
         assert_eq!(
@@ -249,12 +275,13 @@ mod tests {
 
     #[test]
     fn explode_copies_envelope_onto_each_row() {
-        let rows = flattener(Some("messages"))
-            .flatten(json!({
+        let rows = all_rows(
+            &flattener(Some("messages")),
+            json!({
                 "host": "h1",
                 "messages": [{"level": "INFO", "user": {"id": 7}}, {"level": "WARN"}, "bare"],
-            }))
-            .unwrap();
+            }),
+        );
         assert_eq!(rows.len(), 3);
         assert_eq!(
             cols(&rows[0]),
@@ -276,26 +303,43 @@ mod tests {
     #[test]
     fn nested_explode_path_and_empty_array_keep_the_envelope() {
         let f = flattener(Some("payload.events"));
-        let rows = f
-            .flatten(json!({"id": 1, "payload": {"kind": "k", "events": [{"x": 1}, {"x": 2}]}}))
-            .unwrap();
+        let rows = all_rows(
+            &f,
+            json!({"id": 1, "payload": {"kind": "k", "events": [{"x": 1}, {"x": 2}]}}),
+        );
         assert_eq!(rows.len(), 2);
         assert_eq!(
             cols(&rows[1]),
             vec!["id", "payload_kind", "payload_events_x"]
         );
-        let rows = f
-            .flatten(json!({"id": 1, "payload": {"events": []}}))
-            .unwrap();
+        let rows = all_rows(&f, json!({"id": 1, "payload": {"events": []}}));
         assert_eq!(rows, vec![vec![("id".into(), Value::Long(1))]]);
     }
 
     #[test]
     fn arrays_of_objects_off_the_path_become_json_text() {
-        let rows = flattener(None).flatten(json!({"a": [{"b": 1}]})).unwrap();
+        let rows = all_rows(&flattener(None), json!({"a": [{"b": 1}]}));
         assert_eq!(
             rows[0],
             vec![("a".into(), Value::String(r#"[{"b":1}]"#.into()))]
+        );
+    }
+
+    #[test]
+    fn a_collision_in_one_element_fails_only_that_element() {
+        let message =
+            json!({"host": "h", "messages": [{"a_b": 1}, {"a_b": 1, "a": {"b": 2}}, {"a": 3}]});
+        let Ok(MessageRows::Elements(elements)) = flattener(Some("messages")).flatten(message)
+        else {
+            panic!("an exploded message");
+        };
+        assert_eq!(elements.len(), 3);
+        assert!(elements[0].is_ok() && elements[2].is_ok());
+        assert_eq!(
+            elements[1],
+            Err(FlattenError::ColumnCollision {
+                column: "messages_a_b".into()
+            })
         );
     }
 
@@ -365,25 +409,48 @@ mod tests {
     proptest! {
         /// No panic, and every leaf lands in exactly one column of one row —
         /// except envelope leaves under explode, which land once in every row.
+        /// No panic, and every leaf lands in exactly one column of one row —
+        /// except envelope leaves under explode, which land once in every
+        /// row, and leaves of an element that is a dead letter, which land in
+        /// none.
         #[test]
-        fn every_leaf_lands_exactly_once(mut body in arb_json(), messages in proptest::collection::vec(arb_json(), 0..4)) {
+        fn every_leaf_lands_exactly_once(mut body in arb_json(), mut messages in proptest::collection::vec(arb_json(), 0..4)) {
             let mut next = 0;
             number_leaves(&mut body, &mut next);
             let envelope_leaves = next;
-            let mut messages = Json::Array(messages);
-            number_leaves(&mut messages, &mut next);
+            // The element each later leaf belongs to.
+            let mut element_of = Vec::new();
+            for (i, m) in messages.iter_mut().enumerate() {
+                let first = next;
+                number_leaves(m, &mut next);
+                element_of.extend(std::iter::repeat_n(i, next - first));
+            }
             let mut message = json!({"body": body});
-            message["messages"] = messages.clone();
+            message["messages"] = Json::Array(messages.clone());
 
-            let rows = match flattener(Some("messages")).flatten(message) {
-                Ok(rows) => rows,
-                // Sanitizing `a.` and `a-` to `a_` makes collisions possible;
-                // they must be reported, and nothing else may fail.
+            let (rows, dead) = match flattener(Some("messages")).flatten(message) {
+                Ok(MessageRows::Envelope(row)) => {
+                    prop_assert!(messages.is_empty());
+                    (vec![row], Vec::new())
+                }
+                Ok(MessageRows::Elements(elements)) => {
+                    prop_assert_eq!(elements.len(), messages.len());
+                    let mut rows = Vec::new();
+                    let mut dead = Vec::new();
+                    for (i, element) in elements.into_iter().enumerate() {
+                        match element {
+                            Ok(row) => rows.push(row),
+                            // Sanitizing `a.` and `a-` to `a_` makes
+                            // collisions possible; nothing else may fail.
+                            Err(FlattenError::ColumnCollision { .. }) => dead.push(i),
+                            Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                        }
+                    }
+                    (rows, dead)
+                }
                 Err(FlattenError::ColumnCollision { .. }) => return Ok(()),
                 Err(e) => return Err(TestCaseError::fail(e.to_string())),
             };
-            let exploded = messages.as_array().map_or(0, Vec::len);
-            prop_assert_eq!(rows.len(), exploded.max(1));
             for leaf in 0..next {
                 let marker = format!("<{leaf}>");
                 let per_row: Vec<usize> = rows.iter().map(|r| {
@@ -395,7 +462,8 @@ mod tests {
                 if leaf < envelope_leaves {
                     prop_assert!(per_row.iter().all(|n| *n == 1), "envelope leaf {} per row {:?}", leaf, per_row);
                 } else {
-                    prop_assert_eq!(per_row.iter().sum::<usize>(), 1, "element leaf {}", leaf);
+                    let expected = usize::from(!dead.contains(&element_of[leaf - envelope_leaves]));
+                    prop_assert_eq!(per_row.iter().sum::<usize>(), expected, "element leaf {}", leaf);
                 }
                 prop_assert!(in_columns.iter().all(|n| *n <= 1));
             }

@@ -2,7 +2,9 @@
 //!
 //! A batch's dead letters are written to
 //! `_tributary/dead-letter/<stream>/<partition>/<first>.avro` (an Avro file
-//! with columns `_position`, `reason`, `error`, `payload`, `payload_bytes`)
+//! with columns `_position`, `element`, `reason`, `error`, `payload`,
+//! `payload_bytes`; `element` is the index of the rejected element of the
+//! explode path when only that element was rejected, else null)
 //! *before* its row file is staged. The row file is the commit point: a crash
 //! in between re-reads the batch and rewrites the dead-letter file, so every
 //! rejected message is recorded at least once, identified by its position.
@@ -91,6 +93,9 @@ impl Reason {
 pub struct DeadLetter {
     /// Its source position.
     pub position: u64,
+    /// The index of the element of the explode path that was rejected, when
+    /// only that element of the message was (its siblings became rows).
+    pub element: Option<u64>,
     /// Why it was rejected.
     pub reason: Reason,
     /// The error in words, naming the bad value's place (never its content).
@@ -115,6 +120,7 @@ impl DeadLetter {
             .min(usize::try_from(max_payload).unwrap_or(usize::MAX));
         Self {
             position,
+            element: None,
             reason,
             error: error.into(),
             payload: payload[..keep].to_vec(),
@@ -123,10 +129,20 @@ impl DeadLetter {
     }
 }
 
+impl DeadLetter {
+    /// This dead letter as the rejection of element `index` of its message
+    /// only.
+    pub fn for_element(mut self, index: u64) -> Self {
+        self.element = Some(index);
+        self
+    }
+}
+
 /// The schema of dead-letter files.
 pub fn dead_letter_schema() -> Schema {
     Schema::new(vec![
         Field::new("_position", DataType::Int64, false),
+        Field::new("element", DataType::Int64, true),
         Field::new("reason", DataType::Utf8, false),
         Field::new("error", DataType::Utf8, false),
         Field::new("payload", DataType::Binary, false),
@@ -149,6 +165,9 @@ pub fn encode(
     };
     let columns: Vec<ArrayRef> = vec![
         longs(|l| l.position),
+        Arc::new(Int64Array::from_iter(
+            letters.iter().map(|l| l.element.map(|e| e as i64)),
+        )),
         Arc::new(StringArray::from_iter_values(
             letters.iter().map(|l| l.reason.as_str()),
         )),
