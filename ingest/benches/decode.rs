@@ -1,13 +1,15 @@
-//! Decode + flatten throughput of Glue-framed Avro envelopes (7–25 log
-//! records each, the quickstart's sample stream, half by schema version 1 and
-//! half by version 2), per core:
+//! Decode + flatten throughput per core of the quickstart's sample stream
+//! (envelopes of 7–25 log records), into the Arrow batch that is staged:
 //!
-//! * `tributary`: what ingest does per message — read the frame, find the
-//!   prepared schema, decode with its compiled plan straight into flat rows,
-//!   check the column types;
-//! * `apache-avro Value (baseline)`: read the frame and decode with
-//!   apache-avro's generic `from_avro_datum` into a `Value` tree — decoding
-//!   only, no flattening.
+//! * `glue_avro_envelopes`: Glue-framed Avro, half by schema version 1 and
+//!   half by version 2. `tributary` reads each frame, finds the prepared
+//!   schema, decodes with its compiled plan and appends to the batch's Arrow
+//!   builders, then finishes the batch (types, keys, dates); the baseline
+//!   decodes each frame with apache-avro's generic `from_avro_datum` into a
+//!   `Value` tree — decoding only, no flattening, no batch.
+//! * `json_lines`: the same records as JSON lines. `tributary` streams each
+//!   line into the builders and finishes the batch; the baseline parses each
+//!   line into a `serde_json::Value` — parsing only.
 //!
 //! Run: `cargo bench -p tributary-ingest --bench decode`. Throughput is in
 //! flattened log records per second on one thread (= per core).
@@ -19,12 +21,12 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tributary_config::FlattenConfig;
-use tributary_ingest::batch::{BatchSettings, ColumnTypes, Message, SourceItem, decode};
+use tributary_ingest::batch::{BatchSettings, ColumnTypes, Message, SourceItem, build_batch};
 use tributary_ingest::flatten::Flattener;
 use tributary_ingest::schemas::{Schemas, flatten_rules};
+use tributary_lake::PartitionId;
 use tributary_lake::rowfile::Codec;
 use tributary_schema_registry::apache_avro::{Schema, from_avro_datum};
-use tributary_schema_registry::avro::Decoded;
 use tributary_schema_registry::client::{Client, ClientOptions};
 use tributary_schema_registry::schema::{Definition, SchemaType};
 use tributary_schema_registry::wire::{self, SchemaRef};
@@ -38,15 +40,42 @@ mod sample;
 /// Log records in the benchmark's stream.
 const RECORDS: u64 = 200_000;
 
+fn settings(flatten: &FlattenConfig) -> BatchSettings {
+    BatchSettings {
+        flattener: Flattener::new(flatten),
+        key_field: flatten.key_field.clone(),
+        event_time_field: flatten.event_time_field.clone(),
+        codec: Codec::Zstd,
+        dead_letter_max_payload_bytes: 1024,
+        max_message_bytes: 1 << 20,
+    }
+}
+
+/// The batch of `items`, checked to hold every record.
+fn batch(settings: &BatchSettings, schemas: &Schemas, items: &[SourceItem]) -> usize {
+    let partition = PartitionId::new("bench", "0");
+    let mut types = ColumnTypes::default();
+    let (batch, dead) =
+        build_batch(&partition, settings, schemas, &mut types, items).expect("a batch");
+    assert!(dead.is_empty(), "{:?}", dead.first());
+    batch.num_rows()
+}
+
 fn decode_flatten(c: &mut Criterion) {
+    let flatten = FlattenConfig {
+        explode: Some("messages".into()),
+        key_field: Some("messages_id".into()),
+        event_time_field: Some("messages_timestamp".into()),
+        ..Default::default()
+    };
+    let settings = settings(&flatten);
+
     let v1 = Definition::parse(SchemaType::Avro, sample::AVRO_SCHEMA_V1).expect("v1 parses");
     let v2 = Definition::parse(SchemaType::Avro, &sample::avro_schema_v2()).expect("v2 parses");
     let ids = [v1.uuid("bench"), v2.uuid("bench")];
     let mut frames = Vec::new();
-    let mut records = 0;
-    let mut rng = sample::SplitMix::new(11);
     sample::avro_envelopes(
-        &mut rng,
+        &mut sample::SplitMix::new(11),
         RECORDS,
         0,
         |n| n % 2 == 1,
@@ -56,19 +85,11 @@ fn decode_flatten(c: &mut Criterion) {
         },
     )
     .expect("in memory");
-    let messages: Vec<Message> = frames
+    let items: Vec<SourceItem> = frames
         .iter()
         .enumerate()
-        .map(|(i, f)| Message::new(i as u64, f.clone()))
+        .map(|(i, f)| SourceItem::Message(Message::new(i as u64, f.clone())))
         .collect();
-    let items: Vec<SourceItem> = messages.iter().cloned().map(SourceItem::Message).collect();
-
-    let flatten = FlattenConfig {
-        explode: Some("messages".into()),
-        key_field: Some("messages_id".into()),
-        event_time_field: Some("messages_timestamp".into()),
-        ..Default::default()
-    };
     let client = Client::fixed(
         [(v1.clone(), ids[0]), (v2.clone(), ids[1])]
             .map(|(d, id)| (SchemaRef::Uuid(id), SchemaType::Avro, d.text().to_string())),
@@ -84,43 +105,17 @@ fn decode_flatten(c: &mut Criterion) {
         .build()
         .expect("a runtime");
     let schemas = runtime.block_on(Schemas::resolve(Some(&client), &items, |_, _, _| {}));
-    let settings = BatchSettings {
-        flattener: Flattener::new(&flatten),
-        key_field: flatten.key_field.clone(),
-        event_time_field: flatten.event_time_field.clone(),
-        codec: Codec::Zstd,
-        dead_letter_max_payload_bytes: 1024,
-        max_message_bytes: 1 << 20,
-    };
-    let mut types = ColumnTypes::default();
-    let mut decoded = Decoded::default();
-    for message in &messages {
-        records += decode(&settings, &schemas, &mut decoded, &mut types, message)
-            .ok()
-            .and_then(|rows| rows.into_rows().ok())
-            .expect("sample frames decode")
-            .len() as u64;
-    }
-    assert_eq!(records, RECORDS);
+    assert_eq!(batch(&settings, &schemas, &items) as u64, RECORDS);
 
     let writers = [
         Schema::parse_str(sample::AVRO_SCHEMA_V1).expect("v1"),
         Schema::parse_str(&sample::avro_schema_v2()).expect("v2"),
     ];
     let mut group = c.benchmark_group("glue_avro_envelopes");
-    group.throughput(Throughput::Elements(records));
+    group.throughput(Throughput::Elements(RECORDS));
     group.sample_size(10);
-    group.bench_function("tributary decode+flatten", |b| {
-        b.iter(|| {
-            let mut rows = 0;
-            for message in &messages {
-                rows += decode(&settings, &schemas, &mut decoded, &mut types, message)
-                    .ok()
-                    .and_then(|rows| rows.into_rows().ok())
-                    .map_or(0, |rows| rows.len());
-            }
-            black_box(rows)
-        })
+    group.bench_function("tributary decode+flatten into Arrow", |b| {
+        b.iter(|| black_box(batch(&settings, &schemas, &items)))
     });
     group.bench_function("apache-avro Value (baseline)", |b| {
         b.iter(|| {
@@ -130,6 +125,35 @@ fn decode_flatten(c: &mut Criterion) {
                 let value =
                     from_avro_datum(&writers[usize::from(v2)], &mut &parsed.payload[..], None);
                 black_box(value.is_ok());
+            }
+        })
+    });
+    group.finish();
+
+    let mut text = Vec::new();
+    sample::write_envelopes(&mut text, &mut sample::SplitMix::new(11), RECORDS, 0)
+        .expect("in memory");
+    let lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let items: Vec<SourceItem> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| SourceItem::Message(Message::new(i as u64, l.to_vec())))
+        .collect();
+    let no_schemas = Schemas::default();
+    assert_eq!(batch(&settings, &no_schemas, &items) as u64, RECORDS);
+    let mut group = c.benchmark_group("json_lines");
+    group.throughput(Throughput::Elements(RECORDS));
+    group.sample_size(10);
+    group.bench_function("tributary decode+flatten into Arrow", |b| {
+        b.iter(|| black_box(batch(&settings, &no_schemas, &items)))
+    });
+    group.bench_function("serde_json Value (baseline)", |b| {
+        b.iter(|| {
+            for line in &lines {
+                black_box(serde_json::from_slice::<serde_json::Value>(line).is_ok());
             }
         })
     });

@@ -1,26 +1,29 @@
 //! Turning a batch of raw messages into one row file (and its dead letters).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use rustc_hash::FxHashMap;
 use tributary_config::{ColumnTypeName, IngestConfig};
 use tributary_lake::PartitionId;
 use tributary_lake::chain::file_metadata;
-use tributary_lake::columns::arrow_type;
 use tributary_lake::rowfile::{self, Codec, ColumnType};
 
 use tributary_schema_registry::avro::{Decoded, Plan, Val};
 use tributary_schema_registry::client::describe;
 use tributary_schema_registry::wire;
 
-use crate::flatten::{FlatRow, FlattenError, Flattener, MessageRows};
+use crate::builder::{At, BatchBuilder, Cell, Outcome, Rejection};
+use crate::flatten::{FlattenError, Flattener};
 use crate::schemas::Schemas;
-use crate::value::{Value, array_of};
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
+
+/// The metadata columns a source adds to each row of a message, and their
+/// values.
+pub type SourceColumns = Vec<(Arc<str>, Cell<'static>)>;
 
 /// A message read from a source.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +35,7 @@ pub struct Message {
     /// Metadata columns the source adds to each of the message's rows
     /// (`_kafka_offset`, …; see [`ColumnTypes::fix_source_column`]). Empty
     /// for files.
-    pub columns: FlatRow,
+    pub columns: SourceColumns,
     /// The value of a Kafka `__value_schema_id` header: it names the schema
     /// and the whole payload is the data.
     pub schema_header: Option<Vec<u8>>,
@@ -44,7 +47,7 @@ impl Message {
         Self {
             position,
             payload,
-            columns: FlatRow::new(),
+            columns: Vec::new(),
             schema_header: None,
         }
     }
@@ -161,52 +164,32 @@ impl ColumnTypes {
             .or_else(|| self.inferred.get(name))
     }
 
-    /// Checks every value of a row, and only if all pass, records the
-    /// widened types. Returns the reason otherwise.
-    fn admit(&mut self, row: &FlatRow) -> Result<(), String> {
-        let mut widened: Vec<(&str, ColumnType)> = Vec::new();
-        for (name, value) in row {
-            let name = &**name;
-            // The common case, without allocating: the column already has
-            // this value's type and nothing widened earlier in the row.
-            let current = self
-                .fixed
-                .get(name)
-                .map(|(t, _)| t)
-                .or_else(|| self.inferred.get(name));
-            if widened.is_empty() && current.is_some_and(|t| value.is_of(t)) {
-                continue;
-            }
-            let Some(found) = value.column_type() else {
-                continue;
-            };
-            if let Some((ty, origin)) = self.fixed.get(name) {
-                if !ty.accepts(&found) {
-                    return Err(format!(
-                        "column `{name}` is {ty} ({origin}); the value is {}",
-                        value.kind()
-                    ));
-                }
-                continue;
-            }
-            if self.reject_unfixed {
-                return Err(format!("column `{name}` is not in the declared schema"));
-            }
-            let current = widened
-                .iter()
-                .rev()
-                .find(|(n, _)| *n == name)
-                .map(|(_, t)| t)
-                .or_else(|| self.inferred.get(name));
-            let next = current.map_or_else(|| found.clone(), |t| t.widen(&found));
-            if current != Some(&next) {
-                widened.push((name, next));
-            }
+    /// The fixed type of column `name` and where it comes from, if any.
+    pub(crate) fn fixed(&self, name: &str) -> Option<&(ColumnType, &'static str)> {
+        self.fixed.get(name)
+    }
+
+    /// Whether a column without a fixed type is rejected.
+    pub(crate) fn rejects_unfixed(&self) -> bool {
+        self.reject_unfixed
+    }
+
+    /// The type column `name` has in a batch whose values were of
+    /// `observed` type (widened; `None`: all null): its fixed type, or the
+    /// widening of `observed` and the type inferred before, which it becomes.
+    /// `None` when nothing gives the column a type.
+    pub(crate) fn admit(&mut self, name: &str, observed: Option<ColumnType>) -> Option<ColumnType> {
+        if let Some((ty, _)) = self.fixed.get(name) {
+            return Some(ty.clone());
         }
-        for (name, ty) in widened {
-            self.inferred.insert(name.to_string(), ty);
-        }
-        Ok(())
+        let ty = match (self.inferred.get(name), observed) {
+            (Some(before), Some(now)) => before.widen(&now),
+            (Some(before), None) => before.clone(),
+            (None, Some(now)) => now,
+            (None, None) => return None,
+        };
+        self.inferred.insert(name.to_string(), ty.clone());
+        Some(ty)
     }
 }
 
@@ -307,51 +290,26 @@ pub fn encode_batch_with_source(
 ) -> tributary_lake::Result<EncodedBatch> {
     let first = items.first().map_or(0, SourceItem::position);
     let last = items.last().map_or(0, SourceItem::position);
-    let mut builder = RowsBuilder::default();
-    let mut dead_letters = Vec::new();
-    let mut message_bytes = 0;
     let messages = items.len() as u64;
-    let mut decoded = Decoded::default();
-    for item in items {
-        match item {
-            SourceItem::Bad(letter) => {
-                message_bytes += letter.payload_bytes;
-                dead_letters.push(letter);
+    let message_bytes = items
+        .iter()
+        .map(|item| match item {
+            SourceItem::Message(m) => m.payload.len() as u64,
+            SourceItem::Bad(d) => d.payload_bytes,
+        })
+        .sum();
+    let (batch, dead_letters) =
+        build_batch(partition, settings, schemas, types, &items).map_err(|source| {
+            tributary_lake::Error::RowFile {
+                path: format!("<batch of {partition}>"),
+                source,
             }
-            SourceItem::Message(message) => {
-                message_bytes += message.payload.len() as u64;
-                let letter = |(reason, error): Rejection| {
-                    DeadLetter::new(
-                        message.position,
-                        reason,
-                        error,
-                        &message.payload,
-                        settings.dead_letter_max_payload_bytes,
-                    )
-                };
-                match decode(settings, schemas, &mut decoded, types, &message) {
-                    Ok(MessageRows::Envelope(row)) => {
-                        builder.push_row(partition, settings, message.position, 0, row);
-                    }
-                    Ok(MessageRows::Elements(elements)) => {
-                        for (i, element) in elements.into_iter().enumerate() {
-                            match element {
-                                Ok(row) => {
-                                    builder.push_row(partition, settings, message.position, i, row);
-                                }
-                                Err(rejection) => {
-                                    dead_letters.push(letter(rejection).for_element(i as u64));
-                                }
-                            }
-                        }
-                    }
-                    Err(rejection) => dead_letters.push(letter(rejection)),
-                }
-            }
-        }
-    }
-    let rows = builder.rows.len() as u64;
-    let row_file = builder.encode(partition, types, settings.codec, first, last, source)?;
+        })?;
+    let metadata = file_metadata(partition, first, last)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(source);
+    let row_file = rowfile::write(&batch, settings.codec, metadata)?;
     let dead_letter_file = if dead_letters.is_empty() {
         None
     } else {
@@ -368,289 +326,172 @@ pub fn encode_batch_with_source(
         last,
         messages,
         message_bytes,
-        rows,
+        rows: batch.num_rows() as u64,
         row_file,
         dead_letters,
         dead_letter_file,
     })
 }
 
-/// Why a message, or one element of its explode path, is a dead letter.
-pub type Rejection = (Reason, String);
+/// Decodes and flattens `items` into the Arrow batch that is staged, and the
+/// dead letters of the messages (and explode-path elements) that could not
+/// become rows.
+pub fn build_batch(
+    partition: &PartitionId,
+    settings: &BatchSettings,
+    schemas: &Schemas,
+    types: &mut ColumnTypes,
+    items: &[SourceItem],
+) -> Result<(RecordBatch, Vec<DeadLetter>), ArrowError> {
+    let mut builder = BatchBuilder::new(
+        settings.key_field.clone(),
+        settings.event_time_field.clone(),
+    );
+    let mut dead_letters = Vec::new();
+    let mut decoded = Decoded::default();
+    for item in items {
+        let message = match item {
+            SourceItem::Bad(letter) => {
+                dead_letters.push(letter.clone());
+                continue;
+            }
+            SourceItem::Message(message) => message,
+        };
+        let letter = |(reason, error): Rejection| {
+            DeadLetter::new(
+                message.position,
+                reason,
+                error,
+                &message.payload,
+                settings.dead_letter_max_payload_bytes,
+            )
+        };
+        builder.begin_message(message.position);
+        if let Err(rejection) = decode(
+            settings,
+            schemas,
+            &mut decoded,
+            types,
+            message,
+            &mut builder,
+        ) {
+            builder.abort_message();
+            dead_letters.push(letter(rejection));
+            continue;
+        }
+        for (name, cell) in &message.columns {
+            builder.put_source(name, cell.clone(), types);
+        }
+        match builder.end_message() {
+            Outcome::Rows => {}
+            Outcome::Rejected(rejection) => dead_letters.push(letter(rejection)),
+            Outcome::Elements(rejected) => dead_letters.extend(
+                rejected
+                    .into_iter()
+                    .map(|(i, rejection)| letter(rejection).for_element(u64::from(i))),
+            ),
+        }
+    }
+    Ok((builder.finish(partition, types)?, dead_letters))
+}
 
-/// The rows of one message: its framing (if any) names the schema; plain
-/// JSON and JSON Schema payloads go through the JSON flattener, Avro through
-/// the schema's compiled plan. Each row ends with the message's source
-/// columns, its event time is a timestamp, and its types are admitted by
-/// `types`; a row that fails is rejected alone if it is an element of the
-/// explode path, else the message is.
-pub fn decode(
+/// Appends the rows of one message to `builder`: its framing (if any) names
+/// the schema; plain JSON and JSON Schema payloads go through the JSON
+/// flattener, Avro through the schema's compiled plan. An error means the
+/// message cannot be read at all; a bad element or column is rejected in
+/// the builder.
+fn decode(
     settings: &BatchSettings,
     schemas: &Schemas,
     decoded: &mut Decoded,
-    types: &mut ColumnTypes,
+    types: &ColumnTypes,
     message: &Message,
-) -> Result<MessageRows<Rejection>, Rejection> {
+    builder: &mut BatchBuilder,
+) -> Result<(), Rejection> {
     let frame = message
         .frame(settings.max_message_bytes)
         .map_err(|e| (Reason::Framing, e.to_string()))?;
-    let mut rows = match frame.schema {
-        None => flatten_json(settings, &frame.payload)?,
-        Some(reference) => {
-            let prepared = schemas
-                .get(reference)
-                .map_err(|e| (Reason::UnknownSchema, e))?;
-            match &prepared.plan {
-                None => flatten_json(settings, &frame.payload)?,
-                Some(Err(e)) => {
-                    return Err((Reason::Flatten, format!("{}: {e}", describe(reference))));
-                }
-                Some(Ok(plan)) => avro_rows(plan, decoded, &frame.payload)
-                    .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))?,
-            }
-        }
+    let Some(reference) = frame.schema else {
+        return flatten_json(settings, &frame.payload, types, builder);
     };
-    match &mut rows {
-        MessageRows::Envelope(row) => finish_row(settings, types, message, row)?,
-        MessageRows::Elements(elements) => {
-            for element in elements {
-                if let Ok(row) = element
-                    && let Err(rejection) = finish_row(settings, types, message, row)
-                {
-                    *element = Err(rejection);
-                }
-            }
+    let prepared = schemas
+        .get(reference)
+        .map_err(|e| (Reason::UnknownSchema, e))?;
+    match &prepared.plan {
+        None => flatten_json(settings, &frame.payload, types, builder),
+        Some(Err(e)) => Err((Reason::Flatten, format!("{}: {e}", describe(reference)))),
+        Some(Ok(plan)) => {
+            plan.decode(&frame.payload, decoded)
+                .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))?;
+            append_avro(plan, decoded, types, builder);
+            Ok(())
         }
     }
-    Ok(rows)
 }
 
-/// Adds the message's source columns to `row`, makes its event time a
-/// timestamp, and admits its types.
-fn finish_row(
-    settings: &BatchSettings,
-    types: &mut ColumnTypes,
-    message: &Message,
-    row: &mut FlatRow,
-) -> Result<(), Rejection> {
-    row.extend(message.columns.iter().cloned());
-    if let Some(field) = &settings.event_time_field
-        && let Some((_, v)) = row.iter_mut().find(|(c, _)| **c == **field)
-    {
-        *v = event_time(std::mem::take(v)).map_err(|found| {
-            let error = format!(
-                "event time `{field}` is {found}, not an RFC 3339 time or \
-                 milliseconds since the epoch"
-            );
-            (Reason::Schema, error)
-        })?;
-    }
-    types.admit(row).map_err(|e| (Reason::Schema, e))
-}
-
-/// An event time as a timestamp: an RFC 3339 string, or milliseconds since
-/// the Unix epoch as a number (a timestamp stays, a date is its midnight,
-/// null stays null). Otherwise the kind of value it is.
-fn event_time(value: Value) -> Result<Value, &'static str> {
-    const MICROS_PER_DAY: i64 = 86_400_000_000;
-    let micros = match &value {
-        Value::Null | Value::Timestamp(_) => return Ok(value),
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| t.with_timezone(&Utc).timestamp_micros()),
-        Value::Long(ms) => ms.checked_mul(1_000),
-        Value::Double(ms) if ms.is_finite() && ms.abs() < 9.2e15 => Some((ms * 1_000.0) as i64),
-        Value::Date(days) => i64::from(*days).checked_mul(MICROS_PER_DAY),
-        _ => None,
-    };
-    micros.map(Value::Timestamp).ok_or(match value {
-        Value::String(_) => "a string",
-        other => other.kind(),
-    })
-}
-
-/// Decodes one Avro record with `plan` into flat rows: one per exploded
-/// element (the envelope's values copied onto each), or one of envelope
-/// values.
-pub fn avro_rows<E>(
+/// Appends a record `plan` decoded: envelope values once, each exploded
+/// element's values in a row of its own.
+fn append_avro(
     plan: &Plan,
     decoded: &mut Decoded,
-    payload: &[u8],
-) -> Result<MessageRows<E>, tributary_schema_registry::avro::DecodeError> {
-    plan.decode(payload, decoded)?;
+    types: &ColumnTypes,
+    builder: &mut BatchBuilder,
+) {
     let columns = plan.columns();
-    let named = |values: &mut Vec<(u32, Val)>, row: &mut FlatRow| {
-        row.extend(
-            values
-                .drain(..)
-                .map(|(c, v)| (columns[c as usize].clone(), value(v))),
-        );
-    };
-    let elements = decoded.elements().len();
-    let mut envelope = FlatRow::with_capacity(decoded.envelope.len());
-    named(&mut decoded.envelope, &mut envelope);
-    if elements == 0 {
-        return Ok(MessageRows::Envelope(envelope));
+    for (c, v) in decoded.envelope.drain(..) {
+        builder.put(At::Envelope, &columns[c as usize], cell(v), types);
     }
-    let mut rows = Vec::with_capacity(elements);
     for element in decoded.elements_mut() {
-        let mut row = FlatRow::with_capacity(envelope.len() + element.len());
-        row.extend(envelope.iter().cloned());
-        named(element, &mut row);
-        rows.push(Ok(row));
+        builder.begin_element();
+        for (c, v) in element.drain(..) {
+            builder.put(At::Element, &columns[c as usize], cell(v), types);
+        }
+        builder.end_element();
     }
-    Ok(MessageRows::Elements(rows))
 }
 
-fn value(v: Val) -> Value {
+fn cell(v: Val) -> Cell<'static> {
     match v {
-        Val::Null => Value::Null,
-        Val::Bool(b) => Value::Boolean(b),
-        Val::Long(l) => Value::Long(l),
-        Val::Double(d) => Value::Double(d),
-        Val::Str(s) => Value::String(s),
-        Val::Bytes(b) => Value::Bytes(b),
-        Val::Timestamp(t) => Value::Timestamp(t),
-        Val::Date(d) => Value::Date(d),
+        Val::Null => Cell::Null,
+        Val::Bool(b) => Cell::Bool(b),
+        Val::Long(l) => Cell::Long(l),
+        Val::Double(d) => Cell::Double(d),
+        Val::Str(s) => Cell::Str(Cow::Owned(s)),
+        Val::Bytes(b) => Cell::Bytes(Cow::Owned(b)),
+        Val::Timestamp(t) => Cell::Timestamp(t),
+        Val::Date(d) => Cell::Date(d),
         Val::Decimal {
             unscaled,
             precision,
             scale,
-        } => Value::Decimal {
+        } => Cell::Decimal {
             unscaled,
             precision,
             scale,
         },
-        Val::List(items) => Value::List(items.into_iter().map(value).collect()),
+        Val::List(items) => Cell::List(items.into_iter().map(cell).collect()),
     }
 }
 
 fn flatten_json(
     settings: &BatchSettings,
     payload: &[u8],
-) -> Result<MessageRows<Rejection>, Rejection> {
+    types: &ColumnTypes,
+    builder: &mut BatchBuilder,
+) -> Result<(), Rejection> {
     let text = std::str::from_utf8(payload).map_err(|e| {
         (
             Reason::InvalidUtf8,
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
-    let json: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| (Reason::MalformedJson, e.to_string()))?;
-    let rejection = |e: FlattenError| (Reason::Flatten, e.to_string());
-    Ok(match settings.flattener.flatten(json).map_err(rejection)? {
-        MessageRows::Envelope(row) => MessageRows::Envelope(row),
-        MessageRows::Elements(elements) => {
-            MessageRows::Elements(elements.into_iter().map(|e| e.map_err(rejection)).collect())
-        }
-    })
-}
-
-/// Number of columns every row starts with: `_key`, `_position`, `date`.
-const SYSTEM_COLUMNS: usize = 3;
-
-/// Rows of a batch, one value per batch column, in first-seen column order.
-#[derive(Default)]
-struct RowsBuilder {
-    columns: Vec<Arc<str>>,
-    index: FxHashMap<Arc<str>, usize>,
-    rows: Vec<Vec<Value>>,
-}
-
-impl RowsBuilder {
-    /// Appends the row of element `i` (0 for a message's only row) of the
-    /// message at `position`.
-    fn push_row(
-        &mut self,
-        partition: &PartitionId,
-        settings: &BatchSettings,
-        position: u64,
-        i: usize,
-        flat: FlatRow,
-    ) {
-        let field = |name: &Option<String>| {
-            name.as_ref()
-                .and_then(|n| flat.iter().find(|(c, _)| **c == **n))
-                .map(|(_, v)| v)
-        };
-        let key = match field(&settings.key_field) {
-            Some(Value::Null) | None => format!("{partition}/{position}/{i}"),
-            Some(v) => v.to_json_text(),
-        };
-        let date = match field(&settings.event_time_field) {
-            Some(Value::Timestamp(micros)) => {
-                i32::try_from(micros.div_euclid(86_400_000_000)).map_or(Value::Null, Value::Date)
-            }
-            _ => Value::Null,
-        };
-        let mut row = vec![Value::Null; SYSTEM_COLUMNS + self.columns.len()];
-        row[0] = Value::String(key);
-        row[1] = Value::Long(position as i64);
-        row[2] = date;
-        for (name, value) in flat {
-            let idx = match self.index.get(&*name) {
-                Some(idx) => *idx,
-                None => {
-                    self.columns.push(name.clone());
-                    self.index.insert(name, self.columns.len() - 1);
-                    row.push(Value::Null);
-                    self.columns.len() - 1
-                }
-            };
-            row[SYSTEM_COLUMNS + idx] = value;
-        }
-        self.rows.push(row);
-    }
-
-    fn encode(
-        self,
-        partition: &PartitionId,
-        types: &ColumnTypes,
-        codec: Codec,
-        first: u64,
-        last: u64,
-        source: Vec<(String, String)>,
-    ) -> tributary_lake::Result<Bytes> {
-        // Columns that were null in every row of the batch have no type yet; they
-        // are left out (absent means null), so nulls never fix a column's type.
-        let mut fields = vec![
-            Field::new("_key", DataType::Utf8, false),
-            Field::new("_position", DataType::Int64, false),
-            Field::new("date", arrow_type(&ColumnType::Date), true),
-        ];
-        let mut kept = vec![
-            (0, ColumnType::String),
-            (1, ColumnType::Long),
-            (2, ColumnType::Date),
-        ];
-        for (i, name) in self.columns.iter().enumerate() {
-            if let Some(ty) = types.get(name) {
-                fields.push(Field::new(name.as_ref(), arrow_type(ty), true));
-                kept.push((SYSTEM_COLUMNS + i, ty.clone()));
-            }
-        }
-        let columns = kept
-            .iter()
-            .map(|(i, ty)| {
-                array_of(
-                    self.rows.iter().map(|r| r.get(*i).unwrap_or(&Value::Null)),
-                    ty,
-                )
-            })
-            .collect();
-        let batch =
-            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|source| {
-                tributary_lake::Error::RowFile {
-                    path: format!("<batch of {partition}>"),
-                    source,
-                }
-            })?;
-        let metadata = file_metadata(partition, first, last)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .chain(source);
-        rowfile::write(&batch, codec, metadata)
-    }
+    settings
+        .flattener
+        .flatten(text, builder, types)
+        .map_err(|e| match e {
+            FlattenError::Malformed(_) => (Reason::MalformedJson, e.to_string()),
+            _ => (Reason::Flatten, e.to_string()),
+        })
 }
 
 #[cfg(test)]
@@ -729,9 +570,10 @@ mod tests {
                 "date:date",
                 "host:string",
                 "messages_id:string",
-                "messages_n:string",
-                "messages_ts:timestamp"
-            ]
+                "messages_ts:timestamp",
+                "messages_n:string"
+            ],
+            "columns in the order the message's text has them"
         );
         let text = |column: usize| -> Vec<Option<&str>> {
             file.batch
@@ -747,14 +589,14 @@ mod tests {
         assert_eq!(days.values().to_vec(), vec![20_779, 19_675]);
         let times = file
             .batch
-            .column(6)
+            .column(5)
             .as_primitive::<TimestampMicrosecondType>();
         assert_eq!(
             times.values().to_vec(),
             vec![1_795_341_600_000_000, 1_700_000_000_000_000]
         );
         // `n` widened from long to string within the batch; the long is written as text.
-        assert_eq!(text(5), vec![Some("1"), Some("x")]);
+        assert_eq!(text(6), vec![Some("1"), Some("x")]);
         assert_eq!(file.metadata_str(META_LAST_POSITION), Some("30"));
     }
 

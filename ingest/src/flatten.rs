@@ -1,4 +1,7 @@
-//! Nested JSON messages to flat rows.
+//! Nested JSON messages to flat rows, streamed from the message text
+//! straight into the batch's Arrow builders (no `serde_json::Value` per
+//! message: only arrays off the explode path are buffered, to tell a list of
+//! scalars from JSON text).
 //!
 //! The rules, in order:
 //!
@@ -24,39 +27,20 @@
 //!    `_kinesis_…`), are an error, never silently merged. In the envelope the
 //!    whole message is dead-lettered; in one element of the explode path only
 //!    that element is (a dead letter with the element's index), and the
-//!    envelope's other elements become rows.
+//!    envelope's other elements become rows. A key that appears twice in one
+//!    object is such a collision too (a value tree would keep the last one
+//!    silently).
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::fmt;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
-use tributary_config::{FlattenConfig, is_reserved_column};
+use tributary_config::FlattenConfig;
 use tributary_schema_registry::avro::push_segment;
 
-use crate::value::Value;
-
-/// A flat row: column names and values, in the order fields appeared. Names
-/// are shared: an Avro plan computes each once.
-pub type FlatRow = Vec<(Arc<str>, Value)>;
-
-/// The rows of one message: the envelope's single row, or one per element of
-/// the explode path, each a row or the reason that element cannot be one.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MessageRows<E> {
-    /// No explode path, or an empty or missing array: one row.
-    Envelope(FlatRow),
-    /// One entry per element, in order.
-    Elements(Vec<Result<FlatRow, E>>),
-}
-
-impl<E> MessageRows<E> {
-    /// Every row, in order, or the first bad element's error.
-    pub fn into_rows(self) -> Result<Vec<FlatRow>, E> {
-        match self {
-            MessageRows::Envelope(row) => Ok(vec![row]),
-            MessageRows::Elements(elements) => elements.into_iter().collect(),
-        }
-    }
-}
+use crate::batch::ColumnTypes;
+use crate::builder::{At, BatchBuilder, Cell};
 
 /// Why a message could not be flattened.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -68,18 +52,9 @@ pub enum FlattenError {
         /// What it is.
         found: &'static str,
     },
-    /// Two fields map to one column name.
-    #[error("two fields map to column `{column}`")]
-    ColumnCollision {
-        /// The column.
-        column: String,
-    },
-    /// A field maps to a reserved column name.
-    #[error("field maps to reserved column `{column}`")]
-    ReservedColumn {
-        /// The column.
-        column: String,
-    },
+    /// The message is not JSON.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// Flattens messages by the rules of this module.
@@ -101,147 +76,328 @@ impl Flattener {
         }
     }
 
-    /// The rows of one message. A message that is not an object, or whose
-    /// envelope has a bad column name, is an error; an element with a bad
-    /// column name is an error in its place.
-    pub fn flatten(&self, message: Json) -> Result<MessageRows<FlattenError>, FlattenError> {
-        let Json::Object(object) = message else {
-            return Err(FlattenError::NotAnObject {
-                found: json_kind(&message),
-            });
-        };
-        let mut envelope = FlatRow::new();
-        let mut exploded: Option<(String, Vec<Json>)> = None;
-        self.walk_object(object, &mut String::new(), 0, &mut envelope, &mut exploded);
-        check_names(&envelope)?;
-        let (prefix, elements) = match exploded {
-            Some((prefix, elements)) if !elements.is_empty() => (prefix, elements),
-            _ => return Ok(MessageRows::Envelope(envelope)),
-        };
-        let rows = elements
-            .into_iter()
-            .map(|element| {
-                let mut row = envelope.clone();
-                match element {
-                    Json::Object(fields) => {
-                        let mut path = prefix.clone();
-                        walk_plain(fields, &mut path, &mut row);
-                    }
-                    scalar => push_leaf(&prefix, scalar, &mut row),
-                }
-                check_names(&row)?;
-                Ok(row)
-            })
-            .collect();
-        Ok(MessageRows::Elements(rows))
-    }
-
-    /// Walks an object that may contain the explode path at `depth`.
-    fn walk_object(
+    /// Appends the rows of one JSON message to `builder` (whose current
+    /// message it is). Bad column names reject their element or message in
+    /// the builder; text that is not a JSON object is an error, after which
+    /// the caller aborts the message.
+    pub fn flatten(
         &self,
-        object: serde_json::Map<String, Json>,
-        path: &mut String,
-        depth: usize,
-        row: &mut FlatRow,
-        exploded: &mut Option<(String, Vec<Json>)>,
-    ) {
-        for (key, value) in object {
-            let on_path = self.explode.get(depth) == Some(&key);
-            let len = path.len();
-            push_segment(path, &key);
-            match value {
-                Json::Array(elements) if on_path && depth + 1 == self.explode.len() => {
-                    *exploded = Some((path.clone(), elements));
-                }
-                Json::Object(inner) if on_path => {
-                    self.walk_object(inner, path, depth + 1, row, exploded)
-                }
-                other => walk_value(other, path, row),
+        text: &str,
+        builder: &mut BatchBuilder,
+        types: &ColumnTypes,
+    ) -> Result<(), FlattenError> {
+        let mut walk = Walk {
+            explode: &self.explode,
+            builder,
+            types,
+            path: String::new(),
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        let malformed = |e: serde_json::Error| FlattenError::Malformed(e.to_string());
+        de.deserialize_any(Top(&mut walk)).map_err(malformed)??;
+        de.end().map_err(malformed)
+    }
+}
+
+/// A message being walked: the builder it goes to and the current path.
+struct Walk<'a> {
+    explode: &'a [String],
+    builder: &'a mut BatchBuilder,
+    types: &'a ColumnTypes,
+    path: String,
+}
+
+impl Walk<'_> {
+    fn put(&mut self, at: At, cell: Cell<'_>) {
+        self.builder.put(at, &self.path, cell, self.types);
+    }
+}
+
+/// The message: an object, or the kind of value it is instead.
+struct Top<'w, 'a>(&'w mut Walk<'a>);
+
+impl<'de> Visitor<'de> for Top<'_, '_> {
+    type Value = Result<(), FlattenError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Object {
+            walk: self.0,
+            at: At::Envelope,
+            depth: Some(0),
+        }
+        .visit_map(map)
+        .map(Ok)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Err(FlattenError::NotAnObject { found: "an array" }))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(FlattenError::NotAnObject { found: "null" }))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(FlattenError::NotAnObject { found: "a boolean" }))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(FlattenError::NotAnObject { found: "a number" }))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(FlattenError::NotAnObject { found: "a number" }))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(FlattenError::NotAnObject { found: "a number" }))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(FlattenError::NotAnObject { found: "a string" }))
+    }
+}
+
+/// An object's fields, at a level; `depth` is how far along the explode
+/// path the object is, if it is on it.
+struct Object<'w, 'a> {
+    walk: &'w mut Walk<'a>,
+    at: At,
+    depth: Option<usize>,
+}
+
+impl<'de> Visitor<'de> for Object<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Object { walk, at, depth } = self;
+        loop {
+            let len = walk.path.len();
+            let expect = depth.and_then(|d| walk.explode.get(d)).map(String::as_str);
+            let Some(on_path) = map.next_key_seed(Key {
+                path: &mut walk.path,
+                expect,
+            })?
+            else {
+                break;
+            };
+            let mode = match depth {
+                Some(d) if on_path && d + 1 == walk.explode.len() => Mode::Explode,
+                Some(d) if on_path => Mode::OnPath(d + 1),
+                _ => Mode::Plain,
+            };
+            map.next_value_seed(Field {
+                walk: &mut *walk,
+                at,
+                mode,
+            })?;
+            walk.path.truncate(len);
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Object<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+/// A key: appends its sanitized segment to the path; whether it is the
+/// explode path's next key.
+struct Key<'p> {
+    path: &'p mut String,
+    expect: Option<&'p str>,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        push_segment(self.path, key);
+        Ok(self.expect == Some(key))
+    }
+}
+
+/// Where a field's value sits relative to the explode path.
+#[derive(Clone, Copy)]
+enum Mode {
+    Plain,
+    /// An object here continues the path at this depth.
+    OnPath(usize),
+    /// An array here is exploded.
+    Explode,
+}
+
+/// A field's value at the current path.
+struct Field<'w, 'a> {
+    walk: &'w mut Walk<'a>,
+    at: At,
+    mode: Mode,
+}
+
+impl<'de> DeserializeSeed<'de> for Field<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Field<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.walk.put(self.at, Cell::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.walk.put(self.at, Cell::Bool(v));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.walk.put(self.at, Cell::Long(v));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.walk.put(self.at, number(v));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.walk.put(self.at, Cell::Double(v));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.walk.put(self.at, Cell::Str(Cow::Borrowed(v)));
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let depth = match self.mode {
+            Mode::OnPath(d) => Some(d),
+            _ => None,
+        };
+        Object {
+            walk: self.walk,
+            at: self.at,
+            depth,
+        }
+        .visit_map(map)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Field { walk, at, mode } = self;
+        if !matches!(mode, Mode::Explode) {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<Json>()? {
+                items.push(item);
             }
-            path.truncate(len);
+            walk.put(at, array(items));
+            return Ok(());
         }
-    }
-}
-
-fn walk_plain(object: serde_json::Map<String, Json>, path: &mut String, row: &mut FlatRow) {
-    for (key, value) in object {
-        let len = path.len();
-        push_segment(path, &key);
-        walk_value(value, path, row);
-        path.truncate(len);
-    }
-}
-
-fn walk_value(value: Json, path: &mut String, row: &mut FlatRow) {
-    match value {
-        Json::Object(inner) => walk_plain(inner, path, row),
-        other => push_leaf(path, other, row),
-    }
-}
-
-fn push_leaf(column: &str, value: Json, row: &mut FlatRow) {
-    let value = match value {
-        Json::Array(items) if items.iter().all(is_scalar) => {
-            Value::List(items.into_iter().map(scalar).collect())
+        while seq
+            .next_element_seed(Element { walk: &mut *walk })?
+            .is_some()
+        {
+            walk.builder.end_element();
         }
-        array @ Json::Array(_) => Value::String(array.to_string()),
-        other => scalar(other),
-    };
-    row.push((column.into(), value));
+        Ok(())
+    }
 }
 
-fn is_scalar(v: &Json) -> bool {
-    !matches!(v, Json::Array(_) | Json::Object(_))
+/// One element of the explode array: an object's fields, or a single value,
+/// at the element level.
+struct Element<'w, 'a> {
+    walk: &'w mut Walk<'a>,
 }
 
-/// A JSON scalar as a value: integers that fit `i64` are longs, other numbers
-/// doubles (so `u64` values above `i64::MAX` lose precision, as in Spark).
-fn scalar(v: Json) -> Value {
+impl<'de> DeserializeSeed<'de> for Element<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.walk.builder.begin_element();
+        d.deserialize_any(Field {
+            walk: self.walk,
+            at: At::Element,
+            mode: Mode::Plain,
+        })
+    }
+}
+
+/// A JSON number that fits no `i64`: a double (so `u64` values above
+/// `i64::MAX` lose precision, as in Spark).
+fn number(v: u64) -> Cell<'static> {
+    i64::try_from(v).map_or(Cell::Double(v as f64), Cell::Long)
+}
+
+/// An array off the explode path: a list if it holds only scalars and
+/// nulls, else its JSON text.
+fn array(items: Vec<Json>) -> Cell<'static> {
+    if items
+        .iter()
+        .any(|i| matches!(i, Json::Array(_) | Json::Object(_)))
+    {
+        return Cell::Str(Cow::Owned(Json::Array(items).to_string()));
+    }
+    Cell::List(items.into_iter().map(scalar).collect())
+}
+
+fn scalar(v: Json) -> Cell<'static> {
     match v {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Boolean(b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => Value::Long(i),
-            None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+        Json::Null => Cell::Null,
+        Json::Bool(b) => Cell::Bool(b),
+        Json::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Cell::Long(i),
+            (None, f) => Cell::Double(f.unwrap_or(f64::NAN)),
         },
-        Json::String(s) => Value::String(s),
-        other => Value::String(other.to_string()),
-    }
-}
-
-fn check_names(row: &FlatRow) -> Result<(), FlattenError> {
-    let mut seen = std::collections::HashSet::with_capacity(row.len());
-    for (name, _) in row {
-        if is_reserved_column(name) {
-            return Err(FlattenError::ReservedColumn {
-                column: name.to_string(),
-            });
-        }
-        if !seen.insert(&**name) {
-            return Err(FlattenError::ColumnCollision {
-                column: name.to_string(),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn json_kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
+        Json::String(s) => Cell::Str(Cow::Owned(s)),
+        other => Cell::Str(Cow::Owned(other.to_string())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::builder::Outcome;
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::record_batch::RecordBatch;
     use proptest::prelude::*;
     use serde_json::json;
+    use tributary_lake::PartitionId;
+    use tributary_lake::columns::json_text;
+    use tributary_lake::dead_letter::Reason;
 
     fn flattener(explode: Option<&str>) -> Flattener {
         Flattener::new(&FlattenConfig {
@@ -250,121 +406,209 @@ mod tests {
         })
     }
 
-    /// Every row of a message that has no bad element.
-    fn all_rows(f: &Flattener, message: Json) -> Vec<FlatRow> {
-        f.flatten(message).unwrap().into_rows().unwrap()
+    /// The batch of `messages`, and each message's outcome (or flatten
+    /// error).
+    fn batch(
+        f: &Flattener,
+        messages: &[Json],
+    ) -> (RecordBatch, Vec<Result<Outcome, FlattenError>>) {
+        let types = ColumnTypes::default();
+        let mut builder = BatchBuilder::new(None, None);
+        let mut outcomes = Vec::new();
+        for (position, message) in messages.iter().enumerate() {
+            builder.begin_message(position as u64);
+            match f.flatten(&message.to_string(), &mut builder, &types) {
+                Ok(()) => outcomes.push(Ok(builder.end_message())),
+                Err(e) => {
+                    builder.abort_message();
+                    outcomes.push(Err(e));
+                }
+            }
+        }
+        let mut types = types;
+        let batch = builder
+            .finish(&PartitionId::new("s", "p"), &mut types)
+            .unwrap();
+        (batch, outcomes)
     }
 
-    fn cols(row: &FlatRow) -> Vec<&str> {
-        row.iter().map(|(n, _)| &**n).collect()
+    /// The data columns' names (after `_key`, `_position`, `date`).
+    fn cols(batch: &RecordBatch) -> Vec<String> {
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .skip(3)
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    /// Every data cell as JSON text, by row.
+    fn texts(batch: &RecordBatch) -> Vec<Vec<Option<String>>> {
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .skip(3)
+            .map(|c| json_text(c).unwrap())
+            .collect();
+        (0..batch.num_rows())
+            .map(|row| {
+                columns
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_string::<i32>();
+                        c.is_valid(row).then(|| c.value(row).to_string())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn text(v: &str) -> Option<String> {
+        Some(v.to_string())
     }
 
     #[test]
     fn nested_objects_join_with_underscores() {
-        let rows = all_rows(
+        let (b, _) = batch(
             &flattener(None),
-            json!({"a": {"b": {"c": 1}}, "http-status": 200, "9x": true, "tags": ["x", null]}),
+            &[json!({"a": {"b": {"c": 1}}, "http-status": 200, "9x": true, "tags": ["x", null]})],
         );
-        assert_eq!(rows.len(), 1);
-        assert_eq!(cols(&rows[0]), vec!["_9x", "a_b_c", "http_status", "tags"]);
+        assert_eq!(cols(&b), vec!["_9x", "a_b_c", "http_status", "tags"]);
         assert_eq!(
-            rows[0][3].1,
-            Value::List(vec![Value::String("x".into()), Value::Null])
+            texts(&b),
+            vec![vec![
+                text("true"),
+                text("1"),
+                text("200"),
+                text(r#"["x",null]"#)
+            ]]
+        );
+        assert_eq!(
+            b.schema().field(6).data_type(),
+            &tributary_lake::columns::arrow_type(&tributary_lake::rowfile::ColumnType::List(
+                Box::new(tributary_lake::rowfile::ColumnType::String)
+            ))
         );
     }
 
     #[test]
-    fn explode_copies_envelope_onto_each_row() {
-        let rows = all_rows(
+    fn explode_repeats_the_envelope_on_each_row() {
+        let (b, _) = batch(
             &flattener(Some("messages")),
-            json!({
+            &[json!({
                 "host": "h1",
                 "messages": [{"level": "INFO", "user": {"id": 7}}, {"level": "WARN"}, "bare"],
-            }),
-        );
-        assert_eq!(rows.len(), 3);
-        assert_eq!(
-            cols(&rows[0]),
-            vec!["host", "messages_level", "messages_user_id"]
+            })],
         );
         assert_eq!(
-            rows[1],
+            cols(&b),
+            vec!["host", "messages_level", "messages_user_id", "messages"]
+        );
+        assert_eq!(
+            texts(&b),
             vec![
-                ("host".into(), Value::String("h1".into())),
-                ("messages_level".into(), Value::String("WARN".into()))
+                vec![text("h1"), text("INFO"), text("7"), None],
+                vec![text("h1"), text("WARN"), None, None],
+                vec![text("h1"), None, None, text("bare")],
             ]
-        );
-        assert_eq!(
-            rows[2][1],
-            ("messages".into(), Value::String("bare".into()))
         );
     }
 
     #[test]
     fn nested_explode_path_and_empty_array_keep_the_envelope() {
         let f = flattener(Some("payload.events"));
-        let rows = all_rows(
+        let (b, _) = batch(
             &f,
-            json!({"id": 1, "payload": {"kind": "k", "events": [{"x": 1}, {"x": 2}]}}),
+            &[
+                json!({"id": 1, "payload": {"kind": "k", "events": [{"x": 1}, {"x": 2}]}}),
+                json!({"id": 2, "payload": {"events": []}}),
+            ],
         );
-        assert_eq!(rows.len(), 2);
+        assert_eq!(cols(&b), vec!["id", "payload_events_x", "payload_kind"]);
         assert_eq!(
-            cols(&rows[1]),
-            vec!["id", "payload_kind", "payload_events_x"]
+            texts(&b),
+            vec![
+                vec![text("1"), text("1"), text("k")],
+                vec![text("1"), text("2"), text("k")],
+                vec![text("2"), None, None],
+            ]
         );
-        let rows = all_rows(&f, json!({"id": 1, "payload": {"events": []}}));
-        assert_eq!(rows, vec![vec![("id".into(), Value::Long(1))]]);
+        let keys: Vec<_> = b.column(0).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(keys, vec!["s/p/0/0", "s/p/0/1", "s/p/1/0"]);
     }
 
     #[test]
     fn arrays_of_objects_off_the_path_become_json_text() {
-        let rows = all_rows(&flattener(None), json!({"a": [{"b": 1}]}));
-        assert_eq!(
-            rows[0],
-            vec![("a".into(), Value::String(r#"[{"b":1}]"#.into()))]
-        );
+        let (b, _) = batch(&flattener(None), &[json!({"a": [{"b": 1}]})]);
+        assert_eq!(texts(&b), vec![vec![text(r#"[{"b":1}]"#)]]);
     }
 
     #[test]
     fn a_collision_in_one_element_fails_only_that_element() {
-        let message =
-            json!({"host": "h", "messages": [{"a_b": 1}, {"a_b": 1, "a": {"b": 2}}, {"a": 3}]});
-        let Ok(MessageRows::Elements(elements)) = flattener(Some("messages")).flatten(message)
-        else {
-            panic!("an exploded message");
-        };
-        assert_eq!(elements.len(), 3);
-        assert!(elements[0].is_ok() && elements[2].is_ok());
+        let (b, outcomes) = batch(
+            &flattener(Some("messages")),
+            &[json!({"host": "h", "messages": [{"a_b": 1}, {"a_b": 1, "a": {"b": 2}}, {"a": 3}]})],
+        );
         assert_eq!(
-            elements[1],
-            Err(FlattenError::ColumnCollision {
-                column: "messages_a_b".into()
-            })
+            outcomes,
+            vec![Ok(Outcome::Elements(vec![(
+                1,
+                (
+                    Reason::Flatten,
+                    "two fields map to column `messages_a_b`".into()
+                )
+            )]))]
+        );
+        assert_eq!(b.num_rows(), 2);
+    }
+
+    #[test]
+    fn collisions_reserved_names_and_non_objects_are_errors() {
+        let (b, outcomes) = batch(
+            &flattener(None),
+            &[
+                json!({"a_b": 1, "a": {"b": 2}}),
+                json!({"date": "2026-01-01"}),
+                json!([1]),
+            ],
+        );
+        let rejected = |error: &str| Ok(Outcome::Rejected((Reason::Flatten, error.to_string())));
+        assert_eq!(
+            outcomes,
+            vec![
+                rejected("two fields map to column `a_b`"),
+                rejected("field maps to reserved column `date`"),
+                Err(FlattenError::NotAnObject { found: "an array" }),
+            ]
+        );
+        assert_eq!(b.num_rows(), 0);
+        // A key twice in one object is a collision, not a silent overwrite.
+        let (_, outcomes) = batch(&flattener(None), &[]);
+        assert!(outcomes.is_empty());
+        let types = ColumnTypes::default();
+        let mut builder = BatchBuilder::new(None, None);
+        builder.begin_message(0);
+        flattener(None)
+            .flatten(r#"{"k": 1, "k": 2}"#, &mut builder, &types)
+            .unwrap();
+        assert_eq!(
+            builder.end_message(),
+            Outcome::Rejected((Reason::Flatten, "two fields map to column `k`".into()))
         );
     }
 
     #[test]
-    fn collisions_and_reserved_names_are_errors() {
-        let err = flattener(None)
-            .flatten(json!({"a_b": 1, "a": {"b": 2}}))
-            .unwrap_err();
-        assert_eq!(
-            err,
-            FlattenError::ColumnCollision {
-                column: "a_b".into()
-            }
-        );
-        let err = flattener(None)
-            .flatten(json!({"date": "2026-01-01"}))
-            .unwrap_err();
-        assert_eq!(
-            err,
-            FlattenError::ReservedColumn {
-                column: "date".into()
-            }
-        );
-        let err = flattener(None).flatten(json!([1])).unwrap_err();
-        assert_eq!(err, FlattenError::NotAnObject { found: "an array" });
+    fn malformed_json_is_an_error() {
+        let types = ColumnTypes::default();
+        let mut builder = BatchBuilder::new(None, None);
+        builder.begin_message(0);
+        for text in [r#"{"a": 1"#, r#"{"a": 1} x"#, "{"] {
+            assert!(matches!(
+                flattener(None).flatten(text, &mut builder, &types),
+                Err(FlattenError::Malformed(_))
+            ));
+        }
     }
 
     /// Random nested JSON whose leaves are unique markers `<n>`, keys from a
@@ -398,17 +642,7 @@ mod tests {
         }
     }
 
-    fn count_in(value: &Value, marker: &str) -> usize {
-        match value {
-            Value::String(s) => s.matches(marker).count(),
-            Value::List(items) => items.iter().map(|i| count_in(i, marker)).sum(),
-            _ => 0,
-        }
-    }
-
     proptest! {
-        /// No panic, and every leaf lands in exactly one column of one row —
-        /// except envelope leaves under explode, which land once in every row.
         /// No panic, and every leaf lands in exactly one column of one row —
         /// except envelope leaves under explode, which land once in every
         /// row, and leaves of an element that is a dead letter, which land in
@@ -423,42 +657,36 @@ mod tests {
             for (i, m) in messages.iter_mut().enumerate() {
                 let first = next;
                 number_leaves(m, &mut next);
-                element_of.extend(std::iter::repeat_n(i, next - first));
+                element_of.extend(std::iter::repeat_n(i as u32, next - first));
             }
             let mut message = json!({"body": body});
             message["messages"] = Json::Array(messages.clone());
 
-            let (rows, dead) = match flattener(Some("messages")).flatten(message) {
-                Ok(MessageRows::Envelope(row)) => {
-                    prop_assert!(messages.is_empty());
-                    (vec![row], Vec::new())
-                }
-                Ok(MessageRows::Elements(elements)) => {
-                    prop_assert_eq!(elements.len(), messages.len());
-                    let mut rows = Vec::new();
-                    let mut dead = Vec::new();
-                    for (i, element) in elements.into_iter().enumerate() {
-                        match element {
-                            Ok(row) => rows.push(row),
-                            // Sanitizing `a.` and `a-` to `a_` makes
-                            // collisions possible; nothing else may fail.
-                            Err(FlattenError::ColumnCollision { .. }) => dead.push(i),
-                            Err(e) => return Err(TestCaseError::fail(e.to_string())),
-                        }
+            let (b, outcomes) = batch(&flattener(Some("messages")), &[message]);
+            let dead: Vec<u32> = match &outcomes[0] {
+                Ok(Outcome::Rows) => Vec::new(),
+                // Sanitizing `a.` and `a-` to `a_` makes collisions possible;
+                // they must be reported, and nothing else may fail.
+                Ok(Outcome::Elements(rejected)) => {
+                    for (_, (_, error)) in rejected {
+                        prop_assert!(error.starts_with("two fields map to column"), "{}", error);
                     }
-                    (rows, dead)
+                    rejected.iter().map(|(i, _)| *i).collect()
                 }
-                Err(FlattenError::ColumnCollision { .. }) => return Ok(()),
+                Ok(Outcome::Rejected((_, error))) => {
+                    prop_assert!(error.starts_with("two fields map to column"), "{}", error);
+                    prop_assert_eq!(b.num_rows(), 0);
+                    return Ok(());
+                }
                 Err(e) => return Err(TestCaseError::fail(e.to_string())),
             };
+            prop_assert_eq!(b.num_rows() + dead.len(), messages.len().max(1));
+            let rows = texts(&b);
             for leaf in 0..next {
                 let marker = format!("<{leaf}>");
-                let per_row: Vec<usize> = rows.iter().map(|r| {
-                    r.iter().map(|(_, v)| count_in(v, &marker)).sum::<usize>()
-                }).collect();
-                let in_columns: Vec<usize> = rows.iter().map(|r| {
-                    r.iter().filter(|(_, v)| count_in(v, &marker) > 0).count()
-                }).collect();
+                let count = |cell: &Option<String>| cell.as_deref().map_or(0, |t| t.matches(&marker).count());
+                let per_row: Vec<usize> = rows.iter().map(|r| r.iter().map(count).sum::<usize>()).collect();
+                let in_columns: Vec<usize> = rows.iter().map(|r| r.iter().filter(|c| count(c) > 0).count()).collect();
                 if leaf < envelope_leaves {
                     prop_assert!(per_row.iter().all(|n| *n == 1), "envelope leaf {} per row {:?}", leaf, per_row);
                 } else {

@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod builder;
 pub use tributary_lake::dead_letter;
 mod error;
 pub mod flatten;
@@ -21,7 +22,6 @@ pub mod run;
 pub mod schemas;
 pub mod source;
 pub mod telemetry;
-pub mod value;
 
 pub use error::{Error, Result};
 pub use run::{Mode, run};

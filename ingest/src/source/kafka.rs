@@ -59,12 +59,12 @@ use tributary_lake::chain::StageOutcome;
 use tributary_lake::dead_letter::{DeadLetter, Reason};
 use tributary_lake::rowfile::ColumnType;
 
-use crate::value::Value;
+use crate::builder::Cell;
 use tributary_schema_registry::avro::hex;
 
+use crate::batch::SourceColumns;
 use crate::batch::{ColumnTypes, Message, SourceItem};
 use crate::error::{Error, Result};
-use crate::flatten::FlatRow;
 use crate::run::Stager;
 
 /// The metadata columns and their types.
@@ -754,24 +754,30 @@ fn commit(consumer: &BaseConsumer<Context>, (topic, number): &Key, next: i64, mo
 
 /// The metadata columns of `message`, named `names` (in
 /// [`METADATA_COLUMNS`] order).
-fn metadata_columns(names: &[Arc<str>; 5], message: &BorrowedMessage<'_>) -> FlatRow {
+fn metadata_columns(names: &[Arc<str>; 5], message: &BorrowedMessage<'_>) -> SourceColumns {
     let timestamp = message
         .timestamp()
         .to_millis()
         .and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or(Value::Null, |t| {
-            Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .map_or(Cell::Null, |t| {
+            Cell::Str(
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    .into(),
+            )
         });
-    let key = message.key().map_or(Value::Null, |key| {
-        Value::String(match std::str::from_utf8(key) {
-            Ok(text) => text.to_string(),
-            Err(_) => format!("0x{}", hex(key)),
-        })
+    let key = message.key().map_or(Cell::Null, |key| {
+        Cell::Str(
+            match std::str::from_utf8(key) {
+                Ok(text) => text.to_string(),
+                Err(_) => format!("0x{}", hex(key)),
+            }
+            .into(),
+        )
     });
     let values = [
-        Value::String(message.topic().to_string()),
-        Value::Long(i64::from(message.partition())),
-        Value::Long(message.offset()),
+        Cell::Str(message.topic().to_string().into()),
+        Cell::Long(i64::from(message.partition())),
+        Cell::Long(message.offset()),
         timestamp,
         key,
     ];

@@ -36,13 +36,13 @@ use tributary_lake::dead_letter::{DeadLetter, Reason};
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::rowfile::{ColumnType, RowFile};
 
-use crate::value::Value;
+use crate::builder::Cell;
 
 use super::api::{ApiError, IteratorStart, KinesisApi, Record, Shard};
 use super::kpl;
+use crate::batch::SourceColumns;
 use crate::batch::{ColumnTypes, Message, SourceItem};
 use crate::error::{Error, Result};
-use crate::flatten::FlatRow;
 use crate::run::{Mode, Stager};
 
 /// Bits of a position that number the user records within a batch.
@@ -403,18 +403,18 @@ fn push_record(ctx: &ShardContext<'_>, id: &PartitionId, batch: &mut OpenBatch, 
         batch.first_sequence = Some(record.sequence.clone());
     }
     batch.bytes += record.data.len() as u64;
-    let columns = |sub: usize, key: &str| -> FlatRow {
+    let columns = |sub: usize, key: &str| -> SourceColumns {
         if !ctx.config.metadata_columns {
-            return FlatRow::new();
+            return SourceColumns::new();
         }
-        let mut row = FlatRow::with_capacity(COLUMNS.len());
+        let mut row = SourceColumns::with_capacity(COLUMNS.len());
         let values = [
-            Value::String(ctx.config.stream_name.clone()),
-            Value::String(id.partition().to_string()),
-            Value::String(record.sequence.clone()),
-            Value::Long(sub as i64),
-            Value::String(key.to_string()),
-            record.arrival_ms.map_or(Value::Null, Value::Long),
+            Cell::Str(ctx.config.stream_name.clone().into()),
+            Cell::Str(id.partition().to_string().into()),
+            Cell::Str(record.sequence.clone().into()),
+            Cell::Long(sub as i64),
+            Cell::Str(key.to_string().into()),
+            record.arrival_ms.map_or(Cell::Null, Cell::Long),
         ];
         for ((name, _), value) in COLUMNS.iter().zip(values) {
             row.push(((*name).into(), value));
@@ -456,7 +456,7 @@ fn message(
     ctx: &ShardContext<'_>,
     position: u64,
     payload: Vec<u8>,
-    columns: FlatRow,
+    columns: SourceColumns,
 ) -> SourceItem {
     if payload.len() as u64 > ctx.max_message_bytes {
         return SourceItem::oversized(

@@ -1,0 +1,792 @@
+//! The columnar batch: decoders append each message's values here, by column
+//! name, straight into Arrow builders, and [`BatchBuilder::finish`] returns
+//! the record batch that is staged.
+//!
+//! A message has two levels of columns. The *envelope* holds one row per
+//! message; the *elements* hold one row per element of the explode path (or
+//! one row for a message without elements). Envelope columns are never copied
+//! per element: at the end each is repeated by index (`take`) onto the rows
+//! of its message's elements.
+//!
+//! A column may receive values of several types within a batch (a long, then
+//! a string). Each type gets its own builder; at the end the column's type is
+//! their widening ([`ColumnType::widen`], together with the type the stream
+//! inferred before), each part is converted to it, and the parts are merged.
+//!
+//! A message or element that turns out bad after some of its values were
+//! appended (a collision, a value its column rejects, a malformed tail) is not
+//! taken out of the builders: its rows are marked dead and filtered out at
+//! the end, and only live rows decide a column's type.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Array, ArrayBuilder, ArrayRef, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
+    Date32Builder, Decimal128Builder, Float64Builder, Int64Array, Int64Builder, ListArray,
+    StringArray, StringBuilder, TimestampMicrosecondBuilder, UInt32Array, new_null_array,
+};
+use deltalake::arrow::buffer::{NullBuffer, OffsetBuffer};
+use deltalake::arrow::compute::kernels::zip::zip;
+use deltalake::arrow::compute::{cast, filter, is_not_null, take};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::record_batch::RecordBatch;
+use rustc_hash::FxHashMap;
+use tributary_config::is_reserved_column;
+use tributary_lake::PartitionId;
+use tributary_lake::columns::{arrow_type, json_text};
+use tributary_lake::dead_letter::Reason;
+use tributary_lake::rowfile::ColumnType;
+use tributary_schema_registry::avro::decimal_text;
+
+use crate::batch::ColumnTypes;
+
+/// Why a message, or one element of its explode path, is a dead letter.
+pub type Rejection = (Reason, String);
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// One value as a decoder hands it over, borrowing text and bytes from the
+/// message where it can.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    /// Null: the column is null in this row.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A 64-bit integer.
+    Long(i64),
+    /// A 64-bit float.
+    Double(f64),
+    /// Text.
+    Str(Cow<'a, str>),
+    /// Raw bytes.
+    Bytes(Cow<'a, [u8]>),
+    /// A UTC time in microseconds since the epoch.
+    Timestamp(i64),
+    /// Days since the epoch.
+    Date(i32),
+    /// `unscaled` × 10^-`scale`, of at most `precision` (≤ 38) digits.
+    Decimal {
+        /// The unscaled value.
+        unscaled: i128,
+        /// Digits in all.
+        precision: u8,
+        /// Digits after the point.
+        scale: i8,
+    },
+    /// A list of scalars (or nulls).
+    List(Vec<Cell<'a>>),
+}
+
+impl Cell<'_> {
+    /// The cell's type; `None` for null and for a list of nulls only, which
+    /// fit any column.
+    pub fn column_type(&self) -> Option<ColumnType> {
+        Some(match self {
+            Cell::Null => return None,
+            Cell::Bool(_) => ColumnType::Boolean,
+            Cell::Long(_) => ColumnType::Long,
+            Cell::Double(_) => ColumnType::Double,
+            Cell::Str(_) => ColumnType::String,
+            Cell::Bytes(_) => ColumnType::Bytes,
+            Cell::Timestamp(_) => ColumnType::Timestamp,
+            Cell::Date(_) => ColumnType::Date,
+            Cell::Decimal {
+                precision, scale, ..
+            } => ColumnType::Decimal(*precision, *scale),
+            Cell::List(items) => ColumnType::List(Box::new(
+                items
+                    .iter()
+                    .filter_map(Cell::column_type)
+                    .reduce(|a, b| a.widen(&b))?,
+            )),
+        })
+    }
+
+    /// A short name of the cell's kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cell::Null => "null",
+            Cell::Bool(_) => "a boolean",
+            Cell::Long(_) => "an integer",
+            Cell::Double(_) => "a float",
+            Cell::Str(_) => "a string",
+            Cell::Bytes(_) => "bytes",
+            Cell::Timestamp(_) => "a timestamp",
+            Cell::Date(_) => "a date",
+            Cell::Decimal { .. } => "a decimal",
+            Cell::List(_) => "a list",
+        }
+    }
+
+    /// The cell as JSON text: what it becomes in a `string` column (text
+    /// stays as it is).
+    fn text(&self) -> Cow<'_, str> {
+        match self {
+            Cell::Str(s) => Cow::Borrowed(s),
+            other => Cow::Owned(match other.json() {
+                serde_json::Value::String(s) => s,
+                json => json.to_string(),
+            }),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        use serde_json::Value as Json;
+        match self {
+            Cell::Null => Json::Null,
+            Cell::Bool(b) => Json::Bool(*b),
+            Cell::Long(l) => Json::from(*l),
+            Cell::Double(d) => Json::from(*d),
+            Cell::Str(s) => Json::String(s.to_string()),
+            Cell::Bytes(b) => Json::String(String::from_utf8_lossy(b).into_owned()),
+            Cell::Timestamp(micros) => Json::String(
+                chrono::DateTime::from_timestamp_micros(*micros).map_or_else(
+                    || micros.to_string(),
+                    |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                ),
+            ),
+            Cell::Date(days) => Json::String(
+                chrono::DateTime::from_timestamp(i64::from(*days) * 86_400, 0)
+                    .map_or_else(|| days.to_string(), |t| t.format("%Y-%m-%d").to_string()),
+            ),
+            Cell::Decimal {
+                unscaled, scale, ..
+            } => Json::String(decimal_text(*unscaled, (*scale).max(0) as u32)),
+            Cell::List(items) => Json::Array(items.iter().map(Cell::json).collect()),
+        }
+    }
+}
+
+/// An event time as a timestamp: RFC 3339 text, or milliseconds since the
+/// Unix epoch as a number (a timestamp stays, a date is its midnight, null
+/// stays null). Otherwise the kind of value it is.
+fn event_time<'a>(cell: Cell<'a>) -> Result<Cell<'a>, &'static str> {
+    let micros = match &cell {
+        Cell::Null | Cell::Timestamp(_) => return Ok(cell),
+        Cell::Str(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_micros()),
+        Cell::Long(ms) => ms.checked_mul(1_000),
+        Cell::Double(ms) if ms.is_finite() && ms.abs() < 9.2e15 => Some((ms * 1_000.0) as i64),
+        Cell::Date(days) => i64::from(*days).checked_mul(MICROS_PER_DAY),
+        _ => None,
+    };
+    micros.map(Cell::Timestamp).ok_or(cell.kind())
+}
+
+/// Values of one type of one column, in an Arrow builder.
+enum Part {
+    Bool(BooleanBuilder),
+    Long(Int64Builder),
+    Double(Float64Builder),
+    Str(StringBuilder),
+    Bytes(BinaryBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Date(Date32Builder),
+    Decimal(Decimal128Builder, u8, i8),
+    /// Lists: offsets and validity here, items in their own part.
+    List {
+        item: ColumnType,
+        items: Box<Part>,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+    },
+}
+
+impl Part {
+    fn new(ty: &ColumnType) -> Part {
+        match ty {
+            ColumnType::Boolean => Part::Bool(BooleanBuilder::new()),
+            ColumnType::Long => Part::Long(Int64Builder::new()),
+            ColumnType::Double => Part::Double(Float64Builder::new()),
+            ColumnType::String => Part::Str(StringBuilder::new()),
+            ColumnType::Bytes => Part::Bytes(BinaryBuilder::new()),
+            ColumnType::Timestamp => Part::Timestamp(TimestampMicrosecondBuilder::new()),
+            ColumnType::Date => Part::Date(Date32Builder::new()),
+            ColumnType::Decimal(p, s) => Part::Decimal(Decimal128Builder::new(), *p, *s),
+            ColumnType::List(item) => Part::List {
+                item: (**item).clone(),
+                items: Box::new(Part::new(item)),
+                offsets: vec![0],
+                valid: Vec::new(),
+            },
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Part::Bool(b) => b.len(),
+            Part::Long(b) => b.len(),
+            Part::Double(b) => b.len(),
+            Part::Str(b) => b.len(),
+            Part::Bytes(b) => b.len(),
+            Part::Timestamp(b) => b.len(),
+            Part::Date(b) => b.len(),
+            Part::Decimal(b, ..) => b.len(),
+            Part::List { valid, .. } => valid.len(),
+        }
+    }
+
+    fn push_nulls(&mut self, n: usize) {
+        match self {
+            Part::Bool(b) => b.append_nulls(n),
+            Part::Long(b) => b.append_nulls(n),
+            Part::Double(b) => b.append_nulls(n),
+            Part::Str(b) => b.append_nulls(n),
+            Part::Bytes(b) => b.append_nulls(n),
+            Part::Timestamp(b) => b.append_nulls(n),
+            Part::Date(b) => b.append_nulls(n),
+            Part::Decimal(b, ..) => b.append_nulls(n),
+            Part::List { offsets, valid, .. } => {
+                let end = offsets.last().copied().unwrap_or(0);
+                offsets.extend(std::iter::repeat_n(end, n));
+                valid.extend(std::iter::repeat_n(false, n));
+            }
+        }
+    }
+
+    fn push_null(&mut self) {
+        self.push_nulls(1);
+    }
+
+    /// Nulls up to `rows` rows.
+    fn pad(&mut self, rows: usize) {
+        let len = self.len();
+        if len < rows {
+            self.push_nulls(rows - len);
+        }
+    }
+
+    /// Appends `cell`, converted to this part's type the way
+    /// [`ColumnType::widen`] implies (a long in a double part is a double,
+    /// anything in a string part its JSON text); a cell the part cannot
+    /// hold is null.
+    fn push(&mut self, cell: &Cell<'_>) {
+        match (self, cell) {
+            (part, Cell::Null) => part.push_null(),
+            (Part::Bool(b), Cell::Bool(v)) => b.append_value(*v),
+            (Part::Long(b), Cell::Long(v)) => b.append_value(*v),
+            (Part::Double(b), Cell::Double(v)) => b.append_value(*v),
+            (Part::Double(b), Cell::Long(v)) => b.append_value(*v as f64),
+            (Part::Str(b), cell) => b.append_value(cell.text()),
+            (Part::Bytes(b), Cell::Bytes(v)) => b.append_value(v),
+            (Part::Timestamp(b), Cell::Timestamp(v)) => b.append_value(*v),
+            (Part::Date(b), Cell::Date(v)) => b.append_value(*v),
+            (
+                Part::Decimal(b, p, s),
+                Cell::Decimal {
+                    unscaled,
+                    precision,
+                    scale,
+                },
+            ) if p == precision && s == scale => b.append_value(*unscaled),
+            (
+                Part::List {
+                    items,
+                    offsets,
+                    valid,
+                    ..
+                },
+                Cell::List(list),
+            ) => {
+                for item in list {
+                    items.push(item);
+                }
+                // A batch is bounded far below 2^31 list items.
+                offsets.push(i32::try_from(items.len()).unwrap_or(i32::MAX));
+                valid.push(true);
+            }
+            (part, _) => part.push_null(),
+        }
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
+        Ok(match self {
+            Part::Bool(b) => Arc::new(b.finish()),
+            Part::Long(b) => Arc::new(b.finish()),
+            Part::Double(b) => Arc::new(b.finish()),
+            Part::Str(b) => Arc::new(b.finish()),
+            Part::Bytes(b) => Arc::new(b.finish()),
+            Part::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
+            Part::Date(b) => Arc::new(b.finish()),
+            Part::Decimal(b, p, s) => Arc::new(b.finish().with_precision_and_scale(*p, *s)?),
+            Part::List {
+                item,
+                items,
+                offsets,
+                valid,
+            } => {
+                let field = Arc::new(Field::new("element", arrow_type(item), true));
+                let list = ListArray::try_new(
+                    field,
+                    OffsetBuffer::new(std::mem::take(offsets).into()),
+                    items.finish()?,
+                    Some(NullBuffer::from(std::mem::take(valid))),
+                )?;
+                offsets.push(0);
+                Arc::new(list)
+            }
+        })
+    }
+}
+
+/// One column of one level.
+struct Slot {
+    name: Arc<str>,
+    /// One part per type seen, in the order first seen.
+    parts: Vec<(ColumnType, Part)>,
+    /// One past the last row a field was written to, so a second field
+    /// mapping to the column in the same row is a collision.
+    written: usize,
+    /// The type every value must fit, and where it comes from.
+    fixed: Option<(ColumnType, &'static str)>,
+    /// Whether the name is reserved (only sources may write it).
+    reserved: bool,
+    /// Whether this is the event-time column.
+    event_time: bool,
+    /// The slot of the same name at the other level, if any.
+    twin: Option<usize>,
+}
+
+/// The columns of one level.
+#[derive(Default)]
+struct Level {
+    index: FxHashMap<Arc<str>, usize>,
+    slots: Vec<Slot>,
+}
+
+/// Which level a value is written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// The message's envelope row.
+    Envelope,
+    /// The current element's row.
+    Element,
+}
+
+/// What became of a message: all its rows are in, it was rejected as a
+/// whole, or some of its elements were (by index).
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Every row is in.
+    Rows,
+    /// The message is a dead letter; none of its rows are in.
+    Rejected(Rejection),
+    /// These elements are dead letters; the message's other rows are in.
+    Elements(Vec<(u32, Rejection)>),
+}
+
+/// A batch being built, message by message.
+pub struct BatchBuilder {
+    envelope: Level,
+    elements: Level,
+    /// Column names in the order first seen (either level).
+    order: Vec<Arc<str>>,
+    event_time_field: Option<Arc<str>>,
+    key_field: Option<String>,
+    /// Per message: its position.
+    positions: Vec<i64>,
+    /// Per element row: its message.
+    message_of: Vec<u32>,
+    /// Per element row: its element index.
+    element_of: Vec<u32>,
+    /// Per element row: whether it goes to the table.
+    live: Vec<bool>,
+    /// Per message and per element row: the UTC date of its event time.
+    envelope_dates: Vec<Option<i32>>,
+    element_dates: Vec<Option<i32>>,
+    /// The current message's first element row.
+    first_row: usize,
+    /// Whether the current message has an element open, and its rejection.
+    element: Option<Option<Rejection>>,
+    /// The current message's rejection, and its elements' rejections.
+    rejected: Option<Rejection>,
+    rejected_elements: Vec<(u32, Rejection)>,
+}
+
+impl BatchBuilder {
+    /// An empty batch whose rows take their key from `key_field` and their
+    /// date partition from `event_time_field`.
+    pub fn new(key_field: Option<String>, event_time_field: Option<String>) -> Self {
+        BatchBuilder {
+            envelope: Level::default(),
+            elements: Level::default(),
+            order: Vec::new(),
+            event_time_field: event_time_field.map(Arc::from),
+            key_field,
+            positions: Vec::new(),
+            message_of: Vec::new(),
+            element_of: Vec::new(),
+            live: Vec::new(),
+            envelope_dates: Vec::new(),
+            element_dates: Vec::new(),
+            first_row: 0,
+            element: None,
+            rejected: None,
+            rejected_elements: Vec::new(),
+        }
+    }
+
+    /// Rows in the batch so far (dead ones included).
+    pub fn rows(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Starts the message at `position`.
+    pub fn begin_message(&mut self, position: u64) {
+        self.positions.push(position as i64);
+        self.envelope_dates.push(None);
+        self.first_row = self.live.len();
+        self.rejected = None;
+        self.rejected_elements.clear();
+    }
+
+    /// Starts the next element of the current message's explode path.
+    pub fn begin_element(&mut self) {
+        let index = (self.live.len() - self.first_row) as u32;
+        self.message_of.push((self.positions.len() - 1) as u32);
+        self.element_of.push(index);
+        self.live.push(true);
+        self.element_dates.push(None);
+        self.element = Some(None);
+    }
+
+    /// Ends the current element; if a value of it was rejected, the element
+    /// is a dead letter.
+    pub fn end_element(&mut self) {
+        if let Some(Some(rejection)) = self.element.take() {
+            let row = self.live.len() - 1;
+            self.live[row] = false;
+            self.rejected_elements
+                .push(((row - self.first_row) as u32, rejection));
+        }
+    }
+
+    /// Writes `cell` to column `name` of the current row at `at`. A value
+    /// that cannot be written rejects its element (or, in the envelope, its
+    /// message), and the rest of that row's values are ignored.
+    pub fn put(&mut self, at: At, name: &str, cell: Cell<'_>, types: &ColumnTypes) {
+        if let Err(rejection) = self.try_put(at, name, cell, types, false) {
+            self.reject(at, rejection);
+        }
+    }
+
+    /// Writes a source metadata column (a reserved name) to the envelope.
+    pub fn put_source(&mut self, name: &str, cell: Cell<'_>, types: &ColumnTypes) {
+        if let Err(rejection) = self.try_put(At::Envelope, name, cell, types, true) {
+            self.reject(At::Envelope, rejection);
+        }
+    }
+
+    /// Rejects the current element (or, at the envelope, the message).
+    pub fn reject(&mut self, at: At, rejection: Rejection) {
+        match (at, &mut self.element) {
+            (At::Element, Some(slot @ None)) => *slot = Some(rejection),
+            (At::Element, Some(Some(_))) => {}
+            _ => {
+                self.rejected.get_or_insert(rejection);
+            }
+        }
+    }
+
+    fn try_put(
+        &mut self,
+        at: At,
+        name: &str,
+        cell: Cell<'_>,
+        types: &ColumnTypes,
+        source: bool,
+    ) -> Result<(), Rejection> {
+        let row = match at {
+            At::Envelope => self.positions.len() - 1,
+            At::Element => self.live.len().saturating_sub(1),
+        };
+        let i = self.slot(at, name, types);
+        let (level, other) = match at {
+            At::Envelope => (&mut self.envelope, &self.elements),
+            At::Element => (&mut self.elements, &self.envelope),
+        };
+        let slot = &mut level.slots[i];
+        if slot.written == row + 1 {
+            return Err(collision(name));
+        }
+        if at == At::Element
+            && let Some(twin) = slot.twin
+            && other.slots[twin].written == self.positions.len()
+        {
+            return Err(collision(name));
+        }
+        slot.written = row + 1;
+        if slot.reserved && !source {
+            let error = format!("field maps to reserved column `{name}`");
+            return Err((Reason::Flatten, error));
+        }
+        let cell = if slot.event_time {
+            let cell = event_time(cell).map_err(|found| {
+                let error = format!(
+                    "event time `{name}` is {found}, not an RFC 3339 time or milliseconds \
+                     since the epoch"
+                );
+                (Reason::Schema, error)
+            })?;
+            if let Cell::Timestamp(micros) = cell {
+                let dates = match at {
+                    At::Envelope => &mut self.envelope_dates,
+                    At::Element => &mut self.element_dates,
+                };
+                dates[row] = i32::try_from(micros.div_euclid(MICROS_PER_DAY)).ok();
+            }
+            cell
+        } else {
+            cell
+        };
+        let Some(found) = cell.column_type() else {
+            return Ok(());
+        };
+        let ty = match &slot.fixed {
+            Some((ty, origin)) if !ty.accepts(&found) => {
+                let error = format!(
+                    "column `{name}` is {ty} ({origin}); the value is {}",
+                    cell.kind()
+                );
+                return Err((Reason::Schema, error));
+            }
+            Some((ty, _)) => ty.clone(),
+            None if types.rejects_unfixed() => {
+                let error = format!("column `{name}` is not in the declared schema");
+                return Err((Reason::Schema, error));
+            }
+            None => found,
+        };
+        let part = match slot.parts.iter().position(|(t, _)| *t == ty) {
+            Some(p) => p,
+            None => {
+                let part = Part::new(&ty);
+                slot.parts.push((ty, part));
+                slot.parts.len() - 1
+            }
+        };
+        let part = &mut slot.parts[part].1;
+        part.pad(row);
+        part.push(&cell);
+        Ok(())
+    }
+
+    /// The slot of column `name` at `at`, created if new.
+    fn slot(&mut self, at: At, name: &str, types: &ColumnTypes) -> usize {
+        let (level, other) = match at {
+            At::Envelope => (&mut self.envelope, &mut self.elements),
+            At::Element => (&mut self.elements, &mut self.envelope),
+        };
+        if let Some(i) = level.index.get(name) {
+            return *i;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let i = level.slots.len();
+        let twin = other.index.get(&name).copied();
+        if let Some(t) = twin {
+            other.slots[t].twin = Some(i);
+        } else {
+            self.order.push(Arc::clone(&name));
+        }
+        level.slots.push(Slot {
+            fixed: types.fixed(&name).cloned(),
+            reserved: is_reserved_column(&name),
+            event_time: self.event_time_field.as_ref() == Some(&name),
+            twin,
+            parts: Vec::new(),
+            written: 0,
+            name: Arc::clone(&name),
+        });
+        level.index.insert(name, i);
+        i
+    }
+
+    /// Ends the current message: a message without elements gets one row;
+    /// a rejected envelope rejects every row of the message.
+    pub fn end_message(&mut self) -> Outcome {
+        if self.element.is_some() {
+            self.end_element();
+        }
+        if self.live.len() == self.first_row {
+            self.begin_element();
+            self.element = None;
+        }
+        let message = self.positions.len();
+        // An element column of the same name as an envelope column both
+        // written in this message: a collision of the message.
+        if self.rejected.is_none() {
+            for slot in &self.elements.slots {
+                if let Some(twin) = slot.twin
+                    && slot.written > self.first_row
+                    && self.envelope.slots[twin].written == message
+                {
+                    self.rejected = Some(collision(&slot.name));
+                    break;
+                }
+            }
+        }
+        if let Some(rejection) = self.rejected.take() {
+            self.live[self.first_row..].fill(false);
+            self.rejected_elements.clear();
+            return Outcome::Rejected(rejection);
+        }
+        if self.rejected_elements.is_empty() {
+            Outcome::Rows
+        } else {
+            Outcome::Elements(std::mem::take(&mut self.rejected_elements))
+        }
+    }
+
+    /// Ends the current message as a dead letter: none of its rows are in.
+    pub fn abort_message(&mut self) {
+        self.element = None;
+        if self.live.len() == self.first_row {
+            return;
+        }
+        self.live[self.first_row..].fill(false);
+    }
+
+    /// The batch of every live row: `_key`, `_position`, `date`, then the
+    /// columns in the order first seen, typed by the values of live rows
+    /// widened with what `types` inferred before (which they then update).
+    /// Columns with no value in any live row are left out unless `types`
+    /// knows them.
+    pub fn finish(
+        mut self,
+        partition: &PartitionId,
+        types: &mut ColumnTypes,
+    ) -> Result<RecordBatch, ArrowError> {
+        let rows = self.live.len();
+        let live = BooleanArray::from(std::mem::take(&mut self.live));
+        let messages = UInt32Array::from(std::mem::take(&mut self.message_of));
+        let mut by_name: FxHashMap<Arc<str>, Vec<(ColumnType, ArrayRef)>> = FxHashMap::default();
+        for (level, at) in [
+            (&mut self.envelope, At::Envelope),
+            (&mut self.elements, At::Element),
+        ] {
+            for slot in &mut level.slots {
+                let parts = by_name.entry(Arc::clone(&slot.name)).or_default();
+                for (ty, part) in &mut slot.parts {
+                    let len = if at == At::Envelope {
+                        self.positions.len()
+                    } else {
+                        rows
+                    };
+                    part.pad(len);
+                    let mut array = part.finish()?;
+                    if at == At::Envelope {
+                        array = take(&array, &messages, None)?;
+                    }
+                    let array = filter(&array, &live)?;
+                    // Only live values decide a column's type.
+                    if array.null_count() < array.len() {
+                        parts.push((ty.clone(), array));
+                    }
+                }
+            }
+        }
+        let positions = Int64Array::from(std::mem::take(&mut self.positions));
+        let positions = filter(&take(&positions, &messages, None)?, &live)?;
+        let elements = filter(
+            &UInt32Array::from(std::mem::take(&mut self.element_of)),
+            &live,
+        )?;
+        let len = positions.len();
+
+        let mut fields = vec![
+            Field::new("_key", DataType::Utf8, false),
+            Field::new("_position", DataType::Int64, false),
+            Field::new("date", arrow_type(&ColumnType::Date), true),
+        ];
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.order.len() + 3);
+        let mut key = None;
+        for name in &self.order {
+            let parts = by_name.remove(name).unwrap_or_default();
+            let observed = parts
+                .iter()
+                .map(|(t, _)| t.clone())
+                .reduce(|a, b| a.widen(&b));
+            let Some(ty) = types.admit(name, observed) else {
+                continue;
+            };
+            let array = merge(parts, &ty, len)?;
+            if self.key_field.as_deref() == Some(&**name) {
+                key = Some(json_text(&array)?);
+            }
+            fields.push(Field::new(&**name, arrow_type(&ty), true));
+            columns.push(array);
+        }
+        let keys = keys(partition, key.as_ref(), &positions, &elements);
+        let message_of = messages.values();
+        let dates: Date32Array = (0..rows)
+            .map(|row| self.element_dates[row].or(self.envelope_dates[message_of[row] as usize]))
+            .collect();
+        let date = filter(&dates, &live)?;
+        let mut all: Vec<ArrayRef> = vec![keys, positions, date];
+        all.extend(columns);
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), all)
+    }
+}
+
+fn collision(name: &str) -> Rejection {
+    (
+        Reason::Flatten,
+        format!("two fields map to column `{name}`"),
+    )
+}
+
+/// One column of `ty` from its parts (each null where another has a value).
+fn merge(
+    parts: Vec<(ColumnType, ArrayRef)>,
+    ty: &ColumnType,
+    len: usize,
+) -> Result<ArrayRef, ArrowError> {
+    let to = arrow_type(ty);
+    let mut merged: Option<ArrayRef> = None;
+    for (part_type, array) in parts {
+        let array = if part_type == *ty && array.data_type() == &to {
+            array
+        } else if *ty == ColumnType::String {
+            json_text(&array)?
+        } else {
+            cast(&array, &to)?
+        };
+        merged = Some(match merged {
+            None => array,
+            Some(m) => zip(&is_not_null(&array)?, &array, &m)?,
+        });
+    }
+    Ok(merged.unwrap_or_else(|| new_null_array(&to, len)))
+}
+
+/// The record key of each row: the key column's text, or
+/// `<partition>/<position>/<element>` where it is null or absent.
+fn keys(
+    partition: &PartitionId,
+    key: Option<&ArrayRef>,
+    positions: &ArrayRef,
+    elements: &ArrayRef,
+) -> ArrayRef {
+    let key = key.and_then(|k| k.as_any().downcast_ref::<StringArray>());
+    let positions = positions.as_any().downcast_ref::<Int64Array>();
+    let elements = elements.as_any().downcast_ref::<UInt32Array>();
+    let (Some(positions), Some(elements)) = (positions, elements) else {
+        return new_null_array(&DataType::Utf8, 0);
+    };
+    let mut out = StringBuilder::with_capacity(positions.len(), positions.len() * 16);
+    for row in 0..positions.len() {
+        match key.filter(|k| k.is_valid(row)) {
+            Some(k) => out.append_value(k.value(row)),
+            None => out.append_value(format!(
+                "{partition}/{}/{}",
+                positions.value(row),
+                elements.value(row)
+            )),
+        }
+    }
+    Arc::new(out.finish())
+}
