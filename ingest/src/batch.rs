@@ -349,6 +349,7 @@ pub fn build_batch(
     );
     let mut dead_letters = Vec::new();
     let mut decoded = Decoded::default();
+    let mut plan_columns = PlanColumns::default();
     for item in items {
         let message = match item {
             SourceItem::Bad(letter) => {
@@ -367,14 +368,14 @@ pub fn build_batch(
             )
         };
         builder.begin_message(message.position);
-        if let Err(rejection) = decode(
+        let mut decoder = Decoder {
             settings,
             schemas,
-            &mut decoded,
+            decoded: &mut decoded,
+            plan_columns: &mut plan_columns,
             types,
-            message,
-            &mut builder,
-        ) {
+        };
+        if let Err(rejection) = decoder.decode(message, &mut builder) {
             builder.abort_message();
             dead_letters.push(letter(rejection));
             continue;
@@ -395,58 +396,92 @@ pub fn build_batch(
     Ok((builder.finish(partition, types)?, dead_letters))
 }
 
-/// Appends the rows of one message to `builder`: its framing (if any) names
-/// the schema; plain JSON and JSON Schema payloads go through the JSON
-/// flattener, Avro through the schema's compiled plan. An error means the
-/// message cannot be read at all; a bad element or column is rejected in
-/// the builder.
-fn decode(
-    settings: &BatchSettings,
-    schemas: &Schemas,
-    decoded: &mut Decoded,
-    types: &ColumnTypes,
-    message: &Message,
-    builder: &mut BatchBuilder,
-) -> Result<(), Rejection> {
-    let frame = message
-        .frame(settings.max_message_bytes)
-        .map_err(|e| (Reason::Framing, e.to_string()))?;
-    let Some(reference) = frame.schema else {
-        return flatten_json(settings, &frame.payload, types, builder);
-    };
-    let prepared = schemas
-        .get(reference)
-        .map_err(|e| (Reason::UnknownSchema, e))?;
-    match &prepared.plan {
-        None => flatten_json(settings, &frame.payload, types, builder),
-        Some(Err(e)) => Err((Reason::Flatten, format!("{}: {e}", describe(reference)))),
-        Some(Ok(plan)) => {
-            plan.decode(&frame.payload, decoded)
-                .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))?;
-            append_avro(plan, decoded, types, builder);
-            Ok(())
-        }
-    }
+/// What decoding a batch's messages needs besides the builder.
+struct Decoder<'a> {
+    settings: &'a BatchSettings,
+    schemas: &'a Schemas,
+    /// The Avro plans' output, reused.
+    decoded: &'a mut Decoded,
+    plan_columns: &'a mut PlanColumns,
+    types: &'a ColumnTypes,
 }
 
-/// Appends a record `plan` decoded: envelope values once, each exploded
-/// element's values in a row of its own.
-fn append_avro(
-    plan: &Plan,
-    decoded: &mut Decoded,
-    types: &ColumnTypes,
-    builder: &mut BatchBuilder,
-) {
-    let columns = plan.columns();
-    for (c, v) in decoded.envelope.drain(..) {
-        builder.put(At::Envelope, &columns[c as usize], cell(v), types);
-    }
-    for element in decoded.elements_mut() {
-        builder.begin_element();
-        for (c, v) in element.drain(..) {
-            builder.put(At::Element, &columns[c as usize], cell(v), types);
+/// The builder's column of each column of each Avro plan (by the plan's
+/// address, stable for the batch), found on first use.
+#[derive(Default)]
+struct PlanColumns(FxHashMap<usize, Vec<[Option<usize>; 2]>>);
+
+impl Decoder<'_> {
+    /// Appends the rows of one message to `builder`: its framing (if any)
+    /// names the schema; plain JSON and JSON Schema payloads go through the
+    /// JSON flattener, Avro through the schema's compiled plan. An error
+    /// means the message cannot be read at all; a bad element or column is
+    /// rejected in the builder.
+    fn decode(&mut self, message: &Message, builder: &mut BatchBuilder) -> Result<(), Rejection> {
+        let frame = message
+            .frame(self.settings.max_message_bytes)
+            .map_err(|e| (Reason::Framing, e.to_string()))?;
+        let Some(reference) = frame.schema else {
+            return self.flatten_json(&frame.payload, builder);
+        };
+        let prepared = self
+            .schemas
+            .get(reference)
+            .map_err(|e| (Reason::UnknownSchema, e))?;
+        match &prepared.plan {
+            None => self.flatten_json(&frame.payload, builder),
+            Some(Err(e)) => Err((Reason::Flatten, format!("{}: {e}", describe(reference)))),
+            Some(Ok(plan)) => {
+                plan.decode(&frame.payload, self.decoded)
+                    .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))?;
+                self.append_avro(plan, builder);
+                Ok(())
+            }
         }
-        builder.end_element();
+    }
+
+    /// Appends a record `plan` decoded: envelope values once, each exploded
+    /// element's values in a row of its own.
+    fn append_avro(&mut self, plan: &Plan, builder: &mut BatchBuilder) {
+        let names = plan.columns();
+        let columns = self
+            .plan_columns
+            .0
+            .entry(plan as *const Plan as usize)
+            .or_insert_with(|| vec![[None; 2]; names.len()]);
+        let mut column = |builder: &mut BatchBuilder, at: At, c: u32| {
+            let c = c as usize;
+            *columns[c][at as usize]
+                .get_or_insert_with(|| builder.column(at, &names[c], self.types))
+        };
+        for (c, v) in self.decoded.envelope.drain(..) {
+            let i = column(builder, At::Envelope, c);
+            builder.put_column(At::Envelope, i, cell(v));
+        }
+        for element in self.decoded.elements_mut() {
+            builder.begin_element();
+            for (c, v) in element.drain(..) {
+                let i = column(builder, At::Element, c);
+                builder.put_column(At::Element, i, cell(v));
+            }
+            builder.end_element();
+        }
+    }
+
+    fn flatten_json(&self, payload: &[u8], builder: &mut BatchBuilder) -> Result<(), Rejection> {
+        let text = std::str::from_utf8(payload).map_err(|e| {
+            (
+                Reason::InvalidUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
+        })?;
+        self.settings
+            .flattener
+            .flatten(text, builder, self.types)
+            .map_err(|e| match e {
+                FlattenError::Malformed(_) => (Reason::MalformedJson, e.to_string()),
+                _ => (Reason::Flatten, e.to_string()),
+            })
     }
 }
 
@@ -471,27 +506,6 @@ fn cell(v: Val) -> Cell<'static> {
         },
         Val::List(items) => Cell::List(items.into_iter().map(cell).collect()),
     }
-}
-
-fn flatten_json(
-    settings: &BatchSettings,
-    payload: &[u8],
-    types: &ColumnTypes,
-    builder: &mut BatchBuilder,
-) -> Result<(), Rejection> {
-    let text = std::str::from_utf8(payload).map_err(|e| {
-        (
-            Reason::InvalidUtf8,
-            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        )
-    })?;
-    settings
-        .flattener
-        .flatten(text, builder, types)
-        .map_err(|e| match e {
-            FlattenError::Malformed(_) => (Reason::MalformedJson, e.to_string()),
-            _ => (Reason::Flatten, e.to_string()),
-        })
 }
 
 #[cfg(test)]

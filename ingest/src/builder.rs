@@ -343,6 +343,9 @@ struct Slot {
     written: usize,
     /// The type every value must fit, and where it comes from.
     fixed: Option<(ColumnType, &'static str)>,
+    /// Whether the column has no fixed type where only declared columns
+    /// are accepted.
+    undeclared: bool,
     /// Whether the name is reserved (only sources may write it).
     reserved: bool,
     /// Whether this is the event-time column.
@@ -469,14 +472,22 @@ impl BatchBuilder {
     /// that cannot be written rejects its element (or, in the envelope, its
     /// message), and the rest of that row's values are ignored.
     pub fn put(&mut self, at: At, name: &str, cell: Cell<'_>, types: &ColumnTypes) {
-        if let Err(rejection) = self.try_put(at, name, cell, types, false) {
+        let column = self.column(at, name, types);
+        self.put_column(at, column, cell);
+    }
+
+    /// [`put`](Self::put) to a column found with [`column`](Self::column)
+    /// before: for decoders that know their columns up front.
+    pub fn put_column(&mut self, at: At, column: usize, cell: Cell<'_>) {
+        if let Err(rejection) = self.try_put(at, column, cell, false) {
             self.reject(at, rejection);
         }
     }
 
     /// Writes a source metadata column (a reserved name) to the envelope.
     pub fn put_source(&mut self, name: &str, cell: Cell<'_>, types: &ColumnTypes) {
-        if let Err(rejection) = self.try_put(At::Envelope, name, cell, types, true) {
+        let column = self.column(At::Envelope, name, types);
+        if let Err(rejection) = self.try_put(At::Envelope, column, cell, true) {
             self.reject(At::Envelope, rejection);
         }
     }
@@ -495,21 +506,20 @@ impl BatchBuilder {
     fn try_put(
         &mut self,
         at: At,
-        name: &str,
+        column: usize,
         cell: Cell<'_>,
-        types: &ColumnTypes,
         source: bool,
     ) -> Result<(), Rejection> {
         let row = match at {
             At::Envelope => self.positions.len() - 1,
             At::Element => self.live.len().saturating_sub(1),
         };
-        let i = self.slot(at, name, types);
         let (level, other) = match at {
             At::Envelope => (&mut self.envelope, &self.elements),
             At::Element => (&mut self.elements, &self.envelope),
         };
-        let slot = &mut level.slots[i];
+        let slot = &mut level.slots[column];
+        let name = &*slot.name;
         if slot.written == row + 1 {
             return Err(collision(name));
         }
@@ -555,7 +565,7 @@ impl BatchBuilder {
                 return Err((Reason::Schema, error));
             }
             Some((ty, _)) => ty.clone(),
-            None if types.rejects_unfixed() => {
+            None if slot.undeclared => {
                 let error = format!("column `{name}` is not in the declared schema");
                 return Err((Reason::Schema, error));
             }
@@ -575,8 +585,9 @@ impl BatchBuilder {
         Ok(())
     }
 
-    /// The slot of column `name` at `at`, created if new.
-    fn slot(&mut self, at: At, name: &str, types: &ColumnTypes) -> usize {
+    /// The column `name` at `at` (created if new), for
+    /// [`put_column`](Self::put_column).
+    pub fn column(&mut self, at: At, name: &str, types: &ColumnTypes) -> usize {
         let (level, other) = match at {
             At::Envelope => (&mut self.envelope, &mut self.elements),
             At::Element => (&mut self.elements, &mut self.envelope),
@@ -592,8 +603,10 @@ impl BatchBuilder {
         } else {
             self.order.push(Arc::clone(&name));
         }
+        let fixed = types.fixed(&name).cloned();
         level.slots.push(Slot {
-            fixed: types.fixed(&name).cloned(),
+            undeclared: fixed.is_none() && types.rejects_unfixed(),
+            fixed,
             reserved: is_reserved_column(&name),
             event_time: self.event_time_field.as_ref() == Some(&name),
             twin,
@@ -789,4 +802,89 @@ fn keys(
         }
     }
     Arc::new(out.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::Float64Type;
+
+    fn text(s: &str) -> Cell<'_> {
+        Cell::Str(Cow::Borrowed(s))
+    }
+
+    #[test]
+    fn parts_of_several_types_merge_by_widening_and_the_envelope_is_taken_per_row() {
+        let mut types = ColumnTypes::default();
+        let mut b = BatchBuilder::new(Some("id".into()), None);
+        b.begin_message(10);
+        b.put(At::Envelope, "host", text("h1"), &types);
+        for (id, n, x) in [
+            ("a", Cell::Long(1), Cell::Long(2)),
+            ("b", text("x"), Cell::Double(0.5)),
+        ] {
+            b.begin_element();
+            b.put(At::Element, "id", text(id), &types);
+            b.put(At::Element, "n", n, &types);
+            b.put(At::Element, "x", x, &types);
+            b.end_element();
+        }
+        assert_eq!(b.end_message(), Outcome::Rows);
+        b.begin_message(20);
+        b.put(At::Envelope, "host", text("h2"), &types);
+        assert_eq!(b.end_message(), Outcome::Rows);
+        let batch = b.finish(&PartitionId::new("s", "p"), &mut types).unwrap();
+        let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let strings = |name: &str| -> Vec<Option<String>> {
+            column(name)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect()
+        };
+        assert_eq!(
+            strings("_key"),
+            vec![Some("a".into()), Some("b".into()), Some("s/p/20/0".into())]
+        );
+        assert_eq!(
+            strings("host"),
+            vec![Some("h1".into()), Some("h1".into()), Some("h2".into())]
+        );
+        assert_eq!(strings("n"), vec![Some("1".into()), Some("x".into()), None]);
+        let x = column("x");
+        assert_eq!(
+            x.as_primitive::<Float64Type>().iter().collect::<Vec<_>>(),
+            vec![Some(2.0), Some(0.5), None]
+        );
+        assert_eq!(types.get("n"), Some(&ColumnType::String));
+        assert_eq!(types.get("x"), Some(&ColumnType::Double));
+    }
+
+    #[test]
+    fn an_element_field_named_like_an_envelope_field_rejects_the_message() {
+        let types = ColumnTypes::default();
+        let mut b = BatchBuilder::new(None, None);
+        b.begin_message(0);
+        b.begin_element();
+        b.put(At::Element, "m_x", Cell::Long(1), &types);
+        b.end_element();
+        b.put(At::Envelope, "m_x", Cell::Long(2), &types);
+        assert_eq!(
+            b.end_message(),
+            Outcome::Rejected((Reason::Flatten, "two fields map to column `m_x`".into()))
+        );
+        b.begin_message(1);
+        b.put(At::Envelope, "m_x", Cell::Long(2), &types);
+        b.begin_element();
+        b.put(At::Element, "m_x", Cell::Long(1), &types);
+        b.end_element();
+        assert_eq!(
+            b.end_message(),
+            Outcome::Elements(vec![(
+                0,
+                (Reason::Flatten, "two fields map to column `m_x`".into())
+            )])
+        );
+    }
 }

@@ -3,10 +3,14 @@
 //!
 //! * [`run()`](fn@run) is the run loop most users want: give it the `[ingest]`
 //!   configuration and a [`Lake`](tributary_lake::Lake).
-//! * [`flatten`] turns nested JSON into flat rows (the rules are documented there).
-//! * [`batch`] turns a batch of raw messages into one row file plus dead letters:
-//!   plain JSON, or framed Avro/JSON whose schemas [`schemas`] resolved
-//!   through the registry beforehand.
+//! * [`batch`] turns a batch of raw messages into one row file plus dead
+//!   letters: plain JSON, or framed Avro/JSON whose schemas [`schemas`]
+//!   resolved through the registry beforehand. The path reads top to bottom:
+//!   source → decode (framing, the Avro plan or the JSON flattener) →
+//!   [`builder`] (Arrow builders, one batch type from the decoder on) →
+//!   stage (a row file written by arrow-avro).
+//! * [`flatten`] streams nested JSON into the builder (the flattening rules
+//!   are documented there).
 //! * [`source`] reads partitions: files in a directory, or stdin.
 //! * [`dead_letter`] records every message that could not become a row, with
 //!   its reason and position.

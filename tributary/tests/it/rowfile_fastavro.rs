@@ -80,7 +80,12 @@ fn fastavro_reads_row_files() {
     let batch = RecordBatch::try_new(Arc::new(schema), columns).unwrap();
     for (codec, name) in [(Codec::Zstd, "z.avro"), (Codec::Deflate, "d.avro")] {
         let bytes = rowfile::write(&batch, codec, [("tributary.last_position", "42")]).unwrap();
-        assert_eq!(RowFile::read(&bytes, name).unwrap().batch, batch);
+        // The same columns come back (the reader adds field metadata, such
+        // as a decimal's precision).
+        assert_eq!(
+            RowFile::read(&bytes, name).unwrap().batch.columns(),
+            batch.columns()
+        );
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let out = run_python(
