@@ -346,7 +346,8 @@ pub fn build_batch(
     let mut builder = BatchBuilder::new(
         settings.key_field.clone(),
         settings.event_time_field.clone(),
-    );
+    )
+    .with_capacity(items.len());
     let mut dead_letters = Vec::new();
     let mut decoded = Decoded::default();
     let mut plan_columns = PlanColumns::default();
@@ -434,7 +435,7 @@ impl Decoder<'_> {
             Some(Ok(plan)) => {
                 plan.decode(&frame.payload, self.decoded)
                     .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))?;
-                self.append_avro(plan, builder);
+                self.append_avro(plan, &frame.payload, builder);
                 Ok(())
             }
         }
@@ -442,7 +443,7 @@ impl Decoder<'_> {
 
     /// Appends a record `plan` decoded: envelope values once, each exploded
     /// element's values in a row of its own.
-    fn append_avro(&mut self, plan: &Plan, builder: &mut BatchBuilder) {
+    fn append_avro(&mut self, plan: &Plan, record: &[u8], builder: &mut BatchBuilder) {
         let names = plan.columns();
         let columns = self
             .plan_columns
@@ -456,13 +457,13 @@ impl Decoder<'_> {
         };
         for (c, v) in self.decoded.envelope.drain(..) {
             let i = column(builder, At::Envelope, c);
-            builder.put_column(At::Envelope, i, cell(v));
+            builder.put_column(At::Envelope, i, cell(v, record));
         }
         for element in self.decoded.elements_mut() {
             builder.begin_element();
             for (c, v) in element.drain(..) {
                 let i = column(builder, At::Element, c);
-                builder.put_column(At::Element, i, cell(v));
+                builder.put_column(At::Element, i, cell(v, record));
             }
             builder.end_element();
         }
@@ -485,8 +486,18 @@ impl Decoder<'_> {
     }
 }
 
-fn cell(v: Val) -> Cell<'static> {
+/// A value the Avro plan decoded from `record`, as a cell (text of the
+/// record is borrowed, not copied).
+fn cell(v: Val, record: &[u8]) -> Cell<'_> {
     match v {
+        // The plan checked the text is UTF-8.
+        Val::Text { start, end } => {
+            let text = record.get(start..end).unwrap_or_default();
+            Cell::Str(match std::str::from_utf8(text) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(text),
+            })
+        }
         Val::Null => Cell::Null,
         Val::Bool(b) => Cell::Bool(b),
         Val::Long(l) => Cell::Long(l),
@@ -504,7 +515,7 @@ fn cell(v: Val) -> Cell<'static> {
             precision,
             scale,
         },
-        Val::List(items) => Cell::List(items.into_iter().map(cell).collect()),
+        Val::List(items) => Cell::List(items.into_iter().map(|v| cell(v, record)).collect()),
     }
 }
 

@@ -197,22 +197,56 @@ enum Part {
 }
 
 impl Part {
-    fn new(ty: &ColumnType) -> Part {
+    /// A part of type `ty` with room for `rows` rows.
+    fn new(ty: &ColumnType, rows: usize) -> Part {
         match ty {
-            ColumnType::Boolean => Part::Bool(BooleanBuilder::new()),
-            ColumnType::Long => Part::Long(Int64Builder::new()),
-            ColumnType::Double => Part::Double(Float64Builder::new()),
-            ColumnType::String => Part::Str(StringBuilder::new()),
-            ColumnType::Bytes => Part::Bytes(BinaryBuilder::new()),
-            ColumnType::Timestamp => Part::Timestamp(TimestampMicrosecondBuilder::new()),
-            ColumnType::Date => Part::Date(Date32Builder::new()),
-            ColumnType::Decimal(p, s) => Part::Decimal(Decimal128Builder::new(), *p, *s),
+            ColumnType::Boolean => Part::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnType::Long => Part::Long(Int64Builder::with_capacity(rows)),
+            ColumnType::Double => Part::Double(Float64Builder::with_capacity(rows)),
+            ColumnType::String => Part::Str(StringBuilder::with_capacity(rows, rows * 16)),
+            ColumnType::Bytes => Part::Bytes(BinaryBuilder::with_capacity(rows, rows * 16)),
+            ColumnType::Timestamp => {
+                Part::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
+            }
+            ColumnType::Date => Part::Date(Date32Builder::with_capacity(rows)),
+            ColumnType::Decimal(p, s) => {
+                Part::Decimal(Decimal128Builder::with_capacity(rows), *p, *s)
+            }
             ColumnType::List(item) => Part::List {
                 item: (**item).clone(),
-                items: Box::new(Part::new(item)),
+                items: Box::new(Part::new(item, rows)),
                 offsets: vec![0],
                 valid: Vec::new(),
             },
+        }
+    }
+
+    /// Whether `cell` is of exactly this part's type (lists are never
+    /// taken as such: their item type needs a look).
+    fn holds(&self, cell: &Cell<'_>) -> bool {
+        match (self, cell) {
+            (Part::Bool(_), Cell::Bool(_))
+            | (Part::Long(_), Cell::Long(_))
+            | (Part::Double(_), Cell::Double(_))
+            | (Part::Str(_), Cell::Str(_))
+            | (Part::Bytes(_), Cell::Bytes(_))
+            | (Part::Timestamp(_), Cell::Timestamp(_))
+            | (Part::Date(_), Cell::Date(_)) => true,
+            (
+                Part::Decimal(_, p, s),
+                Cell::Decimal {
+                    precision, scale, ..
+                },
+            ) => p == precision && s == scale,
+            // A list whose items are all of the list part's item type (or
+            // null), with at least one that is not null.
+            (Part::List { items: part, .. }, Cell::List(cells)) => {
+                cells.iter().any(|c| !matches!(c, Cell::Null))
+                    && cells
+                        .iter()
+                        .all(|c| matches!(c, Cell::Null) || part.holds(c))
+            }
+            _ => false,
         }
     }
 
@@ -338,6 +372,8 @@ struct Slot {
     name: Arc<str>,
     /// One part per type seen, in the order first seen.
     parts: Vec<(ColumnType, Part)>,
+    /// The part the last value went to.
+    last_part: usize,
     /// One past the last row a field was written to, so a second field
     /// mapping to the column in the same row is a collision.
     written: usize,
@@ -408,6 +444,8 @@ pub struct BatchBuilder {
     /// The current message's rejection, and its elements' rejections.
     rejected: Option<Rejection>,
     rejected_elements: Vec<(u32, Rejection)>,
+    /// Rows a new column has room for, at the envelope level.
+    capacity: usize,
 }
 
 impl BatchBuilder {
@@ -430,7 +468,15 @@ impl BatchBuilder {
             element: None,
             rejected: None,
             rejected_elements: Vec::new(),
+            capacity: 0,
         }
+    }
+
+    /// Room for the columns of about `messages` messages (one row each),
+    /// allocated as each column appears.
+    pub fn with_capacity(mut self, messages: usize) -> Self {
+        self.capacity = messages;
+        self
     }
 
     /// Rows in the batch so far (dead ones included).
@@ -553,7 +599,26 @@ impl BatchBuilder {
         } else {
             cell
         };
+        if matches!(cell, Cell::Null) {
+            return Ok(());
+        }
+        // The common case: the value is of the type of the part the column's
+        // last value went to.
+        if let Some((_, part)) = slot.parts.get_mut(slot.last_part)
+            && part.holds(&cell)
+        {
+            part.pad(row);
+            part.push(&cell);
+            return Ok(());
+        }
         let Some(found) = cell.column_type() else {
+            // An empty list (or one of nulls) fits any list column.
+            if let (Cell::List(_), Some((_, part @ Part::List { .. }))) =
+                (&cell, slot.parts.get_mut(slot.last_part))
+            {
+                part.pad(row);
+                part.push(&cell);
+            }
             return Ok(());
         };
         let ty = match &slot.fixed {
@@ -574,11 +639,16 @@ impl BatchBuilder {
         let part = match slot.parts.iter().position(|(t, _)| *t == ty) {
             Some(p) => p,
             None => {
-                let part = Part::new(&ty);
+                let rows = match at {
+                    At::Envelope => self.capacity,
+                    At::Element => self.capacity.max(row * 2),
+                };
+                let part = Part::new(&ty, rows);
                 slot.parts.push((ty, part));
                 slot.parts.len() - 1
             }
         };
+        slot.last_part = part;
         let part = &mut slot.parts[part].1;
         part.pad(row);
         part.push(&cell);
@@ -611,6 +681,7 @@ impl BatchBuilder {
             event_time: self.event_time_field.as_ref() == Some(&name),
             twin,
             parts: Vec::new(),
+            last_part: 0,
             written: 0,
             name: Arc::clone(&name),
         });
@@ -694,7 +765,7 @@ impl BatchBuilder {
                     if at == At::Envelope {
                         array = take(&array, &messages, None)?;
                     }
-                    let array = filter(&array, &live)?;
+                    let array = keep(&array, &live)?;
                     // Only live values decide a column's type.
                     if array.null_count() < array.len() {
                         parts.push((ty.clone(), array));
@@ -703,11 +774,9 @@ impl BatchBuilder {
             }
         }
         let positions = Int64Array::from(std::mem::take(&mut self.positions));
-        let positions = filter(&take(&positions, &messages, None)?, &live)?;
-        let elements = filter(
-            &UInt32Array::from(std::mem::take(&mut self.element_of)),
-            &live,
-        )?;
+        let positions = keep(&take(&positions, &messages, None)?, &live)?;
+        let elements: ArrayRef = Arc::new(UInt32Array::from(std::mem::take(&mut self.element_of)));
+        let elements = keep(&elements, &live)?;
         let len = positions.len();
 
         let mut fields = vec![
@@ -738,10 +807,19 @@ impl BatchBuilder {
         let dates: Date32Array = (0..rows)
             .map(|row| self.element_dates[row].or(self.envelope_dates[message_of[row] as usize]))
             .collect();
-        let date = filter(&dates, &live)?;
+        let date = keep(&(Arc::new(dates) as ArrayRef), &live)?;
         let mut all: Vec<ArrayRef> = vec![keys, positions, date];
         all.extend(columns);
         RecordBatch::try_new(Arc::new(Schema::new(fields)), all)
+    }
+}
+
+/// The live rows of `array` (itself when all are).
+fn keep(array: &ArrayRef, live: &BooleanArray) -> Result<ArrayRef, ArrowError> {
+    if live.false_count() == 0 {
+        Ok(Arc::clone(array))
+    } else {
+        filter(array, live)
     }
 }
 
@@ -885,6 +963,28 @@ mod tests {
                 0,
                 (Reason::Flatten, "two fields map to column `m_x`".into())
             )])
+        );
+    }
+
+    #[test]
+    fn an_empty_list_in_a_list_column_is_empty_not_null() {
+        let mut types = ColumnTypes::default();
+        let mut b = BatchBuilder::new(None, None);
+        for list in [vec![Cell::Long(1), Cell::Null], vec![], vec![Cell::Long(2)]] {
+            b.begin_message(0);
+            b.put(At::Envelope, "tags", Cell::List(list), &types);
+            assert_eq!(b.end_message(), Outcome::Rows);
+        }
+        let batch = b.finish(&PartitionId::new("s", "p"), &mut types).unwrap();
+        let tags = batch
+            .column_by_name("tags")
+            .unwrap()
+            .as_list::<i32>()
+            .clone();
+        assert_eq!(tags.null_count(), 0);
+        assert_eq!(
+            (0..3).map(|i| tags.value_length(i)).collect::<Vec<_>>(),
+            vec![2, 0, 1]
         );
     }
 }

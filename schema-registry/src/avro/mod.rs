@@ -56,6 +56,14 @@ pub enum Val {
     Double(f64),
     /// Text.
     Str(String),
+    /// Text at `start..end` of the record the plan decoded (checked to be
+    /// UTF-8): a string of the payload, not copied. See [`Val::text`].
+    Text {
+        /// Its first byte.
+        start: usize,
+        /// One past its last byte.
+        end: usize,
+    },
     /// Raw bytes (`bytes`, `fixed`).
     Bytes(Vec<u8>),
     /// A UTC time in microseconds since the epoch.
@@ -73,6 +81,18 @@ pub enum Val {
     },
     /// A list of scalars.
     List(Vec<Val>),
+}
+
+impl Val {
+    /// The text of a [`Val::Str`], or of a [`Val::Text`] in `record` (the
+    /// bytes the value was decoded from); `None` for other values.
+    pub fn text<'a>(&'a self, record: &'a [u8]) -> Option<&'a str> {
+        match self {
+            Val::Str(s) => Some(s),
+            Val::Text { start, end } => std::str::from_utf8(record.get(*start..*end)?).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// A column of a plan: an index into [`Plan::columns`].
@@ -349,6 +369,11 @@ pub fn push_segment(path: &mut String, key: &str) {
     }
     if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) {
         path.push('_');
+    }
+    // Most keys need no change.
+    if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        path.push_str(key);
+        return;
     }
     path.extend(key.chars().map(|c| {
         if c.is_ascii_alphanumeric() || c == '_' {
@@ -1037,7 +1062,13 @@ fn read_scalar(read: &Read, r: &mut Reader<'_>) -> Result<Val, DecodeError> {
         }
         Read::Float => Val::Double(f64::from(r.f32()?)),
         Read::Double => Val::Double(r.f64()?),
-        Read::Str | Read::BytesAsStr => Val::Str(r.str()?.to_owned()),
+        Read::Str | Read::BytesAsStr => {
+            let text = r.str()?;
+            Val::Text {
+                start: r.at - text.len(),
+                end: r.at,
+            }
+        }
         Read::StrAsHex | Read::Hex => Val::Bytes(r.bytes()?.to_vec()),
         Read::FixedHex(n) => Val::Bytes(r.take(*n)?.to_vec()),
         Read::Decimal {

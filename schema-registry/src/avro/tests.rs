@@ -81,11 +81,18 @@ fn encode(schema: &Schema, value: Avro) -> Vec<u8> {
 }
 
 /// Rows as (column name, value) lists, the envelope first in each.
-fn flat_rows(plan: &Plan, decoded: &Decoded) -> Vec<Vec<(String, Val)>> {
+fn flat_rows(plan: &Plan, decoded: &Decoded, data: &[u8]) -> Vec<Vec<(String, Val)>> {
+    fn owned(v: &Val, data: &[u8]) -> Val {
+        match v {
+            Val::Text { .. } => Val::Str(v.text(data).unwrap().to_string()),
+            Val::List(items) => Val::List(items.iter().map(|i| owned(i, data)).collect()),
+            other => other.clone(),
+        }
+    }
     let named = |values: &[(Col, Val)]| -> Vec<(String, Val)> {
         values
             .iter()
-            .map(|(c, v)| (plan.columns()[*c as usize].to_string(), v.clone()))
+            .map(|(c, v)| (plan.columns()[*c as usize].to_string(), owned(v, data)))
             .collect()
     };
     if decoded.elements().is_empty() {
@@ -122,7 +129,7 @@ fn envelopes_explode_into_flat_rows_with_converted_logical_types() {
     );
     let mut decoded = Decoded::default();
     plan.decode(&data, &mut decoded).unwrap();
-    let rows = flat_rows(&plan, &decoded);
+    let rows = flat_rows(&plan, &decoded, &data);
     assert_eq!(rows.len(), 2);
     assert_eq!(
         rows[0],
@@ -157,7 +164,7 @@ fn envelopes_explode_into_flat_rows_with_converted_logical_types() {
     let data = encode(&writer, envelope(vec![], false));
     plan.decode(&data, &mut decoded).unwrap();
     assert_eq!(
-        flat_rows(&plan, &decoded),
+        flat_rows(&plan, &decoded, &data),
         vec![vec![
             ("host".into(), s("h1")),
             ("sent".into(), Val::Long(5))
@@ -178,7 +185,7 @@ fn without_an_explode_path_arrays_of_records_are_json_text() {
     );
     let mut decoded = Decoded::default();
     plan.decode(&data, &mut decoded).unwrap();
-    let rows = flat_rows(&plan, &decoded);
+    let rows = flat_rows(&plan, &decoded, &data);
     let (name, Val::Str(text)) = &rows[0][1] else {
         panic!("{:?}", rows[0]);
     };
@@ -217,7 +224,7 @@ fn a_reader_schema_resolves_added_removed_promoted_and_renamed_fields() {
     let mut decoded = Decoded::default();
     plan.decode(&data, &mut decoded).unwrap();
     assert_eq!(
-        flat_rows(&plan, &decoded),
+        flat_rows(&plan, &decoded, &data),
         vec![vec![
             ("a".into(), Val::Double(2.0)),
             ("renamed".into(), s("o")),
