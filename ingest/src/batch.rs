@@ -12,7 +12,7 @@ use tributary_lake::PartitionId;
 use tributary_lake::chain::file_metadata;
 use tributary_lake::rowfile::{self, Codec, ColumnType};
 
-use tributary_schema_registry::avro::{Decoded, Plan, Val};
+use tributary_schema_registry::avro::{Plan, Sink, Val};
 use tributary_schema_registry::client::describe;
 use tributary_schema_registry::wire;
 
@@ -349,7 +349,6 @@ pub fn build_batch(
     )
     .with_capacity(items.len());
     let mut dead_letters = Vec::new();
-    let mut decoded = Decoded::default();
     let mut plan_columns = PlanColumns::default();
     for item in items {
         let message = match item {
@@ -372,7 +371,6 @@ pub fn build_batch(
         let mut decoder = Decoder {
             settings,
             schemas,
-            decoded: &mut decoded,
             plan_columns: &mut plan_columns,
             types,
         };
@@ -401,8 +399,6 @@ pub fn build_batch(
 struct Decoder<'a> {
     settings: &'a BatchSettings,
     schemas: &'a Schemas,
-    /// The Avro plans' output, reused.
-    decoded: &'a mut Decoded,
     plan_columns: &'a mut PlanColumns,
     types: &'a ColumnTypes,
 }
@@ -411,6 +407,38 @@ struct Decoder<'a> {
 /// address, stable for the batch), found on first use.
 #[derive(Default)]
 struct PlanColumns(FxHashMap<usize, Vec<[Option<usize>; 2]>>);
+
+/// The values of one Avro record, appended to the builder as the plan
+/// decodes them: envelope values once, each exploded element's values in a
+/// row of its own.
+struct AvroSink<'a> {
+    builder: &'a mut BatchBuilder,
+    names: &'a [Arc<str>],
+    columns: &'a mut Vec<[Option<usize>; 2]>,
+    types: &'a ColumnTypes,
+    /// The record, which text values point into.
+    record: &'a [u8],
+    in_element: bool,
+}
+
+impl Sink for AvroSink<'_> {
+    fn start_element(&mut self) {
+        if self.in_element {
+            self.builder.end_element();
+        }
+        self.builder.begin_element();
+        self.in_element = true;
+    }
+
+    fn value(&mut self, element: bool, col: u32, value: Val) {
+        let at = if element { At::Element } else { At::Envelope };
+        let c = col as usize;
+        let column = *self.columns[c][at as usize]
+            .get_or_insert_with(|| self.builder.column(at, &self.names[c], self.types));
+        self.builder
+            .put_column(at, column, cell(value, self.record));
+    }
+}
 
 impl Decoder<'_> {
     /// Appends the rows of one message to `builder`: its framing (if any)
@@ -433,39 +461,26 @@ impl Decoder<'_> {
             None => self.flatten_json(&frame.payload, builder),
             Some(Err(e)) => Err((Reason::Flatten, format!("{}: {e}", describe(reference)))),
             Some(Ok(plan)) => {
-                plan.decode(&frame.payload, self.decoded)
+                let names = plan.columns();
+                let mut sink = AvroSink {
+                    columns: self
+                        .plan_columns
+                        .0
+                        .entry(plan as *const Plan as usize)
+                        .or_insert_with(|| vec![[None; 2]; names.len()]),
+                    names,
+                    builder,
+                    types: self.types,
+                    record: &frame.payload,
+                    in_element: false,
+                };
+                plan.decode_into(&frame.payload, &mut sink)
                     .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))?;
-                self.append_avro(plan, &frame.payload, builder);
+                if sink.in_element {
+                    builder.end_element();
+                }
                 Ok(())
             }
-        }
-    }
-
-    /// Appends a record `plan` decoded: envelope values once, each exploded
-    /// element's values in a row of its own.
-    fn append_avro(&mut self, plan: &Plan, record: &[u8], builder: &mut BatchBuilder) {
-        let names = plan.columns();
-        let columns = self
-            .plan_columns
-            .0
-            .entry(plan as *const Plan as usize)
-            .or_insert_with(|| vec![[None; 2]; names.len()]);
-        let mut column = |builder: &mut BatchBuilder, at: At, c: u32| {
-            let c = c as usize;
-            *columns[c][at as usize]
-                .get_or_insert_with(|| builder.column(at, &names[c], self.types))
-        };
-        for (c, v) in self.decoded.envelope.drain(..) {
-            let i = column(builder, At::Envelope, c);
-            builder.put_column(At::Envelope, i, cell(v, record));
-        }
-        for element in self.decoded.elements_mut() {
-            builder.begin_element();
-            for (c, v) in element.drain(..) {
-                let i = column(builder, At::Element, c);
-                builder.put_column(At::Element, i, cell(v, record));
-            }
-            builder.end_element();
         }
     }
 

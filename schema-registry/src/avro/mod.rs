@@ -150,6 +150,18 @@ pub enum DecodeError {
     },
 }
 
+/// Where a plan puts the values of a record, in the order the record holds
+/// them: [`Decoded`] collects them; a batch builder appends them straight to
+/// its columns.
+pub trait Sink {
+    /// The next element of the explode path starts; values with `element`
+    /// set belong to it until the next one starts.
+    fn start_element(&mut self);
+    /// A value of column `col`, of the envelope or (with `element`) of the
+    /// current element.
+    fn value(&mut self, element: bool, col: Col, value: Val);
+}
+
 /// The rows of one decoded record: envelope values, and one list of values
 /// per exploded element. The buffers are reused from record to record.
 #[derive(Debug, Default)]
@@ -177,21 +189,23 @@ impl Decoded {
         self.envelope.clear();
         self.used = 0;
     }
+}
 
-    fn target(&mut self, element: bool) -> &mut Vec<(Col, Val)> {
-        if element {
-            &mut self.elements[self.used - 1]
-        } else {
-            &mut self.envelope
-        }
-    }
-
+impl Sink for Decoded {
     fn start_element(&mut self) {
         if self.used == self.elements.len() {
             self.elements.push(Vec::new());
         }
         self.elements[self.used].clear();
         self.used += 1;
+    }
+
+    fn value(&mut self, element: bool, col: Col, value: Val) {
+        if element {
+            self.elements[self.used - 1].push((col, value));
+        } else {
+            self.envelope.push((col, value));
+        }
     }
 }
 
@@ -251,6 +265,12 @@ impl Plan {
     /// Decodes one record into `out` (cleared first).
     pub fn decode(&self, data: &[u8], out: &mut Decoded) -> Result<(), DecodeError> {
         out.clear();
+        self.decode_into(data, out)
+    }
+
+    /// Decodes one record into `sink`, value by value. On an error, the
+    /// values before it have been handed over already.
+    pub fn decode_into(&self, data: &[u8], out: &mut impl Sink) -> Result<(), DecodeError> {
         let mut reader = Reader {
             data,
             at: 0,
@@ -1145,11 +1165,11 @@ pub fn decimal_text(unscaled: i128, scale: u32) -> String {
     text
 }
 
-fn run(op: &Op, r: &mut Reader<'_>, out: &mut Decoded, element: bool) -> Result<(), DecodeError> {
+fn run(op: &Op, r: &mut Reader<'_>, out: &mut impl Sink, element: bool) -> Result<(), DecodeError> {
     match op {
         Op::Leaf(col, read) => {
             let value = read_scalar(read, r)?;
-            out.target(element).push((*col, value));
+            out.value(element, *col, value);
         }
         Op::List(col, read) => {
             let mut items = Vec::new();
@@ -1157,13 +1177,15 @@ fn run(op: &Op, r: &mut Reader<'_>, out: &mut Decoded, element: bool) -> Result<
                 items.push(read_scalar(read, r)?);
                 Ok(())
             })?;
-            out.target(element).push((*col, Val::List(items)));
+            out.value(element, *col, Val::List(items));
         }
         Op::Record(fields, defaults) => {
             for field in fields {
                 run(field, r, out, element)?;
             }
-            out.target(element).extend(defaults.iter().cloned());
+            for (col, value) in defaults {
+                out.value(element, *col, value.clone());
+            }
         }
         Op::Union(branches) => {
             let i = r.branch(branches.len())?;
@@ -1176,7 +1198,7 @@ fn run(op: &Op, r: &mut Reader<'_>, out: &mut Decoded, element: bool) -> Result<
         Op::Skip(shape) => skip(shape, r)?,
         Op::Text(col, shape) => {
             let json = render(shape, r)?;
-            out.target(element).push((*col, Val::Str(json.to_string())));
+            out.value(element, *col, Val::Str(json.to_string()));
         }
         Op::Nothing => {}
         Op::Fail(why) => return Err(r.invalid(why.clone())),
