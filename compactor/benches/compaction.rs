@@ -37,7 +37,7 @@ use crate::process::{cpu_time, proc_status_bytes, reset_peak_rss};
 #[allow(unused_imports, dead_code)]
 mod sample;
 
-#[path = "common/process.rs"]
+#[path = "../../tributary/src/process.rs"]
 mod process;
 
 /// The row-count target of issue 6, per core.

@@ -29,7 +29,7 @@ use tributary_lake::{Lake, PartitionId, chain};
 
 use crate::process::{proc_status_bytes, reset_peak_rss};
 
-#[path = "common/process.rs"]
+#[path = "../../tributary/src/process.rs"]
 mod process;
 
 /// Rows per staged row file.

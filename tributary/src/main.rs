@@ -4,6 +4,7 @@
 //! 1 a runtime error, 2 a bad command line or configuration, 3 a shutdown
 //! that did not drain within `service.shutdown_grace_ms`.
 
+mod process;
 mod quickstart;
 mod registry;
 mod sample;

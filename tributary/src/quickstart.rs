@@ -20,6 +20,7 @@ use tributary_schema_registry::server;
 use tributary_schema_registry::wire::glue_frame;
 use uuid::Uuid;
 
+use crate::process;
 use crate::sample::{self, SplitMix, avro_envelopes};
 
 /// Sample input files; the last one is gzip-compressed.
@@ -100,6 +101,15 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
     config.complete();
     let lake = Lake::open(&config.lake)?;
 
+    // Each phase's own peak memory (where the kernel lets us reset it).
+    let peak_mib = |reset: bool| {
+        let peak = process::proc_status_bytes("VmHWM").map_or(0.0, mib);
+        if reset {
+            process::reset_peak_rss();
+        }
+        peak
+    };
+    peak_mib(true);
     let ingest_started = Instant::now();
     let (_tx, never) = tokio::sync::watch::channel(false);
     let ingest = config.require_ingest()?;
@@ -115,10 +125,12 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
     .await?;
     let ingested = telemetry.snapshot();
     let ingest_time = ingest_started.elapsed();
+    let ingest_peak = peak_mib(true);
 
     let compact_started = Instant::now();
     let compacted = tributary_compactor::compact_until_empty(&config.compact, &lake).await?;
     let compact_time = compact_started.elapsed();
+    let compact_peak = peak_mib(false);
     let total = started.elapsed();
 
     let (parquet_files, parquet_bytes) = parquet_files(&table)?;
@@ -133,23 +145,25 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         generated.as_secs_f64()
     );
     println!(
-        "  ingest        {} messages -> {} rows in {} row files ({:.1} MiB), {} dead letters, {:.1}s ({} rows/s)",
+        "  ingest        {} messages -> {} rows in {} row files ({:.1} MiB), {} dead letters, {:.1}s ({} rows/s), peak RSS {:.0} MiB",
         ingested.messages,
         ingested.rows,
         ingested.row_files,
         mib(ingested.row_file_bytes),
         ingested.dead_letters,
         ingest_time.as_secs_f64(),
-        per_sec(ingested.rows, ingest_time)
+        per_sec(ingested.rows, ingest_time),
+        ingest_peak
     );
     println!(
-        "  compact       {} rows -> {} Parquet files ({:.1} MiB), {} commits, {:.1}s ({} rows/s)",
+        "  compact       {} rows -> {} Parquet files ({:.1} MiB), {} commits, {:.1}s ({} rows/s), peak RSS {:.0} MiB",
         compacted.rows_written,
         parquet_files,
         mib(parquet_bytes),
         compacted.commits,
         compact_time.as_secs_f64(),
-        per_sec(compacted.rows_written, compact_time)
+        per_sec(compacted.rows_written, compact_time),
+        compact_peak
     );
     println!(
         "  table         {} rows, version {}",

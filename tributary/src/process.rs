@@ -1,5 +1,6 @@
-//! What the benchmarks measure about their own process, from `/proc`.
-//! Each benchmark includes this file and uses what it needs of it.
+//! What the quickstart and the benchmarks measure about their own process,
+//! from `/proc`. The benchmarks include this file and use what they need of
+//! it.
 #![allow(dead_code)]
 
 use std::time::Duration;
