@@ -51,7 +51,12 @@ fn expected_keys() -> Vec<String> {
 }
 
 /// A length-prefixed files source reading `input`, plus `registry`.
-fn ingest_config(dir: &Path, input: &Path, table: &Path, registry: &str) -> std::path::PathBuf {
+pub(crate) fn ingest_config(
+    dir: &Path,
+    input: &Path,
+    table: &Path,
+    registry: &str,
+) -> std::path::PathBuf {
     let path = write_config(dir, input, table, registry);
     let text = std::fs::read_to_string(&path).unwrap().replacen(
         "[ingest.files]\n",

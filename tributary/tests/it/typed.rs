@@ -5,6 +5,7 @@
 use crate::compaction::assert_keys;
 use crate::operations::Processes;
 use crate::registry::start;
+use crate::registry_ingest::ingest_config;
 use crate::{run_ok, run_python, write_config};
 
 /// Avro `timestamp-micros`, `date`, `decimal`, `bytes` and `fixed` fields
@@ -57,18 +58,12 @@ with open(sys.argv[2], "wb") as f:
         ],
     );
     let table = dir.path().join("table");
-    let config = write_config(
+    let config = ingest_config(
         dir.path(),
         &input,
         &table,
         &format!("[ingest.registry]\nurl = \"http://127.0.0.1:{port}\"\n"),
     );
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "[ingest.files]\n",
-        "[ingest.files]\nformat = \"length-prefixed\"\n",
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
     let config = config.to_str().unwrap();
     run_ok(&["ingest", "--config", config, "--once"]);
     run_ok(&["compact", "--config", config, "--once"]);
