@@ -537,11 +537,17 @@ fn cell(v: Val, record: &[u8]) -> Cell<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::array::{Array, AsArray};
     use deltalake::arrow::datatypes::{Date32Type, TimestampMicrosecondType};
+    use proptest::prelude::*;
     use tributary_config::FlattenConfig;
     use tributary_lake::chain::META_LAST_POSITION;
     use tributary_lake::rowfile::RowFile;
+    use tributary_schema_registry::apache_avro::types::Value as AvroValue;
+    use tributary_schema_registry::apache_avro::{Schema as AvroSchema, to_avro_datum};
+    use tributary_schema_registry::client::{Client, ClientOptions};
+    use tributary_schema_registry::schema::SchemaType;
+    use tributary_schema_registry::wire::SchemaRef;
 
     fn settings() -> BatchSettings {
         BatchSettings {
@@ -688,5 +694,189 @@ mod tests {
         let file = RowFile::read(&batch.row_file, "t").unwrap();
         let keys = file.batch.column(0).as_string::<i32>();
         assert_eq!(keys.iter().collect::<Vec<_>>(), vec![Some("a"), Some("d")]);
+    }
+
+    /// The shape of a random Avro schema's field.
+    #[derive(Debug, Clone)]
+    enum Shape {
+        Text,
+        Long,
+        Strings,
+        Nullable(Box<Shape>),
+        Record(Vec<(String, Shape)>),
+    }
+
+    fn arb_shape() -> impl Strategy<Value = Shape> {
+        let leaf = prop_oneof![Just(Shape::Text), Just(Shape::Long), Just(Shape::Strings)];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                // Avro refuses a union directly in a union.
+                inner.clone().prop_map(|s| match s {
+                    Shape::Nullable(_) => s,
+                    other => Shape::Nullable(Box::new(other)),
+                }),
+                fields(inner).prop_map(Shape::Record),
+            ]
+        })
+    }
+
+    /// Fields with distinct names from a small alphabet with `_`, so that
+    /// nested paths can collide (`a_b` and `a` → `b`).
+    fn fields(inner: impl Strategy<Value = Shape>) -> impl Strategy<Value = Vec<(String, Shape)>> {
+        proptest::collection::btree_map("[ab_]{1,3}", inner, 1..4)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    /// The Avro schema of `shape` (records named `R<n>`).
+    fn avro_type(shape: &Shape, records: &mut usize) -> serde_json::Value {
+        use serde_json::json;
+        match shape {
+            Shape::Text => json!("string"),
+            Shape::Long => json!("long"),
+            Shape::Strings => json!({"type": "array", "items": "string"}),
+            Shape::Nullable(inner) => json!(["null", avro_type(inner, records)]),
+            Shape::Record(fields) => {
+                *records += 1;
+                let name = format!("R{records}");
+                let fields: Vec<_> = fields
+                    .iter()
+                    .map(|(n, s)| json!({"name": n, "type": avro_type(s, records)}))
+                    .collect();
+                json!({"type": "record", "name": name, "fields": fields})
+            }
+        }
+    }
+
+    /// A value of `shape` whose text leaves are unique markers `<n>`;
+    /// `null` picks the null branch of nullable fields.
+    fn avro_value(shape: &Shape, next: &mut usize, null: bool) -> AvroValue {
+        let mut marker = || {
+            *next += 1;
+            AvroValue::String(format!("<{next}>"))
+        };
+        match shape {
+            Shape::Text => marker(),
+            Shape::Long => AvroValue::Long(*next as i64),
+            Shape::Strings => AvroValue::Array(vec![marker(), marker()]),
+            Shape::Nullable(_) if null => AvroValue::Union(0, Box::new(AvroValue::Null)),
+            Shape::Nullable(inner) => AvroValue::Union(1, Box::new(avro_value(inner, next, null))),
+            Shape::Record(fields) => AvroValue::Record(
+                fields
+                    .iter()
+                    .map(|(n, s)| (n.clone(), avro_value(s, next, null)))
+                    .collect(),
+            ),
+        }
+    }
+
+    proptest! {
+        /// Random Avro schemas and data, exploded on `messages`: no panic,
+        /// and every text leaf lands in exactly one column of one row (an
+        /// envelope leaf once in each row of its message), or its message or
+        /// element is a dead letter.
+        #[test]
+        fn every_avro_leaf_lands_once_or_in_a_dead_letter(
+            envelope in fields(arb_shape()),
+            element in fields(arb_shape()),
+            counts in proptest::collection::vec(0..4usize, 1..4),
+            null in any::<bool>(),
+        ) {
+            let mut records = 0;
+            let mut shape = envelope.clone();
+            shape.push(("messages".into(), Shape::Text));
+            let mut schema = avro_type(&Shape::Record(shape), &mut records);
+            let items_type = avro_type(&Shape::Record(element.clone()), &mut records);
+            let last = schema["fields"].as_array().map_or(0, Vec::len) - 1;
+            schema["fields"][last]["type"] = serde_json::json!({"type": "array", "items": items_type});
+            let text = schema.to_string();
+            let Ok(parsed) = AvroSchema::parse_str(&text) else {
+                // Names that Avro refuses: nothing to decode.
+                return Ok(());
+            };
+            let id = uuid::Uuid::from_u128(7);
+            let mut next = 0;
+            // Leaves by message: (first, last) of the envelope's markers, and of each element's.
+            let mut leaves = Vec::new();
+            let mut items = Vec::new();
+            for (position, count) in counts.iter().enumerate() {
+                let first = next;
+                let AvroValue::Record(mut fields) = avro_value(&Shape::Record(envelope.clone()), &mut next, null) else {
+                    unreachable!()
+                };
+                let envelope_leaves = (first, next);
+                let mut elements = Vec::new();
+                let mut element_leaves = Vec::new();
+                for _ in 0..*count {
+                    let first = next;
+                    elements.push(avro_value(&Shape::Record(element.clone()), &mut next, null));
+                    element_leaves.push((first, next));
+                }
+                fields.push(("messages".into(), AvroValue::Array(elements)));
+                let datum = to_avro_datum(&parsed, AvroValue::Record(fields)).unwrap();
+                items.push(SourceItem::Message(Message::new(position as u64, wire::glue_frame(id, &datum, false))));
+                leaves.push((envelope_leaves, element_leaves));
+            }
+
+            let config = FlattenConfig {
+                explode: Some("messages".into()),
+                ..Default::default()
+            };
+            let client = Client::fixed(
+                [(SchemaRef::Uuid(id), SchemaType::Avro, text.clone())],
+                ClientOptions {
+                    rules: crate::schemas::flatten_rules(&config),
+                    reader: None,
+                    capacity: 4,
+                    unknown_ttl: std::time::Duration::from_secs(1),
+                    max_backoff: std::time::Duration::from_secs(1),
+                },
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let schemas = runtime.block_on(Schemas::resolve(Some(&client), &items, |_, _, _| {}));
+            let mut settings = settings();
+            settings.flattener = Flattener::new(&config);
+            settings.key_field = None;
+            settings.event_time_field = None;
+            let p = PartitionId::new("s", "f");
+            let mut types = ColumnTypes::default();
+            let (batch, dead) = build_batch(&p, &settings, &schemas, &mut types, &items).unwrap();
+
+            let texts: Vec<Vec<String>> = {
+                let columns: Vec<_> = batch.columns().iter().skip(3)
+                    .map(|c| tributary_lake::columns::json_text(c).unwrap()).collect();
+                (0..batch.num_rows()).map(|row| columns.iter().map(|c| {
+                    let c = c.as_string::<i32>();
+                    if c.is_valid(row) { c.value(row).to_string() } else { String::new() }
+                }).collect()).collect()
+            };
+            let positions = batch.column(1).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+            for (message, (envelope_leaves, element_leaves)) in leaves.iter().enumerate() {
+                let rows: Vec<usize> = (0..batch.num_rows())
+                    .filter(|r| positions.value(*r) == message as i64).collect();
+                let message_dead = dead.iter().any(|d| d.position == message as u64 && d.element.is_none());
+                let count_in = |row: usize, leaf: usize| -> usize {
+                    let marker = format!("<{leaf}>");
+                    let hits: Vec<usize> = texts[row].iter().map(|t| t.matches(&marker).count()).collect();
+                    assert!(hits.iter().filter(|h| **h > 0).count() <= 1, "marker {marker} in two columns");
+                    hits.iter().sum()
+                };
+                if message_dead {
+                    prop_assert!(rows.is_empty());
+                    continue;
+                }
+                for leaf in envelope_leaves.0 + 1..=envelope_leaves.1 {
+                    for row in &rows {
+                        prop_assert_eq!(count_in(*row, leaf), 1, "envelope leaf {} in row {}", leaf, row);
+                    }
+                }
+                for (i, (first, last)) in element_leaves.iter().enumerate() {
+                    let element_dead = dead.iter().any(|d| d.position == message as u64 && d.element == Some(i as u64));
+                    for leaf in first + 1..=*last {
+                        let total: usize = rows.iter().map(|r| count_in(*r, leaf)).sum();
+                        prop_assert_eq!(total, usize::from(!element_dead), "element {} leaf {}", i, leaf);
+                    }
+                }
+            }
+        }
     }
 }

@@ -18,15 +18,15 @@
 //! taken out of the builders: its rows are marked dead and filtered out at
 //! the end, and only live rows decide a column's type.
 
-use std::borrow::Cow;
+mod cell;
+mod part;
+
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayBuilder, ArrayRef, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
-    Date32Builder, Decimal128Builder, Float64Builder, Int64Array, Int64Builder, ListArray,
-    StringArray, StringBuilder, TimestampMicrosecondBuilder, UInt32Array, new_null_array,
+    Array, ArrayRef, BooleanArray, Date32Array, Int64Array, StringArray, StringBuilder,
+    UInt32Array, new_null_array,
 };
-use deltalake::arrow::buffer::{NullBuffer, OffsetBuffer};
 use deltalake::arrow::compute::kernels::zip::zip;
 use deltalake::arrow::compute::{cast, filter, is_not_null, take};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
@@ -38,334 +38,16 @@ use tributary_lake::PartitionId;
 use tributary_lake::columns::{arrow_type, json_text};
 use tributary_lake::dead_letter::Reason;
 use tributary_lake::rowfile::ColumnType;
-use tributary_schema_registry::avro::decimal_text;
 
 use crate::batch::ColumnTypes;
+pub use cell::Cell;
+use cell::event_time;
+use part::Part;
 
 /// Why a message, or one element of its explode path, is a dead letter.
 pub type Rejection = (Reason, String);
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
-
-/// One value as a decoder hands it over, borrowing text and bytes from the
-/// message where it can.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
-    /// Null: the column is null in this row.
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// A 64-bit integer.
-    Long(i64),
-    /// A 64-bit float.
-    Double(f64),
-    /// Text.
-    Str(Cow<'a, str>),
-    /// Raw bytes.
-    Bytes(Cow<'a, [u8]>),
-    /// A UTC time in microseconds since the epoch.
-    Timestamp(i64),
-    /// Days since the epoch.
-    Date(i32),
-    /// `unscaled` × 10^-`scale`, of at most `precision` (≤ 38) digits.
-    Decimal {
-        /// The unscaled value.
-        unscaled: i128,
-        /// Digits in all.
-        precision: u8,
-        /// Digits after the point.
-        scale: i8,
-    },
-    /// A list of scalars (or nulls).
-    List(Vec<Cell<'a>>),
-}
-
-impl Cell<'_> {
-    /// The cell's type; `None` for null and for a list of nulls only, which
-    /// fit any column.
-    pub fn column_type(&self) -> Option<ColumnType> {
-        Some(match self {
-            Cell::Null => return None,
-            Cell::Bool(_) => ColumnType::Boolean,
-            Cell::Long(_) => ColumnType::Long,
-            Cell::Double(_) => ColumnType::Double,
-            Cell::Str(_) => ColumnType::String,
-            Cell::Bytes(_) => ColumnType::Bytes,
-            Cell::Timestamp(_) => ColumnType::Timestamp,
-            Cell::Date(_) => ColumnType::Date,
-            Cell::Decimal {
-                precision, scale, ..
-            } => ColumnType::Decimal(*precision, *scale),
-            Cell::List(items) => ColumnType::List(Box::new(
-                items
-                    .iter()
-                    .filter_map(Cell::column_type)
-                    .reduce(|a, b| a.widen(&b))?,
-            )),
-        })
-    }
-
-    /// A short name of the cell's kind, for error messages.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Cell::Null => "null",
-            Cell::Bool(_) => "a boolean",
-            Cell::Long(_) => "an integer",
-            Cell::Double(_) => "a float",
-            Cell::Str(_) => "a string",
-            Cell::Bytes(_) => "bytes",
-            Cell::Timestamp(_) => "a timestamp",
-            Cell::Date(_) => "a date",
-            Cell::Decimal { .. } => "a decimal",
-            Cell::List(_) => "a list",
-        }
-    }
-
-    /// The cell as JSON text: what it becomes in a `string` column (text
-    /// stays as it is).
-    fn text(&self) -> Cow<'_, str> {
-        match self {
-            Cell::Str(s) => Cow::Borrowed(s),
-            other => Cow::Owned(match other.json() {
-                serde_json::Value::String(s) => s,
-                json => json.to_string(),
-            }),
-        }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        use serde_json::Value as Json;
-        match self {
-            Cell::Null => Json::Null,
-            Cell::Bool(b) => Json::Bool(*b),
-            Cell::Long(l) => Json::from(*l),
-            Cell::Double(d) => Json::from(*d),
-            Cell::Str(s) => Json::String(s.to_string()),
-            Cell::Bytes(b) => Json::String(String::from_utf8_lossy(b).into_owned()),
-            Cell::Timestamp(micros) => Json::String(
-                chrono::DateTime::from_timestamp_micros(*micros).map_or_else(
-                    || micros.to_string(),
-                    |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                ),
-            ),
-            Cell::Date(days) => Json::String(
-                chrono::DateTime::from_timestamp(i64::from(*days) * 86_400, 0)
-                    .map_or_else(|| days.to_string(), |t| t.format("%Y-%m-%d").to_string()),
-            ),
-            Cell::Decimal {
-                unscaled, scale, ..
-            } => Json::String(decimal_text(*unscaled, (*scale).max(0) as u32)),
-            Cell::List(items) => Json::Array(items.iter().map(Cell::json).collect()),
-        }
-    }
-}
-
-/// An event time as a timestamp: RFC 3339 text, or milliseconds since the
-/// Unix epoch as a number (a timestamp stays, a date is its midnight, null
-/// stays null). Otherwise the kind of value it is.
-fn event_time<'a>(cell: Cell<'a>) -> Result<Cell<'a>, &'static str> {
-    let micros = match &cell {
-        Cell::Null | Cell::Timestamp(_) => return Ok(cell),
-        Cell::Str(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| t.timestamp_micros()),
-        Cell::Long(ms) => ms.checked_mul(1_000),
-        Cell::Double(ms) if ms.is_finite() && ms.abs() < 9.2e15 => Some((ms * 1_000.0) as i64),
-        Cell::Date(days) => i64::from(*days).checked_mul(MICROS_PER_DAY),
-        _ => None,
-    };
-    micros.map(Cell::Timestamp).ok_or(cell.kind())
-}
-
-/// Values of one type of one column, in an Arrow builder.
-enum Part {
-    Bool(BooleanBuilder),
-    Long(Int64Builder),
-    Double(Float64Builder),
-    Str(StringBuilder),
-    Bytes(BinaryBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
-    Date(Date32Builder),
-    Decimal(Decimal128Builder, u8, i8),
-    /// Lists: offsets and validity here, items in their own part.
-    List {
-        item: ColumnType,
-        items: Box<Part>,
-        offsets: Vec<i32>,
-        valid: Vec<bool>,
-    },
-}
-
-impl Part {
-    /// A part of type `ty` with room for `rows` rows.
-    fn new(ty: &ColumnType, rows: usize) -> Part {
-        match ty {
-            ColumnType::Boolean => Part::Bool(BooleanBuilder::with_capacity(rows)),
-            ColumnType::Long => Part::Long(Int64Builder::with_capacity(rows)),
-            ColumnType::Double => Part::Double(Float64Builder::with_capacity(rows)),
-            ColumnType::String => Part::Str(StringBuilder::with_capacity(rows, rows * 16)),
-            ColumnType::Bytes => Part::Bytes(BinaryBuilder::with_capacity(rows, rows * 16)),
-            ColumnType::Timestamp => {
-                Part::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
-            }
-            ColumnType::Date => Part::Date(Date32Builder::with_capacity(rows)),
-            ColumnType::Decimal(p, s) => {
-                Part::Decimal(Decimal128Builder::with_capacity(rows), *p, *s)
-            }
-            ColumnType::List(item) => Part::List {
-                item: (**item).clone(),
-                items: Box::new(Part::new(item, rows)),
-                offsets: vec![0],
-                valid: Vec::new(),
-            },
-        }
-    }
-
-    /// Whether `cell` is of exactly this part's type (lists are never
-    /// taken as such: their item type needs a look).
-    fn holds(&self, cell: &Cell<'_>) -> bool {
-        match (self, cell) {
-            (Part::Bool(_), Cell::Bool(_))
-            | (Part::Long(_), Cell::Long(_))
-            | (Part::Double(_), Cell::Double(_))
-            | (Part::Str(_), Cell::Str(_))
-            | (Part::Bytes(_), Cell::Bytes(_))
-            | (Part::Timestamp(_), Cell::Timestamp(_))
-            | (Part::Date(_), Cell::Date(_)) => true,
-            (
-                Part::Decimal(_, p, s),
-                Cell::Decimal {
-                    precision, scale, ..
-                },
-            ) => p == precision && s == scale,
-            // A list whose items are all of the list part's item type (or
-            // null), with at least one that is not null.
-            (Part::List { items: part, .. }, Cell::List(cells)) => {
-                cells.iter().any(|c| !matches!(c, Cell::Null))
-                    && cells
-                        .iter()
-                        .all(|c| matches!(c, Cell::Null) || part.holds(c))
-            }
-            _ => false,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Part::Bool(b) => b.len(),
-            Part::Long(b) => b.len(),
-            Part::Double(b) => b.len(),
-            Part::Str(b) => b.len(),
-            Part::Bytes(b) => b.len(),
-            Part::Timestamp(b) => b.len(),
-            Part::Date(b) => b.len(),
-            Part::Decimal(b, ..) => b.len(),
-            Part::List { valid, .. } => valid.len(),
-        }
-    }
-
-    fn push_nulls(&mut self, n: usize) {
-        match self {
-            Part::Bool(b) => b.append_nulls(n),
-            Part::Long(b) => b.append_nulls(n),
-            Part::Double(b) => b.append_nulls(n),
-            Part::Str(b) => b.append_nulls(n),
-            Part::Bytes(b) => b.append_nulls(n),
-            Part::Timestamp(b) => b.append_nulls(n),
-            Part::Date(b) => b.append_nulls(n),
-            Part::Decimal(b, ..) => b.append_nulls(n),
-            Part::List { offsets, valid, .. } => {
-                let end = offsets.last().copied().unwrap_or(0);
-                offsets.extend(std::iter::repeat_n(end, n));
-                valid.extend(std::iter::repeat_n(false, n));
-            }
-        }
-    }
-
-    fn push_null(&mut self) {
-        self.push_nulls(1);
-    }
-
-    /// Nulls up to `rows` rows.
-    fn pad(&mut self, rows: usize) {
-        let len = self.len();
-        if len < rows {
-            self.push_nulls(rows - len);
-        }
-    }
-
-    /// Appends `cell`, converted to this part's type the way
-    /// [`ColumnType::widen`] implies (a long in a double part is a double,
-    /// anything in a string part its JSON text); a cell the part cannot
-    /// hold is null.
-    fn push(&mut self, cell: &Cell<'_>) {
-        match (self, cell) {
-            (part, Cell::Null) => part.push_null(),
-            (Part::Bool(b), Cell::Bool(v)) => b.append_value(*v),
-            (Part::Long(b), Cell::Long(v)) => b.append_value(*v),
-            (Part::Double(b), Cell::Double(v)) => b.append_value(*v),
-            (Part::Double(b), Cell::Long(v)) => b.append_value(*v as f64),
-            (Part::Str(b), cell) => b.append_value(cell.text()),
-            (Part::Bytes(b), Cell::Bytes(v)) => b.append_value(v),
-            (Part::Timestamp(b), Cell::Timestamp(v)) => b.append_value(*v),
-            (Part::Date(b), Cell::Date(v)) => b.append_value(*v),
-            (
-                Part::Decimal(b, p, s),
-                Cell::Decimal {
-                    unscaled,
-                    precision,
-                    scale,
-                },
-            ) if p == precision && s == scale => b.append_value(*unscaled),
-            (
-                Part::List {
-                    items,
-                    offsets,
-                    valid,
-                    ..
-                },
-                Cell::List(list),
-            ) => {
-                for item in list {
-                    items.push(item);
-                }
-                // A batch is bounded far below 2^31 list items.
-                offsets.push(i32::try_from(items.len()).unwrap_or(i32::MAX));
-                valid.push(true);
-            }
-            (part, _) => part.push_null(),
-        }
-    }
-
-    fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
-        Ok(match self {
-            Part::Bool(b) => Arc::new(b.finish()),
-            Part::Long(b) => Arc::new(b.finish()),
-            Part::Double(b) => Arc::new(b.finish()),
-            Part::Str(b) => Arc::new(b.finish()),
-            Part::Bytes(b) => Arc::new(b.finish()),
-            Part::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
-            Part::Date(b) => Arc::new(b.finish()),
-            Part::Decimal(b, p, s) => Arc::new(b.finish().with_precision_and_scale(*p, *s)?),
-            Part::List {
-                item,
-                items,
-                offsets,
-                valid,
-            } => {
-                let field = Arc::new(Field::new("element", arrow_type(item), true));
-                let list = ListArray::try_new(
-                    field,
-                    OffsetBuffer::new(std::mem::take(offsets).into()),
-                    items.finish()?,
-                    Some(NullBuffer::from(std::mem::take(valid))),
-                )?;
-                offsets.push(0);
-                Arc::new(list)
-            }
-        })
-    }
-}
 
 /// One column of one level.
 struct Slot {
@@ -884,6 +566,8 @@ fn keys(
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
     use deltalake::arrow::array::AsArray;
     use deltalake::arrow::datatypes::Float64Type;
