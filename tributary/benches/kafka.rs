@@ -15,7 +15,9 @@
 //! starts; the clock runs from starting `tributary ingest` to every row being
 //! staged, and the ingest process's CPU time (user + system, from
 //! `/proc/<pid>/stat`) is reported per million records because the test
-//! broker, not ingest, bounds the rate.
+//! broker, not ingest, bounds the rate, with the ingest process's peak RSS
+//! (`VmHWM`). `TRIBUTARY_BENCH_PARTITIONS` sets the topic's partitions
+//! (default 4).
 
 // A benchmark's set-up either works or the benchmark has nothing to measure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -43,7 +45,13 @@ use tributary_schema_registry::wire::{SchemaRef, glue_frame};
 #[allow(unused_imports, dead_code)]
 mod sample;
 
-const PARTITIONS: usize = 4;
+/// The topics' partitions: `TRIBUTARY_BENCH_PARTITIONS`, default 4.
+fn partitions() -> usize {
+    std::env::var("TRIBUTARY_BENCH_PARTITIONS")
+        .ok()
+        .map(|v| v.parse().expect("TRIBUTARY_BENCH_PARTITIONS is a number"))
+        .unwrap_or(4)
+}
 const SUBJECT: &str = "bench-envelope";
 
 fn main() {
@@ -90,18 +98,19 @@ fn main() {
     .expect("in memory");
 
     println!(
-        "{records} log records per format, {PARTITIONS} partitions, tansu at {}",
+        "{records} log records per format, {} partitions, tansu at {}",
+        partitions(),
         broker.address
     );
     println!(
-        "| format | messages | end to end (records/s) | ingest CPU s per 1M records | decode+flatten+encode in process, 1 thread (records/s) | end to end / in process |"
+        "| format | messages | end to end (records/s) | ingest CPU s per 1M records | ingest peak RSS (MiB) | decode+flatten+encode in process, 1 thread (records/s) | end to end / in process |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (format, messages) in [("JSON", &json), ("Glue Avro", &avro)] {
         let topic = format!("bench-{}", if format == "JSON" { "json" } else { "avro" });
         broker.create_topic(&topic);
         produce(&broker.address, &topic, messages);
-        let (elapsed, cpu) = ingest(
+        let (elapsed, cpu, peak_mib) = ingest(
             dir.path(),
             &broker.address,
             &topic,
@@ -111,10 +120,11 @@ fn main() {
         let end_to_end = records as f64 / elapsed.as_secs_f64();
         let in_process = in_process(messages, records, &schemas, &versions, &runtime);
         println!(
-            "| {format} | {} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            "| {format} | {} | {:.0} | {:.2} | {:.0} | {:.0} | {:.2} |",
             messages.len(),
             end_to_end,
             cpu * 1e6 / records as f64,
+            peak_mib,
             in_process,
             end_to_end / in_process
         );
@@ -167,7 +177,7 @@ impl Broker {
                 "create",
                 topic,
                 "--partitions",
-                &PARTITIONS.to_string(),
+                &partitions().to_string(),
             ])
             .args(["--broker", &format!("tcp://{}", self.address)])
             .status()
@@ -200,12 +210,13 @@ fn produce(brokers: &str, topic: &str, messages: &[Vec<u8>]) {
         .set("linger.ms", "20")
         .create()
         .expect("a producer");
+    let partitions = partitions();
     for (i, message) in messages.iter().enumerate() {
         let key = i.to_string();
         let mut record = BaseRecord::to(topic)
             .payload(message)
             .key(&key)
-            .partition((i % PARTITIONS) as i32);
+            .partition((i % partitions) as i32);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -223,7 +234,15 @@ fn produce(brokers: &str, topic: &str, messages: &[Vec<u8>]) {
 
 /// Runs `tributary ingest` on `topic` until `records` rows are staged;
 /// returns the wall time and the process's CPU seconds.
-fn ingest(dir: &Path, brokers: &str, topic: &str, registry: &str, records: u64) -> (Duration, f64) {
+/// Runs `tributary ingest` on `topic` until `records` rows are staged: the
+/// time that took, the process's CPU seconds and its peak RSS in MiB.
+fn ingest(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    registry: &str,
+    records: u64,
+) -> (Duration, f64, f64) {
     let table = dir.join(format!("table-{topic}"));
     let config = dir.join(format!("{topic}.toml"));
     std::fs::write(
@@ -283,11 +302,23 @@ event_time_field = "messages_timestamp"
     }
     let elapsed = started.elapsed();
     let cpu = cpu_seconds(child.id());
+    let peak_mib = peak_rss_kib(child.id()) as f64 / 1024.0;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    (elapsed, cpu)
+    (elapsed, cpu, peak_mib)
+}
+
+/// The peak resident set (`VmHWM`) of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
 }
 
 fn metrics(port: u16) -> Option<String> {
