@@ -1,6 +1,5 @@
 //! Turning a batch of raw messages into one row file (and its dead letters).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -416,12 +415,10 @@ struct AvroSink<'a> {
     names: &'a [Arc<str>],
     columns: &'a mut Vec<[Option<usize>; 2]>,
     types: &'a ColumnTypes,
-    /// The record, which text values point into.
-    record: &'a [u8],
     in_element: bool,
 }
 
-impl Sink for AvroSink<'_> {
+impl<'a> Sink<'a> for AvroSink<'_> {
     fn start_element(&mut self) {
         if self.in_element {
             self.builder.end_element();
@@ -430,13 +427,12 @@ impl Sink for AvroSink<'_> {
         self.in_element = true;
     }
 
-    fn value(&mut self, element: bool, col: u32, value: Val) {
+    fn value(&mut self, element: bool, col: u32, value: Val<'a>) {
         let at = if element { At::Element } else { At::Envelope };
         let c = col as usize;
         let column = *self.columns[c][at as usize]
             .get_or_insert_with(|| self.builder.column(at, &self.names[c], self.types));
-        self.builder
-            .put_column(at, column, cell(value, self.record));
+        self.builder.put_column(at, column, value);
     }
 }
 
@@ -471,7 +467,6 @@ impl Decoder<'_> {
                     names,
                     builder,
                     types: self.types,
-                    record: &frame.payload,
                     in_element: false,
                 };
                 plan.decode_into(&frame.payload, &mut sink)
@@ -498,39 +493,6 @@ impl Decoder<'_> {
                 FlattenError::Malformed(_) => (Reason::MalformedJson, e.to_string()),
                 _ => (Reason::Flatten, e.to_string()),
             })
-    }
-}
-
-/// A value the Avro plan decoded from `record`, as a cell (text of the
-/// record is borrowed, not copied).
-fn cell(v: Val, record: &[u8]) -> Cell<'_> {
-    match v {
-        // The plan checked the text is UTF-8.
-        Val::Text { start, end } => {
-            let text = record.get(start..end).unwrap_or_default();
-            Cell::Str(match std::str::from_utf8(text) {
-                Ok(text) => Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(text),
-            })
-        }
-        Val::Null => Cell::Null,
-        Val::Bool(b) => Cell::Bool(b),
-        Val::Long(l) => Cell::Long(l),
-        Val::Double(d) => Cell::Double(d),
-        Val::Str(s) => Cell::Str(Cow::Owned(s)),
-        Val::Bytes(b) => Cell::Bytes(Cow::Owned(b)),
-        Val::Timestamp(t) => Cell::Timestamp(t),
-        Val::Date(d) => Cell::Date(d),
-        Val::Decimal {
-            unscaled,
-            precision,
-            scale,
-        } => Cell::Decimal {
-            unscaled,
-            precision,
-            scale,
-        },
-        Val::List(items) => Cell::List(items.into_iter().map(|v| cell(v, record)).collect()),
     }
 }
 

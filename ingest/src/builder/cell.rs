@@ -7,43 +7,25 @@ use tributary_schema_registry::avro::decimal_text;
 
 use super::MICROS_PER_DAY;
 
-/// One value as a decoder hands it over, borrowing text and bytes from the
-/// message where it can.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
-    /// Null: the column is null in this row.
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// A 64-bit integer.
-    Long(i64),
-    /// A 64-bit float.
-    Double(f64),
-    /// Text.
-    Str(Cow<'a, str>),
-    /// Raw bytes.
-    Bytes(Cow<'a, [u8]>),
-    /// A UTC time in microseconds since the epoch.
-    Timestamp(i64),
-    /// Days since the epoch.
-    Date(i32),
-    /// `unscaled` × 10^-`scale`, of at most `precision` (≤ 38) digits.
-    Decimal {
-        /// The unscaled value.
-        unscaled: i128,
-        /// Digits in all.
-        precision: u8,
-        /// Digits after the point.
-        scale: i8,
-    },
-    /// A list of scalars (or nulls).
-    List(Vec<Cell<'a>>),
-}
+/// One value as a decoder hands it over: the Avro plan's value type, which
+/// borrows text and bytes from the message where it can; the JSON flattener
+/// and the sources' metadata columns make the same.
+pub use tributary_schema_registry::avro::Val as Cell;
 
-impl Cell<'_> {
+/// What the builder asks of a cell.
+pub(crate) trait CellExt {
     /// The cell's type; `None` for null and for a list of nulls only, which
     /// fit any column.
-    pub fn column_type(&self) -> Option<ColumnType> {
+    fn column_type(&self) -> Option<ColumnType>;
+    /// A short name of the cell's kind, for error messages.
+    fn kind(&self) -> &'static str;
+    /// The cell as JSON text: what it becomes in a `string` column (text
+    /// stays as it is).
+    fn text(&self) -> Cow<'_, str>;
+}
+
+impl CellExt for Cell<'_> {
+    fn column_type(&self) -> Option<ColumnType> {
         Some(match self {
             Cell::Null => return None,
             Cell::Bool(_) => ColumnType::Boolean,
@@ -65,8 +47,7 @@ impl Cell<'_> {
         })
     }
 
-    /// A short name of the cell's kind, for error messages.
-    pub fn kind(&self) -> &'static str {
+    fn kind(&self) -> &'static str {
         match self {
             Cell::Null => "null",
             Cell::Bool(_) => "a boolean",
@@ -81,21 +62,23 @@ impl Cell<'_> {
         }
     }
 
-    /// The cell as JSON text: what it becomes in a `string` column (text
-    /// stays as it is).
-    pub(super) fn text(&self) -> Cow<'_, str> {
+    fn text(&self) -> Cow<'_, str> {
         match self {
             Cell::Str(s) => Cow::Borrowed(s),
-            other => Cow::Owned(match other.json() {
+            other => Cow::Owned(match json(other) {
                 serde_json::Value::String(s) => s,
                 json => json.to_string(),
             }),
         }
     }
+}
 
-    fn json(&self) -> serde_json::Value {
-        use serde_json::Value as Json;
-        match self {
+/// The cell as a JSON value (timestamps RFC 3339, dates `YYYY-MM-DD`,
+/// decimals their digits, all as strings).
+fn json(cell: &Cell<'_>) -> serde_json::Value {
+    use serde_json::Value as Json;
+    {
+        match cell {
             Cell::Null => Json::Null,
             Cell::Bool(b) => Json::Bool(*b),
             Cell::Long(l) => Json::from(*l),
@@ -115,7 +98,7 @@ impl Cell<'_> {
             Cell::Decimal {
                 unscaled, scale, ..
             } => Json::String(decimal_text(*unscaled, (*scale).max(0) as u32)),
-            Cell::List(items) => Json::Array(items.iter().map(Cell::json).collect()),
+            Cell::List(items) => Json::Array(items.iter().map(json).collect()),
         }
     }
 }

@@ -41,6 +41,7 @@ use tributary_lake::rowfile::ColumnType;
 
 use crate::batch::ColumnTypes;
 pub use cell::Cell;
+use cell::CellExt;
 use cell::event_time;
 use part::Part;
 

@@ -13,6 +13,7 @@ use tributary_lake::columns::arrow_type;
 use tributary_lake::rowfile::ColumnType;
 
 use super::Cell;
+use super::cell::CellExt;
 
 /// Values of one type of one column, in an Arrow builder.
 pub(super) enum Part {

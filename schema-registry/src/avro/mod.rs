@@ -34,6 +34,7 @@
 //! promotions, enum symbols by name (or the reader's default symbol), union
 //! branches by type.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -43,9 +44,10 @@ use apache_avro::schema::{Name, RecordSchema, ResolvedSchema};
 use chrono::{DateTime, SecondsFormat};
 use serde_json::Value as Json;
 
-/// A flattened value.
+/// A flattened value, borrowing text and bytes from the record it was
+/// decoded from where it can (a decoder of any format can hand these over).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Val {
+pub enum Val<'a> {
     /// Null.
     Null,
     /// A boolean.
@@ -55,17 +57,9 @@ pub enum Val {
     /// A 64-bit float.
     Double(f64),
     /// Text.
-    Str(String),
-    /// Text at `start..end` of the record the plan decoded (checked to be
-    /// UTF-8): a string of the payload, not copied. See [`Val::text`].
-    Text {
-        /// Its first byte.
-        start: usize,
-        /// One past its last byte.
-        end: usize,
-    },
+    Str(Cow<'a, str>),
     /// Raw bytes (`bytes`, `fixed`).
-    Bytes(Vec<u8>),
+    Bytes(Cow<'a, [u8]>),
     /// A UTC time in microseconds since the epoch.
     Timestamp(i64),
     /// Days since the epoch.
@@ -80,17 +74,31 @@ pub enum Val {
         scale: i8,
     },
     /// A list of scalars.
-    List(Vec<Val>),
+    List(Vec<Val<'a>>),
 }
 
-impl Val {
-    /// The text of a [`Val::Str`], or of a [`Val::Text`] in `record` (the
-    /// bytes the value was decoded from); `None` for other values.
-    pub fn text<'a>(&'a self, record: &'a [u8]) -> Option<&'a str> {
+impl Val<'_> {
+    /// The value, owning its text and bytes.
+    pub fn into_owned(self) -> Val<'static> {
         match self {
-            Val::Str(s) => Some(s),
-            Val::Text { start, end } => std::str::from_utf8(record.get(*start..*end)?).ok(),
-            _ => None,
+            Val::Null => Val::Null,
+            Val::Bool(b) => Val::Bool(b),
+            Val::Long(l) => Val::Long(l),
+            Val::Double(d) => Val::Double(d),
+            Val::Str(s) => Val::Str(Cow::Owned(s.into_owned())),
+            Val::Bytes(b) => Val::Bytes(Cow::Owned(b.into_owned())),
+            Val::Timestamp(t) => Val::Timestamp(t),
+            Val::Date(d) => Val::Date(d),
+            Val::Decimal {
+                unscaled,
+                precision,
+                scale,
+            } => Val::Decimal {
+                unscaled,
+                precision,
+                scale,
+            },
+            Val::List(items) => Val::List(items.into_iter().map(Val::into_owned).collect()),
         }
     }
 }
@@ -153,13 +161,13 @@ pub enum DecodeError {
 /// Where a plan puts the values of a record, in the order the record holds
 /// them: [`Decoded`] collects them; a batch builder appends them straight to
 /// its columns.
-pub trait Sink {
+pub trait Sink<'a> {
     /// The next element of the explode path starts; values with `element`
     /// set belong to it until the next one starts.
     fn start_element(&mut self);
     /// A value of column `col`, of the envelope or (with `element`) of the
     /// current element.
-    fn value(&mut self, element: bool, col: Col, value: Val);
+    fn value(&mut self, element: bool, col: Col, value: Val<'a>);
 }
 
 /// The rows of one decoded record: envelope values, and one list of values
@@ -167,21 +175,21 @@ pub trait Sink {
 #[derive(Debug, Default)]
 pub struct Decoded {
     /// Values of the envelope (every row's shared columns).
-    pub envelope: Vec<(Col, Val)>,
+    pub envelope: Vec<(Col, Val<'static>)>,
     /// Values of each exploded element; empty when the record exploded into
     /// no element (it is then one row of envelope values).
-    pub elements: Vec<Vec<(Col, Val)>>,
+    pub elements: Vec<Vec<(Col, Val<'static>)>>,
     used: usize,
 }
 
 impl Decoded {
     /// The exploded elements of the last record.
-    pub fn elements(&self) -> &[Vec<(Col, Val)>] {
+    pub fn elements(&self) -> &[Vec<(Col, Val<'static>)>] {
         &self.elements[..self.used]
     }
 
     /// The exploded elements of the last record, to take values from.
-    pub fn elements_mut(&mut self) -> &mut [Vec<(Col, Val)>] {
+    pub fn elements_mut(&mut self) -> &mut [Vec<(Col, Val<'static>)>] {
         &mut self.elements[..self.used]
     }
 
@@ -191,7 +199,7 @@ impl Decoded {
     }
 }
 
-impl Sink for Decoded {
+impl<'a> Sink<'a> for Decoded {
     fn start_element(&mut self) {
         if self.used == self.elements.len() {
             self.elements.push(Vec::new());
@@ -200,7 +208,8 @@ impl Sink for Decoded {
         self.used += 1;
     }
 
-    fn value(&mut self, element: bool, col: Col, value: Val) {
+    fn value(&mut self, element: bool, col: Col, value: Val<'a>) {
+        let value = value.into_owned();
         if element {
             self.elements[self.used - 1].push((col, value));
         } else {
@@ -270,7 +279,11 @@ impl Plan {
 
     /// Decodes one record into `sink`, value by value. On an error, the
     /// values before it have been handed over already.
-    pub fn decode_into(&self, data: &[u8], out: &mut impl Sink) -> Result<(), DecodeError> {
+    pub fn decode_into<'a>(
+        &self,
+        data: &'a [u8],
+        out: &mut impl Sink<'a>,
+    ) -> Result<(), DecodeError> {
         let mut reader = Reader {
             data,
             at: 0,
@@ -337,7 +350,7 @@ enum Num {
 enum Op {
     Leaf(Col, Read),
     List(Col, Read),
-    Record(Vec<Op>, Vec<(Col, Val)>),
+    Record(Vec<Op>, Vec<(Col, Val<'static>)>),
     Union(Vec<Op>),
     /// The explode array, by writer element.
     Explode(Box<Op>),
@@ -662,7 +675,7 @@ impl Compiler<'_> {
         value: &Json,
         path: &mut String,
         used: &mut HashSet<Col>,
-        out: &mut Vec<(Col, Val)>,
+        out: &mut Vec<(Col, Val<'static>)>,
     ) -> Result<(), PlanError> {
         match value {
             Json::Object(fields) => {
@@ -869,7 +882,7 @@ fn kind(schema: &Schema) -> String {
     }
 }
 
-fn json_val(value: &Json) -> Val {
+fn json_val(value: &Json) -> Val<'static> {
     match value {
         Json::Null => Val::Null,
         Json::Bool(b) => Val::Bool(*b),
@@ -877,11 +890,11 @@ fn json_val(value: &Json) -> Val {
             Some(i) => Val::Long(i),
             None => Val::Double(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Json::String(s) => Val::Str(s.clone()),
+        Json::String(s) => Val::Str(Cow::Owned(s.clone())),
         Json::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
             Val::List(items.iter().map(json_val).collect())
         }
-        other => Val::Str(other.to_string()),
+        other => Val::Str(Cow::Owned(other.to_string())),
     }
 }
 
@@ -1028,7 +1041,7 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn num(value: i64, how: Num, r: &Reader<'_>) -> Result<Val, DecodeError> {
+fn num(value: i64, how: Num, r: &Reader<'_>) -> Result<Val<'static>, DecodeError> {
     Ok(match how {
         Num::Long => Val::Long(value),
         Num::Double => Val::Double(value as f64),
@@ -1059,12 +1072,12 @@ fn num(value: i64, how: Num, r: &Reader<'_>) -> Result<Val, DecodeError> {
             if !utc {
                 text.pop();
             }
-            Val::Str(text)
+            Val::Str(Cow::Owned(text))
         }
     })
 }
 
-fn read_scalar(read: &Read, r: &mut Reader<'_>) -> Result<Val, DecodeError> {
+fn read_scalar<'a>(read: &Read, r: &mut Reader<'a>) -> Result<Val<'a>, DecodeError> {
     Ok(match read {
         Read::Null => Val::Null,
         Read::Bool => match r.byte()? {
@@ -1082,15 +1095,9 @@ fn read_scalar(read: &Read, r: &mut Reader<'_>) -> Result<Val, DecodeError> {
         }
         Read::Float => Val::Double(f64::from(r.f32()?)),
         Read::Double => Val::Double(r.f64()?),
-        Read::Str | Read::BytesAsStr => {
-            let text = r.str()?;
-            Val::Text {
-                start: r.at - text.len(),
-                end: r.at,
-            }
-        }
-        Read::StrAsHex | Read::Hex => Val::Bytes(r.bytes()?.to_vec()),
-        Read::FixedHex(n) => Val::Bytes(r.take(*n)?.to_vec()),
+        Read::Str | Read::BytesAsStr => Val::Str(Cow::Borrowed(r.str()?)),
+        Read::StrAsHex | Read::Hex => Val::Bytes(Cow::Borrowed(r.bytes()?)),
+        Read::FixedHex(n) => Val::Bytes(Cow::Borrowed(r.take(*n)?)),
         Read::Decimal {
             fixed,
             precision,
@@ -1113,13 +1120,13 @@ fn read_scalar(read: &Read, r: &mut Reader<'_>) -> Result<Val, DecodeError> {
                         scale,
                     }
                 }
-                _ => Val::Str(decimal_text(unscaled, *scale)),
+                _ => Val::Str(Cow::Owned(decimal_text(unscaled, *scale))),
             }
         }
         Read::Enum(symbols) => {
             let i = r.branch(symbols.len())?;
             match &symbols[i] {
-                Some(symbol) => Val::Str(symbol.clone()),
+                Some(symbol) => Val::Str(Cow::Owned(symbol.clone())),
                 None => return Err(r.invalid(format!("enum symbol {i} is unknown to the reader"))),
             }
         }
@@ -1165,7 +1172,12 @@ pub fn decimal_text(unscaled: i128, scale: u32) -> String {
     text
 }
 
-fn run(op: &Op, r: &mut Reader<'_>, out: &mut impl Sink, element: bool) -> Result<(), DecodeError> {
+fn run<'a>(
+    op: &Op,
+    r: &mut Reader<'a>,
+    out: &mut impl Sink<'a>,
+    element: bool,
+) -> Result<(), DecodeError> {
     match op {
         Op::Leaf(col, read) => {
             let value = read_scalar(read, r)?;
@@ -1198,7 +1210,7 @@ fn run(op: &Op, r: &mut Reader<'_>, out: &mut impl Sink, element: bool) -> Resul
         Op::Skip(shape) => skip(shape, r)?,
         Op::Text(col, shape) => {
             let json = render(shape, r)?;
-            out.value(element, *col, Val::Str(json.to_string()));
+            out.value(element, *col, Val::Str(Cow::Owned(json.to_string())));
         }
         Op::Nothing => {}
         Op::Fail(why) => return Err(r.invalid(why.clone())),

@@ -81,18 +81,11 @@ fn encode(schema: &Schema, value: Avro) -> Vec<u8> {
 }
 
 /// Rows as (column name, value) lists, the envelope first in each.
-fn flat_rows(plan: &Plan, decoded: &Decoded, data: &[u8]) -> Vec<Vec<(String, Val)>> {
-    fn owned(v: &Val, data: &[u8]) -> Val {
-        match v {
-            Val::Text { .. } => Val::Str(v.text(data).unwrap().to_string()),
-            Val::List(items) => Val::List(items.iter().map(|i| owned(i, data)).collect()),
-            other => other.clone(),
-        }
-    }
-    let named = |values: &[(Col, Val)]| -> Vec<(String, Val)> {
+fn flat_rows(plan: &Plan, decoded: &Decoded) -> Vec<Vec<(String, Val<'static>)>> {
+    let named = |values: &[(Col, Val<'static>)]| -> Vec<(String, Val<'static>)> {
         values
             .iter()
-            .map(|(c, v)| (plan.columns()[*c as usize].to_string(), owned(v, data)))
+            .map(|(c, v)| (plan.columns()[*c as usize].to_string(), v.clone()))
             .collect()
     };
     if decoded.elements().is_empty() {
@@ -109,8 +102,8 @@ fn flat_rows(plan: &Plan, decoded: &Decoded, data: &[u8]) -> Vec<Vec<(String, Va
         .collect()
 }
 
-fn s(text: &str) -> Val {
-    Val::Str(text.into())
+fn s(text: &str) -> Val<'static> {
+    Val::Str(text.to_string().into())
 }
 
 #[test]
@@ -129,7 +122,7 @@ fn envelopes_explode_into_flat_rows_with_converted_logical_types() {
     );
     let mut decoded = Decoded::default();
     plan.decode(&data, &mut decoded).unwrap();
-    let rows = flat_rows(&plan, &decoded, &data);
+    let rows = flat_rows(&plan, &decoded);
     assert_eq!(rows.len(), 2);
     assert_eq!(
         rows[0],
@@ -146,7 +139,7 @@ fn envelopes_explode_into_flat_rows_with_converted_logical_types() {
                 "messages_codes".into(),
                 Val::List(vec![Val::Long(1), Val::Long(-2)])
             ),
-            ("messages_raw".into(), Val::Bytes(vec![0xab, 0x01])),
+            ("messages_raw".into(), Val::Bytes(vec![0xab, 0x01].into())),
             ("messages_day".into(), Val::Date(20_000)),
             (
                 "messages_price".into(),
@@ -164,7 +157,7 @@ fn envelopes_explode_into_flat_rows_with_converted_logical_types() {
     let data = encode(&writer, envelope(vec![], false));
     plan.decode(&data, &mut decoded).unwrap();
     assert_eq!(
-        flat_rows(&plan, &decoded, &data),
+        flat_rows(&plan, &decoded),
         vec![vec![
             ("host".into(), s("h1")),
             ("sent".into(), Val::Long(5))
@@ -185,7 +178,7 @@ fn without_an_explode_path_arrays_of_records_are_json_text() {
     );
     let mut decoded = Decoded::default();
     plan.decode(&data, &mut decoded).unwrap();
-    let rows = flat_rows(&plan, &decoded, &data);
+    let rows = flat_rows(&plan, &decoded);
     let (name, Val::Str(text)) = &rows[0][1] else {
         panic!("{:?}", rows[0]);
     };
@@ -224,7 +217,7 @@ fn a_reader_schema_resolves_added_removed_promoted_and_renamed_fields() {
     let mut decoded = Decoded::default();
     plan.decode(&data, &mut decoded).unwrap();
     assert_eq!(
-        flat_rows(&plan, &decoded, &data),
+        flat_rows(&plan, &decoded),
         vec![vec![
             ("a".into(), Val::Double(2.0)),
             ("renamed".into(), s("o")),
