@@ -12,7 +12,8 @@
 //!    column `http_status`.
 //! 3. The configured explode path (e.g. `messages`) must hold an array; each
 //!    element becomes one row whose columns are the element's fields, prefixed
-//!    by the path (`messages_level`), plus a copy of every envelope field. An
+//!    by the path (`messages_level`), plus every envelope field (stored once
+//!    per message and repeated onto its rows by index, not copied). An
 //!    element that is not an object becomes the single column named by the path.
 //!    An empty or missing array yields one row of envelope fields, so no
 //!    envelope is ever lost.
@@ -29,7 +30,9 @@
 //!    that element is (a dead letter with the element's index), and the
 //!    envelope's other elements become rows. A key that appears twice in one
 //!    object is such a collision too (a value tree would keep the last one
-//!    silently).
+//!    silently); so is an element field that maps to the name of an
+//!    envelope field, which rejects the whole message.
+//! 7. Columns appear in the order the message text first has them.
 
 use std::borrow::Cow;
 use std::fmt;
