@@ -646,6 +646,26 @@ mod tests {
     }
 
     proptest! {
+        /// Any text, JSON-like or not, is rows, a rejection or an error;
+        /// never a panic, and the batch still finishes.
+        #[test]
+        fn arbitrary_text_never_panics(text in "[\\[\\]{}\":,0-9a-z_ .\\\\-]{0,64}", bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let types = ColumnTypes::default();
+            let mut builder = BatchBuilder::new(Some("a".into()), Some("b".into()));
+            let lossy = String::from_utf8_lossy(&bytes).into_owned();
+            for (position, text) in [text, lossy].iter().enumerate() {
+                builder.begin_message(position as u64);
+                match flattener(Some("m")).flatten(text, &mut builder, &types) {
+                    Ok(()) => {
+                        builder.end_message();
+                    }
+                    Err(_) => builder.abort_message(),
+                }
+            }
+            let mut types = types;
+            prop_assert!(builder.finish(&PartitionId::new("s", "p"), &mut types).is_ok());
+        }
+
         /// No panic, and every leaf lands in exactly one column of one row —
         /// except envelope leaves under explode, which land once in every
         /// row, and leaves of an element that is a dead letter, which land in
