@@ -174,7 +174,6 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
         None => system_columns(),
     };
     let fixed = target.len();
-    let mut headers = Vec::with_capacity(taken.len());
     let mut sources = Vec::with_capacity(taken.len());
     for t in &taken {
         let (schema, meta) = RowFile::read_header(&t.bytes, t.file.path.as_ref())?;
@@ -196,7 +195,6 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
             }
         }
         let last = chain::last_position(&meta, t.file.path.as_ref())?;
-        headers.push(last);
         let source: BTreeMap<String, Vec<u8>> = meta
             .into_iter()
             .filter(|(k, _)| k.starts_with(chain::META_SOURCE_PREFIX))
@@ -227,7 +225,7 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     let mut memory = 0u64;
     let mut new_watermarks: BTreeMap<PartitionId, u64> = BTreeMap::new();
     let mut included = 0;
-    for (t, last) in taken.iter().zip(headers) {
+    for (t, &(last, _)) in taken.iter().zip(&sources) {
         if included > 0 && memory >= config.memory_budget_bytes / 3 {
             // The rest waits for the next round. Files were taken in order per
             // partition, so every partition keeps a prefix and its watermark

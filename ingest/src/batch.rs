@@ -349,6 +349,12 @@ pub fn build_batch(
     .with_capacity(items.len());
     let mut dead_letters = Vec::new();
     let mut plan_columns = PlanColumns::default();
+    let mut decoder = Decoder {
+        settings,
+        schemas,
+        plan_columns: &mut plan_columns,
+        types,
+    };
     for item in items {
         let message = match item {
             SourceItem::Bad(letter) => {
@@ -367,19 +373,13 @@ pub fn build_batch(
             )
         };
         builder.begin_message(message.position);
-        let mut decoder = Decoder {
-            settings,
-            schemas,
-            plan_columns: &mut plan_columns,
-            types,
-        };
         if let Err(rejection) = decoder.decode(message, &mut builder) {
             builder.abort_message();
             dead_letters.push(letter(rejection));
             continue;
         }
         for (name, cell) in &message.columns {
-            builder.put_source(name, cell.clone(), types);
+            builder.put_source(name, cell.clone(), decoder.types);
         }
         match builder.end_message() {
             Outcome::Rows => {}
@@ -415,16 +415,11 @@ struct AvroSink<'a> {
     names: &'a [Arc<str>],
     columns: &'a mut Vec<[Option<usize>; 2]>,
     types: &'a ColumnTypes,
-    in_element: bool,
 }
 
 impl<'a> Sink<'a> for AvroSink<'_> {
     fn start_element(&mut self) {
-        if self.in_element {
-            self.builder.end_element();
-        }
         self.builder.begin_element();
-        self.in_element = true;
     }
 
     fn value(&mut self, element: bool, col: u32, value: Val<'a>) {
@@ -467,14 +462,10 @@ impl Decoder<'_> {
                     names,
                     builder,
                     types: self.types,
-                    in_element: false,
                 };
+                // The last element stays open: ending the message ends it.
                 plan.decode_into(&frame.payload, &mut sink)
-                    .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))?;
-                if sink.in_element {
-                    builder.end_element();
-                }
-                Ok(())
+                    .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))
             }
         }
     }

@@ -39,8 +39,10 @@ use tributary_schema_registry::schema::SchemaType;
 use tributary_schema_registry::server;
 use tributary_schema_registry::wire::{SchemaRef, glue_frame};
 
-// The quickstart's generator, included rather than copied (the binary crate
-// has no library target).
+// What the process measures of itself, and the quickstart's generator,
+// included rather than copied (the binary crate has no library target).
+#[path = "../src/process.rs"]
+mod process;
 #[path = "../src/sample.rs"]
 #[allow(unused_imports, dead_code)]
 mod sample;
@@ -302,23 +304,14 @@ event_time_field = "messages_timestamp"
     }
     let elapsed = started.elapsed();
     let cpu = cpu_seconds(child.id());
-    let peak_mib = peak_rss_kib(child.id()) as f64 / 1024.0;
+    let peak_mib = process::status_bytes_of(&child.id().to_string(), "VmHWM")
+        .expect("the ingest process's VmHWM") as f64
+        / (1024.0 * 1024.0);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
     (elapsed, cpu, peak_mib)
-}
-
-/// The peak resident set (`VmHWM`) of process `pid`, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status")
 }
 
 fn metrics(port: u16) -> Option<String> {

@@ -41,11 +41,18 @@ pub fn reset_peak_rss() -> bool {
 
 /// A `kB` figure of `/proc/self/status` (e.g. `VmRSS`, `VmHWM`), in bytes.
 pub fn proc_status_bytes(key: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
+    status_bytes_of("self", key)
+}
+
+/// A `kB` figure of `/proc/<process>/status` (`process`: a pid, or
+/// `self`), in bytes.
+pub fn status_bytes_of(process: &str, key: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{process}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| path.clone())?;
     let value = status
         .lines()
         .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .with_context(|| format!("no {key} in /proc/self/status"))?;
+        .with_context(|| format!("no {key} in {path}"))?;
     let kb: u64 = value
         .trim()
         .trim_end_matches("kB")

@@ -176,8 +176,12 @@ impl BatchBuilder {
         self.rejected_elements.clear();
     }
 
-    /// Starts the next element of the current message's explode path.
+    /// Starts the next element of the current message's explode path,
+    /// ending the one before if it is still open.
     pub fn begin_element(&mut self) {
+        if self.element.is_some() {
+            self.end_element();
+        }
         let index = (self.live.len() - self.first_row) as u32;
         self.message_of.push((self.positions.len() - 1) as u32);
         self.element_of.push(index);
