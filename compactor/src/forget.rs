@@ -47,7 +47,7 @@ use tributary_lake::rowfile::{self, Codec, RowFile};
 
 use crate::compact::{KEY_COLUMN, commit, delta_error, maintain_log};
 use crate::error::{Error, Result};
-use crate::files::TableFile;
+use crate::files::{TableFile, matching_rows};
 use crate::optimize::MIN_ORPHAN_AGE;
 use crate::progress::Progress;
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
@@ -572,14 +572,10 @@ fn erase_rows(
 ) -> std::result::Result<(RecordBatch, u64), ArrowError> {
     let mut matches = vec![false; rows.num_rows()];
     for e in erase {
-        let Some(values) = rows
-            .column_by_name(&e.column)
-            .and_then(|c| c.as_string_opt::<i32>())
-        else {
-            continue;
-        };
-        for (row, value) in values.iter().enumerate() {
-            matches[row] |= value.is_some_and(|v| e.values.contains(v));
+        if let Some(matching) = matching_rows(rows, &e.column, &e.values) {
+            for (m, hit) in matches.iter_mut().zip(matching) {
+                *m |= hit;
+            }
         }
     }
     let payload = rows
