@@ -1,6 +1,6 @@
 //! Writes the seed corpus: a few valid messages in every framing for the
-//! `frame` target, and each case's records (bare and Glue-framed) for the
-//! `avro` target. Run from `fuzz/` after changing the schemas or framings:
+//! `frame` target, each case's records (bare and Glue-framed) for the
+//! `avro` target, and batches of JSON lines for the `json` target. Run from `fuzz/` after changing the schemas or framings:
 //!
 //!   cargo +nightly run --example seed_corpus
 //!
@@ -9,16 +9,16 @@
 use std::fs;
 use std::path::Path;
 
+use tributary_decode::apache_avro::{Schema, to_avro_datum};
+use tributary_decode::wire;
 use tributary_fuzz::avro::{self, FRAMED};
-use tributary_schema_registry::apache_avro::{Schema, to_avro_datum};
-use tributary_schema_registry::wire;
 use uuid::Uuid;
 
 const ID: Uuid = Uuid::from_bytes([0x5e; 16]);
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    for target in ["frame", "avro"] {
+    for target in ["frame", "avro", "json"] {
         let dir = root.join(target);
         if dir.exists() {
             fs::remove_dir_all(&dir)?;
@@ -74,6 +74,47 @@ fn main() -> std::io::Result<()> {
         let mut framed = vec![selector | FRAMED];
         framed.extend(wire::glue_frame(ID, &case.sample, i % 2 == 1));
         write("avro", &format!("{}-glue", case.name), &framed)?;
+    }
+
+    // The `json` target's flattener explodes `messages`, keys rows by `id`,
+    // takes the event time from `ts` and declares `n` a long.
+    let batches: [(&str, &str); 5] = [
+        (
+            "envelopes",
+            concat!(
+                r#"{"service":"auth","ts":"2026-11-29T10:00:00Z","messages":[{"id":"a","n":1,"level":"info"},{"id":"b","n":2,"tags":["x","y"]}]}"#,
+                "\n",
+                r#"{"service":"api","ts":1764410400000,"messages":[],"http":{"status":200,"ms":1.5}}"#,
+            ),
+        ),
+        (
+            "collisions",
+            concat!(
+                r#"{"a_b":1,"a":{"b":2},"messages":[{"id":"c"}]}"#,
+                "\n",
+                r#"{"messages":[{"x":1},{"x":{"y":2},"x_y":3},{"x":3}]}"#,
+                "\n",
+                r#"{"k":1,"k":2}"#,
+            ),
+        ),
+        (
+            "widening",
+            concat!(
+                r#"{"m":1,"n":1,"messages":[{"ts":"2026-11-29"}]}"#,
+                "\n",
+                r#"{"m":1.5,"n":"one","messages":[{"n":2},{"n":2.5}]}"#,
+                "\n",
+                r#"{"m":"text","n":null,"messages":[{"ts":true},{"l":[1,null,2.0]}]}"#,
+            ),
+        ),
+        (
+            "reserved",
+            r#"{"_key":"k","date":"d","_kafka_offset":1,"messages":[{"_position":2}]}"#,
+        ),
+        ("malformed", "{\"a\":\n[1,2]\n\"text\"\n{\"a\":\"\\ud800\"}"),
+    ];
+    for (name, lines) in batches {
+        write("json", name, lines.as_bytes())?;
     }
     Ok(())
 }

@@ -6,10 +6,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use tributary_schema_registry::apache_avro::types::Value;
-use tributary_schema_registry::apache_avro::{Decimal, Schema, to_avro_datum};
-use tributary_schema_registry::avro::{Col, Decoded, FlattenRules, Plan, Val};
-use tributary_schema_registry::wire;
+use tributary_decode::apache_avro::types::Value;
+use tributary_decode::apache_avro::{Decimal, Schema, to_avro_datum};
+use tributary_decode::avro::{Col, Decoded, FlattenRules, Plan, Val};
+use tributary_decode::wire;
 
 use crate::frame::MAX_PAYLOAD_BYTES;
 use crate::sample;

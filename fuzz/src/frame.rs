@@ -1,6 +1,6 @@
 //! The `frame` target: the input is one message, in any framing or none.
 
-use tributary_schema_registry::wire::{self, FrameError, SchemaRef};
+use tributary_decode::wire::{self, FrameError, SchemaRef};
 use uuid::Uuid;
 
 /// The inflation cap of zlib payloads: small, so that a zlib bomb of a few

@@ -2,16 +2,18 @@
 //! (`examples/seed_corpus.rs`) so that both agree on the input layout.
 //!
 //! * [`frame`]: a message's framing ([`wire::parse`] and friends), any bytes;
-//! * [`avro`]: Avro records decoded by compiled plans, bare or inside a frame.
+//! * [`avro`]: Avro records decoded by compiled plans, bare or inside a frame;
+//! * [`json`]: a batch of JSON lines flattened into one Arrow batch.
 //!
 //! Each target panics, and so reports a crash, when a property fails: the
 //! library must return an error value for bad input, never panic, hang or
 //! allocate without bound.
 //!
-//! [`wire::parse`]: tributary_schema_registry::wire::parse
+//! [`wire::parse`]: tributary_decode::wire::parse
 
 pub mod avro;
 pub mod frame;
+pub mod json;
 
 // The quickstart's sample generator (the binary crate has no library target),
 // included rather than copied, as ingest's decode benchmark does.

@@ -24,15 +24,15 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tributary_config::FlattenConfig;
+use tributary_decode::flatten::Flattener;
+use tributary_decode::wire::{self, SchemaRef};
 use tributary_ingest::batch::{BatchSettings, ColumnTypes, Message, SourceItem, build_batch};
-use tributary_ingest::flatten::Flattener;
 use tributary_ingest::schemas::{Schemas, flatten_rules};
 use tributary_lake::PartitionId;
 use tributary_lake::rowfile::Codec;
 use tributary_schema_registry::apache_avro::{Schema, from_avro_datum};
 use tributary_schema_registry::client::{Client, ClientOptions};
 use tributary_schema_registry::schema::{Definition, SchemaType};
-use tributary_schema_registry::wire::{self, SchemaRef};
 
 // The quickstart's generator, included rather than copied (the binary crate
 // has no library target); its unit test is compiled out here.

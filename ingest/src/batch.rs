@@ -5,24 +5,22 @@ use std::sync::Arc;
 use bytes::Bytes;
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
-use rustc_hash::FxHashMap;
-use tributary_config::{ColumnTypeName, IngestConfig};
+use tributary_config::IngestConfig;
+use tributary_decode::builder::{BatchBuilder, Outcome};
+pub use tributary_decode::columns::ColumnTypes;
+use tributary_decode::flatten::Flattener;
+use tributary_decode::{Decoder, Format, Reason, Rejection, Val, wire};
 use tributary_lake::PartitionId;
 use tributary_lake::chain::file_metadata;
-use tributary_lake::rowfile::{self, Codec, ColumnType};
-
-use tributary_schema_registry::avro::{Plan, Sink, Val};
+use tributary_lake::dead_letter::{self, DeadLetter};
+use tributary_lake::rowfile::{self, Codec};
 use tributary_schema_registry::client::describe;
-use tributary_schema_registry::wire;
 
-use crate::builder::{At, BatchBuilder, Cell, Outcome, Rejection};
-use crate::flatten::{FlattenError, Flattener};
 use crate::schemas::Schemas;
-use tributary_lake::dead_letter::{self, DeadLetter, Reason};
 
 /// The metadata columns a source adds to each row of a message, and their
 /// values.
-pub type SourceColumns = Vec<(Arc<str>, Cell<'static>)>;
+pub type SourceColumns = Vec<(Arc<str>, Val<'static>)>;
 
 /// A message read from a source.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,101 +106,6 @@ impl SourceItem {
             SourceItem::Message(m) => m.position,
             SourceItem::Bad(d) => d.position,
         }
-    }
-}
-
-/// Column types a stream's rows must respect, and the types inferred so far.
-///
-/// Types come from three places: the declared schema in configuration and the
-/// table's existing columns are *fixed* (a value of another type is a dead
-/// letter); columns seen only in messages are *inferred* and widen by
-/// [`ColumnType::widen`].
-#[derive(Debug, Clone, Default)]
-pub struct ColumnTypes {
-    fixed: FxHashMap<String, (ColumnType, &'static str)>,
-    inferred: FxHashMap<String, ColumnType>,
-    reject_unfixed: bool,
-}
-
-impl ColumnTypes {
-    /// Types for `config`: its declared schema, and whether undeclared columns
-    /// are rejected.
-    pub fn from_config(config: &IngestConfig) -> Self {
-        let fixed = config
-            .flatten
-            .schema
-            .iter()
-            .map(|(name, ty)| (name.clone(), (column_type(*ty), "declared")))
-            .collect();
-        Self {
-            fixed,
-            inferred: FxHashMap::default(),
-            reject_unfixed: !config.flatten.schema.is_empty() && !config.flatten.infer_undeclared,
-        }
-    }
-
-    /// Fixes the type of a column that exists in the table. Declared types win.
-    pub fn fix_table_column(&mut self, name: &str, ty: ColumnType) {
-        self.fixed
-            .entry(name.to_string())
-            .or_insert((ty, "in the table"));
-    }
-
-    /// Fixes the type of a metadata column the source adds to every row
-    /// ([`Message::columns`]). Its name is reserved, so no declaration or
-    /// payload field can give it another type.
-    pub fn fix_source_column(&mut self, name: &str, ty: ColumnType) {
-        self.fixed.insert(name.to_string(), (ty, "source metadata"));
-    }
-
-    /// The type a column has now, if any value or declaration gave it one.
-    pub fn get(&self, name: &str) -> Option<&ColumnType> {
-        self.fixed
-            .get(name)
-            .map(|(t, _)| t)
-            .or_else(|| self.inferred.get(name))
-    }
-
-    /// The fixed type of column `name` and where it comes from, if any.
-    pub(crate) fn fixed(&self, name: &str) -> Option<&(ColumnType, &'static str)> {
-        self.fixed.get(name)
-    }
-
-    /// Whether a column without a fixed type is rejected.
-    pub(crate) fn rejects_unfixed(&self) -> bool {
-        self.reject_unfixed
-    }
-
-    /// The type column `name` has in a batch whose values were of
-    /// `observed` type (widened; `None`: all null): its fixed type, or the
-    /// widening of `observed` and the type inferred before, which it becomes.
-    /// `None` when nothing gives the column a type.
-    pub(crate) fn admit(&mut self, name: &str, observed: Option<ColumnType>) -> Option<ColumnType> {
-        if let Some((ty, _)) = self.fixed.get(name) {
-            return Some(ty.clone());
-        }
-        let ty = match (self.inferred.get(name), observed) {
-            (Some(before), Some(now)) => before.widen(&now),
-            (Some(before), None) => before.clone(),
-            (None, Some(now)) => now,
-            (None, None) => return None,
-        };
-        self.inferred.insert(name.to_string(), ty.clone());
-        Some(ty)
-    }
-}
-
-fn column_type(name: ColumnTypeName) -> ColumnType {
-    let list = |t| ColumnType::List(Box::new(t));
-    match name {
-        ColumnTypeName::Boolean => ColumnType::Boolean,
-        ColumnTypeName::Long => ColumnType::Long,
-        ColumnTypeName::Double => ColumnType::Double,
-        ColumnTypeName::String => ColumnType::String,
-        ColumnTypeName::BooleanList => list(ColumnType::Boolean),
-        ColumnTypeName::LongList => list(ColumnType::Long),
-        ColumnTypeName::DoubleList => list(ColumnType::Double),
-        ColumnTypeName::StringList => list(ColumnType::String),
     }
 }
 
@@ -348,13 +251,7 @@ pub fn build_batch(
     )
     .with_capacity(items.len());
     let mut dead_letters = Vec::new();
-    let mut plan_columns = PlanColumns::default();
-    let mut decoder = Decoder {
-        settings,
-        schemas,
-        plan_columns: &mut plan_columns,
-        types,
-    };
+    let mut decoder = Decoder::new(&settings.flattener, types);
     for item in items {
         let message = match item {
             SourceItem::Bad(letter) => {
@@ -373,13 +270,27 @@ pub fn build_batch(
             )
         };
         builder.begin_message(message.position);
-        if let Err(rejection) = decoder.decode(message, &mut builder) {
+        // source → decode: the framing names the schema, which says how
+        // the data decodes into the builder.
+        let decoded = message
+            .frame(settings.max_message_bytes)
+            .map_err(|e| (Reason::Framing, e.to_string()))
+            .and_then(|frame| {
+                let format = format(&frame, schemas)?;
+                decoder
+                    .decode(format, &frame.payload, &mut builder)
+                    .map_err(|(reason, error)| match (format, frame.schema) {
+                        (Format::Avro(_), Some(r)) => (reason, format!("{}: {error}", describe(r))),
+                        _ => (reason, error),
+                    })
+            });
+        if let Err(rejection) = decoded {
             builder.abort_message();
             dead_letters.push(letter(rejection));
             continue;
         }
-        for (name, cell) in &message.columns {
-            builder.put_source(name, cell.clone(), decoder.types);
+        for (name, value) in &message.columns {
+            builder.put_source(name, value.clone(), decoder.types());
         }
         match builder.end_message() {
             Outcome::Rows => {}
@@ -391,99 +302,21 @@ pub fn build_batch(
             ),
         }
     }
-    Ok((builder.finish(partition, types)?, dead_letters))
+    Ok((builder.finish(&partition.to_string(), types)?, dead_letters))
 }
 
-/// What decoding a batch's messages needs besides the builder.
-struct Decoder<'a> {
-    settings: &'a BatchSettings,
-    schemas: &'a Schemas,
-    plan_columns: &'a mut PlanColumns,
-    types: &'a ColumnTypes,
-}
-
-/// The builder's column of each column of each Avro plan (by the plan's
-/// address, stable for the batch), found on first use.
-#[derive(Default)]
-struct PlanColumns(FxHashMap<usize, Vec<[Option<usize>; 2]>>);
-
-/// The values of one Avro record, appended to the builder as the plan
-/// decodes them: envelope values once, each exploded element's values in a
-/// row of its own.
-struct AvroSink<'a> {
-    builder: &'a mut BatchBuilder,
-    names: &'a [Arc<str>],
-    columns: &'a mut Vec<[Option<usize>; 2]>,
-    types: &'a ColumnTypes,
-}
-
-impl<'a> Sink<'a> for AvroSink<'_> {
-    fn start_element(&mut self) {
-        self.builder.begin_element();
-    }
-
-    fn value(&mut self, element: bool, col: u32, value: Val<'a>) {
-        let at = if element { At::Element } else { At::Envelope };
-        let c = col as usize;
-        let column = *self.columns[c][at as usize]
-            .get_or_insert_with(|| self.builder.column(at, &self.names[c], self.types));
-        self.builder.put_column(at, column, value);
-    }
-}
-
-impl Decoder<'_> {
-    /// Appends the rows of one message to `builder`: its framing (if any)
-    /// names the schema; plain JSON and JSON Schema payloads go through the
-    /// JSON flattener, Avro through the schema's compiled plan. An error
-    /// means the message cannot be read at all; a bad element or column is
-    /// rejected in the builder.
-    fn decode(&mut self, message: &Message, builder: &mut BatchBuilder) -> Result<(), Rejection> {
-        let frame = message
-            .frame(self.settings.max_message_bytes)
-            .map_err(|e| (Reason::Framing, e.to_string()))?;
-        let Some(reference) = frame.schema else {
-            return self.flatten_json(&frame.payload, builder);
-        };
-        let prepared = self
-            .schemas
-            .get(reference)
-            .map_err(|e| (Reason::UnknownSchema, e))?;
-        match &prepared.plan {
-            None => self.flatten_json(&frame.payload, builder),
-            Some(Err(e)) => Err((Reason::Flatten, format!("{}: {e}", describe(reference)))),
-            Some(Ok(plan)) => {
-                let names = plan.columns();
-                let mut sink = AvroSink {
-                    columns: self
-                        .plan_columns
-                        .0
-                        .entry(plan as *const Plan as usize)
-                        .or_insert_with(|| vec![[None; 2]; names.len()]),
-                    names,
-                    builder,
-                    types: self.types,
-                };
-                // The last element stays open: ending the message ends it.
-                plan.decode_into(&frame.payload, &mut sink)
-                    .map_err(|e| (Reason::Decode, format!("{}: {e}", describe(reference))))
-            }
-        }
-    }
-
-    fn flatten_json(&self, payload: &[u8], builder: &mut BatchBuilder) -> Result<(), Rejection> {
-        let text = std::str::from_utf8(payload).map_err(|e| {
-            (
-                Reason::InvalidUtf8,
-                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-            )
-        })?;
-        self.settings
-            .flattener
-            .flatten(text, builder, self.types)
-            .map_err(|e| match e {
-                FlattenError::Malformed(_) => (Reason::MalformedJson, e.to_string()),
-                _ => (Reason::Flatten, e.to_string()),
-            })
+/// The format of a message's data, as its framing and schema say.
+fn format<'s>(frame: &wire::Frame<'_>, schemas: &'s Schemas) -> Result<Format<'s>, Rejection> {
+    let Some(reference) = frame.schema else {
+        return Ok(Format::Json);
+    };
+    let prepared = schemas
+        .get(reference)
+        .map_err(|e| (Reason::UnknownSchema, e))?;
+    match &prepared.plan {
+        None => Ok(Format::Json),
+        Some(Err(e)) => Err((Reason::Flatten, format!("{}: {e}", describe(reference)))),
+        Some(Ok(plan)) => Ok(Format::Avro(plan)),
     }
 }
 
@@ -494,13 +327,13 @@ mod tests {
     use deltalake::arrow::datatypes::{Date32Type, TimestampMicrosecondType};
     use proptest::prelude::*;
     use tributary_config::FlattenConfig;
+    use tributary_decode::wire::SchemaRef;
     use tributary_lake::chain::META_LAST_POSITION;
-    use tributary_lake::rowfile::RowFile;
+    use tributary_lake::rowfile::{ColumnType, RowFile};
     use tributary_schema_registry::apache_avro::types::Value as AvroValue;
     use tributary_schema_registry::apache_avro::{Schema as AvroSchema, to_avro_datum};
     use tributary_schema_registry::client::{Client, ClientOptions};
     use tributary_schema_registry::schema::SchemaType;
-    use tributary_schema_registry::wire::SchemaRef;
 
     fn settings() -> BatchSettings {
         BatchSettings {

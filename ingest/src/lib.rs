@@ -6,11 +6,10 @@
 //! * [`batch`] turns a batch of raw messages into one row file plus dead
 //!   letters: plain JSON, or framed Avro/JSON whose schemas [`schemas`]
 //!   resolved through the registry beforehand. The path reads top to bottom:
-//!   source → decode (framing, the Avro plan or the JSON flattener) →
-//!   [`builder`] (Arrow builders, one batch type from the decoder on) →
-//!   stage (a row file written by arrow-avro).
-//! * [`flatten`] streams nested JSON into the builder (the flattening rules
-//!   are documented there).
+//!   source → decode (framing, then the Avro plan or the JSON flattener, in
+//!   the `tributary_decode` crate, which also documents the flattening
+//!   rules) → its Arrow batch builder → stage (a row file written by
+//!   arrow-avro).
 //! * [`source`] reads partitions: files in a directory, or stdin.
 //! * [`dead_letter`] records every message that could not become a row, with
 //!   its reason and position.
@@ -18,10 +17,8 @@
 #![deny(missing_docs)]
 
 pub mod batch;
-pub mod builder;
 pub use tributary_lake::dead_letter;
 mod error;
-pub mod flatten;
 pub mod run;
 pub mod schemas;
 pub mod source;

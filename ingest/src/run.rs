@@ -43,7 +43,7 @@ pub(crate) struct Stager {
 
 impl Stager {
     async fn new(config: &IngestConfig, lake: &Lake, telemetry: IngestTelemetry) -> Result<Self> {
-        let mut types = ColumnTypes::from_config(config);
+        let mut types = ColumnTypes::from_config(&config.flatten);
         if let Some(table) = lake.load_table().await? {
             for (name, ty) in columns::table_columns(&table)? {
                 types.fix_table_column(&name, ty);

@@ -8,9 +8,9 @@ use std::time::Duration;
 use tributary_config::{
     FlattenConfig, IngestConfig, RESERVED_COLUMNS, RegistryClientConfig, SOURCE_COLUMN_PREFIXES,
 };
-use tributary_schema_registry::avro::FlattenRules;
+use tributary_decode::avro::FlattenRules;
+use tributary_decode::wire::SchemaRef;
 use tributary_schema_registry::client::{Client, ClientOptions, Lookup, Prepared, describe};
-use tributary_schema_registry::wire::SchemaRef;
 
 use crate::batch::SourceItem;
 use crate::error::{Error, Result};

@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::avro::{FlattenRules, Plan, PlanError};
 use crate::schema::{Definition, SchemaType};
-use crate::wire::SchemaRef;
+use tributary_decode::avro::{FlattenRules, Plan, PlanError};
+use tributary_decode::wire::SchemaRef;
 
 /// A schema ready to decode with.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 
 use crate::client::{Answer, Unavailable, describe};
 use crate::schema::SchemaType;
-use crate::wire::SchemaRef;
+use tributary_decode::wire::SchemaRef;
 
 /// A Glue Schema Registry endpoint and the credentials to call it with.
 pub(crate) struct Glue {

@@ -29,15 +29,15 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use tributary_config::FlattenConfig;
+use tributary_decode::flatten::Flattener;
+use tributary_decode::wire::{SchemaRef, glue_frame};
 use tributary_ingest::batch::{BatchSettings, ColumnTypes, Message, SourceItem, encode_batch};
-use tributary_ingest::flatten::Flattener;
 use tributary_ingest::schemas::{Schemas, flatten_rules};
 use tributary_lake::PartitionId;
 use tributary_lake::rowfile::Codec;
 use tributary_schema_registry::client::{Client, ClientOptions};
 use tributary_schema_registry::schema::SchemaType;
 use tributary_schema_registry::server;
-use tributary_schema_registry::wire::{SchemaRef, glue_frame};
 
 // What the process measures of itself, and the quickstart's generator,
 // included rather than copied (the binary crate has no library target).

@@ -15,9 +15,9 @@ use tributary_config::{
     Config, FileFormat, FilesSourceConfig, FlattenConfig, IngestConfig, LakeConfig,
     RegistryClientConfig,
 };
+use tributary_decode::wire::glue_frame;
 use tributary_lake::Lake;
 use tributary_schema_registry::server;
-use tributary_schema_registry::wire::glue_frame;
 use uuid::Uuid;
 
 use crate::process;

@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn avro_envelopes_match_their_schemas() {
-        use tributary_schema_registry::apache_avro::{Schema, from_avro_datum, types::Value};
+        use tributary_decode::apache_avro::{Schema, from_avro_datum, types::Value};
         let v1 = Schema::parse_str(AVRO_SCHEMA_V1).unwrap();
         let v2 = Schema::parse_str(&avro_schema_v2()).unwrap();
         let mut seen = [0; 2];

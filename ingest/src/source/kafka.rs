@@ -59,8 +59,8 @@ use tributary_lake::chain::StageOutcome;
 use tributary_lake::dead_letter::{DeadLetter, Reason};
 use tributary_lake::rowfile::ColumnType;
 
-use crate::builder::Cell;
-use tributary_schema_registry::avro::hex;
+use tributary_decode::Val;
+use tributary_decode::avro::hex;
 
 use crate::batch::SourceColumns;
 use crate::batch::{ColumnTypes, Message, SourceItem};
@@ -759,14 +759,14 @@ fn metadata_columns(names: &[Arc<str>; 5], message: &BorrowedMessage<'_>) -> Sou
         .timestamp()
         .to_millis()
         .and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or(Cell::Null, |t| {
-            Cell::Str(
+        .map_or(Val::Null, |t| {
+            Val::Str(
                 t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                     .into(),
             )
         });
-    let key = message.key().map_or(Cell::Null, |key| {
-        Cell::Str(
+    let key = message.key().map_or(Val::Null, |key| {
+        Val::Str(
             match std::str::from_utf8(key) {
                 Ok(text) => text.to_string(),
                 Err(_) => format!("0x{}", hex(key)),
@@ -775,9 +775,9 @@ fn metadata_columns(names: &[Arc<str>; 5], message: &BorrowedMessage<'_>) -> Sou
         )
     });
     let values = [
-        Cell::Str(message.topic().to_string().into()),
-        Cell::Long(i64::from(message.partition())),
-        Cell::Long(message.offset()),
+        Val::Str(message.topic().to_string().into()),
+        Val::Long(i64::from(message.partition())),
+        Val::Long(message.offset()),
         timestamp,
         key,
     ];

@@ -7,7 +7,6 @@
 //! time by Tributary.
 
 mod container;
-mod schema;
 
 pub use container::{Codec, RowFile, write};
-pub use schema::ColumnType;
+pub use tributary_decode::columns::ColumnType;

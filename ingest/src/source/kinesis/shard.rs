@@ -36,7 +36,7 @@ use tributary_lake::dead_letter::{DeadLetter, Reason};
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::rowfile::{ColumnType, RowFile};
 
-use crate::builder::Cell;
+use tributary_decode::Val;
 
 use super::api::{ApiError, IteratorStart, KinesisApi, Record, Shard};
 use super::kpl;
@@ -409,12 +409,12 @@ fn push_record(ctx: &ShardContext<'_>, id: &PartitionId, batch: &mut OpenBatch, 
         }
         let mut row = SourceColumns::with_capacity(COLUMNS.len());
         let values = [
-            Cell::Str(ctx.config.stream_name.clone().into()),
-            Cell::Str(id.partition().to_string().into()),
-            Cell::Str(record.sequence.clone().into()),
-            Cell::Long(sub as i64),
-            Cell::Str(key.to_string().into()),
-            record.arrival_ms.map_or(Cell::Null, Cell::Long),
+            Val::Str(ctx.config.stream_name.clone().into()),
+            Val::Str(id.partition().to_string().into()),
+            Val::Str(record.sequence.clone().into()),
+            Val::Long(sub as i64),
+            Val::Str(key.to_string().into()),
+            record.arrival_ms.map_or(Val::Null, Val::Long),
         ];
         for ((name, _), value) in COLUMNS.iter().zip(values) {
             row.push(((*name).into(), value));

@@ -18,35 +18,27 @@
 //! taken out of the builders: its rows are marked dead and filtered out at
 //! the end, and only live rows decide a column's type.
 
-mod cell;
 mod part;
 
 use std::sync::Arc;
 
-use deltalake::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Int64Array, StringArray, StringBuilder,
-    UInt32Array, new_null_array,
+use arrow_arith::boolean::is_not_null;
+use arrow_array::builder::StringBuilder;
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    new_null_array,
 };
-use deltalake::arrow::compute::kernels::zip::zip;
-use deltalake::arrow::compute::{cast, filter, is_not_null, take};
-use deltalake::arrow::datatypes::{DataType, Field, Schema};
-use deltalake::arrow::error::ArrowError;
-use deltalake::arrow::record_batch::RecordBatch;
+use arrow_cast::cast;
+use arrow_schema::{ArrowError, DataType, Field, Schema};
+use arrow_select::filter::filter;
+use arrow_select::take::take;
+use arrow_select::zip::zip;
 use rustc_hash::FxHashMap;
 use tributary_config::is_reserved_column;
-use tributary_lake::PartitionId;
-use tributary_lake::columns::{arrow_type, json_text};
-use tributary_lake::dead_letter::Reason;
-use tributary_lake::rowfile::ColumnType;
 
-use crate::batch::ColumnTypes;
-pub use cell::Cell;
-use cell::CellExt;
-use cell::event_time;
+use crate::columns::{ColumnType, ColumnTypes, arrow_type, json_text};
+use crate::{Reason, Rejection, Val};
 use part::Part;
-
-/// Why a message, or one element of its explode path, is a dead letter.
-pub type Rejection = (Reason, String);
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -204,21 +196,21 @@ impl BatchBuilder {
     /// Writes `cell` to column `name` of the current row at `at`. A value
     /// that cannot be written rejects its element (or, in the envelope, its
     /// message), and the rest of that row's values are ignored.
-    pub fn put(&mut self, at: At, name: &str, cell: Cell<'_>, types: &ColumnTypes) {
+    pub fn put(&mut self, at: At, name: &str, cell: Val<'_>, types: &ColumnTypes) {
         let column = self.column(at, name, types);
         self.put_column(at, column, cell);
     }
 
     /// [`put`](Self::put) to a column found with [`column`](Self::column)
     /// before: for decoders that know their columns up front.
-    pub fn put_column(&mut self, at: At, column: usize, cell: Cell<'_>) {
+    pub fn put_column(&mut self, at: At, column: usize, cell: Val<'_>) {
         if let Err(rejection) = self.try_put(at, column, cell, false) {
             self.reject(at, rejection);
         }
     }
 
     /// Writes a source metadata column (a reserved name) to the envelope.
-    pub fn put_source(&mut self, name: &str, cell: Cell<'_>, types: &ColumnTypes) {
+    pub fn put_source(&mut self, name: &str, cell: Val<'_>, types: &ColumnTypes) {
         let column = self.column(At::Envelope, name, types);
         if let Err(rejection) = self.try_put(At::Envelope, column, cell, true) {
             self.reject(At::Envelope, rejection);
@@ -240,7 +232,7 @@ impl BatchBuilder {
         &mut self,
         at: At,
         column: usize,
-        cell: Cell<'_>,
+        cell: Val<'_>,
         source: bool,
     ) -> Result<(), Rejection> {
         let row = match at {
@@ -275,7 +267,7 @@ impl BatchBuilder {
                 );
                 (Reason::Schema, error)
             })?;
-            if let Cell::Timestamp(micros) = cell {
+            if let Val::Timestamp(micros) = cell {
                 let dates = match at {
                     At::Envelope => &mut self.envelope_dates,
                     At::Element => &mut self.element_dates,
@@ -286,7 +278,7 @@ impl BatchBuilder {
         } else {
             cell
         };
-        if matches!(cell, Cell::Null) {
+        if matches!(cell, Val::Null) {
             return Ok(());
         }
         // The common case: the value is of the type of the part the column's
@@ -300,7 +292,7 @@ impl BatchBuilder {
         }
         let Some(found) = cell.column_type() else {
             // An empty list (or one of nulls) fits any list column.
-            if let (Cell::List(_), Some((_, part @ Part::List { .. }))) =
+            if let (Val::List(_), Some((_, part @ Part::List { .. }))) =
                 (&cell, slot.parts.get_mut(slot.last_part))
             {
                 part.pad(row);
@@ -428,7 +420,7 @@ impl BatchBuilder {
     /// knows them.
     pub fn finish(
         mut self,
-        partition: &PartitionId,
+        partition: &str,
         types: &mut ColumnTypes,
     ) -> Result<RecordBatch, ArrowError> {
         let rows = self.live.len();
@@ -544,7 +536,7 @@ fn merge(
 /// The record key of each row: the key column's text, or
 /// `<partition>/<position>/<element>` where it is null or absent.
 fn keys(
-    partition: &PartitionId,
+    partition: &str,
     key: Option<&ArrayRef>,
     positions: &ArrayRef,
     elements: &ArrayRef,
@@ -569,16 +561,33 @@ fn keys(
     Arc::new(out.finish())
 }
 
+/// An event time as a timestamp: RFC 3339 text, or milliseconds since the
+/// Unix epoch as a number (a timestamp stays, a date is its midnight, null
+/// stays null). Otherwise the kind of value it is.
+fn event_time<'a>(value: Val<'a>) -> Result<Val<'a>, &'static str> {
+    let micros = match &value {
+        Val::Null | Val::Timestamp(_) => return Ok(value),
+        Val::Str(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_micros()),
+        Val::Long(ms) => ms.checked_mul(1_000),
+        Val::Double(ms) if ms.is_finite() && ms.abs() < 9.2e15 => Some((ms * 1_000.0) as i64),
+        Val::Date(days) => i64::from(*days).checked_mul(MICROS_PER_DAY),
+        _ => None,
+    };
+    micros.map(Val::Timestamp).ok_or(value.kind())
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
 
     use super::*;
-    use deltalake::arrow::array::AsArray;
-    use deltalake::arrow::datatypes::Float64Type;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float64Type;
 
-    fn text(s: &str) -> Cell<'_> {
-        Cell::Str(Cow::Borrowed(s))
+    fn text(s: &str) -> Val<'_> {
+        Val::Str(Cow::Borrowed(s))
     }
 
     #[test]
@@ -588,8 +597,8 @@ mod tests {
         b.begin_message(10);
         b.put(At::Envelope, "host", text("h1"), &types);
         for (id, n, x) in [
-            ("a", Cell::Long(1), Cell::Long(2)),
-            ("b", text("x"), Cell::Double(0.5)),
+            ("a", Val::Long(1), Val::Long(2)),
+            ("b", text("x"), Val::Double(0.5)),
         ] {
             b.begin_element();
             b.put(At::Element, "id", text(id), &types);
@@ -601,7 +610,7 @@ mod tests {
         b.begin_message(20);
         b.put(At::Envelope, "host", text("h2"), &types);
         assert_eq!(b.end_message(), Outcome::Rows);
-        let batch = b.finish(&PartitionId::new("s", "p"), &mut types).unwrap();
+        let batch = b.finish("s/p", &mut types).unwrap();
         let column = |name: &str| batch.column_by_name(name).unwrap().clone();
         let strings = |name: &str| -> Vec<Option<String>> {
             column(name)
@@ -634,17 +643,17 @@ mod tests {
         let mut b = BatchBuilder::new(None, None);
         b.begin_message(0);
         b.begin_element();
-        b.put(At::Element, "m_x", Cell::Long(1), &types);
+        b.put(At::Element, "m_x", Val::Long(1), &types);
         b.end_element();
-        b.put(At::Envelope, "m_x", Cell::Long(2), &types);
+        b.put(At::Envelope, "m_x", Val::Long(2), &types);
         assert_eq!(
             b.end_message(),
             Outcome::Rejected((Reason::Flatten, "two fields map to column `m_x`".into()))
         );
         b.begin_message(1);
-        b.put(At::Envelope, "m_x", Cell::Long(2), &types);
+        b.put(At::Envelope, "m_x", Val::Long(2), &types);
         b.begin_element();
-        b.put(At::Element, "m_x", Cell::Long(1), &types);
+        b.put(At::Element, "m_x", Val::Long(1), &types);
         b.end_element();
         assert_eq!(
             b.end_message(),
@@ -659,12 +668,12 @@ mod tests {
     fn an_empty_list_in_a_list_column_is_empty_not_null() {
         let mut types = ColumnTypes::default();
         let mut b = BatchBuilder::new(None, None);
-        for list in [vec![Cell::Long(1), Cell::Null], vec![], vec![Cell::Long(2)]] {
+        for list in [vec![Val::Long(1), Val::Null], vec![], vec![Val::Long(2)]] {
             b.begin_message(0);
-            b.put(At::Envelope, "tags", Cell::List(list), &types);
+            b.put(At::Envelope, "tags", Val::List(list), &types);
             assert_eq!(b.end_message(), Outcome::Rows);
         }
-        let batch = b.finish(&PartitionId::new("s", "p"), &mut types).unwrap();
+        let batch = b.finish("s/p", &mut types).unwrap();
         let tags = batch
             .column_by_name("tags")
             .unwrap()

@@ -2,18 +2,16 @@
 
 use std::sync::Arc;
 
-use deltalake::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Float64Builder, Int64Builder, ListArray, StringBuilder, TimestampMicrosecondBuilder,
+use arrow_array::builder::{
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::buffer::{NullBuffer, OffsetBuffer};
-use deltalake::arrow::datatypes::Field;
-use deltalake::arrow::error::ArrowError;
-use tributary_lake::columns::arrow_type;
-use tributary_lake::rowfile::ColumnType;
+use arrow_array::{ArrayRef, ListArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_schema::{ArrowError, Field};
 
-use super::Cell;
-use super::cell::CellExt;
+use crate::Val;
+use crate::columns::{ColumnType, arrow_type};
 
 /// Values of one type of one column, in an Arrow builder.
 pub(super) enum Part {
@@ -61,28 +59,28 @@ impl Part {
 
     /// Whether `cell` is of exactly this part's type (lists are never
     /// taken as such: their item type needs a look).
-    pub(super) fn holds(&self, cell: &Cell<'_>) -> bool {
+    pub(super) fn holds(&self, cell: &Val<'_>) -> bool {
         match (self, cell) {
-            (Part::Bool(_), Cell::Bool(_))
-            | (Part::Long(_), Cell::Long(_))
-            | (Part::Double(_), Cell::Double(_))
-            | (Part::Str(_), Cell::Str(_))
-            | (Part::Bytes(_), Cell::Bytes(_))
-            | (Part::Timestamp(_), Cell::Timestamp(_))
-            | (Part::Date(_), Cell::Date(_)) => true,
+            (Part::Bool(_), Val::Bool(_))
+            | (Part::Long(_), Val::Long(_))
+            | (Part::Double(_), Val::Double(_))
+            | (Part::Str(_), Val::Str(_))
+            | (Part::Bytes(_), Val::Bytes(_))
+            | (Part::Timestamp(_), Val::Timestamp(_))
+            | (Part::Date(_), Val::Date(_)) => true,
             (
                 Part::Decimal(_, p, s),
-                Cell::Decimal {
+                Val::Decimal {
                     precision, scale, ..
                 },
             ) => p == precision && s == scale,
             // A list whose items are all of the list part's item type (or
             // null), with at least one that is not null.
-            (Part::List { items: part, .. }, Cell::List(cells)) => {
-                cells.iter().any(|c| !matches!(c, Cell::Null))
+            (Part::List { items: part, .. }, Val::List(cells)) => {
+                cells.iter().any(|c| !matches!(c, Val::Null))
                     && cells
                         .iter()
-                        .all(|c| matches!(c, Cell::Null) || part.holds(c))
+                        .all(|c| matches!(c, Val::Null) || part.holds(c))
             }
             _ => false,
         }
@@ -136,20 +134,20 @@ impl Part {
     /// [`ColumnType::widen`] implies (a long in a double part is a double,
     /// anything in a string part its JSON text); a cell the part cannot
     /// hold is null.
-    pub(super) fn push(&mut self, cell: &Cell<'_>) {
+    pub(super) fn push(&mut self, cell: &Val<'_>) {
         match (self, cell) {
-            (part, Cell::Null) => part.push_null(),
-            (Part::Bool(b), Cell::Bool(v)) => b.append_value(*v),
-            (Part::Long(b), Cell::Long(v)) => b.append_value(*v),
-            (Part::Double(b), Cell::Double(v)) => b.append_value(*v),
-            (Part::Double(b), Cell::Long(v)) => b.append_value(*v as f64),
+            (part, Val::Null) => part.push_null(),
+            (Part::Bool(b), Val::Bool(v)) => b.append_value(*v),
+            (Part::Long(b), Val::Long(v)) => b.append_value(*v),
+            (Part::Double(b), Val::Double(v)) => b.append_value(*v),
+            (Part::Double(b), Val::Long(v)) => b.append_value(*v as f64),
             (Part::Str(b), cell) => b.append_value(cell.text()),
-            (Part::Bytes(b), Cell::Bytes(v)) => b.append_value(v),
-            (Part::Timestamp(b), Cell::Timestamp(v)) => b.append_value(*v),
-            (Part::Date(b), Cell::Date(v)) => b.append_value(*v),
+            (Part::Bytes(b), Val::Bytes(v)) => b.append_value(v),
+            (Part::Timestamp(b), Val::Timestamp(v)) => b.append_value(*v),
+            (Part::Date(b), Val::Date(v)) => b.append_value(*v),
             (
                 Part::Decimal(b, p, s),
-                Cell::Decimal {
+                Val::Decimal {
                     unscaled,
                     precision,
                     scale,
@@ -162,7 +160,7 @@ impl Part {
                     valid,
                     ..
                 },
-                Cell::List(list),
+                Val::List(list),
             ) => {
                 for item in list {
                     items.push(item);

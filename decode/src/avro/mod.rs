@@ -44,64 +44,8 @@ use apache_avro::schema::{Name, RecordSchema, ResolvedSchema};
 use chrono::{DateTime, SecondsFormat};
 use serde_json::Value as Json;
 
-/// A flattened value, borrowing text and bytes from the record it was
-/// decoded from where it can (a decoder of any format can hand these over).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Val<'a> {
-    /// Null.
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// A 64-bit integer.
-    Long(i64),
-    /// A 64-bit float.
-    Double(f64),
-    /// Text.
-    Str(Cow<'a, str>),
-    /// Raw bytes (`bytes`, `fixed`).
-    Bytes(Cow<'a, [u8]>),
-    /// A UTC time in microseconds since the epoch.
-    Timestamp(i64),
-    /// Days since the epoch.
-    Date(i32),
-    /// A decimal: `unscaled` × 10^-`scale`, of at most `precision` digits.
-    Decimal {
-        /// The unscaled value.
-        unscaled: i128,
-        /// Digits in all (at most 38).
-        precision: u8,
-        /// Digits after the point.
-        scale: i8,
-    },
-    /// A list of scalars.
-    List(Vec<Val<'a>>),
-}
-
-impl Val<'_> {
-    /// The value, owning its text and bytes.
-    pub fn into_owned(self) -> Val<'static> {
-        match self {
-            Val::Null => Val::Null,
-            Val::Bool(b) => Val::Bool(b),
-            Val::Long(l) => Val::Long(l),
-            Val::Double(d) => Val::Double(d),
-            Val::Str(s) => Val::Str(Cow::Owned(s.into_owned())),
-            Val::Bytes(b) => Val::Bytes(Cow::Owned(b.into_owned())),
-            Val::Timestamp(t) => Val::Timestamp(t),
-            Val::Date(d) => Val::Date(d),
-            Val::Decimal {
-                unscaled,
-                precision,
-                scale,
-            } => Val::Decimal {
-                unscaled,
-                precision,
-                scale,
-            },
-            Val::List(items) => Val::List(items.into_iter().map(Val::into_owned).collect()),
-        }
-    }
-}
+pub use crate::Val;
+use crate::value::decimal_text;
 
 /// A column of a plan: an index into [`Plan::columns`].
 pub type Col = u32;
@@ -1147,29 +1091,6 @@ fn unscaled(bytes: &[u8]) -> Option<i128> {
     let mut buf = [if negative { 0xff } else { 0 }; 16];
     buf[16 - bytes.len()..].copy_from_slice(bytes);
     Some(i128::from_be_bytes(buf))
-}
-
-/// The decimal text of `unscaled` × 10^-`scale`.
-pub fn decimal_text(unscaled: i128, scale: u32) -> String {
-    let negative = unscaled < 0;
-    let digits = unscaled.unsigned_abs().to_string();
-    let scale = scale as usize;
-    let mut text = String::with_capacity(digits.len() + 3);
-    if negative {
-        text.push('-');
-    }
-    if scale == 0 {
-        text.push_str(&digits);
-    } else if digits.len() > scale {
-        text.push_str(&digits[..digits.len() - scale]);
-        text.push('.');
-        text.push_str(&digits[digits.len() - scale..]);
-    } else {
-        text.push_str("0.");
-        text.extend(std::iter::repeat_n('0', scale - digits.len()));
-        text.push_str(&digits);
-    }
-    text
 }
 
 fn run<'a>(

@@ -37,13 +37,14 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::avro::push_segment;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 use tributary_config::FlattenConfig;
-use tributary_schema_registry::avro::push_segment;
 
-use crate::batch::ColumnTypes;
-use crate::builder::{At, BatchBuilder, Cell};
+use crate::Val;
+use crate::builder::{At, BatchBuilder};
+use crate::columns::ColumnTypes;
 
 /// Why a message could not be flattened.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -111,7 +112,7 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn put(&mut self, at: At, cell: Cell<'_>) {
+    fn put(&mut self, at: At, cell: Val<'_>) {
         self.builder.put(at, &self.path, cell, self.types);
     }
 }
@@ -278,17 +279,17 @@ impl<'de> Visitor<'de> for Field<'_, '_> {
     }
 
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.walk.put(self.at, Cell::Null);
+        self.walk.put(self.at, Val::Null);
         Ok(())
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.walk.put(self.at, Cell::Bool(v));
+        self.walk.put(self.at, Val::Bool(v));
         Ok(())
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.walk.put(self.at, Cell::Long(v));
+        self.walk.put(self.at, Val::Long(v));
         Ok(())
     }
 
@@ -298,12 +299,12 @@ impl<'de> Visitor<'de> for Field<'_, '_> {
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.walk.put(self.at, Cell::Double(v));
+        self.walk.put(self.at, Val::Double(v));
         Ok(())
     }
 
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.walk.put(self.at, Cell::Str(Cow::Borrowed(v)));
+        self.walk.put(self.at, Val::Str(Cow::Borrowed(v)));
         Ok(())
     }
 
@@ -361,46 +362,45 @@ impl<'de> DeserializeSeed<'de> for Element<'_, '_> {
 
 /// A JSON number that fits no `i64`: a double (so `u64` values above
 /// `i64::MAX` lose precision, as in Spark).
-fn number(v: u64) -> Cell<'static> {
-    i64::try_from(v).map_or(Cell::Double(v as f64), Cell::Long)
+fn number(v: u64) -> Val<'static> {
+    i64::try_from(v).map_or(Val::Double(v as f64), Val::Long)
 }
 
 /// An array off the explode path: a list if it holds only scalars and
 /// nulls, else its JSON text.
-fn array(items: Vec<Json>) -> Cell<'static> {
+fn array(items: Vec<Json>) -> Val<'static> {
     if items
         .iter()
         .any(|i| matches!(i, Json::Array(_) | Json::Object(_)))
     {
-        return Cell::Str(Cow::Owned(Json::Array(items).to_string()));
+        return Val::Str(Cow::Owned(Json::Array(items).to_string()));
     }
-    Cell::List(items.into_iter().map(scalar).collect())
+    Val::List(items.into_iter().map(scalar).collect())
 }
 
-fn scalar(v: Json) -> Cell<'static> {
+fn scalar(v: Json) -> Val<'static> {
     match v {
-        Json::Null => Cell::Null,
-        Json::Bool(b) => Cell::Bool(b),
+        Json::Null => Val::Null,
+        Json::Bool(b) => Val::Bool(b),
         Json::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Cell::Long(i),
-            (None, f) => Cell::Double(f.unwrap_or(f64::NAN)),
+            (Some(i), _) => Val::Long(i),
+            (None, f) => Val::Double(f.unwrap_or(f64::NAN)),
         },
-        Json::String(s) => Cell::Str(Cow::Owned(s)),
-        other => Cell::Str(Cow::Owned(other.to_string())),
+        Json::String(s) => Val::Str(Cow::Owned(s)),
+        other => Val::Str(Cow::Owned(other.to_string())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Reason;
     use crate::builder::Outcome;
-    use deltalake::arrow::array::{Array, AsArray};
-    use deltalake::arrow::record_batch::RecordBatch;
+    use crate::columns::{ColumnType, arrow_type, json_text};
+    use arrow_array::cast::AsArray;
+    use arrow_array::{Array, RecordBatch};
     use proptest::prelude::*;
     use serde_json::json;
-    use tributary_lake::PartitionId;
-    use tributary_lake::columns::json_text;
-    use tributary_lake::dead_letter::Reason;
 
     fn flattener(explode: Option<&str>) -> Flattener {
         Flattener::new(&FlattenConfig {
@@ -429,9 +429,7 @@ mod tests {
             }
         }
         let mut types = types;
-        let batch = builder
-            .finish(&PartitionId::new("s", "p"), &mut types)
-            .unwrap();
+        let batch = builder.finish("s/p", &mut types).unwrap();
         (batch, outcomes)
     }
 
@@ -489,9 +487,7 @@ mod tests {
         );
         assert_eq!(
             b.schema().field(6).data_type(),
-            &tributary_lake::columns::arrow_type(&tributary_lake::rowfile::ColumnType::List(
-                Box::new(tributary_lake::rowfile::ColumnType::String)
-            ))
+            &arrow_type(&ColumnType::List(Box::new(ColumnType::String)))
         );
     }
 
@@ -663,7 +659,7 @@ mod tests {
                 }
             }
             let mut types = types;
-            prop_assert!(builder.finish(&PartitionId::new("s", "p"), &mut types).is_ok());
+            prop_assert!(builder.finish("s/p", &mut types).is_ok());
         }
 
         /// No panic, and every leaf lands in exactly one column of one row —

@@ -1,0 +1,116 @@
+//! One message's data into the batch builder: JSON through the flattener,
+//! Avro through its schema's compiled plan.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::avro::{Plan, Sink};
+use crate::builder::{At, BatchBuilder};
+use crate::columns::ColumnTypes;
+use crate::flatten::{FlattenError, Flattener};
+use crate::{Reason, Rejection, Val};
+
+/// What a message's data is, as its framing and schema say.
+#[derive(Debug, Clone, Copy)]
+pub enum Format<'p> {
+    /// JSON text (no schema, or a JSON Schema).
+    Json,
+    /// Avro binary of the writer schema this plan was compiled for.
+    Avro(&'p Plan),
+}
+
+/// Decodes the messages of one batch into its builder.
+#[derive(Debug)]
+pub struct Decoder<'a> {
+    flattener: &'a Flattener,
+    types: &'a ColumnTypes,
+    /// The builder's column of each column of each Avro plan (by the plan's
+    /// address, stable while the plans outlive the decoder), found on first
+    /// use.
+    plan_columns: FxHashMap<usize, Vec<[Option<usize>; 2]>>,
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder flattening JSON with `flattener`, holding columns to `types`.
+    pub fn new(flattener: &'a Flattener, types: &'a ColumnTypes) -> Self {
+        Self {
+            flattener,
+            types,
+            plan_columns: FxHashMap::default(),
+        }
+    }
+
+    /// The column types values are held to.
+    pub fn types(&self) -> &'a ColumnTypes {
+        self.types
+    }
+
+    /// Appends the rows of one message's `data` to `builder` (between its
+    /// `begin_message` and `end_message`). An error means the data cannot be
+    /// read at all; a bad element or column is rejected in the builder.
+    pub fn decode(
+        &mut self,
+        format: Format<'_>,
+        data: &[u8],
+        builder: &mut BatchBuilder,
+    ) -> Result<(), Rejection> {
+        match format {
+            Format::Json => self.flatten_json(data, builder),
+            Format::Avro(plan) => {
+                let names = plan.columns();
+                let mut sink = AvroSink {
+                    columns: self
+                        .plan_columns
+                        .entry(plan as *const Plan as usize)
+                        .or_insert_with(|| vec![[None; 2]; names.len()]),
+                    names,
+                    builder,
+                    types: self.types,
+                };
+                // The last element stays open: ending the message ends it.
+                plan.decode_into(data, &mut sink)
+                    .map_err(|e| (Reason::Decode, e.to_string()))
+            }
+        }
+    }
+
+    fn flatten_json(&self, data: &[u8], builder: &mut BatchBuilder) -> Result<(), Rejection> {
+        let text = std::str::from_utf8(data).map_err(|e| {
+            (
+                Reason::InvalidUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
+        })?;
+        self.flattener
+            .flatten(text, builder, self.types)
+            .map_err(|e| match e {
+                FlattenError::Malformed(_) => (Reason::MalformedJson, e.to_string()),
+                _ => (Reason::Flatten, e.to_string()),
+            })
+    }
+}
+
+/// The values of one Avro record, appended to the builder as the plan
+/// decodes them: envelope values once, each exploded element's values in a
+/// row of its own.
+struct AvroSink<'s> {
+    builder: &'s mut BatchBuilder,
+    names: &'s [Arc<str>],
+    columns: &'s mut Vec<[Option<usize>; 2]>,
+    types: &'s ColumnTypes,
+}
+
+impl<'v> Sink<'v> for AvroSink<'_> {
+    fn start_element(&mut self) {
+        self.builder.begin_element();
+    }
+
+    fn value(&mut self, element: bool, col: u32, value: Val<'v>) {
+        let at = if element { At::Element } else { At::Envelope };
+        let c = col as usize;
+        let column = *self.columns[c][at as usize]
+            .get_or_insert_with(|| self.builder.column(at, &self.names[c], self.types));
+        self.builder.put_column(at, column, value);
+    }
+}
