@@ -157,8 +157,9 @@ impl ColumnTypes {
     }
 
     /// Fixes the type of a metadata column the source adds to every row
-    /// ([`Message::columns`]). Its name is reserved, so no declaration or
-    /// payload field can give it another type.
+    /// (`_kafka_offset`, …). Its name is reserved, so no declaration or
+    /// payload field can give it another type; a table column of that name
+    /// keeps its own type in the table (the compactor converts).
     pub fn fix_source_column(&mut self, name: &str, ty: ColumnType) {
         self.fixed.insert(name.to_string(), (ty, "source metadata"));
     }

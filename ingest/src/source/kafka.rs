@@ -29,8 +29,9 @@
 //!   create-only file names or fall below the table's watermark: it never
 //!   duplicates rows.
 //! * **Metadata columns** (`[ingest.kafka] metadata_columns`): `_kafka_topic`,
-//!   `_kafka_partition`, `_kafka_offset`, `_kafka_timestamp` (RFC 3339, UTC;
-//!   null when the broker gives none) and `_kafka_key` (the key as text when
+//!   `_kafka_partition`, `_kafka_offset`, `_kafka_timestamp` (a UTC timestamp;
+//!   null when the broker gives none; a table made before it was typed
+//!   keeps its string column, RFC 3339 text) and `_kafka_key` (the key as text when
 //!   it is UTF-8, else `0x` + lowercase hex; null without a key). A
 //!   `__value_schema_id` header names the value's schema.
 //!
@@ -72,7 +73,7 @@ const METADATA_COLUMNS: [(&str, ColumnType); 5] = [
     ("_kafka_topic", ColumnType::String),
     ("_kafka_partition", ColumnType::Long),
     ("_kafka_offset", ColumnType::Long),
-    ("_kafka_timestamp", ColumnType::String),
+    ("_kafka_timestamp", ColumnType::Timestamp),
     ("_kafka_key", ColumnType::String),
 ];
 
@@ -758,13 +759,8 @@ fn metadata_columns(names: &[Arc<str>; 5], message: &BorrowedMessage<'_>) -> Sou
     let timestamp = message
         .timestamp()
         .to_millis()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or(Val::Null, |t| {
-            Val::Str(
-                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                    .into(),
-            )
-        });
+        .and_then(|ms| ms.checked_mul(1_000))
+        .map_or(Val::Null, Val::Timestamp);
     let key = message.key().map_or(Val::Null, |key| {
         Val::Str(
             match std::str::from_utf8(key) {

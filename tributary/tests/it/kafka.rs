@@ -371,16 +371,19 @@ fn poison_messages_are_dead_lettered_with_their_offsets() {
     );
 
     // The metadata columns of the record with id r0 (message 0: partition 0,
-    // offset 0, key k0).
+    // offset 0, key k0); the broker's timestamp is a UTC timestamp column.
     let row = run_python(
         "import sys, json, deltalake\n\
          t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table()\n\
          rows = [r for r in t.to_pylist() if r['_key'] == 'r0']\n\
          r = rows[0]\n\
-         print(json.dumps([r['_kafka_topic'], r['_kafka_partition'], r['_kafka_offset'], r['_kafka_key'], r['_kafka_timestamp'][:2]]))",
+         print(json.dumps([r['_kafka_topic'], r['_kafka_partition'], r['_kafka_offset'], r['_kafka_key'], str(t.schema.field('_kafka_timestamp').type), r['_kafka_timestamp'].year > 2020]))",
         &[table.to_str().unwrap()],
     );
-    assert_eq!(row.trim(), r#"["mixed", 0, 0, "k0", "20"]"#);
+    assert_eq!(
+        row.trim(),
+        r#"["mixed", 0, 0, "k0", "timestamp[us, tz=UTC]", true]"#
+    );
 }
 
 /// The ids in one envelope line.
