@@ -3,7 +3,8 @@
 //! longer references.
 //!
 //! ```text
-//! per partition with two or more small files (under 3/4 of the target size):
+//! per partition with enough small files (under 3/4 of the target size;
+//! two for the command, `optimize_min_files` for the compactor's upkeep):
 //!   take the partition's lease ─► plan bins on the table as it is now
 //!   ─► per bin: read, sort, write ─► renew the lease, commit remove
 //!      (dataChange=false) + add ─► next bin ─► release the lease
@@ -60,18 +61,21 @@ struct Small {
     remove: deltalake::kernel::Remove,
 }
 
-/// Merges the small files of every partition (or only `only`, a partition
-/// value such as `2026-11-22`).
+/// Merges the small files of every partition that has at least `min_files`
+/// of them (at least 2), or only of `only`, a partition value such as
+/// `2026-11-22`.
 pub async fn optimize(
     config: &CompactConfig,
     lake: &Lake,
     only: Option<&str>,
+    min_files: usize,
 ) -> Result<OptimizeReport> {
     let mut report = OptimizeReport::default();
     let Some(mut table) = lake.load_table().await? else {
         return Ok(report);
     };
-    let planned = small_files(config, &table, lake)?;
+    let min_files = min_files.max(2);
+    let planned = small_files(config, &table, lake, min_files)?;
     for partition in planned.keys() {
         if only.is_some_and(|p| partition.as_deref() != Some(p)) {
             continue;
@@ -83,7 +87,7 @@ pub async fn optimize(
             config,
             lake,
             &mut table,
-            partition,
+            (partition, min_files),
             &mut leases,
             &mut report,
         )
@@ -94,11 +98,12 @@ pub async fn optimize(
     Ok(report)
 }
 
-/// Small files per partition, for partitions with at least two.
+/// Small files per partition, for partitions with at least `min_files`.
 fn small_files(
     config: &CompactConfig,
     table: &DeltaTable,
     lake: &Lake,
+    min_files: usize,
 ) -> Result<BTreeMap<Option<String>, Vec<Small>>> {
     let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
     let mut by_partition: BTreeMap<Option<String>, Vec<Small>> = BTreeMap::new();
@@ -114,7 +119,7 @@ fn small_files(
             remove: file.remove_action(false),
         });
     }
-    by_partition.retain(|_, files| files.len() >= 2);
+    by_partition.retain(|_, files| files.len() >= min_files);
     Ok(by_partition)
 }
 
@@ -122,13 +127,14 @@ fn small_files(
 /// writer's (a compactor adding columns, say).
 const ATTEMPTS: u32 = 5;
 
-/// Plans the partition's bins on the table as it is once the lease is held,
-/// and commits each; after a commit conflict, plans again.
+/// Plans the partition's bins on the table as it is once the lease is held
+/// (if it still has `min_files` small files), and commits each; after a
+/// commit conflict, plans again.
 async fn optimize_partition(
     config: &CompactConfig,
     lake: &Lake,
     table: &mut DeltaTable,
-    partition: &Option<String>,
+    (partition, min_files): (&Option<String>, usize),
     leases: &mut PartitionLeases,
     report: &mut OptimizeReport,
 ) -> Result<()> {
@@ -139,7 +145,7 @@ async fn optimize_partition(
             .update_state()
             .await
             .map_err(|e| delta_error(lake, "read", e))?;
-        let Some(files) = small_files(config, table, lake)?.remove(partition) else {
+        let Some(files) = small_files(config, table, lake, min_files)?.remove(partition) else {
             return Ok(());
         };
         let mut result = Ok(());

@@ -1,13 +1,14 @@
 //! The long-running compactor: rounds until shut down, with backoff after a
-//! failed round.
+//! failed round, and the table's upkeep between rounds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 
 use crate::compact::compact_round;
+use crate::optimize::{optimize, vacuum};
 use crate::telemetry::CompactorTelemetry;
 
 /// The longest pause after failed rounds; the pause doubles from one second.
@@ -29,11 +30,17 @@ pub async fn run(
 ) {
     let interval = Duration::from_millis(config.interval_ms);
     let mut backoff = Duration::from_secs(1);
+    let mut upkeep = Upkeep::new(config);
     while !*shutdown.borrow() {
         let pause = match compact_round(config, lake).await {
             Ok(round) => {
                 telemetry.round_finished(&round);
                 backoff = Duration::from_secs(1);
+                if !*shutdown.borrow() {
+                    upkeep
+                        .after_round(config, lake, telemetry, round.commits > 0)
+                        .await;
+                }
                 if round.files_compacted > 0 {
                     continue;
                 }
@@ -59,4 +66,50 @@ pub async fn run(
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// The table's upkeep: after a round that added files, small files are
+/// bin-packed (partitions with `optimize_min_files` of them), and every
+/// `vacuum_interval_ms` the table is vacuumed. A failure is counted and
+/// logged, and never stops compaction: the next round tries again.
+/// Checkpoints and log cleanup happen at commit time (`maintain_log`).
+struct Upkeep {
+    next_vacuum: Option<Instant>,
+}
+
+impl Upkeep {
+    fn new(config: &CompactConfig) -> Self {
+        Self {
+            next_vacuum: vacuum_interval(config).map(|every| Instant::now() + every),
+        }
+    }
+
+    async fn after_round(
+        &mut self,
+        config: &CompactConfig,
+        lake: &Lake,
+        telemetry: &CompactorTelemetry,
+        added_files: bool,
+    ) {
+        if added_files && config.optimize_min_files > 0 {
+            match optimize(config, lake, None, config.optimize_min_files).await {
+                Ok(report) => telemetry.optimized(&report),
+                Err(error) => telemetry.upkeep_failed("optimize", &error),
+            }
+        }
+        if let (Some(next), Some(every)) = (self.next_vacuum, vacuum_interval(config))
+            && Instant::now() >= next
+        {
+            self.next_vacuum = Some(Instant::now() + every);
+            let retention = Duration::from_millis(config.vacuum_retention_ms);
+            match vacuum(lake, retention, false).await {
+                Ok(report) => telemetry.vacuumed(&report),
+                Err(error) => telemetry.upkeep_failed("vacuum", &error),
+            }
+        }
+    }
+}
+
+fn vacuum_interval(config: &CompactConfig) -> Option<Duration> {
+    (config.vacuum_interval_ms > 0).then(|| Duration::from_millis(config.vacuum_interval_ms))
 }

@@ -27,11 +27,16 @@
 //! | `tributary_compactor_table_files` | gauge | data files in the table |
 //! | `tributary_compactor_table_bytes` | gauge | bytes of those files |
 //! | `tributary_compactor_table_version` | gauge | the table's Delta version |
+//! | `tributary_compactor_optimized_files_total` | counter | small table files merged into larger ones by the compactor's upkeep (and removed from the table) |
+//! | `tributary_compactor_optimize_added_files_total` | counter | files written in their place |
+//! | `tributary_compactor_vacuumed_files_total` | counter | removed and orphaned data files deleted by the upkeep's vacuum |
+//! | `tributary_compactor_upkeep_failures_total` | counter | upkeep runs (optimize, vacuum) that failed; tried again later, compaction goes on |
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
 use crate::compact::CompactionMetrics;
 use crate::error::Error;
+use crate::optimize::{OptimizeReport, VacuumReport};
 
 /// The compactor's metrics, registered in a Prometheus [`Registry`].
 #[derive(Debug, Clone)]
@@ -59,6 +64,10 @@ pub struct CompactorTelemetry {
     table_files: IntGauge,
     table_bytes: IntGauge,
     table_version: IntGauge,
+    optimized_files: IntCounter,
+    optimize_added_files: IntCounter,
+    vacuumed_files: IntCounter,
+    upkeep_failures: IntCounter,
 }
 
 /// Buckets of the commit duration histogram, in seconds: a local commit takes
@@ -151,6 +160,22 @@ impl CompactorTelemetry {
             table_files: gauge("table_files", "Data files in the table.")?,
             table_bytes: gauge("table_bytes", "Bytes of the table's data files.")?,
             table_version: gauge("table_version", "The table's Delta version.")?,
+            optimized_files: counter(
+                "optimized_files_total",
+                "Small table files merged into larger ones by the compactor's upkeep.",
+            )?,
+            optimize_added_files: counter(
+                "optimize_added_files_total",
+                "Table files written by the upkeep's merges.",
+            )?,
+            vacuumed_files: counter(
+                "vacuumed_files_total",
+                "Removed or orphaned data files deleted by the upkeep's vacuum.",
+            )?,
+            upkeep_failures: counter(
+                "upkeep_failures_total",
+                "Upkeep runs (optimize, vacuum) that failed.",
+            )?,
         })
     }
 
@@ -195,6 +220,35 @@ impl CompactorTelemetry {
                 "compacted staged row files"
             );
         }
+    }
+
+    /// Records the upkeep's merge of small files.
+    pub fn optimized(&self, report: &OptimizeReport) {
+        self.optimized_files.inc_by(report.files_removed);
+        self.optimize_added_files.inc_by(report.files_added);
+        if report.commits > 0 {
+            tracing::info!(
+                partitions = report.partitions,
+                files_removed = report.files_removed,
+                files_added = report.files_added,
+                bytes_added = report.bytes_added,
+                rows = report.rows,
+                "merged small table files"
+            );
+        }
+    }
+
+    /// Records the upkeep's vacuum.
+    pub fn vacuumed(&self, report: &VacuumReport) {
+        let files = report.files_deleted.len() as u64;
+        self.vacuumed_files.inc_by(files);
+        tracing::info!(files, "vacuumed the table");
+    }
+
+    /// Records an upkeep `operation` that failed with `error`.
+    pub fn upkeep_failed(&self, operation: &str, error: &Error) {
+        self.upkeep_failures.inc();
+        tracing::warn!(operation, error = %DisplayChain(error), "table upkeep failed; trying again later");
     }
 
     /// Records a round that failed with `error`.

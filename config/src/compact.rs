@@ -51,6 +51,21 @@ pub struct CompactConfig {
     /// in milliseconds.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// The long-running compactor bin-packs a partition's small files (under
+    /// 3/4 of `target_file_bytes`) after a round once the partition holds
+    /// this many, as `tributary optimize` does. 0 turns it off.
+    #[serde(default = "default_optimize_min_files")]
+    pub optimize_min_files: usize,
+    /// How often the long-running compactor vacuums the table (deletes data
+    /// files removed from it more than `vacuum_retention_ms` ago), in
+    /// milliseconds. 0 turns it off. Default: 1 hour.
+    #[serde(default = "default_vacuum_interval_ms")]
+    pub vacuum_interval_ms: u64,
+    /// How long a data file removed from the table is kept for readers of
+    /// older versions before vacuum deletes it, in milliseconds. Default: 7
+    /// days (Delta's `deletedFileRetentionDuration` default).
+    #[serde(default = "default_vacuum_retention_ms")]
+    pub vacuum_retention_ms: u64,
 }
 
 fn default_interval_ms() -> u64 {
@@ -83,6 +98,15 @@ fn default_log_retention_ms() -> u64 {
 fn default_lease_ms() -> u64 {
     60_000
 }
+fn default_optimize_min_files() -> usize {
+    4
+}
+fn default_vacuum_interval_ms() -> u64 {
+    3600 * 1000
+}
+fn default_vacuum_retention_ms() -> u64 {
+    7 * 24 * 3600 * 1000
+}
 
 impl Default for CompactConfig {
     fn default() -> Self {
@@ -98,6 +122,9 @@ impl Default for CompactConfig {
             checkpoint_interval: default_checkpoint_interval(),
             log_retention_ms: default_log_retention_ms(),
             lease_ms: default_lease_ms(),
+            optimize_min_files: default_optimize_min_files(),
+            vacuum_interval_ms: default_vacuum_interval_ms(),
+            vacuum_retention_ms: default_vacuum_retention_ms(),
         }
     }
 }
@@ -138,6 +165,13 @@ impl CompactConfig {
                 "compact.lease_ms",
                 self.lease_ms,
                 "must be at least 1000",
+            ));
+        }
+        if self.optimize_min_files == 1 {
+            return Err(invalid(
+                "compact.optimize_min_files",
+                1,
+                "must be 0 (off) or at least 2: one file has nothing to merge with",
             ));
         }
         if self.delete_column.trim().is_empty() {

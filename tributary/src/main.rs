@@ -76,9 +76,10 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// How long removed files are kept for readers of older table
-        /// versions, in hours (0 deletes them at once).
-        #[arg(long, default_value_t = 168.0)]
-        retention_hours: f64,
+        /// versions, in hours (0 deletes them at once). Default:
+        /// `compact.vacuum_retention_ms` (7 days).
+        #[arg(long)]
+        retention_hours: Option<f64>,
         /// Report what would be deleted without deleting it.
         #[arg(long)]
         dry_run: bool,
@@ -269,7 +270,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let lake = Lake::open(&config.lake)?;
             let report =
-                tributary_compactor::optimize(&config.compact, &lake, partition.as_deref()).await?;
+                tributary_compactor::optimize(&config.compact, &lake, partition.as_deref(), 2)
+                    .await?;
             print_json(&report)
         }
         Command::Vacuum {
@@ -278,6 +280,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             dry_run,
         } => {
             let config = Config::load(&config)?;
+            let retention_hours =
+                retention_hours.unwrap_or(config.compact.vacuum_retention_ms as f64 / 3_600_000.0);
             let retention =
                 Duration::try_from_secs_f64(retention_hours * 3600.0).map_err(|_| {
                     tributary_config::ConfigError::Invalid {

@@ -18,6 +18,7 @@ mod registry_ingest;
 mod rowfile_fastavro;
 mod s3;
 mod typed;
+mod upkeep;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -97,7 +97,7 @@ pub(crate) fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Op
 
 /// The value of the metric sample `name` (with exactly these labels, as
 /// printed) in a `/metrics` body.
-fn sample(body: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
