@@ -19,9 +19,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use deltalake::DeltaTable;
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, StringArray, UInt32Array, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, StringArray, new_null_array,
 };
-use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use deltalake::arrow::compute::{cast, filter_record_batch};
 use deltalake::arrow::datatypes::Int64Type;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
@@ -219,8 +219,10 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
         }
     }
 
-    // Decode files in order until the memory budget is used. Sorting copies
-    // the rows twice, so the decoded rows may take a third of it.
+    // Decode files in order until a third of the memory budget is used:
+    // the rest is for the sort keys, the row group being copied into sorted
+    // order and the Parquet writer's buffers (measured: peak RSS about twice
+    // the decoded rows).
     let mut batches = Vec::new();
     let mut memory = 0u64;
     let mut new_watermarks: BTreeMap<PartitionId, u64> = BTreeMap::new();
@@ -282,16 +284,12 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
     let forgotten = requests
         .clone()
         .map(|hashed| (hashed, lake.subject_columns().to_vec()));
-    let schema = arrow_schema.clone();
-    let merged = tokio::task::spawn_blocking(move || {
-        merge_rows(&schema, &batches, &delete, forgotten.as_ref())
+    let (batches, merged) = tokio::task::spawn_blocking(move || {
+        let merged = merge_rows(&batches, &delete, forgotten.as_ref());
+        (batches, merged)
     })
     .await
-    .map_err(Error::Worker)?
-    .map_err(|source| Error::Arrow {
-        path: "<round rows>".into(),
-        source,
-    })?;
+    .map_err(Error::Worker)?;
     metrics.rows_deduplicated = merged.duplicates;
     metrics.tombstones = merged.tombstones;
     metrics.rows_forgotten = merged.forgotten;
@@ -312,11 +310,8 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
         &sort_columns,
         config.target_file_bytes,
     );
-    if merged.rows.num_rows() > 0 {
-        metrics.rows_written = merged.rows.num_rows() as u64;
-        writer.write_sorted(&merged.rows).await?;
-    }
-    drop(merged.rows);
+    metrics.rows_written = merged.kept.len() as u64;
+    writer.write_sorted(batches, merged.kept).await?;
     let adds = writer.finish().await?;
     metrics.parquet_files = adds.len() as u64;
     let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
@@ -566,104 +561,76 @@ pub async fn maintain_log(
 }
 
 /// The rows of a round after dedupe, tombstones and erasures.
+/// What a round keeps of its rows, as (batch, row) indices into its
+/// batches: nothing is copied until the rows are written.
 struct Merged {
-    rows: RecordBatch,
+    kept: Vec<(usize, usize)>,
     deleted_keys: HashSet<String>,
     duplicates: u64,
     tombstones: u64,
     forgotten: u64,
 }
 
-/// Concatenates a round's batches (in partition, then position order) and
-/// keeps, per key, the last row; a tombstone (`delete.0` equals `delete.1`)
-/// drops the key's earlier rows and is not kept itself. Rows whose key or
-/// subject (in the given subject columns) an unfinished erasure names are
-/// dropped.
+/// Keeps, per key, the last row of a round's batches (in partition, then
+/// position order); a tombstone (`delete.0` equals `delete.1`) drops the
+/// key's earlier rows and is not kept itself. Rows whose key or subject (in
+/// the given subject columns) an unfinished erasure names are dropped.
 fn merge_rows(
-    schema: &SchemaRef,
     batches: &[RecordBatch],
     delete: &(String, String),
     forgotten: Option<&(HashedIdentifiers, Vec<String>)>,
-) -> Result<Merged, ArrowError> {
-    let all = concat_batches(schema, batches)?;
-    let all = match forgotten {
-        Some((hashed, subject_columns)) => drop_forgotten(all, hashed, subject_columns)?,
-        None => (all, 0),
-    };
-    let (all, forgotten) = all;
-    let keys = all
-        .column_by_name(KEY_COLUMN)
-        .and_then(|c| c.as_string_opt::<i32>());
-    let ops = all
-        .column_by_name(&delete.0)
-        .and_then(|c| c.as_string_opt::<i32>());
-    let mut last: FxHashMap<&str, u32> =
-        FxHashMap::with_capacity_and_hasher(all.num_rows(), Default::default());
-    let mut unkeyed: Vec<u32> = Vec::new();
+) -> Merged {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut last: FxHashMap<&str, (usize, usize)> =
+        FxHashMap::with_capacity_and_hasher(rows, Default::default());
+    let mut unkeyed = Vec::new();
     let mut deleted_keys = HashSet::new();
-    let (mut duplicates, mut tombstones) = (0, 0);
-    for row in 0..all.num_rows() {
-        let Some(key) = keys.filter(|k| k.is_valid(row)).map(|k| k.value(row)) else {
-            unkeyed.push(row as u32);
-            continue;
-        };
-        if ops.is_some_and(|o| o.is_valid(row) && o.value(row) == delete.1) {
-            tombstones += 1;
-            if last.remove(key).is_some() {
+    let (mut duplicates, mut tombstones, mut dropped) = (0, 0, 0);
+    for (b, batch) in batches.iter().enumerate() {
+        let string_column = |name: &str| batch.column_by_name(name)?.as_string_opt::<i32>();
+        let keys = string_column(KEY_COLUMN);
+        let ops = string_column(&delete.0);
+        let erased: Vec<(bool, &StringArray)> = forgotten
+            .map(|(_, subject_columns)| {
+                std::iter::once((true, KEY_COLUMN))
+                    .chain(subject_columns.iter().map(|c| (false, c.as_str())))
+                    .filter_map(|(is_key, name)| Some((is_key, string_column(name)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for row in 0..batch.num_rows() {
+            if let Some((hashed, _)) = forgotten
+                && erased.iter().any(|(is_key, values)| {
+                    values.is_valid(row) && forget::is_forgotten(values.value(row), *is_key, hashed)
+                })
+            {
+                dropped += 1;
+                continue;
+            }
+            let Some(key) = keys.filter(|k| k.is_valid(row)).map(|k| k.value(row)) else {
+                unkeyed.push((b, row));
+                continue;
+            };
+            if ops.is_some_and(|o| o.is_valid(row) && o.value(row) == delete.1) {
+                tombstones += 1;
+                if last.remove(key).is_some() {
+                    duplicates += 1;
+                }
+                deleted_keys.insert(key.to_string());
+            } else if last.insert(key, (b, row)).is_some() {
                 duplicates += 1;
             }
-            deleted_keys.insert(key.to_string());
-        } else if last.insert(key, row as u32).is_some() {
-            duplicates += 1;
         }
     }
-    let mut kept: Vec<u32> = last.into_values().chain(unkeyed).collect();
-    if kept.len() == all.num_rows() {
-        return Ok(Merged {
-            rows: all,
-            deleted_keys,
-            duplicates,
-            tombstones,
-            forgotten,
-        });
-    }
+    let mut kept: Vec<(usize, usize)> = last.into_values().chain(unkeyed).collect();
     kept.sort_unstable();
-    let rows = take_record_batch(&all, &UInt32Array::from(kept))?;
-    Ok(Merged {
-        rows,
+    Merged {
+        kept,
         deleted_keys,
         duplicates,
         tombstones,
-        forgotten,
-    })
-}
-
-/// `rows` without those whose key or subject is in `hashed`, and how many
-/// were dropped.
-fn drop_forgotten(
-    rows: RecordBatch,
-    hashed: &HashedIdentifiers,
-    subject_columns: &[String],
-) -> Result<(RecordBatch, u64), ArrowError> {
-    let columns: Vec<(bool, &StringArray)> = std::iter::once((true, KEY_COLUMN))
-        .chain(subject_columns.iter().map(|c| (false, c.as_str())))
-        .filter_map(|(is_key, name)| {
-            Some((is_key, rows.column_by_name(name)?.as_string_opt::<i32>()?))
-        })
-        .collect();
-    let keep: BooleanArray = (0..rows.num_rows())
-        .map(|row| {
-            let forgotten = columns.iter().any(|(is_key, values)| {
-                values.is_valid(row) && forget::is_forgotten(values.value(row), *is_key, hashed)
-            });
-            Some(!forgotten)
-        })
-        .collect();
-    let dropped = keep.false_count() as u64;
-    if dropped == 0 {
-        return Ok((rows, 0));
+        forgotten: dropped,
     }
-    Ok((filter_record_batch(&rows, &keep)?, dropped))
 }
 
 struct FileMetrics {
@@ -858,5 +825,65 @@ pub(crate) fn delta_error(
         operation,
         url: lake.table_url().to_string(),
         source: Box::new(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forget::identifier_hash;
+
+    fn batch(rows: &[(Option<&str>, Option<&str>, &str)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                KEY_COLUMN,
+                deltalake::arrow::datatypes::DataType::Utf8,
+                true,
+            ),
+            Field::new("_op", deltalake::arrow::datatypes::DataType::Utf8, true),
+            Field::new("user", deltalake::arrow::datatypes::DataType::Utf8, true),
+        ]));
+        let column = |values: Vec<Option<&str>>| Arc::new(StringArray::from(values)) as ArrayRef;
+        let columns = vec![
+            column(rows.iter().map(|r| r.0).collect()),
+            column(rows.iter().map(|r| r.1).collect()),
+            column(rows.iter().map(|r| Some(r.2)).collect()),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[test]
+    fn merge_keeps_the_last_row_per_key_applies_tombstones_and_drops_forgotten_rows() {
+        let delete = ("_op".to_string(), "delete".to_string());
+        let batches = [
+            batch(&[
+                (Some("a"), None, "u1"),
+                (Some("b"), None, "u1"),
+                (None, None, "u2"),
+            ]),
+            batch(&[
+                (Some("a"), None, "u1"),
+                (Some("b"), Some("delete"), "u1"),
+                (Some("c"), None, "gone"),
+                (None, None, "u3"),
+            ]),
+        ];
+        let merged = merge_rows(&batches, &delete, None);
+        // The later `a`, both unkeyed rows, `c`; `b` deleted.
+        assert_eq!(merged.kept, [(0, 2), (1, 0), (1, 2), (1, 3)]);
+        assert_eq!(
+            (merged.duplicates, merged.tombstones, merged.forgotten),
+            (2, 1, 0)
+        );
+        assert_eq!(merged.deleted_keys, HashSet::from(["b".to_string()]));
+
+        // An unfinished erasure of subject `gone` and key `a`.
+        let hashed = HashedIdentifiers {
+            subjects: HashSet::from([identifier_hash("gone")]),
+            keys: HashSet::from([identifier_hash("a")]),
+        };
+        let merged = merge_rows(&batches, &delete, Some(&(hashed, vec!["user".to_string()])));
+        assert_eq!(merged.kept, [(0, 2), (1, 3)]);
+        assert_eq!(merged.forgotten, 3);
     }
 }

@@ -8,12 +8,12 @@ use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt32Array};
-use deltalake::arrow::compute::take_record_batch;
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use deltalake::arrow::compute::interleave_record_batch;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
-use deltalake::arrow::row::{RowConverter, SortField};
+use deltalake::arrow::row::{RowConverter, Rows, SortField};
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::Add;
 // parquet 59 deprecates ParquetObjectReader in favour of each user writing
@@ -108,15 +108,46 @@ impl TableWriter {
         }
     }
 
-    /// Sorts `batch` by partition, then the sort columns, then key, and writes
-    /// it. Rows of one call end up sorted within their files; a file holds
-    /// rows of several calls only when one call does not fill it.
-    pub async fn write_sorted(&mut self, batch: &RecordBatch) -> Result<()> {
-        let sorted = sort(batch, &self.sort_columns).map_err(|source| Error::Arrow {
+    /// Sorts the rows `indices` picks from `batches` (each a (batch, row)
+    /// pair; the batches share one schema) by partition, then the sort
+    /// columns, then key, and writes them. The sort and the copying run on
+    /// blocking threads, and the rows are copied into sorted order one row
+    /// group at a time, so they are never all held twice. Rows of one call end
+    /// up sorted within their files; a file holds rows of several calls only
+    /// when one call does not fill it.
+    pub async fn write_sorted(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        indices: Vec<(usize, usize)>,
+    ) -> Result<()> {
+        let sort_columns = self.sort_columns.clone();
+        let sorting = tokio::task::spawn_blocking(move || {
+            let order = sort_order(&batches, indices, &sort_columns);
+            (batches, order)
+        });
+        let (batches, order) = sorting.await.map_err(Error::Worker)?;
+        let order = Arc::new(order.map_err(|source| Error::Arrow {
             path: "<rows to sort>".into(),
             source,
-        })?;
-        self.write(&sorted).await
+        })?);
+        let batches = Arc::new(batches);
+        for start in (0..order.len()).step_by(ROW_GROUP_ROWS) {
+            let (batches, order) = (Arc::clone(&batches), Arc::clone(&order));
+            let copying = tokio::task::spawn_blocking(move || {
+                let chunk = &order[start..order.len().min(start + ROW_GROUP_ROWS)];
+                let batches: Vec<&RecordBatch> = batches.iter().collect();
+                interleave_record_batch(&batches, chunk)
+            });
+            let rows = copying
+                .await
+                .map_err(Error::Worker)?
+                .map_err(|source| Error::Arrow {
+                    path: "<sorted rows>".into(),
+                    source,
+                })?;
+            self.write(&rows).await?;
+        }
+        Ok(())
     }
 
     /// Writes `batch` in the order it has.
@@ -150,27 +181,61 @@ fn write_error(url: &str, source: deltalake::DeltaTableError) -> Error {
     }
 }
 
-/// `batch` sorted by the partition column, `sort_columns`, then `_key`.
-/// The sort keys are encoded once in Arrow's row format, so a comparison is
-/// one `memcmp` however many columns take part.
-pub fn sort(batch: &RecordBatch, sort_columns: &[String]) -> Result<RecordBatch, ArrowError> {
-    let schema = batch.schema();
-    let (fields, columns): (Vec<SortField>, Vec<ArrayRef>) = std::iter::once(PARTITION_COLUMN)
+/// `indices` (rows of `batches`, which share one schema) in the order of
+/// the partition column, `sort_columns`, then `_key`. The sort keys are
+/// encoded once in Arrow's row format, so a comparison is one `memcmp`
+/// however many columns take part.
+pub fn sort_order(
+    batches: &[RecordBatch],
+    indices: Vec<(usize, usize)>,
+    sort_columns: &[String],
+) -> Result<Vec<(usize, usize)>, ArrowError> {
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Ok(indices);
+    };
+    let columns: Vec<usize> = std::iter::once(PARTITION_COLUMN)
         .chain(sort_columns.iter().map(String::as_str))
         .chain(std::iter::once(KEY_COLUMN))
         .filter_map(|name| schema.index_of(name).ok())
-        .map(|i| {
-            let column = batch.column(i);
-            (SortField::new(column.data_type().clone()), column.clone())
-        })
-        .unzip();
-    if columns.is_empty() || batch.num_rows() < 2 {
-        return Ok(batch.clone());
+        .collect();
+    if columns.is_empty() || indices.len() < 2 {
+        return Ok(indices);
     }
-    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
-    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
-    take_record_batch(batch, &UInt32Array::from(order))
+    let fields = columns
+        .iter()
+        .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    let rows = batches
+        .iter()
+        .map(|batch| {
+            let keys: Vec<ArrayRef> = columns
+                .iter()
+                .map(|&i| Arc::clone(batch.column(i)))
+                .collect();
+            converter.convert_columns(&keys)
+        })
+        .collect::<Result<Vec<Rows>, _>>()?;
+    // Most comparisons are settled by the first 16 bytes of the encoded
+    // keys (the partition and the start of the first sort column), compared
+    // as one integer; only equal prefixes compare the whole rows.
+    let mut keyed: Vec<(u128, usize, usize)> = indices
+        .into_iter()
+        .map(|(b, row)| (key_prefix(rows[b].row(row).as_ref()), b, row))
+        .collect();
+    keyed.sort_unstable_by(|&(p, a, i), &(q, b, j)| {
+        p.cmp(&q).then_with(|| rows[a].row(i).cmp(&rows[b].row(j)))
+    });
+    Ok(keyed.into_iter().map(|(_, b, row)| (b, row)).collect())
+}
+
+/// The first 16 bytes of an encoded row, zero-padded, as a big-endian
+/// integer: ordered like the rows themselves wherever two prefixes differ.
+fn key_prefix(row: &[u8]) -> u128 {
+    let mut prefix = [0u8; 16];
+    let n = row.len().min(16);
+    prefix[..n].copy_from_slice(&row[..n]);
+    u128::from_be_bytes(prefix)
 }
 
 /// A table file opened for reading.
@@ -348,5 +413,56 @@ fn parquet_error(path: &Path, source: deltalake::parquet::errors::ParquetError) 
     Error::Parquet {
         path: path.to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::Int32Array;
+
+    fn batch(dates: &[i32], users: &[Option<&str>], keys: &[&str]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(KEY_COLUMN, DataType::Utf8, false),
+            Field::new(PARTITION_COLUMN, DataType::Int32, true),
+            Field::new("user", DataType::Utf8, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(keys.to_vec())),
+            Arc::new(Int32Array::from(dates.to_vec())),
+            Arc::new(StringArray::from(users.to_vec())),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[test]
+    fn rows_of_several_batches_sort_by_partition_sort_columns_then_key() {
+        // Users sharing a 16-byte prefix of the encoded row, so whole rows
+        // must decide; a null user sorts first.
+        let long = "a-user-name-longer-than-the-prefix";
+        let batches = [
+            batch(
+                &[2, 1, 1],
+                &[Some("b"), Some(long), None],
+                &["k1", "k2", "k3"],
+            ),
+            batch(
+                &[1, 1, 2],
+                &[Some(&format!("{long}!")), Some(long), Some("a")],
+                &["k4", "k0", "k5"],
+            ),
+        ];
+        let all: Vec<(usize, usize)> = (0..2).flat_map(|b| (0..3).map(move |r| (b, r))).collect();
+        let order = sort_order(&batches, all, &["user".to_string()]).unwrap();
+        let keys: Vec<&str> = order
+            .iter()
+            .map(|&(b, r)| batches[b].column(0).as_string::<i32>().value(r))
+            .collect();
+        assert_eq!(keys, ["k3", "k0", "k2", "k4", "k5", "k1"]);
+
+        // Only the rows asked for; a column the rows lack is skipped, so
+        // these two of one partition go by key.
+        let order = sort_order(&batches, vec![(1, 2), (0, 0)], &["missing".to_string()]).unwrap();
+        assert_eq!(order, [(0, 0), (1, 2)]);
     }
 }

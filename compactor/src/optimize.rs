@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::{ArrayRef, new_null_array};
-use deltalake::arrow::compute::{cast, concat_batches};
+use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Action;
@@ -220,11 +220,12 @@ async fn merge_bin(
             })?);
         }
     }
-    let rows = concat_batches(&schema, &batches).map_err(|source| Error::Arrow {
-        path: format!("<partition {partition:?}>"),
-        source,
-    })?;
-    drop(batches);
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let indices = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |row| (b, row)))
+        .collect();
     let sort_columns = config.sort_columns.clone().unwrap_or_default();
     let mut writer = TableWriter::new(
         lake,
@@ -233,10 +234,10 @@ async fn merge_bin(
         &sort_columns,
         config.target_file_bytes,
     );
-    writer.write_sorted(&rows).await?;
+    writer.write_sorted(batches, indices).await?;
     let adds = writer.finish().await?;
     let merged = OptimizeReport {
-        rows: rows.num_rows() as u64,
+        rows: rows as u64,
         files_added: adds.len() as u64,
         bytes_added: adds.iter().map(|a| a.size.max(0) as u64).sum(),
         files_removed: bin.len() as u64,

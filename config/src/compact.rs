@@ -21,9 +21,10 @@ pub struct CompactConfig {
     /// Parquet files roll over to a new file once they reach this size.
     #[serde(default = "default_target_file_bytes")]
     pub target_file_bytes: u64,
-    /// Memory the rows of one round may take once decoded (Arrow), in bytes.
-    /// A round stops taking staged files when it is reached (at least one
-    /// file is always taken); Parquet output streams to the store in parts.
+    /// The compactor's memory, in bytes: a round stops taking staged files
+    /// once its decoded rows take a third of it (at least one file is always
+    /// taken); the rest is for sorting and the Parquet writer, which streams
+    /// to the store in parts.
     #[serde(default = "default_memory_budget_bytes")]
     pub memory_budget_bytes: u64,
     /// Columns rows are sorted by within each Parquet file, so min/max
@@ -81,7 +82,7 @@ fn default_target_file_bytes() -> u64 {
     256 * 1024 * 1024
 }
 fn default_memory_budget_bytes() -> u64 {
-    2 * 1024 * 1024 * 1024
+    1024 * 1024 * 1024
 }
 fn default_delete_column() -> String {
     "_op".into()
