@@ -46,6 +46,7 @@ use crate::error::{Error, Result};
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
 use crate::forget::{self, HashedIdentifiers};
 use crate::rewrite::{self, Erase, PartitionLeases};
+use crate::share::Share;
 
 /// The partition column of every Tributary table.
 pub const PARTITION_COLUMN: &str = "date";
@@ -100,7 +101,10 @@ pub struct CompactionMetrics {
     pub commit_duration_ms: u64,
     /// Times the commit was retried after another writer committed first.
     pub commit_retries: u64,
-    /// Staged row files left for later rounds.
+    /// Compactors dividing the staged partitions in this round, this one
+    /// included.
+    pub compactors: u64,
+    /// Staged row files left for later rounds (of every compactor's share).
     pub backlog_files: u64,
     /// Bytes of those files.
     pub backlog_bytes: u64,
@@ -112,11 +116,41 @@ pub struct CompactionMetrics {
     pub table_bytes: u64,
 }
 
-/// Runs rounds until nothing is staged. Returns what was done.
+/// Times `compact_until_empty` runs a round again after losing a commit race.
+const ROUND_ATTEMPTS: u32 = 10;
+
+/// Runs rounds until nothing is staged in this compactor's share of the
+/// source partitions (all of them when no other compactor runs), retrying a
+/// round that lost a commit race. Returns what was done.
 pub async fn compact_until_empty(config: &CompactConfig, lake: &Lake) -> Result<CompactionMetrics> {
+    let mut share = Share::new(config);
+    let result = rounds_until_empty(config, lake, &mut share).await;
+    share.leave(lake).await;
+    result
+}
+
+async fn rounds_until_empty(
+    config: &CompactConfig,
+    lake: &Lake,
+    share: &mut Share,
+) -> Result<CompactionMetrics> {
     let mut total = CompactionMetrics::default();
+    let mut attempt = 1;
     loop {
-        let round = compact_round(config, lake).await?;
+        let round = match compact_round(config, lake, share).await {
+            Ok(round) => round,
+            Err(error) if error.is_commit_conflict() && attempt < ROUND_ATTEMPTS => {
+                tracing::info!(%error, attempt, "compaction round lost a commit race; running it again");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    100 + u64::from(chrono::Utc::now().timestamp_subsec_millis()) % 400,
+                ))
+                .await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        attempt = 1;
         let done = round.files_compacted == 0;
         total.commits += round.commits;
         total.files_compacted += round.files_compacted;
@@ -134,6 +168,7 @@ pub async fn compact_until_empty(config: &CompactConfig, lake: &Lake) -> Result<
         total.table_version = round.table_version.or(total.table_version);
         total.commit_duration_ms += round.commit_duration_ms;
         total.commit_retries += round.commit_retries;
+        total.compactors = round.compactors;
         total.backlog_files = round.backlog_files;
         total.backlog_bytes = round.backlog_bytes;
         total.backlog_oldest_age_ms = round.backlog_oldest_age_ms;
@@ -152,11 +187,16 @@ struct Taken {
     bytes: Bytes,
 }
 
-/// One round: at most `max_files_per_commit` files / `max_bytes_per_commit`
-/// bytes / `memory_budget_bytes` of decoded rows, one Delta commit.
-pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<CompactionMetrics> {
+/// One round over this compactor's `share` of the source partitions: at
+/// most `max_files_per_commit` files / `max_bytes_per_commit` bytes /
+/// `memory_budget_bytes` of decoded rows, one Delta commit.
+pub async fn compact_round(
+    config: &CompactConfig,
+    lake: &Lake,
+    share: &mut Share,
+) -> Result<CompactionMetrics> {
     let mut metrics = CompactionMetrics::default();
-    let mut taken = take_staged(config, lake, &mut metrics).await?;
+    let mut taken = take_staged(config, lake, share, &mut metrics).await?;
     let table = lake.load_table().await?;
     metrics.table_version = table.as_ref().and_then(DeltaTable::version);
     if taken.is_empty() {
@@ -425,9 +465,13 @@ pub async fn compact_round(config: &CompactConfig, lake: &Lake) -> Result<Compac
 async fn take_staged(
     config: &CompactConfig,
     lake: &Lake,
+    share: &mut Share,
     metrics: &mut CompactionMetrics,
 ) -> Result<Vec<Taken>> {
     let store = lake.store();
+    let staged = chain::staged_partitions(store.as_ref()).await?;
+    let mine = share.claim(lake, &staged).await?;
+    metrics.compactors = share.members() as u64;
     let mut taken: Vec<Taken> = Vec::new();
     let mut bytes = 0u64;
     let now = chrono::Utc::now();
@@ -435,13 +479,16 @@ async fn take_staged(
     // skipping a partition's file and taking a later one would move the
     // watermark past the skipped file's rows.
     let mut full = false;
-    for partition in chain::staged_partitions(store.as_ref()).await? {
+    for partition in staged {
+        let others = !mine.contains(&partition);
         for file in chain::staged_files(store.as_ref(), &partition).await? {
             full = full
                 || (!taken.is_empty()
                     && (taken.len() >= config.max_files_per_commit
                         || bytes + file.size > config.max_bytes_per_commit));
-            if full {
+            // Another compactor's partitions count as backlog here too: the
+            // gauge is the table's.
+            if full || others {
                 let age = (now - file.last_modified).num_milliseconds().max(0) as u64;
                 metrics.backlog_files += 1;
                 metrics.backlog_bytes += file.size;

@@ -4,7 +4,8 @@
 //! [`run()`](fn@run) is the long-running compactor;
 //! [`compact_until_empty`] is what `tributary compact --once` runs;
 //! [`compact_round`] is one bounded round (one Delta commit). The round's
-//! steps and crash behaviour are drawn in the [`compact`] module.
+//! steps and crash behaviour are drawn in the [`compact`] module; how
+//! several compactors divide the work, in [`share`].
 //! [`telemetry`] defines every metric the compactor exports.
 #![deny(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod optimize;
 pub mod progress;
 pub mod rewrite;
 pub mod run;
+pub mod share;
 pub mod telemetry;
 
 pub use compact::{CompactionMetrics, PARTITION_COLUMN, compact_round, compact_until_empty};

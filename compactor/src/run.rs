@@ -9,6 +9,7 @@ use tributary_lake::Lake;
 
 use crate::compact::compact_round;
 use crate::optimize::{optimize, vacuum};
+use crate::share::Share;
 use crate::telemetry::CompactorTelemetry;
 
 /// The longest pause after failed rounds; the pause doubles from one second.
@@ -31,8 +32,9 @@ pub async fn run(
     let interval = Duration::from_millis(config.interval_ms);
     let mut backoff = Duration::from_secs(1);
     let mut upkeep = Upkeep::new(config);
+    let mut share = Share::new(config);
     while !*shutdown.borrow() {
-        let pause = match compact_round(config, lake).await {
+        let pause = match compact_round(config, lake, &mut share).await {
             Ok(round) => {
                 telemetry.round_finished(&round);
                 backoff = Duration::from_secs(1);
@@ -66,6 +68,7 @@ pub async fn run(
             _ = shutdown.changed() => {}
         }
     }
+    share.leave(lake).await;
 }
 
 /// The table's upkeep: after a round that added files, small files are

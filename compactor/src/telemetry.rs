@@ -27,6 +27,7 @@
 //! | `tributary_compactor_table_files` | gauge | data files in the table |
 //! | `tributary_compactor_table_bytes` | gauge | bytes of those files |
 //! | `tributary_compactor_table_version` | gauge | the table's Delta version |
+//! | `tributary_compactor_compactors` | gauge | compactors dividing the staged source partitions in the last round, this one included |
 //! | `tributary_compactor_optimized_files_total` | counter | small table files merged into larger ones by the compactor's upkeep (and removed from the table) |
 //! | `tributary_compactor_optimize_added_files_total` | counter | files written in their place |
 //! | `tributary_compactor_vacuumed_files_total` | counter | removed and orphaned data files deleted by the upkeep's vacuum |
@@ -64,6 +65,7 @@ pub struct CompactorTelemetry {
     table_files: IntGauge,
     table_bytes: IntGauge,
     table_version: IntGauge,
+    compactors: IntGauge,
     optimized_files: IntCounter,
     optimize_added_files: IntCounter,
     vacuumed_files: IntCounter,
@@ -160,6 +162,10 @@ impl CompactorTelemetry {
             table_files: gauge("table_files", "Data files in the table.")?,
             table_bytes: gauge("table_bytes", "Bytes of the table's data files.")?,
             table_version: gauge("table_version", "The table's Delta version.")?,
+            compactors: gauge(
+                "compactors",
+                "Compactors dividing the staged source partitions in the last round.",
+            )?,
             optimized_files: counter(
                 "optimized_files_total",
                 "Small table files merged into larger ones by the compactor's upkeep.",
@@ -206,6 +212,7 @@ impl CompactorTelemetry {
             .set(gauge_value(round.backlog_oldest_age_ms / 1000));
         self.table_files.set(gauge_value(round.table_files));
         self.table_bytes.set(gauge_value(round.table_bytes));
+        self.compactors.set(gauge_value(round.compactors));
         if let Some(version) = round.table_version {
             self.table_version.set(gauge_value(version));
         }
@@ -217,6 +224,7 @@ impl CompactorTelemetry {
                 parquet_files = round.parquet_files,
                 commit_ms = round.commit_duration_ms,
                 backlog_files = round.backlog_files,
+                compactors = round.compactors,
                 "compacted staged row files"
             );
         }

@@ -17,6 +17,7 @@ mod registry;
 mod registry_ingest;
 mod rowfile_fastavro;
 mod s3;
+mod scale_out;
 mod typed;
 mod upkeep;
 
