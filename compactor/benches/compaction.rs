@@ -179,6 +179,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
             table_uri: table.display().to_string(),
             s3: Default::default(),
             subject_columns: SUBJECT_COLUMNS.map(String::from).to_vec(),
+            ..LakeConfig::new("")
         },
         ingest: Some(IngestConfig {
             stream: "bench".into(),

@@ -63,6 +63,7 @@ async fn run(rows: u64, dir: &std::path::Path) -> anyhow::Result<()> {
         table_uri: dir.join("table").display().to_string(),
         s3: Default::default(),
         subject_columns: vec!["user_id".into(), "user_email".into()],
+        ..LakeConfig::new("")
     })?;
     let staged_files = rows.div_ceil(ROWS_PER_FILE);
     let mut config = CompactConfig {
@@ -229,7 +230,7 @@ async fn table_files(lake: &Lake) -> anyhow::Result<Vec<(Path, u64)>> {
 async fn first_keys(lake: &Lake, path: &Path, size: u64, n: usize) -> anyhow::Result<Vec<String>> {
     let mut rows = TableFile::open(lake, path.clone(), size)
         .await?
-        .rows(None)?;
+        .rows(Default::default())?;
     let batch = rows.next().await?.context("an empty table file")?;
     let keys = batch
         .column_by_name("_key")

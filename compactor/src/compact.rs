@@ -35,7 +35,7 @@ use deltalake::table::state::DeltaTableState;
 use object_store::ObjectStoreExt;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use tributary_config::CompactConfig;
+use tributary_config::{CompactConfig, HOUR_COLUMN};
 use tributary_lake::chain::{self, StagedFile};
 use tributary_lake::columns::{arrow_type, column_type, json_text, table_columns};
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
@@ -45,23 +45,42 @@ use tributary_lake::{Lake, PartitionId};
 use crate::error::{Error, Result};
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
 use crate::forget::{self, HashedIdentifiers};
+use crate::partition::{check_cardinality, hour_column, partition_columns};
 use crate::rewrite::{self, Erase, PartitionLeases};
 use crate::share::Share;
 
-/// The partition column of every Tributary table.
+/// The first partition column of every Tributary table (see
+/// [`crate::partition`] for the others).
 pub const PARTITION_COLUMN: &str = "date";
 
 /// The record-key column of every Tributary table.
 pub const KEY_COLUMN: &str = "_key";
 
-/// Columns every table starts with, in order.
-fn system_columns() -> Vec<(String, ColumnType)> {
-    vec![
+/// Columns every table starts with, in order (with `_hour` when it is
+/// partitioned by hour).
+fn system_columns(partition_columns: &[String]) -> Vec<(String, ColumnType)> {
+    let mut columns = vec![
         (KEY_COLUMN.into(), ColumnType::String),
         ("_partition".into(), ColumnType::String),
         ("_position".into(), ColumnType::Long),
         (PARTITION_COLUMN.into(), ColumnType::Date),
-    ]
+    ];
+    if partition_columns.iter().any(|c| c == HOUR_COLUMN) {
+        columns.push((HOUR_COLUMN.into(), ColumnType::Long));
+    }
+    columns
+}
+
+/// The columns rows are converted to in a round, and how.
+struct Target {
+    /// The table's columns, then new ones.
+    columns: Vec<(String, ColumnType)>,
+    /// Them as an Arrow schema.
+    schema: SchemaRef,
+    /// How many leading columns have a fixed type (they are in the table).
+    fixed: usize,
+    /// The event-time column `_hour` is computed from.
+    event_time: Option<String>,
 }
 
 /// What compaction did, for logs and reports.
@@ -209,9 +228,10 @@ pub async fn compact_round(
 
     // Target schema: the table's columns as they are, then new columns widened
     // across every file of the round.
+    let partition_columns = partition_columns(lake, table.as_ref())?;
     let mut target: Vec<(String, ColumnType)> = match &table {
         Some(t) => table_columns(t)?,
-        None => system_columns(),
+        None => system_columns(&partition_columns),
     };
     let fixed = target.len();
     let mut sources = Vec::with_capacity(taken.len());
@@ -241,12 +261,24 @@ pub async fn compact_round(
             .collect();
         sources.push((last, source));
     }
+    // A partition column no row has yet is a string column of nulls.
+    for column in &partition_columns {
+        if !target.iter().any(|(n, _)| n == column) {
+            target.push((column.clone(), ColumnType::String));
+        }
+    }
     let arrow_schema: SchemaRef = Arc::new(Schema::new(
         target
             .iter()
             .map(|(n, t)| Field::new(n, arrow_type(t), true))
             .collect::<Vec<_>>(),
     ));
+    let conversion = Arc::new(Target {
+        columns: target.clone(),
+        schema: arrow_schema.clone(),
+        fixed,
+        event_time: config.event_time_column.clone(),
+    });
 
     // Watermarks before this round.
     let mut watermarks: BTreeMap<PartitionId, Option<u64>> = BTreeMap::new();
@@ -284,17 +316,9 @@ pub async fn compact_round(
                 t.file.path.to_string(),
                 t.partition.clone(),
             );
-            let (arrow_schema, target) = (arrow_schema.clone(), target.clone());
+            let conversion = Arc::clone(&conversion);
             tokio::task::spawn_blocking(move || {
-                convert_file(
-                    &bytes,
-                    &path,
-                    &partition,
-                    watermark,
-                    &target,
-                    &arrow_schema,
-                    fixed,
-                )
+                convert_file(&bytes, &path, &partition, watermark, &conversion)
             })
             .await
             .map_err(Error::Worker)??
@@ -330,6 +354,12 @@ pub async fn compact_round(
     })
     .await
     .map_err(Error::Worker)?;
+    check_cardinality(
+        &batches,
+        &merged.kept,
+        &partition_columns,
+        lake.max_partition_values(),
+    )?;
     metrics.rows_deduplicated = merged.duplicates;
     metrics.tombstones = merged.tombstones;
     metrics.rows_forgotten = merged.forgotten;
@@ -338,7 +368,7 @@ pub async fn compact_round(
     // deletes and watermarks together.
     let table = match table {
         Some(t) => t,
-        None => create_table(lake, &target).await?,
+        None => create_table(lake, &target, &partition_columns).await?,
     };
     let mut table = add_new_columns(lake, table, &target).await?;
     let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
@@ -404,7 +434,7 @@ pub async fn compact_round(
     let operation = if !deletes {
         DeltaOperation::Write {
             mode: SaveMode::Append,
-            partition_by: Some(vec![PARTITION_COLUMN.into()]),
+            partition_by: Some(partition_columns.clone()),
             predicate: None,
         }
     } else {
@@ -695,9 +725,7 @@ fn convert_file(
     path: &str,
     partition: &PartitionId,
     watermark: Option<u64>,
-    target: &[(String, ColumnType)],
-    arrow_schema: &SchemaRef,
-    fixed: usize,
+    target: &Target,
 ) -> Result<Converted> {
     let arrow_err = |source| Error::Arrow {
         path: path.to_string(),
@@ -728,7 +756,7 @@ fn convert_file(
     // Columns whose file type the (fixed) table type does not accept: a row
     // with a value there is a dead letter.
     let schema = rows.schema();
-    let checked: Vec<(&String, &ArrayRef)> = target[..fixed]
+    let checked: Vec<(&String, &ArrayRef)> = target.columns[..target.fixed]
         .iter()
         .filter_map(|(name, ty)| {
             let (i, field) = schema.column_with_name(name)?;
@@ -754,6 +782,7 @@ fn convert_file(
     }
 
     let columns = target
+        .columns
         .iter()
         .map(|(name, ty)| {
             let to = arrow_type(ty);
@@ -761,6 +790,9 @@ fn convert_file(
                 _ if name == "_partition" => Ok(Arc::new(StringArray::from_iter_values(
                     std::iter::repeat_n(partition.to_string(), rows.num_rows()),
                 )) as ArrayRef),
+                _ if name == HOUR_COLUMN => {
+                    cast(&hour_column(&rows, target.event_time.as_deref())?, &to)
+                }
                 None => Ok(new_null_array(&to, rows.num_rows())),
                 Some(column) if *ty == ColumnType::String => json_text(column),
                 Some(column) => cast(column, &to),
@@ -768,7 +800,7 @@ fn convert_file(
         })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(arrow_err)?;
-    let batch = RecordBatch::try_new(Arc::clone(arrow_schema), columns).map_err(arrow_err)?;
+    let batch = RecordBatch::try_new(Arc::clone(&target.schema), columns).map_err(arrow_err)?;
     Ok((Some(batch), metrics, rejected))
 }
 
@@ -845,7 +877,11 @@ fn struct_field(name: &str, ty: &ColumnType) -> Result<StructField> {
     Ok(StructField::new(name, data_type, true))
 }
 
-async fn create_table(lake: &Lake, columns: &[(String, ColumnType)]) -> Result<DeltaTable> {
+async fn create_table(
+    lake: &Lake,
+    columns: &[(String, ColumnType)],
+    partition_columns: &[String],
+) -> Result<DeltaTable> {
     let fields = columns
         .iter()
         .map(|(n, t)| struct_field(n, t))
@@ -857,7 +893,7 @@ async fn create_table(lake: &Lake, columns: &[(String, ColumnType)]) -> Result<D
     table
         .create()
         .with_columns(fields)
-        .with_partition_columns([PARTITION_COLUMN])
+        .with_partition_columns(partition_columns.iter().cloned())
         .with_save_mode(SaveMode::Ignore)
         .await
         .map_err(|e| delta_error(lake, "create table", e))

@@ -48,6 +48,32 @@ pub enum Error {
     /// round committed nothing and is repeated with the request applied.
     #[error("an erasure request arrived during this round")]
     ErasureArrived,
+    /// `lake.partition_by` differs from how the table is partitioned.
+    #[error(
+        "the table at {url} is partitioned by {table:?}, but lake.partition_by names {configured:?}; \
+         a table keeps the partitioning it was created with (set lake.partition_by to match, or \
+         point lake.table_uri at a new table)"
+    )]
+    Partitioning {
+        /// The table.
+        url: String,
+        /// Its partition columns.
+        table: Vec<String>,
+        /// The configured ones.
+        configured: Vec<String>,
+    },
+    /// A round's rows give a partition column more values than
+    /// `lake.max_partition_values`; the rows stay staged.
+    #[error(
+        "partition column `{column}` has more than {limit} distinct values in this round's rows \
+         (lake.max_partition_values): partition by a column of few values, or raise the limit"
+    )]
+    PartitionCardinality {
+        /// The column.
+        column: String,
+        /// The limit.
+        limit: usize,
+    },
     /// A worker task failed.
     #[error("compaction worker stopped unexpectedly")]
     Worker(#[source] tokio::task::JoinError),

@@ -33,8 +33,9 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tributary_lake::Lake;
 
-use crate::compact::{KEY_COLUMN, PARTITION_COLUMN};
+use crate::compact::KEY_COLUMN;
 use crate::error::{Error, Result};
+use crate::partition::{TablePartition, table_partition_columns};
 
 /// Rows per Parquet row group. Bloom filters are sized for this many distinct
 /// values, and a key lookup reads at most one row group per match.
@@ -73,6 +74,8 @@ pub fn writer_properties(subject_columns: &[String]) -> WriterProperties {
 /// target size and stream to the store in parts.
 pub struct TableWriter {
     writer: DeltaWriter,
+    /// The table's partition columns, then the sort columns: the order
+    /// rows are sorted in (then by key).
     sort_columns: Vec<String>,
     url: String,
 }
@@ -87,17 +90,19 @@ impl TableWriter {
         sort_columns: &[String],
         target_file_bytes: u64,
     ) -> Self {
+        let partition_columns = table_partition_columns(state);
         let config = WriterConfig::new(
             schema.clone(),
-            vec![PARTITION_COLUMN.into()],
+            partition_columns.clone(),
             Some(writer_properties(lake.subject_columns())),
             NonZeroU64::new(target_file_bytes),
             None,
             state.table_config().num_indexed_cols(),
             None,
         );
-        let sort_columns = sort_columns
+        let sort_columns = partition_columns
             .iter()
+            .chain(sort_columns)
             .filter(|c| schema.index_of(c).is_ok())
             .cloned()
             .collect();
@@ -182,7 +187,7 @@ fn write_error(url: &str, source: deltalake::DeltaTableError) -> Error {
 }
 
 /// `indices` (rows of `batches`, which share one schema) in the order of
-/// the partition column, `sort_columns`, then `_key`. The sort keys are
+/// `sort_columns` (the partition columns first), then `_key`. The sort keys are
 /// encoded once in Arrow's row format, so a comparison is one `memcmp`
 /// however many columns take part.
 pub fn sort_order(
@@ -193,8 +198,9 @@ pub fn sort_order(
     let Some(schema) = batches.first().map(RecordBatch::schema) else {
         return Ok(indices);
     };
-    let columns: Vec<usize> = std::iter::once(PARTITION_COLUMN)
-        .chain(sort_columns.iter().map(String::as_str))
+    let columns: Vec<usize> = sort_columns
+        .iter()
+        .map(String::as_str)
         .chain(std::iter::once(KEY_COLUMN))
         .filter_map(|name| schema.index_of(name).ok())
         .collect();
@@ -288,12 +294,14 @@ impl TableFile {
         Ok(false)
     }
 
-    /// The file's rows as a stream of batches, each with the partition column
-    /// appended (holding `partition`).
-    pub fn rows(self, partition: Option<String>) -> Result<PartitionedRows> {
+    /// The file's rows as a stream of batches, each with the partition
+    /// columns appended (holding `partition`'s values, as text).
+    pub fn rows(self, partition: TablePartition) -> Result<PartitionedRows> {
         let file_schema = self.builder.schema().clone();
         let mut fields: Vec<Arc<Field>> = file_schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(PARTITION_COLUMN, DataType::Utf8, true)));
+        for (column, _) in partition.values() {
+            fields.push(Arc::new(Field::new(column, DataType::Utf8, true)));
+        }
         let stream = self
             .builder
             .with_batch_size(ROW_GROUP_ROWS)
@@ -314,11 +322,11 @@ pub struct PartitionedRows {
     path: Path,
     stream: ParquetRecordBatchStream<ParquetObjectReader>,
     schema: SchemaRef,
-    partition: Option<String>,
+    partition: TablePartition,
 }
 
 impl PartitionedRows {
-    /// The schema of every batch: the file's columns, then the partition column.
+    /// The schema of every batch: the file's columns, then the partition columns.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
     }
@@ -333,12 +341,12 @@ impl PartitionedRows {
         else {
             return Ok(None);
         };
-        let partition: ArrayRef = Arc::new(StringArray::from(vec![
-            self.partition.as_deref();
-            batch.num_rows()
-        ]));
         let mut columns = batch.columns().to_vec();
-        columns.push(partition);
+        for (_, value) in self.partition.values() {
+            columns.push(
+                Arc::new(StringArray::from(vec![value.as_deref(); batch.num_rows()])) as ArrayRef,
+            );
+        }
         RecordBatch::try_new(self.schema.clone(), columns)
             .map(Some)
             .map_err(|source| Error::Arrow {
@@ -419,6 +427,7 @@ fn parquet_error(path: &Path, source: deltalake::parquet::errors::ParquetError) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compact::PARTITION_COLUMN;
     use deltalake::arrow::array::Int32Array;
 
     fn batch(dates: &[i32], users: &[Option<&str>], keys: &[&str]) -> RecordBatch {
@@ -453,7 +462,7 @@ mod tests {
             ),
         ];
         let all: Vec<(usize, usize)> = (0..2).flat_map(|b| (0..3).map(move |r| (b, r))).collect();
-        let order = sort_order(&batches, all, &["user".to_string()]).unwrap();
+        let order = sort_order(&batches, all, &[PARTITION_COLUMN.into(), "user".into()]).unwrap();
         let keys: Vec<&str> = order
             .iter()
             .map(|&(b, r)| batches[b].column(0).as_string::<i32>().value(r))
@@ -462,7 +471,12 @@ mod tests {
 
         // Only the rows asked for; a column the rows lack is skipped, so
         // these two of one partition go by key.
-        let order = sort_order(&batches, vec![(1, 2), (0, 0)], &["missing".to_string()]).unwrap();
+        let order = sort_order(
+            &batches,
+            vec![(1, 2), (0, 0)],
+            &[PARTITION_COLUMN.into(), "missing".into()],
+        )
+        .unwrap();
         assert_eq!(order, [(0, 0), (1, 2)]);
     }
 }

@@ -49,6 +49,7 @@ use crate::compact::{KEY_COLUMN, commit, delta_error, maintain_log};
 use crate::error::{Error, Result};
 use crate::files::{TableFile, matching_rows};
 use crate::optimize::MIN_ORPHAN_AGE;
+use crate::partition::TablePartition;
 use crate::progress::Progress;
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
 
@@ -886,7 +887,7 @@ async fn parquet_holds(lake: &Lake, path: &Path, size: u64, matcher: &Matcher) -
         Err(Error::Parquet { .. }) if !lake_has(lake, path).await? => return Ok(false),
         Err(e) => return Err(e),
     };
-    let mut rows = file.rows(None)?;
+    let mut rows = file.rows(TablePartition::default())?;
     while let Some(batch) = rows.next().await? {
         if batch.columns().iter().any(|c| array_holds(c, matcher)) {
             return Ok(true);

@@ -14,6 +14,7 @@ mod error;
 pub mod files;
 pub mod forget;
 pub mod optimize;
+pub mod partition;
 pub mod progress;
 pub mod rewrite;
 pub mod run;

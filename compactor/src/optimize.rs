@@ -30,10 +30,11 @@ use serde::Serialize;
 use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 
-use crate::compact::{PARTITION_COLUMN, commit, delta_error};
+use crate::compact::{commit, delta_error};
 use crate::error::{Error, Result};
 use crate::files::{TableFile, TableWriter};
-use crate::rewrite::{PartitionLeases, partition_of};
+use crate::partition::{TablePartition, table_partition_columns};
+use crate::rewrite::PartitionLeases;
 
 /// What optimize did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -62,8 +63,9 @@ struct Small {
 }
 
 /// Merges the small files of every partition that has at least `min_files`
-/// of them (at least 2), or only of `only`, a partition value such as
-/// `2026-11-22`.
+/// of them (at least 2), or only of `only`: a date such as `2026-11-22`
+/// (every partition of that day), or a partition's path such as
+/// `date=2026-11-22/_hour=7`.
 pub async fn optimize(
     config: &CompactConfig,
     lake: &Lake,
@@ -77,7 +79,7 @@ pub async fn optimize(
     let min_files = min_files.max(2);
     let planned = small_files(config, &table, lake, min_files)?;
     for partition in planned.keys() {
-        if only.is_some_and(|p| partition.as_deref() != Some(p)) {
+        if only.is_some_and(|p| !partition.matches(p)) {
             continue;
         }
         let mut leases = PartitionLeases::default();
@@ -104,15 +106,16 @@ fn small_files(
     table: &DeltaTable,
     lake: &Lake,
     min_files: usize,
-) -> Result<BTreeMap<Option<String>, Vec<Small>>> {
+) -> Result<BTreeMap<TablePartition, Vec<Small>>> {
     let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
-    let mut by_partition: BTreeMap<Option<String>, Vec<Small>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<TablePartition, Vec<Small>> = BTreeMap::new();
+    let columns = table_partition_columns(state);
     for file in state.log_data().iter() {
         let size = file.size().max(0) as u64;
         if size >= config.target_file_bytes / 4 * 3 {
             continue;
         }
-        let partition = partition_of(&file);
+        let partition = TablePartition::of(&file, &columns);
         by_partition.entry(partition).or_default().push(Small {
             path: file.object_store_path(),
             size,
@@ -134,7 +137,7 @@ async fn optimize_partition(
     config: &CompactConfig,
     lake: &Lake,
     table: &mut DeltaTable,
-    (partition, min_files): (&Option<String>, usize),
+    (partition, min_files): (&TablePartition, usize),
     leases: &mut PartitionLeases,
     report: &mut OptimizeReport,
 ) -> Result<()> {
@@ -201,7 +204,7 @@ async fn merge_bin(
     config: &CompactConfig,
     lake: &Lake,
     table: &DeltaTable,
-    partition: &Option<String>,
+    partition: &TablePartition,
     bin: Vec<Small>,
     leases: &mut PartitionLeases,
     report: &mut OptimizeReport,
@@ -250,10 +253,7 @@ async fn merge_bin(
         .chain(bin.into_iter().map(|f| Action::Remove(f.remove)))
         .collect();
     let operation = DeltaOperation::Optimize {
-        predicate: Some(format!(
-            "{PARTITION_COLUMN} = '{}'",
-            partition.as_deref().unwrap_or("__null__")
-        )),
+        predicate: Some(partition.predicate()),
         target_size: config.target_file_bytes as i64,
     };
     commit(config, lake, table, leases, actions, Vec::new(), operation).await?;

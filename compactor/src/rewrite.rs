@@ -21,7 +21,7 @@ use std::time::Duration;
 use deltalake::DeltaTable;
 use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::compute::filter_record_batch;
-use deltalake::kernel::{Action, LogicalFileView, Remove};
+use deltalake::kernel::{Action, Remove};
 use deltalake::table::state::DeltaTableState;
 use object_store::path::Path;
 use serde::Serialize;
@@ -29,9 +29,10 @@ use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 use tributary_lake::lease::Lease;
 
-use crate::compact::{PARTITION_COLUMN, delta_error};
+use crate::compact::delta_error;
 use crate::error::{Error, Result};
 use crate::files::{TableFile, TableWriter, matching_rows};
+use crate::partition::{TablePartition, table_partition_columns};
 use crate::progress::Progress;
 
 /// Rows to remove: those whose `column` holds one of `values`.
@@ -67,16 +68,15 @@ pub struct RewriteReport {
 pub struct Candidate {
     path: Path,
     size: u64,
-    partition: Option<String>,
+    partition: TablePartition,
     remove: Remove,
 }
 
-/// The lease that guards rewrites of one table partition's files.
-pub fn partition_lease_name(partition: Option<&str>) -> String {
-    format!(
-        "table/{PARTITION_COLUMN}={}",
-        partition.unwrap_or("__null__")
-    )
+/// The lease that guards rewrites of one table partition's files:
+/// `table/date=2026-11-22` (`table/date=2026-11-22/_hour=7/…` with more
+/// partition columns).
+pub fn partition_lease_name(partition: &TablePartition) -> String {
+    format!("table/{}", partition.path())
 }
 
 /// Files of `state` whose statistics do not rule out every value of `erase`.
@@ -86,6 +86,7 @@ pub fn candidates(
     report: &mut RewriteReport,
 ) -> Vec<Candidate> {
     let mut found = Vec::new();
+    let columns = table_partition_columns(state);
     for file in state.log_data().iter() {
         report.files_scanned += 1;
         let stats: Option<serde_json::Value> =
@@ -109,7 +110,7 @@ pub fn candidates(
             report.pruned_by_statistics += 1;
             continue;
         }
-        let partition = partition_of(&file);
+        let partition = TablePartition::of(&file, &columns);
         found.push(Candidate {
             path: file.object_store_path(),
             size: file.size().max(0) as u64,
@@ -118,14 +119,6 @@ pub fn candidates(
         });
     }
     found
-}
-
-/// The partition value of a table file.
-pub(crate) fn partition_of(file: &LogicalFileView) -> Option<String> {
-    file.partition_values_map()
-        .get(PARTITION_COLUMN)
-        .cloned()
-        .flatten()
 }
 
 /// Plans and runs a rewrite on the table as it is once the leases of every
@@ -172,7 +165,7 @@ pub async fn rewrite_under_leases(
 }
 
 /// The partitions `candidates` belong to: the leases a rewrite needs.
-pub fn partitions(candidates: &[Candidate]) -> BTreeSet<Option<String>> {
+pub fn partitions(candidates: &[Candidate]) -> BTreeSet<TablePartition> {
     candidates.iter().map(|c| c.partition.clone()).collect()
 }
 
@@ -257,12 +250,12 @@ pub async fn rewrite(
 /// The partition leases a rewrite holds until its commit lands.
 #[derive(Debug, Default)]
 pub struct PartitionLeases {
-    held: Vec<(Option<String>, Lease)>,
+    held: Vec<(TablePartition, Lease)>,
 }
 
 impl PartitionLeases {
     /// Whether every partition of `needed` is leased.
-    pub fn covers(&self, needed: &BTreeSet<Option<String>>) -> bool {
+    pub fn covers(&self, needed: &BTreeSet<TablePartition>) -> bool {
         needed.iter().all(|p| self.held.iter().any(|(h, _)| h == p))
     }
 
@@ -285,14 +278,14 @@ impl PartitionLeases {
         &mut self,
         config: &CompactConfig,
         lake: &Lake,
-        needed: &BTreeSet<Option<String>>,
+        needed: &BTreeSet<TablePartition>,
     ) -> Result<()> {
         let duration = Duration::from_millis(config.lease_ms);
         for partition in needed {
             if self.held.iter().any(|(h, _)| h == partition) {
                 continue;
             }
-            let name = partition_lease_name(partition.as_deref());
+            let name = partition_lease_name(partition);
             let lease = Lease::acquire(
                 lake.store().as_ref(),
                 &name,

@@ -67,6 +67,11 @@ pub struct CompactConfig {
     /// days (Delta's `deletedFileRetentionDuration` default).
     #[serde(default = "default_vacuum_retention_ms")]
     pub vacuum_retention_ms: u64,
+    /// Not a key: `ingest.flatten.event_time_field`, which
+    /// [`Config::complete`](crate::Config::complete) copies here; the `_hour`
+    /// partition column is computed from it.
+    #[serde(skip)]
+    pub event_time_column: Option<String>,
 }
 
 fn default_interval_ms() -> u64 {
@@ -126,6 +131,7 @@ impl Default for CompactConfig {
             optimize_min_files: default_optimize_min_files(),
             vacuum_interval_ms: default_vacuum_interval_ms(),
             vacuum_retention_ms: default_vacuum_retention_ms(),
+            event_time_column: None,
         }
     }
 }

@@ -22,6 +22,59 @@ pub struct LakeConfig {
     /// `tributary forget` erases by their values. Default: none.
     #[serde(default)]
     pub subject_columns: Vec<String>,
+    /// How a new table is partitioned: `"date"` (the event's UTC day, a
+    /// Delta `date` column), optionally followed by `"hour"` (the event's UTC
+    /// hour, 0–23, in the integer column `_hour`) and by low-cardinality
+    /// flattened columns (e.g. `"service"`), whose values become partition
+    /// values. An existing table keeps the partitioning it was created
+    /// with; a different setting is an error. Default: `["date"]`.
+    #[serde(default = "default_partition_by")]
+    pub partition_by: Vec<String>,
+    /// Most distinct values one partition column (other than `date` and
+    /// `hour`) may take in one compaction round; more fail the round with an
+    /// error naming the column, and the rows stay staged. A guard against
+    /// partitioning by a high-cardinality column. Default 1000.
+    #[serde(default = "default_max_partition_values")]
+    pub max_partition_values: usize,
+}
+
+/// The name of the hour partition column `lake.partition_by = [.., "hour"]`
+/// adds.
+pub const HOUR_COLUMN: &str = "_hour";
+
+fn default_partition_by() -> Vec<String> {
+    vec!["date".into()]
+}
+fn default_max_partition_values() -> usize {
+    1000
+}
+
+impl LakeConfig {
+    /// The table at `table_uri` with every other setting at its default.
+    pub fn new(table_uri: impl Into<String>) -> Self {
+        Self {
+            table_uri: table_uri.into(),
+            s3: S3Config::default(),
+            subject_columns: Vec::new(),
+            partition_by: default_partition_by(),
+            max_partition_values: default_max_partition_values(),
+        }
+    }
+
+    /// The table's partition columns as `partition_by` names them: `date`,
+    /// then `_hour` for `"hour"`, then the other columns.
+    pub fn partition_columns(&self) -> Vec<String> {
+        self.partition_by
+            .iter()
+            .map(|c| {
+                if c == "hour" {
+                    HOUR_COLUMN.to_string()
+                } else {
+                    c.clone()
+                }
+            })
+            .collect()
+    }
 }
 
 /// `[lake.s3]`: the S3 (or S3-compatible) endpoint of an `s3://` table.
@@ -122,6 +175,48 @@ impl LakeConfig {
                 "lake.subject_columns",
                 format!("{empty:?}"),
                 "column names must not be empty",
+            ));
+        }
+        let spec = format!("{:?}", self.partition_by);
+        if self.partition_by.first().map(String::as_str) != Some("date") {
+            return Err(invalid(
+                "lake.partition_by",
+                &spec,
+                "must start with \"date\" (then optionally \"hour\", then columns)",
+            ));
+        }
+        for (i, column) in self.partition_by.iter().enumerate().skip(1) {
+            let problem = if column.trim().is_empty() {
+                Some("column names must not be empty")
+            } else if column == "hour" && i != 1 {
+                Some("\"hour\" must come right after \"date\"")
+            } else if column == "date" || self.partition_by[..i].contains(column) {
+                Some("a column may appear only once")
+            } else if crate::is_reserved_column(column) {
+                Some("names a column Tributary reserves")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(invalid(
+                    "lake.partition_by",
+                    &spec,
+                    format!("`{column}` {problem}"),
+                ));
+            }
+        }
+        if self.partition_by.len() > 4 {
+            return Err(invalid(
+                "lake.partition_by",
+                &spec,
+                "at most 4 partition levels: each multiplies the table's partitions",
+            ));
+        }
+        if self.max_partition_values == 0 {
+            return Err(invalid(
+                "lake.max_partition_values",
+                0,
+                "must be at least 1",
             ));
         }
         if let Some(endpoint) = &self.s3.endpoint {

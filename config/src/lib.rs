@@ -51,7 +51,7 @@ pub use ingest::{
 };
 pub use kafka::{KAFKA_RESERVED_OPTIONS, KafkaSourceConfig, StartPosition};
 pub use kinesis::{KinesisSourceConfig, KinesisStart};
-pub use lake::{LakeConfig, S3Config};
+pub use lake::{HOUR_COLUMN, LakeConfig, S3Config};
 pub use load::ENV_PREFIX;
 pub use registry::{RegistryConfig, RegistryFile, RegistryToken, TokenScope};
 pub use service::ServiceConfig;
@@ -81,6 +81,17 @@ impl Config {
     /// Checks every section, returning the first problem found.
     pub fn validate(&self) -> Result<()> {
         self.lake.validate()?;
+        let event_time = self
+            .ingest
+            .as_ref()
+            .and_then(|i| i.flatten.event_time_field.as_ref());
+        if self.lake.partition_by.iter().any(|c| c == "hour") && event_time.is_none() {
+            return Err(crate::error::invalid(
+                "lake.partition_by",
+                format!("{:?}", self.lake.partition_by),
+                "\"hour\" is the event time's hour: set ingest.flatten.event_time_field",
+            ));
+        }
         if let Some(ingest) = &self.ingest {
             ingest.validate()?;
         }
@@ -92,14 +103,20 @@ impl Config {
     /// becomes the subject columns, then the event time field. [`Config::load`]
     /// calls it; code that builds a `Config` itself calls it too.
     pub fn complete(&mut self) {
+        let event_time = self
+            .ingest
+            .as_ref()
+            .and_then(|i| i.flatten.event_time_field.clone());
         if self.compact.sort_columns.is_none() {
-            let event_time = self
-                .ingest
-                .as_ref()
-                .and_then(|i| i.flatten.event_time_field.clone());
-            let columns = self.lake.subject_columns.iter().cloned().chain(event_time);
+            let columns = self
+                .lake
+                .subject_columns
+                .iter()
+                .cloned()
+                .chain(event_time.clone());
             self.compact.sort_columns = Some(columns.collect());
         }
+        self.compact.event_time_column = event_time;
     }
 
     /// The `[ingest]` section, or an error naming it when it is missing.

@@ -23,7 +23,7 @@
 //! 5. `null` is a value (the column is null in that row); an empty object
 //!    contributes no column.
 //! 6. Two fields that map to the same column name (`{"a_b": 1, "a": {"b": 2}}`),
-//!    or a field that maps to a column Tributary reserves (`_key`, `_position`,
+//!    or a field that maps to a column Tributary reserves (`_key`, `_position`, `_hour`,
 //!    `_partition`, `date`, and the sources' metadata columns `_kafka_…` and
 //!    `_kinesis_…`), are an error, never silently merged. In the envelope the
 //!    whole message is dead-lettered; in one element of the explode path only

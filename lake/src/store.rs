@@ -34,6 +34,8 @@ pub struct Lake {
     table_url: Url,
     storage_options: HashMap<String, String>,
     subject_columns: Vec<String>,
+    partition_columns: Vec<String>,
+    max_partition_values: usize,
 }
 
 impl Lake {
@@ -73,6 +75,8 @@ impl Lake {
             table_url,
             storage_options: HashMap::new(),
             subject_columns: config.subject_columns.clone(),
+            partition_columns: config.partition_columns(),
+            max_partition_values: config.max_partition_values,
         })
     }
 
@@ -105,6 +109,8 @@ impl Lake {
             table_url,
             storage_options,
             subject_columns: config.subject_columns.clone(),
+            partition_columns: config.partition_columns(),
+            max_partition_values: config.max_partition_values,
         })
     }
 
@@ -124,6 +130,17 @@ impl Lake {
     /// (`lake.subject_columns`).
     pub fn subject_columns(&self) -> &[String] {
         &self.subject_columns
+    }
+
+    /// The partition columns of a new table (`lake.partition_by`, with
+    /// `"hour"` as the `_hour` column).
+    pub fn partition_columns(&self) -> &[String] {
+        &self.partition_columns
+    }
+
+    /// `lake.max_partition_values`.
+    pub fn max_partition_values(&self) -> usize {
+        self.max_partition_values
     }
 
     /// The object store, with paths relative to the table root.

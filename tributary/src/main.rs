@@ -395,6 +395,7 @@ async fn forget_inbox(
         table_uri: inbox.to_string(),
         s3: config.lake.s3.clone(),
         subject_columns: Vec::new(),
+        ..tributary_config::LakeConfig::new("")
     })?;
     let store = inbox_lake.store();
     let objects: Vec<_> = store

@@ -62,6 +62,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
             table_uri: table.display().to_string(),
             s3: Default::default(),
             subject_columns: vec!["messages_user_id".into(), "messages_user_email".into()],
+            ..LakeConfig::new("")
         },
         ingest: Some(IngestConfig {
             stream: "quickstart".into(),

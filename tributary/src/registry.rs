@@ -73,6 +73,7 @@ fn open_store(settings: &RegistryConfig) -> anyhow::Result<Arc<dyn object_store:
         table_uri: settings.store_uri.clone(),
         s3: settings.s3.clone(),
         subject_columns: Vec::new(),
+        ..LakeConfig::new("")
     })
     .with_context(|| format!("cannot open registry.store_uri {}", settings.store_uri))?;
     Ok(lake.store().clone())

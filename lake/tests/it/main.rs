@@ -81,6 +81,7 @@ async fn local_directory_store() {
         table_uri: dir.path().join("table").display().to_string(),
         s3: S3Config::default(),
         subject_columns: Vec::new(),
+        ..LakeConfig::new("")
     })
     .unwrap();
     stage_list_resume_delete(&lake).await;
@@ -121,7 +122,7 @@ fn s3_lake(name: &str) -> Lake {
             path_style: true,
             ..S3Config::default()
         },
-        subject_columns: Vec::new(),
+        ..LakeConfig::new("")
     })
     .unwrap()
 }

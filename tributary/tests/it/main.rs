@@ -12,6 +12,7 @@ mod forget;
 mod kafka;
 mod kinesis;
 mod operations;
+mod partitioning;
 mod pipeline;
 mod registry;
 mod registry_ingest;
