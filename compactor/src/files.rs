@@ -33,9 +33,9 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tributary_lake::Lake;
 
-use crate::compact::KEY_COLUMN;
 use crate::error::{Error, Result};
 use crate::partition::{TablePartition, table_partition_columns};
+use crate::table::KEY_COLUMN;
 
 /// Rows per Parquet row group. Bloom filters are sized for this many distinct
 /// values, and a key lookup reads at most one row group per match.
@@ -427,7 +427,7 @@ fn parquet_error(path: &Path, source: deltalake::parquet::errors::ParquetError) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compact::PARTITION_COLUMN;
+    use crate::table::PARTITION_COLUMN;
     use deltalake::arrow::array::Int32Array;
 
     fn batch(dates: &[i32], users: &[Option<&str>], keys: &[&str]) -> RecordBatch {

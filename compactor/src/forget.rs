@@ -45,13 +45,13 @@ use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::rowfile::{self, Codec, RowFile};
 
-use crate::compact::{KEY_COLUMN, commit, delta_error, maintain_log};
 use crate::error::{Error, Result};
 use crate::files::{TableFile, matching_rows};
 use crate::optimize::MIN_ORPHAN_AGE;
 use crate::partition::TablePartition;
 use crate::progress::Progress;
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
+use crate::table::{KEY_COLUMN, commit, delta_error, maintain_log};
 
 /// What to erase.
 #[derive(Debug, Clone, Default)]

@@ -6,6 +6,12 @@
 //! [`compact_round`] is one bounded round (one Delta commit). The round's
 //! steps and crash behaviour are drawn in the [`compact`] module; how
 //! several compactors divide the work, in [`share`].
+//!
+//! Every operation (the round, [`optimize`] and vacuum, [`rewrite`]s,
+//! [`forget`]) builds on the [`table`] kernel (fixed columns, creating and
+//! evolving the table, the commit) and the [`partition`]ing, writes files
+//! through [`files`], and returns a `Serialize` report; none calls
+//! another's internals.
 //! [`telemetry`] defines every metric the compactor exports.
 #![deny(missing_docs)]
 
@@ -19,10 +25,12 @@ pub mod progress;
 pub mod rewrite;
 pub mod run;
 pub mod share;
+pub mod table;
 pub mod telemetry;
 
-pub use compact::{CompactionMetrics, PARTITION_COLUMN, compact_round, compact_until_empty};
+pub use compact::{CompactionMetrics, compact_round, compact_until_empty};
 pub use error::{Error, Result};
 pub use optimize::{OptimizeReport, VacuumReport, optimize, vacuum};
 pub use run::run;
+pub use table::PARTITION_COLUMN;
 pub use telemetry::CompactorTelemetry;

@@ -30,11 +30,11 @@ use serde::Serialize;
 use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 
-use crate::compact::{commit, delta_error};
 use crate::error::{Error, Result};
 use crate::files::{TableFile, TableWriter};
 use crate::partition::{TablePartition, table_partition_columns};
 use crate::rewrite::PartitionLeases;
+use crate::table::{commit, delta_error};
 
 /// What optimize did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -15,8 +15,8 @@ use deltalake::table::state::DeltaTableState;
 use tributary_config::HOUR_COLUMN;
 use tributary_lake::Lake;
 
-use crate::compact::{PARTITION_COLUMN, delta_error};
 use crate::error::{Error, Result};
+use crate::table::{PARTITION_COLUMN, delta_error};
 
 /// Microseconds in an hour.
 const MICROS_PER_HOUR: i64 = 3_600_000_000;

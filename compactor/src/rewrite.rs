@@ -29,11 +29,11 @@ use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 use tributary_lake::lease::Lease;
 
-use crate::compact::delta_error;
 use crate::error::{Error, Result};
 use crate::files::{TableFile, TableWriter, matching_rows};
 use crate::partition::{TablePartition, table_partition_columns};
 use crate::progress::Progress;
+use crate::table::delta_error;
 
 /// Rows to remove: those whose `column` holds one of `values`.
 #[derive(Debug, Clone)]
