@@ -7,7 +7,7 @@
 //! steps and crash behaviour are drawn in the [`compact`] module; how
 //! several compactors divide the work, in [`share`].
 //!
-//! Every operation (the round, [`optimize`] and vacuum, [`rewrite`]s,
+//! Every operation (the round, [`optimize`](mod@optimize) and vacuum, [`rewrite`]s,
 //! [`forget`]) builds on the [`table`] kernel (fixed columns, creating and
 //! evolving the table, the commit) and the [`partition`]ing, writes files
 //! through [`files`], and returns a `Serialize` report; none calls
