@@ -15,7 +15,6 @@
 //! rewrote the same files concurrently bring removed rows back.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use deltalake::DeltaTable;
@@ -27,7 +26,7 @@ use object_store::path::Path;
 use serde::Serialize;
 use tributary_config::CompactConfig;
 use tributary_lake::Lake;
-use tributary_lake::lease::Lease;
+use tributary_lake::lease::{Lease, owner_id};
 
 use crate::error::{Error, Result};
 use crate::files::{TableFile, TableWriter, matching_rows};
@@ -318,19 +317,4 @@ impl PartitionLeases {
             }
         }
     }
-}
-
-/// This process's name in leases: host, process id and start time.
-pub fn owner_id() -> &'static str {
-    static OWNER: OnceLock<String> = OnceLock::new();
-    OWNER.get_or_init(|| {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unknown-host".into());
-        let started = chrono::Utc::now().timestamp_millis();
-        format!("{host}/{}/{started}", std::process::id())
-    })
 }

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! A compactor that dies stops renewing: its heartbeat and leases run out
-//! after `lease_ms` and the others take its partitions. A new member makes
+//! after `lease_ms` and the others take its partitions (at once, when it
+//! ran on the same host: see [`tributary_lake::lease`]). A new member makes
 //! every share smaller, and those above it release partitions. Leases only
 //! divide the work; they do not guard the table. Exactly-once still rests on
 //! the watermark: a commit carries its partitions' `txn` versions, so if two
@@ -33,11 +34,10 @@ use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tributary_config::CompactConfig;
 use tributary_lake::layout::TRIBUTARY_DIR;
-use tributary_lake::lease::Lease;
+use tributary_lake::lease::{Lease, owner_id, owner_is_gone};
 use tributary_lake::{Lake, PartitionId};
 
 use crate::error::Result;
-use crate::rewrite::owner_id;
 
 /// A compactor's heartbeat.
 #[derive(Debug, Serialize, Deserialize)]
@@ -167,7 +167,7 @@ impl Share {
                 continue;
             };
             match serde_json::from_slice::<Heartbeat>(&bytes) {
-                Ok(beat) if beat.expires_at_ms > now => live += 1,
+                Ok(beat) if beat.expires_at_ms > now && !owner_is_gone(&beat.owner) => live += 1,
                 // Long dead (killed, never withdrawn): tidy it away.
                 Ok(beat) if beat.expires_at_ms < now - 10 * self.duration.as_millis() as i64 => {
                     let _ = store.delete(&path).await;

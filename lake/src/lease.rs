@@ -16,7 +16,14 @@
 //!
 //! Time is wall-clock time, so holders check [`Lease::is_valid`] with a safety
 //! margin before acting on what the lease protects.
+//!
+//! A lease whose holder is a process of this host that is gone (its owner id,
+//! [`owner_id`], names a pid that no longer runs, or this very pid started at
+//! another time, as after a container restart) is free at once: a process
+//! restarted after a crash need not wait for its own old leases to expire.
+//! Holders on other hosts are judged by expiry alone.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -115,6 +122,44 @@ async fn write_epoch(
     }
 }
 
+/// This process's name in leases: `host/pid/start time in ms`.
+pub fn owner_id() -> &'static str {
+    static OWNER: OnceLock<String> = OnceLock::new();
+    OWNER.get_or_init(|| {
+        let started = Utc::now().timestamp_millis();
+        format!("{}/{}/{started}", host_name(), std::process::id())
+    })
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// Whether `owner` (an [`owner_id`]) is a process of this host that no
+/// longer runs. Owners of other forms, or of other hosts, are never judged
+/// gone; nor is anyone where `/proc` is not mounted.
+pub fn owner_is_gone(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, '/');
+    let (Some(started), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let (Ok(_), Ok(pid)) = (started.parse::<i64>(), pid.parse::<u32>()) else {
+        return false;
+    };
+    if host != host_name() || !std::path::Path::new("/proc/self").exists() {
+        return false;
+    }
+    if pid == std::process::id() {
+        return owner != owner_id();
+    }
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 impl Lease {
     /// Who holds lease `name` now, without taking it: `None` if it was never
     /// taken. A released lease has `expires_at_ms` 0.
@@ -136,7 +181,11 @@ impl Lease {
     ) -> Result<std::result::Result<Lease, HeldBy>> {
         let now = Utc::now().timestamp_millis();
         let next = match newest(store, name).await? {
-            Some((_, holder)) if holder.owner != owner && holder.expires_at_ms > now => {
+            Some((_, holder))
+                if holder.owner != owner
+                    && holder.expires_at_ms > now
+                    && !owner_is_gone(&holder.owner) =>
+            {
                 return Ok(Err(HeldBy {
                     owner: holder.owner,
                     expires_at_ms: holder.expires_at_ms,
@@ -270,6 +319,35 @@ mod tests {
     use object_store::local::LocalFileSystem;
 
     use super::*;
+
+    #[test]
+    fn only_vanished_processes_of_this_host_are_gone() {
+        let me = owner_id();
+        let host = host_name();
+        assert!(!owner_is_gone(me));
+        // A pid no process has (above Linux's pid_max), and this pid started
+        // at another time (a restarted container's pid 1, say).
+        assert!(owner_is_gone(&format!("{host}/4294967290/1")));
+        assert!(owner_is_gone(&format!("{host}/{}/1", std::process::id())));
+        // Other hosts, and owners of other forms, are judged by expiry.
+        assert!(!owner_is_gone("elsewhere.example/4294967290/1"));
+        assert!(!owner_is_gone("a"));
+        assert!(!owner_is_gone(&format!("{host}-4294967290-1")));
+    }
+
+    #[tokio::test]
+    async fn a_lease_of_a_vanished_process_of_this_host_is_free_at_once() {
+        let (_dir, store) = store();
+        let gone = format!("{}/4294967290/1", host_name());
+        Lease::try_acquire(store.as_ref(), "t/p", &gone, MINUTE)
+            .await
+            .unwrap()
+            .unwrap();
+        let taken = Lease::try_acquire(store.as_ref(), "t/p", "b", MINUTE)
+            .await
+            .unwrap();
+        assert!(taken.is_ok(), "{taken:?}");
+    }
 
     fn store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
         let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@
 //! removes them); a crash after it leaves staged files whose rows are all at or
 //! below the new watermark, so the next round drops and deletes them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -98,14 +98,28 @@ pub struct CompactionMetrics {
 /// Times `compact_until_empty` runs a round again after losing a commit race.
 const ROUND_ATTEMPTS: u32 = 10;
 
-/// Runs rounds until nothing is staged in this compactor's share of the
-/// source partitions (all of them when no other compactor runs), retrying a
-/// round that lost a commit race. Returns what was done.
+/// Runs rounds until every row file staged when it started is compacted:
+/// those of its share of the source partitions by itself, retrying a round
+/// that lost a commit race, and those of partitions other compactors hold by
+/// waiting for them (or for their leases to run out, when they died).
+/// Returns what this process did.
 pub async fn compact_until_empty(config: &CompactConfig, lake: &Lake) -> Result<CompactionMetrics> {
     let mut share = Share::new(config);
     let result = rounds_until_empty(config, lake, &mut share).await;
     share.leave(lake).await;
     result
+}
+
+/// The paths of every staged row file.
+async fn staged_paths(lake: &Lake) -> Result<BTreeSet<object_store::path::Path>> {
+    let store = lake.store().as_ref();
+    let mut paths = BTreeSet::new();
+    for partition in chain::staged_partitions(store).await? {
+        for file in chain::staged_files(store, &partition).await? {
+            paths.insert(file.path);
+        }
+    }
+    Ok(paths)
 }
 
 async fn rounds_until_empty(
@@ -115,6 +129,7 @@ async fn rounds_until_empty(
 ) -> Result<CompactionMetrics> {
     let mut total = CompactionMetrics::default();
     let mut attempt = 1;
+    let mut waiting_for = staged_paths(lake).await?;
     loop {
         let round = match compact_round(config, lake, share).await {
             Ok(round) => round,
@@ -154,7 +169,14 @@ async fn rounds_until_empty(
         total.table_files = round.table_files;
         total.table_bytes = round.table_bytes;
         if done {
-            return Ok(total);
+            // Nothing of this compactor's share is left; what was staged at
+            // the start and is still there belongs to others.
+            let staged = staged_paths(lake).await?;
+            waiting_for.retain(|p| staged.contains(p));
+            if waiting_for.is_empty() {
+                return Ok(total);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     }
 }
