@@ -62,6 +62,9 @@ struct Settings {
     /// `TRIBUTARY_BENCH_TARGET_FILE_BYTES`: `compact.target_file_bytes`.
     /// Default: the compactor's default.
     target_file_bytes: Option<u64>,
+    /// `TRIBUTARY_BENCH_MEMORY_BUDGET_BYTES`: `compact.memory_budget_bytes`.
+    /// Default: the compactor's default.
+    memory_budget_bytes: Option<u64>,
     /// `TRIBUTARY_BENCH_DIR`: where to build the lake (kept afterwards).
     /// Default: a temporary directory, removed afterwards.
     dir: Option<PathBuf>,
@@ -87,6 +90,7 @@ impl Settings {
             rows: number("TRIBUTARY_BENCH_ROWS")?.unwrap_or(2_000_000),
             batch_rows: number("TRIBUTARY_BENCH_BATCH_ROWS")?.unwrap_or(10_000),
             target_file_bytes: number("TRIBUTARY_BENCH_TARGET_FILE_BYTES")?,
+            memory_budget_bytes: number("TRIBUTARY_BENCH_MEMORY_BUDGET_BYTES")?,
             dir: std::env::var_os("TRIBUTARY_BENCH_DIR").map(PathBuf::from),
         };
         if settings.rows == 0 || settings.batch_rows == 0 {
@@ -171,6 +175,9 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
     generate(&incoming, settings.rows)?;
 
     let mut compact = CompactConfig::default();
+    if let Some(bytes) = settings.memory_budget_bytes {
+        compact.memory_budget_bytes = bytes;
+    }
     if let Some(bytes) = settings.target_file_bytes {
         compact.target_file_bytes = bytes;
     }

@@ -155,12 +155,20 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Writes `batch` in the order it has.
+    /// Writes `batch` in the order it has. Parquet encoding is CPU work: on
+    /// a multi-threaded runtime this worker hands its other tasks (the
+    /// metrics endpoint, lease renewals) to another thread while it encodes.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer
-            .write(batch)
-            .await
-            .map_err(|e| write_error(&self.url, e))
+        let written = if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(self.writer.write(batch))
+            })
+        } else {
+            self.writer.write(batch).await
+        };
+        written.map_err(|e| write_error(&self.url, e))
     }
 
     /// Finishes every file and returns their `add` actions, with statistics.
