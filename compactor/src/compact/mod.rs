@@ -281,7 +281,7 @@ pub async fn compact_round(
     let mut memory = 0u64;
     let mut new_watermarks: BTreeMap<PartitionId, u64> = BTreeMap::new();
     let mut included = 0;
-    for (t, &(last, _)) in taken.iter().zip(&sources) {
+    for (t, &(last, _)) in taken.iter_mut().zip(&sources) {
         if included > 0 && memory >= config.memory_budget_bytes / 3 {
             // The rest waits for the next round. Files were taken in order per
             // partition, so every partition keeps a prefix and its watermark
@@ -293,8 +293,9 @@ pub async fn compact_round(
         let next = new_watermarks.entry(t.partition.clone()).or_insert(0);
         *next = (*next).max(last).max(watermark.unwrap_or(0));
         let (batch, file_metrics, rejected) = {
+            // The staged bytes are not needed after this: let them go.
             let (bytes, path, partition) = (
-                t.bytes.clone(),
+                std::mem::take(&mut t.bytes),
                 t.file.path.to_string(),
                 t.partition.clone(),
             );
@@ -491,13 +492,18 @@ async fn take_staged(
     // skipping a partition's file and taking a later one would move the
     // watermark past the skipped file's rows.
     let mut full = false;
+    // Staged bytes decode to several times their size, and a round decodes
+    // at most a third of the memory budget: reading more is wasted.
+    let byte_limit = config
+        .max_bytes_per_commit
+        .min(config.memory_budget_bytes / 8);
     for partition in staged {
         let others = !mine.contains(&partition);
         for file in chain::staged_files(store.as_ref(), &partition).await? {
             full = full
                 || (!taken.is_empty()
                     && (taken.len() >= config.max_files_per_commit
-                        || bytes + file.size > config.max_bytes_per_commit));
+                        || bytes + file.size > byte_limit));
             // Another compactor's partitions count as backlog here too: the
             // gauge is the table's.
             if full || others {
