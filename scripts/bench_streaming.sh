@@ -98,5 +98,6 @@ print(json.dumps({
     "upkeep_files_merged": m.get("tributary_compactor_optimized_files_total"),
     "upkeep_files_written": m.get("tributary_compactor_optimize_added_files_total"),
     "compaction_rounds_with_commits": m.get("tributary_compactor_commits_total"),
-}))
+}), flush=True)
+os._exit(0)  # deltalake's threads can abort a normal interpreter exit
 PYEOF
