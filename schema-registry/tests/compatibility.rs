@@ -21,6 +21,28 @@ const NOTE_DEFAULT: &str = r#"{"name":"note","type":"string","default":""}"#;
 const NOTE: &str = r#"{"name":"note","type":"string"}"#;
 const COLOR_RG: &str = r#"{"name":"c","type":{"type":"enum","name":"C","symbols":["R","G"]}}"#;
 const COLOR_RGB: &str = r#"{"name":"c","type":{"type":"enum","name":"C","symbols":["R","G","B"]}}"#;
+const PRICE: &str =
+    r#"{"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}}"#;
+const PRICE_WIDER: &str =
+    r#"{"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}}"#;
+const PRICE_BYTES: &str = r#"{"name":"price","type":"bytes"}"#;
+const AMOUNT: &str = r#"{"name":"amount","type":{"type":"fixed","name":"Amount","size":8,"logicalType":"decimal","precision":18,"scale":4}}"#;
+const AMOUNT_RESCALED: &str = r#"{"name":"amount","type":{"type":"fixed","name":"Amount","size":8,"logicalType":"decimal","precision":18,"scale":2}}"#;
+/// A field of every other logical type (and `duration`), nested in an
+/// array, a map and a union.
+const LOGICAL: &str = r#"{"name":"t","type":{"type":"record","name":"T","namespace":"ns","fields":[
+  {"name":"d","type":{"type":"int","logicalType":"date"}},
+  {"name":"tm","type":{"type":"int","logicalType":"time-millis"}},
+  {"name":"tu","type":{"type":"long","logicalType":"time-micros"}},
+  {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+  {"name":"tsu","type":{"type":"long","logicalType":"timestamp-micros"}},
+  {"name":"lts","type":{"type":"long","logicalType":"local-timestamp-millis"}},
+  {"name":"ltsu","type":{"type":"long","logicalType":"local-timestamp-micros"}},
+  {"name":"u","type":{"type":"string","logicalType":"uuid"}},
+  {"name":"dur","type":{"type":"fixed","name":"Dur","size":12,"logicalType":"duration"}},
+  {"name":"prices","type":{"type":"array","items":{"type":"bytes","logicalType":"decimal","precision":9,"scale":3}}},
+  {"name":"by_day","type":{"type":"map","values":["null",{"type":"int","logicalType":"date"}]}},
+  {"name":"again","type":["null","ns.Dur"]}]}}"#;
 
 /// What happens when a new version is added to the history.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,6 +153,46 @@ fn cases() -> Vec<Case> {
             new: record(&[ID, r#"{"name":"note","type":"int","default":0}"#]),
             expected: [
                 Accepted, Refused, Accepted, Refused, Accepted, Refused, Accepted, Refused,
+            ],
+        },
+        Case {
+            what: "add a field with a default beside a bytes decimal and a fixed decimal",
+            history: vec![record(&[ID, PRICE, AMOUNT])],
+            new: record(&[ID, PRICE, AMOUNT, NOTE_DEFAULT]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            what: "add a field with a default beside every other logical type, nested",
+            history: vec![record(&[ID, LOGICAL])],
+            new: record(&[ID, LOGICAL, NOTE_DEFAULT]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            what: "change a bytes decimal's precision (decimals match only when equal)",
+            history: vec![record(&[ID, PRICE])],
+            new: record(&[ID, PRICE_WIDER]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "change a fixed decimal's scale",
+            history: vec![record(&[ID, AMOUNT])],
+            new: record(&[ID, AMOUNT_RESCALED]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "turn a bytes decimal into plain bytes",
+            history: vec![record(&[ID, PRICE])],
+            new: record(&[ID, PRICE_BYTES]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Refused, Refused, Refused, Refused,
             ],
         },
         Case {

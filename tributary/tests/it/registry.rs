@@ -553,6 +553,19 @@ assert client.delete_subject("orders-value", permanent=True) == [1, 2, 3]
 assert client.get_subjects() == []
 assert json.loads(SchemaRegistryClient({"url": sys.argv[1]}).get_schema(id1).schema_str)["name"] == "Order"
 
+# Schemas with decimals (bytes and fixed) evolve like any other; a decimal
+# whose precision changes does not.
+money = lambda extra, precision=10: json.dumps({"type": "record", "name": "Payment", "fields": [
+    {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": 2}},
+    {"name": "amount", "type": {"type": "fixed", "name": "Amount", "size": 8,
+                                "logicalType": "decimal", "precision": 18, "scale": 4}}] + extra})
+client.register_schema("payments-value", Schema(money([]), "AVRO"))
+added = [{"name": "note", "type": "string", "default": ""}]
+assert client.test_compatibility("payments-value", Schema(money(added), "AVRO"))
+client.register_schema("payments-value", Schema(money(added), "AVRO"))
+assert client.get_versions("payments-value") == [1, 2]
+assert not client.test_compatibility("payments-value", Schema(money(added, precision=12), "AVRO"))
+
 js = json.dumps({"type": "object", "properties": {"a": {"type": "string"}}})
 jid = client.register_schema("events-value", Schema(js, "JSON"))
 assert SchemaRegistryClient({"url": sys.argv[1]}).get_schema(jid).schema_type == "JSON"
