@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS="${1:-200000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 TESTBED="${TRIBUTARY_TESTBED:-$HOME/.cache/tributary-testbed}"
 PY="${TRIBUTARY_PYTHON:-$TESTBED/venv/bin/python}"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-tributary-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-tributary-test}"

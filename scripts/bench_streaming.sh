@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN="${1:-180}"
 RATE="${2:-3000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 TESTBED="${TRIBUTARY_TESTBED:-$HOME/.cache/tributary-testbed}"
 PY="${TRIBUTARY_PYTHON:-$TESTBED/venv/bin/python}"
 

@@ -3,9 +3,11 @@
 #
 #   scripts/test.sh
 #
-# Build artifacts and test tools are cached outside the checkout, so a second
-# run is fast and a clean clone reuses them:
-#   CARGO_TARGET_DIR   (default ~/.cache/tributary/target)
+# Build artifacts go where `cargo run --release` (the README's first command)
+# put them, so this reuses that build; test tools are cached outside the
+# checkout, so a second run is fast and a clean clone reuses them:
+#   CARGO_TARGET_DIR   (default ./target; .ci/run sets
+#                      ~/.cache/tributary/target)
 #   TRIBUTARY_TESTBED  (default ~/.cache/tributary-testbed): the Python
 #                      virtualenv with deltalake, pyarrow, fastavro, moto
 #                      (the S3 and Glue test server, with boto3), the deploy/
@@ -22,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 TESTBED="${TRIBUTARY_TESTBED:-$HOME/.cache/tributary-testbed}"
 mkdir -p "$TESTBED"
 
@@ -63,6 +65,14 @@ export TRIBUTARY_PYTHON="$PY"
 
 step "cargo fmt --check"
 cargo fmt --all --check
+
+# The release test binaries build now, beside the test broker, not after it.
+step "build the tests (release, the quickstart's profile)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --release --no-run
+else
+  cargo test --workspace --release --no-run --lib --bins --tests
+fi
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
