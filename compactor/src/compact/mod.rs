@@ -32,7 +32,7 @@ use tributary_lake::{Lake, PartitionId};
 
 use crate::error::{Error, Result};
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
-use crate::forget;
+use crate::forget::requests::unfinished_requests;
 use crate::partition::{check_cardinality, partition_columns};
 use crate::rewrite::{self, Erase, PartitionLeases};
 use crate::share::Share;
@@ -327,7 +327,7 @@ pub async fn compact_round(
 
     // Dedupe by key, apply tombstones, drop rows of unfinished erasures.
     let delete = (config.delete_column.clone(), config.delete_value.clone());
-    let requests = forget::unfinished_requests(lake).await?;
+    let requests = unfinished_requests(lake).await?;
     let forgotten = requests
         .clone()
         .map(|hashed| (hashed, lake.subject_columns().to_vec()));
@@ -427,7 +427,7 @@ pub async fn compact_round(
     };
     // An erasure request recorded while this round ran may name rows it
     // holds: commit nothing, and run the round again with the request.
-    if forget::unfinished_requests(lake).await? != requests {
+    if unfinished_requests(lake).await? != requests {
         leases.release(lake).await;
         discard_unreferenced(lake, &added_paths(&actions)).await;
         return Err(Error::ErasureArrived);

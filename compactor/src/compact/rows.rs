@@ -21,7 +21,7 @@ use tributary_lake::dead_letter::{DeadLetter, Reason};
 use tributary_lake::rowfile::{ColumnType, RowFile};
 
 use crate::error::{Error, Result};
-use crate::forget::{self, HashedIdentifiers};
+use crate::forget::requests::{HashedIdentifiers, is_forgotten};
 use crate::partition::hour_column;
 use crate::table::KEY_COLUMN;
 
@@ -77,7 +77,7 @@ pub(crate) fn merge_rows(
         for row in 0..batch.num_rows() {
             if let Some((hashed, _)) = forgotten
                 && erased.iter().any(|(is_key, values)| {
-                    values.is_valid(row) && forget::is_forgotten(values.value(row), *is_key, hashed)
+                    values.is_valid(row) && is_forgotten(values.value(row), *is_key, hashed)
                 })
             {
                 dropped += 1;
@@ -238,7 +238,7 @@ fn rejected_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forget::identifier_hash;
+    use crate::forget::requests::identifier_hash;
     use deltalake::arrow::datatypes::{DataType, Field, Schema};
 
     fn batch(rows: &[(Option<&str>, Option<&str>, &str)]) -> RecordBatch {

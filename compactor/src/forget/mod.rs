@@ -27,29 +27,30 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray};
+use deltalake::arrow::array::{AsArray, BinaryArray, BooleanArray};
 use deltalake::arrow::compute::filter_record_batch;
-use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Action;
 use deltalake::protocol::DeltaOperation;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::Serialize;
 use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::rowfile::{self, Codec, RowFile};
 
+pub mod requests;
+mod verify;
+
+pub use requests::StoredRequest;
+use requests::{finish_request, read_object, record_request, report_path, save_request};
+use verify::{delete_unreferenced_matches, verify};
+
 use crate::error::{Error, Result};
-use crate::files::{TableFile, matching_rows};
-use crate::optimize::MIN_ORPHAN_AGE;
-use crate::partition::TablePartition;
-use crate::progress::Progress;
+use crate::files::matching_rows;
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
 use crate::table::{KEY_COLUMN, commit, delta_error, maintain_log};
 
@@ -72,28 +73,6 @@ pub struct ForgetOptions {
     /// Replaced table files are deleted this long after the commit that
     /// replaced them, so running readers can finish.
     pub grace: Duration,
-}
-
-/// The durable request: identifier hashes and progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredRequest {
-    /// The request id.
-    pub id: String,
-    /// When it was first recorded, ms since the epoch.
-    pub created_at_ms: i64,
-    /// SHA-256 (hex) of each subject id.
-    pub subject_hashes: Vec<String>,
-    /// SHA-256 (hex) of each record key.
-    pub key_hashes: Vec<String>,
-    /// Replaced table files waiting for the grace period, and when it ends.
-    #[serde(default)]
-    pub pending_deletes: Vec<String>,
-    /// When `pending_deletes` may be deleted, ms since the epoch.
-    #[serde(default)]
-    pub delete_after_ms: i64,
-    /// Whether a verification found no copy left.
-    #[serde(default)]
-    pub complete: bool,
 }
 
 /// What a run did: printed as JSON and stored beside the request.
@@ -200,24 +179,6 @@ impl Matcher {
     }
 }
 
-/// SHA-256 of an identifier, hex.
-pub fn identifier_hash(identifier: &str) -> String {
-    let digest = Sha256::digest(identifier.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn request_path(id: &str) -> Path {
-    Path::from(format!("{TRIBUTARY_DIR}/forget/{id}.json"))
-}
-
-fn done_path(id: &str) -> Path {
-    Path::from(format!("{TRIBUTARY_DIR}/forget/{id}.done.json"))
-}
-
-fn report_path(id: &str) -> Path {
-    Path::from(format!("{TRIBUTARY_DIR}/forget/{id}.report.json"))
-}
-
 /// Checks a request id.
 pub fn validate_request_id(id: &str) -> std::result::Result<(), String> {
     let ok = !id.is_empty()
@@ -320,132 +281,6 @@ pub async fn forget(
         }
     }
     Ok(report)
-}
-
-/// Moves a complete request to `<id>.done.json`, so that compactors, which
-/// read every unfinished request each round, no longer read it. Running the
-/// same request id again records it anew.
-async fn finish_request(lake: &Lake, request: &StoredRequest) -> Result<()> {
-    let done = done_path(&request.id);
-    let body = serde_json::to_vec_pretty(request).map_err(|e| Error::Forget(e.to_string()))?;
-    lake.store()
-        .put(&done, PutPayload::from(body))
-        .await
-        .map_err(|e| tributary_lake::Error::store(&done, e))?;
-    let path = request_path(&request.id);
-    match lake.store().delete(&path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(tributary_lake::Error::store(&path, e).into()),
-    }
-}
-
-/// Writes the request (hashes only) create-only; an existing request with
-/// the same id must have the same identifiers.
-async fn record_request(lake: &Lake, matcher: &Matcher, id: &str) -> Result<StoredRequest> {
-    let mut subject_hashes: Vec<String> = matcher
-        .subjects
-        .iter()
-        .map(|s| identifier_hash(s))
-        .collect();
-    let mut key_hashes: Vec<String> = matcher.keys.iter().map(|k| identifier_hash(k)).collect();
-    subject_hashes.sort();
-    key_hashes.sort();
-    let request = StoredRequest {
-        id: id.to_string(),
-        created_at_ms: chrono::Utc::now().timestamp_millis(),
-        subject_hashes,
-        key_hashes,
-        pending_deletes: Vec::new(),
-        delete_after_ms: 0,
-        complete: false,
-    };
-    let path = request_path(id);
-    let body = serde_json::to_vec_pretty(&request).map_err(|e| Error::Forget(e.to_string()))?;
-    let put = lake
-        .store()
-        .put_opts(
-            &path,
-            PutPayload::from(body),
-            PutOptions::from(PutMode::Create),
-        )
-        .await;
-    match put {
-        Ok(_) => Ok(request),
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            let existing = load_request(lake, id).await?;
-            if existing.subject_hashes != request.subject_hashes
-                || existing.key_hashes != request.key_hashes
-            {
-                return Err(Error::Forget(format!(
-                    "request {id} exists with other identifiers; use a new request id"
-                )));
-            }
-            Ok(existing)
-        }
-        Err(e) => Err(tributary_lake::Error::store(&path, e).into()),
-    }
-}
-
-async fn load_request(lake: &Lake, id: &str) -> Result<StoredRequest> {
-    let path = request_path(id);
-    let bytes = read_object(lake, &path).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Forget(format!("request object {path} is not valid: {e}")))
-}
-
-async fn save_request(lake: &Lake, request: &StoredRequest) -> Result<()> {
-    let path = request_path(&request.id);
-    let body = serde_json::to_vec_pretty(request).map_err(|e| Error::Forget(e.to_string()))?;
-    lake.store()
-        .put(&path, PutPayload::from(body))
-        .await
-        .map_err(|e| tributary_lake::Error::store(&path, e))?;
-    Ok(())
-}
-
-async fn read_object(lake: &Lake, path: &Path) -> Result<Bytes> {
-    Ok(tributary_lake::read_object(lake.store().as_ref(), path).await?)
-}
-
-/// Hashes of the identifiers of every unfinished request: what the compactor
-/// drops from staged rows.
-pub async fn unfinished_requests(lake: &Lake) -> Result<Option<HashedIdentifiers>> {
-    let dir = Path::from(format!("{TRIBUTARY_DIR}/forget"));
-    let objects: Vec<_> = lake
-        .store()
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(|e| tributary_lake::Error::store(&dir, e))?;
-    let mut hashed = HashedIdentifiers::default();
-    for meta in objects {
-        let name = meta.location.filename().unwrap_or_default();
-        let finished = name.ends_with(".report.json") || name.ends_with(".done.json");
-        if !name.ends_with(".json") || finished {
-            continue;
-        }
-        let bytes = read_object(lake, &meta.location).await?;
-        let request: StoredRequest = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Forget(format!(
-                "request object {} is not valid: {e}",
-                meta.location
-            ))
-        })?;
-        if !request.complete {
-            hashed.subjects.extend(request.subject_hashes);
-            hashed.keys.extend(request.key_hashes);
-        }
-    }
-    Ok((!hashed.subjects.is_empty() || !hashed.keys.is_empty()).then_some(hashed))
-}
-
-/// SHA-256 hashes of identifiers to drop.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HashedIdentifiers {
-    /// Of subject ids.
-    pub subjects: HashSet<String>,
-    /// Of record keys.
-    pub keys: HashSet<String>,
 }
 
 /// What to erase from table files: each subject column by the subjects,
@@ -735,226 +570,4 @@ async fn expire_log(config: &CompactConfig, lake: &Lake) -> Result<u64> {
         ..config.clone()
     };
     maintain_log(&expire_all, lake, table.log_store().as_ref(), version).await
-}
-
-/// Reads every object under the table and lists those that still hold an
-/// identifier: Parquet files (data and checkpoints) value by value, row files
-/// value by value and payload bytes, everything else (log JSON, requests,
-/// leases) as text.
-async fn verify(lake: &Lake, matcher: &Matcher) -> Result<(Verification, Vec<ObjectMeta>)> {
-    let objects: Vec<_> = lake
-        .store()
-        .list(None)
-        .try_collect()
-        .await
-        .map_err(|e| tributary_lake::Error::store(&Path::from(""), e))?;
-    // Objects are read concurrently, each on a runtime worker, so decoding
-    // uses every core.
-    let total = objects.len() as u64;
-    let matcher = Arc::new(matcher.clone());
-    let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-    let mut checked = futures::stream::iter(objects)
-        .map(|meta| {
-            let (lake, matcher) = (lake.clone(), matcher.clone());
-            tokio::spawn(async move {
-                let found = object_holds(&lake, &meta, &matcher).await?;
-                Ok::<_, Error>(found.map(|found| (meta, found)))
-            })
-        })
-        .buffer_unordered(parallelism);
-    let mut verification = Verification::default();
-    let mut found_in = Vec::new();
-    let mut progress = Progress::new("objects verified", total);
-    while let Some(result) = checked.next().await {
-        progress.step();
-        let Some((meta, found)) = result.map_err(Error::Worker)?? else {
-            continue;
-        };
-        verification.objects_read += 1;
-        verification.bytes_read += meta.size;
-        if found {
-            verification
-                .objects_with_matches
-                .push(meta.location.to_string());
-            found_in.push(meta);
-        }
-    }
-    verification.objects_with_matches.sort();
-    Ok((verification, found_in))
-}
-
-/// Whether the object holds an identifier; `None` when it is gone.
-async fn object_holds(lake: &Lake, meta: &ObjectMeta, matcher: &Matcher) -> Result<Option<bool>> {
-    let name = meta.location.as_ref();
-    if name.ends_with(".parquet") {
-        return parquet_holds(lake, &meta.location, meta.size, matcher)
-            .await
-            .map(Some);
-    }
-    let bytes = match read_object(lake, &meta.location).await {
-        Ok(bytes) => bytes,
-        Err(Error::Lake(e)) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if name.ends_with(".avro") {
-        row_file_holds(&bytes, name, matcher).map(Some)
-    } else {
-        Ok(Some(matcher.object_holds(&bytes)))
-    }
-}
-
-/// Deletes data files that hold a match but that the table no longer
-/// references: files another operation (optimize, a tombstone delete,
-/// another request) removed more than `grace` ago, and files no commit ever
-/// referenced (a crashed writer's output) older than [`MIN_ORPHAN_AGE`] —
-/// younger ones may be a running writer's output about to be committed.
-/// What is left stays in the report's matches.
-async fn delete_unreferenced_matches(
-    lake: &Lake,
-    found: Vec<ObjectMeta>,
-    grace: Duration,
-    report: &mut ForgetReport,
-) -> Result<()> {
-    let data_files: Vec<ObjectMeta> = found
-        .into_iter()
-        .filter(|m| {
-            m.location.as_ref().ends_with(".parquet")
-                && !m.location.as_ref().starts_with("_delta_log/")
-        })
-        .collect();
-    let Some(table) = lake.load_table().await? else {
-        return Ok(());
-    };
-    if data_files.is_empty() {
-        return Ok(());
-    }
-    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
-    let active: HashSet<Path> = state
-        .log_data()
-        .iter()
-        .map(|f| f.object_store_path())
-        .collect();
-    let tombstones: Vec<_> = state
-        .all_tombstones(table.log_store().as_ref())
-        .try_collect()
-        .await
-        .map_err(|e| delta_error(lake, "read", e))?;
-    let removed_at: std::collections::HashMap<Path, i64> = tombstones
-        .iter()
-        .map(|t| {
-            (
-                Path::from(t.path().as_ref()),
-                t.deletion_timestamp().unwrap_or(0),
-            )
-        })
-        .collect();
-    let now = chrono::Utc::now();
-    for meta in data_files {
-        let path = meta.location;
-        if active.contains(&path) {
-            continue;
-        }
-        let deletable = match removed_at.get(&path) {
-            Some(at) => at + (grace.as_millis() as i64) <= now.timestamp_millis(),
-            None => (now - meta.last_modified)
-                .to_std()
-                .is_ok_and(|age| age >= MIN_ORPHAN_AGE),
-        };
-        if !deletable {
-            continue;
-        }
-        match lake.store().delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(tributary_lake::Error::store(&path, e).into()),
-        }
-        report.objects_deleted += 1;
-        report
-            .verification
-            .objects_with_matches
-            .retain(|name| name != path.as_ref());
-    }
-    Ok(())
-}
-
-fn row_file_holds(bytes: &[u8], name: &str, matcher: &Matcher) -> Result<bool> {
-    let file = RowFile::read(bytes, name)?;
-    Ok(file.batch.columns().iter().any(|c| array_holds(c, matcher)))
-}
-
-async fn parquet_holds(lake: &Lake, path: &Path, size: u64, matcher: &Matcher) -> Result<bool> {
-    let file = match TableFile::open(lake, path.clone(), size).await {
-        Ok(file) => file,
-        Err(Error::Parquet { .. }) if !lake_has(lake, path).await? => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let mut rows = file.rows(TablePartition::default())?;
-    while let Some(batch) = rows.next().await? {
-        if batch.columns().iter().any(|c| array_holds(c, matcher)) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-async fn lake_has(lake: &Lake, path: &Path) -> Result<bool> {
-    match lake.store().head(path).await {
-        Ok(_) => Ok(true),
-        Err(object_store::Error::NotFound { .. }) => Ok(false),
-        Err(e) => Err(tributary_lake::Error::store(path, e).into()),
-    }
-}
-
-/// Whether any string or binary value in `array` (at any depth) holds an
-/// identifier.
-fn array_holds(array: &ArrayRef, matcher: &Matcher) -> bool {
-    match array.data_type() {
-        DataType::Utf8 => array
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .any(|s| matcher.text_holds(s)),
-        DataType::LargeUtf8 => array
-            .as_string::<i64>()
-            .iter()
-            .flatten()
-            .any(|s| matcher.text_holds(s)),
-        DataType::Utf8View => array
-            .as_string_view()
-            .iter()
-            .flatten()
-            .any(|s| matcher.text_holds(s)),
-        DataType::Binary => array
-            .as_binary::<i32>()
-            .iter()
-            .flatten()
-            .any(|b| matcher.bytes_hold(b)),
-        DataType::LargeBinary => array
-            .as_binary::<i64>()
-            .iter()
-            .flatten()
-            .any(|b| matcher.bytes_hold(b)),
-        DataType::List(_) => array_holds(array.as_list::<i32>().values(), matcher),
-        DataType::LargeList(_) => array_holds(array.as_list::<i64>().values(), matcher),
-        DataType::Struct(_) => array
-            .as_struct()
-            .columns()
-            .iter()
-            .any(|c| array_holds(c, matcher)),
-        DataType::Map(_, _) => {
-            let map = array.as_map();
-            array_holds(map.keys(), matcher) || array_holds(map.values(), matcher)
-        }
-        _ => false,
-    }
-}
-
-/// Whether `value` of a subject column (or of `_key`, with `is_key`) is an
-/// identifier of an unfinished request: the compactor drops such rows.
-pub fn is_forgotten(value: &str, is_key: bool, hashed: &HashedIdentifiers) -> bool {
-    let set = if is_key {
-        &hashed.keys
-    } else {
-        &hashed.subjects
-    };
-    !set.is_empty() && set.contains(&identifier_hash(value))
 }

@@ -1,0 +1,199 @@
+//! The erasure-request ledger: `_tributary/forget/<id>.json` objects holding
+//! SHA-256 hashes of the identifiers (never the identifiers) and the
+//! request's progress. The compaction round reads the unfinished ones to drop
+//! matching staged rows.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tributary_lake::Lake;
+use tributary_lake::layout::TRIBUTARY_DIR;
+
+use super::Matcher;
+use crate::error::{Error, Result};
+
+/// The durable request: identifier hashes and progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRequest {
+    /// The request id.
+    pub id: String,
+    /// When it was first recorded, ms since the epoch.
+    pub created_at_ms: i64,
+    /// SHA-256 (hex) of each subject id.
+    pub subject_hashes: Vec<String>,
+    /// SHA-256 (hex) of each record key.
+    pub key_hashes: Vec<String>,
+    /// Replaced table files waiting for the grace period, and when it ends.
+    #[serde(default)]
+    pub pending_deletes: Vec<String>,
+    /// When `pending_deletes` may be deleted, ms since the epoch.
+    #[serde(default)]
+    pub delete_after_ms: i64,
+    /// Whether a verification found no copy left.
+    #[serde(default)]
+    pub complete: bool,
+}
+
+/// SHA-256 of an identifier, hex.
+pub fn identifier_hash(identifier: &str) -> String {
+    let digest = Sha256::digest(identifier.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(super) fn request_path(id: &str) -> Path {
+    Path::from(format!("{TRIBUTARY_DIR}/forget/{id}.json"))
+}
+
+pub(super) fn done_path(id: &str) -> Path {
+    Path::from(format!("{TRIBUTARY_DIR}/forget/{id}.done.json"))
+}
+
+pub(super) fn report_path(id: &str) -> Path {
+    Path::from(format!("{TRIBUTARY_DIR}/forget/{id}.report.json"))
+}
+
+/// Moves a complete request to `<id>.done.json`, so that compactors, which
+/// read every unfinished request each round, no longer read it. Running the
+/// same request id again records it anew.
+pub(super) async fn finish_request(lake: &Lake, request: &StoredRequest) -> Result<()> {
+    let done = done_path(&request.id);
+    let body = serde_json::to_vec_pretty(request).map_err(|e| Error::Forget(e.to_string()))?;
+    lake.store()
+        .put(&done, PutPayload::from(body))
+        .await
+        .map_err(|e| tributary_lake::Error::store(&done, e))?;
+    let path = request_path(&request.id);
+    match lake.store().delete(&path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(tributary_lake::Error::store(&path, e).into()),
+    }
+}
+
+/// Writes the request (hashes only) create-only; an existing request with
+/// the same id must have the same identifiers.
+pub(super) async fn record_request(
+    lake: &Lake,
+    matcher: &Matcher,
+    id: &str,
+) -> Result<StoredRequest> {
+    let mut subject_hashes: Vec<String> = matcher
+        .subjects
+        .iter()
+        .map(|s| identifier_hash(s))
+        .collect();
+    let mut key_hashes: Vec<String> = matcher.keys.iter().map(|k| identifier_hash(k)).collect();
+    subject_hashes.sort();
+    key_hashes.sort();
+    let request = StoredRequest {
+        id: id.to_string(),
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+        subject_hashes,
+        key_hashes,
+        pending_deletes: Vec::new(),
+        delete_after_ms: 0,
+        complete: false,
+    };
+    let path = request_path(id);
+    let body = serde_json::to_vec_pretty(&request).map_err(|e| Error::Forget(e.to_string()))?;
+    let put = lake
+        .store()
+        .put_opts(
+            &path,
+            PutPayload::from(body),
+            PutOptions::from(PutMode::Create),
+        )
+        .await;
+    match put {
+        Ok(_) => Ok(request),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let existing = load_request(lake, id).await?;
+            if existing.subject_hashes != request.subject_hashes
+                || existing.key_hashes != request.key_hashes
+            {
+                return Err(Error::Forget(format!(
+                    "request {id} exists with other identifiers; use a new request id"
+                )));
+            }
+            Ok(existing)
+        }
+        Err(e) => Err(tributary_lake::Error::store(&path, e).into()),
+    }
+}
+
+pub(super) async fn load_request(lake: &Lake, id: &str) -> Result<StoredRequest> {
+    let path = request_path(id);
+    let bytes = read_object(lake, &path).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Forget(format!("request object {path} is not valid: {e}")))
+}
+
+pub(super) async fn save_request(lake: &Lake, request: &StoredRequest) -> Result<()> {
+    let path = request_path(&request.id);
+    let body = serde_json::to_vec_pretty(request).map_err(|e| Error::Forget(e.to_string()))?;
+    lake.store()
+        .put(&path, PutPayload::from(body))
+        .await
+        .map_err(|e| tributary_lake::Error::store(&path, e))?;
+    Ok(())
+}
+
+pub(super) async fn read_object(lake: &Lake, path: &Path) -> Result<Bytes> {
+    Ok(tributary_lake::read_object(lake.store().as_ref(), path).await?)
+}
+
+/// Hashes of the identifiers of every unfinished request: what the compactor
+/// drops from staged rows.
+pub async fn unfinished_requests(lake: &Lake) -> Result<Option<HashedIdentifiers>> {
+    let dir = Path::from(format!("{TRIBUTARY_DIR}/forget"));
+    let objects: Vec<_> = lake
+        .store()
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| tributary_lake::Error::store(&dir, e))?;
+    let mut hashed = HashedIdentifiers::default();
+    for meta in objects {
+        let name = meta.location.filename().unwrap_or_default();
+        let finished = name.ends_with(".report.json") || name.ends_with(".done.json");
+        if !name.ends_with(".json") || finished {
+            continue;
+        }
+        let bytes = read_object(lake, &meta.location).await?;
+        let request: StoredRequest = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Forget(format!(
+                "request object {} is not valid: {e}",
+                meta.location
+            ))
+        })?;
+        if !request.complete {
+            hashed.subjects.extend(request.subject_hashes);
+            hashed.keys.extend(request.key_hashes);
+        }
+    }
+    Ok((!hashed.subjects.is_empty() || !hashed.keys.is_empty()).then_some(hashed))
+}
+
+/// SHA-256 hashes of identifiers to drop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HashedIdentifiers {
+    /// Of subject ids.
+    pub subjects: HashSet<String>,
+    /// Of record keys.
+    pub keys: HashSet<String>,
+}
+
+/// Whether `value` of a subject column (or of `_key`, with `is_key`) is an
+/// identifier of an unfinished request: the compactor drops such rows.
+pub fn is_forgotten(value: &str, is_key: bool, hashed: &HashedIdentifiers) -> bool {
+    let set = if is_key {
+        &hashed.keys
+    } else {
+        &hashed.subjects
+    };
+    !set.is_empty() && set.contains(&identifier_hash(value))
+}
