@@ -1,7 +1,10 @@
 use apache_avro::types::Value as Avro;
 use proptest::prelude::*;
 
+use super::read::unscaled;
 use super::*;
+use crate::value::decimal_text;
+use serde_json::Value as Json;
 
 const ENVELOPE: &str = r#"{
   "type": "record", "name": "Envelope", "namespace": "t",
