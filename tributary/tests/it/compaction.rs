@@ -98,15 +98,17 @@ for uri in dt.file_uris():
     path = uri[len('file://'):] if uri.startswith('file://') else uri
     md = pq.ParquetFile(path).metadata
     names = [md.schema.column(i).name for i in range(md.num_columns)]
-    blooms, indexed, dictionary = set(), True, True
+    blooms, indexed, dictionary, subject_dictionary = set(), True, True, False
     for g in range(md.num_row_groups):
         for i, name in enumerate(names):
             c = md.row_group(g).column(i)
             if c.bloom_filter_offset is not None and (c.bloom_filter_length or 0) > 0:
                 blooms.add(name)
             indexed = indexed and c.has_column_index and c.has_offset_index
-            if name == '{SUBJECT}':
+            if name == 'host':
                 dictionary = dictionary and c.has_dictionary_page
+            if name == '{SUBJECT}':
+                subject_dictionary = subject_dictionary or c.has_dictionary_page
     t = pq.read_table(path)
     rows = list(zip(t.column('{SUBJECT}').to_pylist(), t.column('messages_ts').to_pylist(), t.column('_key').to_pylist()))
     files.append({{
@@ -116,6 +118,7 @@ for uri in dt.file_uris():
         'blooms': sorted(blooms),
         'page_index': indexed,
         'dictionary': dictionary,
+        'subject_dictionary': subject_dictionary,
         'compression': md.row_group(0).column(0).compression,
     }})
 full = dt.to_pyarrow_table()
@@ -181,7 +184,10 @@ fn compacted_files_are_sorted_with_bloom_filters_page_index_and_dictionary() {
             "{file}"
         );
         assert_eq!(file["page_index"], true, "{file}");
+        // A dictionary on a column of few values, none on the subject
+        // column, whose values identify people.
         assert_eq!(file["dictionary"], true, "{file}");
+        assert_eq!(file["subject_dictionary"], false, "{file}");
         assert_eq!(file["compression"], "ZSTD", "{file}");
         let partition = file["partition"].as_str().unwrap();
         assert!(
