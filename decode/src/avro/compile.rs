@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use apache_avro::schema::{Name, RecordSchema, ResolvedSchema};
+use apache_avro::schema::{Name, RecordSchema, ResolvedSchema, UnionSchema};
 use serde_json::Value as Json;
 
 pub use crate::Val;
@@ -115,6 +115,18 @@ pub(super) fn matches(writer: &Schema, reader: &Schema) -> bool {
 }
 
 impl Compiler<'_> {
+    /// The branch of the reader's union `ru` that reads the writer's
+    /// (non-union) `w`: the first that matches, as Avro resolves unions.
+    fn union_branch_for(&self, ru: &UnionSchema, w: &Schema) -> Result<Schema, PlanError> {
+        ru.variants()
+            .iter()
+            .find(|rb| resolve(rb, self.reader_names).is_ok_and(|rb| matches(w, rb)))
+            .cloned()
+            .ok_or_else(|| {
+                PlanError::Unresolvable(format!("the reader's union has no branch for {}", kind(w)))
+            })
+    }
+
     pub(super) fn column(&mut self, path: &str, used: &mut HashSet<Col>) -> Result<Col, PlanError> {
         if self.rules.reserved.iter().any(|r| r == path)
             || self
@@ -202,17 +214,12 @@ impl Compiler<'_> {
                 Ok(Op::Union(ops))
             }
             (_, Schema::Union(ru)) if !matches!(w, Schema::Union(_)) => {
-                let branch = ru
-                    .variants()
-                    .iter()
-                    .find(|rb| resolve(rb, self.reader_names).is_ok_and(|rb| matches(w, rb)))
-                    .cloned()
-                    .ok_or_else(|| {
-                        PlanError::Unresolvable(format!(
-                            "`{path}`: the reader's union has no branch for {}",
-                            kind(w)
-                        ))
-                    })?;
+                let branch = self.union_branch_for(ru, w).map_err(|e| match e {
+                    PlanError::Unresolvable(why) => {
+                        PlanError::Unresolvable(format!("`{path}`: {why}"))
+                    }
+                    other => other,
+                })?;
                 self.compile(w, &branch, path, explode_depth, used)
             }
             // A null field or union branch leaves its columns absent (null).
@@ -368,17 +375,7 @@ impl Compiler<'_> {
                 Read::Union(reads)
             }
             (_, S::Union(ru)) => {
-                let branch = ru
-                    .variants()
-                    .iter()
-                    .find(|rb| resolve(rb, self.reader_names).is_ok_and(|rb| matches(w, rb)))
-                    .cloned()
-                    .ok_or_else(|| {
-                        PlanError::Unresolvable(format!(
-                            "the reader's union has no branch for {}",
-                            kind(w)
-                        ))
-                    })?;
+                let branch = self.union_branch_for(ru, w)?;
                 self.read(w, &branch)?
             }
             (S::Null, S::Null) => Read::Null,
