@@ -11,8 +11,9 @@
   scheduled tasks (`ecs/schedules/`) against EventBridge's PutTargets.
 * Grafana dashboard: JSON with a Prometheus query in every panel.
 
-With `--emit-config DIR`, writes the ConfigMap's tributary.toml to
-DIR/configmap.toml so that the test can load it with Tributary's own parser.
+With `--emit-config DIR`, writes the ConfigMap's tributary.toml and
+registry.toml to DIR/configmap.toml and DIR/registry.toml so that the test can
+load them with Tributary's own parser.
 Exits 1 and prints every problem when something is wrong.
 """
 
@@ -109,7 +110,7 @@ def check_kubernetes():
             for s in selected:
                 if endpoint["port"] not in {p["name"] for p in s["spec"]["ports"]}:
                     problem(path, f"endpoint port {endpoint['port']!r} is not a port of {s['metadata']['name']}")
-    return configmap["data"]["tributary.toml"]
+    return configmap["data"]
 
 
 def check_ecs():
@@ -165,7 +166,8 @@ def main():
     check_ecs()
     check_grafana()
     if args.emit_config:
-        (args.emit_config / "configmap.toml").write_text(config)
+        (args.emit_config / "configmap.toml").write_text(config["tributary.toml"])
+        (args.emit_config / "registry.toml").write_text(config["registry.toml"])
     for p in problems:
         print(p)
     if problems:

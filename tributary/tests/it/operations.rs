@@ -316,9 +316,10 @@ fn deploy_files_are_valid() {
         .output()
         .unwrap();
     assert_succeeded("scripts/check_deploy.py", &out);
-    // The ConfigMap's file is a configuration Tributary accepts.
+    // The ConfigMap's files are configurations Tributary accepts.
     let config = tributary_config::Config::load(&dir.path().join("configmap.toml")).unwrap();
     config.require_ingest().unwrap();
+    tributary_config::RegistryFile::load(&dir.path().join("registry.toml")).unwrap();
 }
 
 /// SIGTERM while records keep arriving: ingest stages what it read and exits
