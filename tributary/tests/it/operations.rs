@@ -197,7 +197,7 @@ fn prometheus_scrapes_ingest_and_compactor() {
     let (_, rules) = http_get(prometheus_port, "/api/v1/rules").unwrap();
     let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
     let loaded = rules["data"]["groups"][0]["rules"].as_array().unwrap();
-    assert_eq!(loaded.len(), 6, "{rules}");
+    assert_eq!(loaded.len(), 7, "{rules}");
     assert!(
         loaded
             .iter()
