@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use deltalake::DeltaTable;
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, Int32Array};
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, TimeUnit};
 use deltalake::arrow::error::ArrowError;
@@ -107,16 +107,16 @@ impl TablePartition {
 pub fn hour_column(batch: &RecordBatch, event_time: Option<&str>) -> Result<ArrayRef, ArrowError> {
     let rows = batch.num_rows();
     let Some(times) = event_time.and_then(|name| batch.column_by_name(name)) else {
-        return Ok(std::sync::Arc::new(Int32Array::new_null(rows)));
+        return Ok(std::sync::Arc::new(Int64Array::new_null(rows)));
     };
     let micros = cast(
         times,
         &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
     )?;
     let micros = micros.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
-    let hours: Int32Array = micros
+    let hours: Int64Array = micros
         .iter()
-        .map(|t| t.map(|t| t.div_euclid(MICROS_PER_HOUR).rem_euclid(24) as i32))
+        .map(|t| t.map(|t| t.div_euclid(MICROS_PER_HOUR).rem_euclid(24)))
         .collect();
     Ok(std::sync::Arc::new(hours))
 }

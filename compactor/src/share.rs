@@ -120,12 +120,6 @@ impl Share {
         Ok(self.held.keys().cloned().collect())
     }
 
-    /// Whether every lease still has a fifth of its duration left: time to
-    /// commit before another compactor may take the partition.
-    pub fn is_valid(&self) -> bool {
-        self.held.values().all(|l| l.is_valid(self.duration / 5))
-    }
-
     /// Releases every lease and withdraws the heartbeat, so that others
     /// take the partitions at once (at shutdown, or after `--once`).
     pub async fn leave(&mut self, lake: &Lake) {
