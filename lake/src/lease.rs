@@ -69,28 +69,46 @@ fn epoch_path(name: &str, epoch: u64) -> Path {
     Path::from(format!("{TRIBUTARY_DIR}/leases/{name}/{epoch:020}.json"))
 }
 
+/// Times [`newest`] lists again when the newest epoch it listed was removed
+/// before it could be read.
+const NEWEST_ATTEMPTS: u32 = 10;
+
 /// The newest epoch of lease `name` and its holder, if it has ever been taken.
+///
+/// A holder that renews writes the next epoch and then removes the older
+/// ones, so the epoch a listing shows as newest may be gone when it is read:
+/// a newer one exists, and the listing is repeated.
 async fn newest(store: &dyn ObjectStore, name: &str) -> Result<Option<(u64, Holder)>> {
     let dir = prefix(name);
-    let epochs: Vec<u64> = store
-        .list(Some(&dir))
-        .map_ok(|meta| meta.location)
-        .try_collect::<Vec<_>>()
-        .await
-        .map_err(|e| Error::store(&dir, e))?
-        .iter()
-        .filter_map(|p| p.filename()?.strip_suffix(".json")?.parse().ok())
-        .collect();
-    let Some(epoch) = epochs.into_iter().max() else {
-        return Ok(None);
-    };
-    let path = epoch_path(name, epoch);
-    let bytes = crate::read_object(store, &path).await?;
-    let holder = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptLease {
-        path: path.to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(Some((epoch, holder)))
+    let mut attempt = 1;
+    loop {
+        let epochs: Vec<u64> = store
+            .list(Some(&dir))
+            .map_ok(|meta| meta.location)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| Error::store(&dir, e))?
+            .iter()
+            .filter_map(|p| p.filename()?.strip_suffix(".json")?.parse().ok())
+            .collect();
+        let Some(epoch) = epochs.into_iter().max() else {
+            return Ok(None);
+        };
+        let path = epoch_path(name, epoch);
+        let bytes = match crate::read_object(store, &path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() && attempt < NEWEST_ATTEMPTS => {
+                attempt += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let holder = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptLease {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        return Ok(Some((epoch, holder)));
+    }
 }
 
 /// Writes `holder` as epoch `epoch` of lease `name`, create-only. `Ok(false)`
