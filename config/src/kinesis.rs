@@ -56,9 +56,14 @@ pub struct KinesisSourceConfig {
     /// and double.
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
-    /// Timeout of one Kinesis request, in milliseconds.
+    /// Timeout of one Kinesis request attempt (and of connecting), in
+    /// milliseconds.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Tries of one call inside the AWS SDK (standard retry mode) before the
+    /// shard reader's own backoff takes over. Default: the SDK's chain
+    /// (`AWS_MAX_ATTEMPTS`, the profile's `max_attempts`, else 3).
+    pub max_attempts: Option<u32>,
     /// This worker's name in shard leases. Default: host name, process id
     /// and start time, unique per process. Two running workers must never
     /// share one.
@@ -170,6 +175,13 @@ impl KinesisSourceConfig {
                 "ingest.kinesis.request_timeout_ms",
                 0,
                 "must be at least 1",
+            ));
+        }
+        if self.max_attempts == Some(0) {
+            return Err(invalid(
+                "ingest.kinesis.max_attempts",
+                0,
+                "must be at least 1 (1 turns the SDK's retries off)",
             ));
         }
         if let Some(id) = &self.worker_id

@@ -91,14 +91,9 @@ impl KinesisMetrics {
 
     /// A call failed with a retryable `error` and is retried after a pause.
     pub(crate) fn retried(&self, _shard: &PartitionId, error: &ApiError) {
-        let kind = if error.is_throttling() {
-            error.kind.as_str()
-        } else if error.status.is_none() {
-            "connection"
-        } else {
-            "server"
-        };
-        self.retries.with_label_values(&[kind]).inc();
+        self.retries
+            .with_label_values(&[error.retry_label()])
+            .inc();
     }
 
     /// This worker now holds `n` shard leases.

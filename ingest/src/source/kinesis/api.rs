@@ -1,68 +1,140 @@
-//! The four Kinesis Data Streams calls the source needs (ListShards,
-//! GetShardIterator, GetRecords), made on Kinesis's JSON 1.1 API and signed
-//! with SigV4, with the AWS SDK's default credential chain (environment,
-//! profile, ECS task role, EKS IRSA).
+//! The three Kinesis Data Streams calls the source needs (ListShards,
+//! GetShardIterator, GetRecords), made through `aws-sdk-kinesis`: the SDK's
+//! default credential chain (environment, profile, ECS task role, EKS IRSA,
+//! with refresh), region chain, endpoint resolution (FIPS and dual-stack
+//! through `AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT`, or an
+//! explicit `endpoint`), retry configuration and typed errors.
 //!
-//! Not `aws-sdk-kinesis`: measured here (1.130, default features off,
-//! `rt-tokio` + `default-https-client`, release, one job), the crate alone
-//! took 87 CPU-seconds to compile, and with the smithy HTTP client stack
-//! and feature variants it adds to this tree, 4.7 CPU-minutes of new
-//! compilation — for three calls whose JSON is small and stable. Signing is
-//! what the SDK would add, and `aws-sigv4` (already in the tree for Glue)
-//! does it, as `schema-registry/src/glue.rs` does for Glue.
+//! Two retry layers, on purpose: the SDK retries each call (standard mode,
+//! `max_attempts` tries, its own backoff and retry quota); when it gives up
+//! on an error that can pass (throttling, a timeout, a server error), the
+//! shard reader pauses with its own backoff up to `max_backoff_ms` and tries
+//! again, stopping at once if its lease is lost or the process shuts down,
+//! and counting the retry in `tributary_kinesis_retries_total`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4::SigningParams;
-use aws_smithy_runtime_api::client::identity::Identity;
-use base64::Engine;
-use serde::Deserialize;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::http::HttpResponse;
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
+use aws_sdk_kinesis::operation::list_shards::ListShardsError;
+use aws_sdk_kinesis::types::ShardIteratorType;
 use tributary_config::KinesisSourceConfig;
 
-/// A failed Kinesis call: the error type Kinesis named (or none, when the
-/// call did not get an answer) and its message.
+/// A failed Kinesis call.
 #[derive(Debug, thiserror::Error)]
 #[error("Kinesis {operation}: {kind}: {message}")]
 pub struct ApiError {
     /// The operation, e.g. `GetRecords`.
     pub operation: &'static str,
-    /// Kinesis's error type (`ProvisionedThroughputExceededException`, …),
-    /// `HTTP <status>` without one, or `connection` when no answer came.
+    /// Kinesis's error code (`ProvisionedThroughputExceededException`, …),
+    /// `HTTP <status>` without one, or what failed before an answer came
+    /// (`timeout`, `connection`, `request`, `configuration`).
     pub kind: String,
-    /// What Kinesis or the HTTP client said.
+    /// What Kinesis or the SDK said.
     pub message: String,
-    /// HTTP status, if an answer came.
-    pub status: Option<u16>,
+    class: Class,
+}
+
+/// What the caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// A throughput limit was hit: slow down and try again.
+    Throttled,
+    /// The shard iterator is older than five minutes: get a new one.
+    ExpiredIterator,
+    /// No answer, or a server error: try again after a pause.
+    Transient,
+    /// Retrying will not help (access denied, no such stream, bad request).
+    Fatal,
 }
 
 impl ApiError {
     /// The shard's or stream's throughput limit was hit: slow down.
     pub fn is_throttling(&self) -> bool {
-        matches!(
-            self.kind.as_str(),
-            "ProvisionedThroughputExceededException"
-                | "LimitExceededException"
-                | "ThrottlingException"
-                | "KMSThrottlingException"
-        )
+        self.class == Class::Throttled
     }
 
     /// The shard iterator is older than five minutes: get a new one.
     pub fn is_expired_iterator(&self) -> bool {
-        self.kind == "ExpiredIteratorException"
+        self.class == Class::ExpiredIterator
     }
 
     /// Worth retrying after a pause: throttling, no answer, or a server error.
     pub fn is_retryable(&self) -> bool {
-        self.is_throttling()
-            || self.status.is_none_or(|s| s >= 500)
-            || matches!(
-                self.kind.as_str(),
-                "InternalFailure" | "ServiceUnavailable" | "ResourceInUseException"
-            )
+        matches!(self.class, Class::Throttled | Class::Transient)
     }
+
+    /// The `kind` label of `tributary_kinesis_retries_total`: the throttling
+    /// error's code, `connection` (no answer) or `server`.
+    pub fn retry_label(&self) -> &str {
+        match self.class {
+            Class::Throttled => &self.kind,
+            _ if matches!(self.kind.as_str(), "timeout" | "connection") => "connection",
+            _ => "server",
+        }
+    }
+
+    fn setup(message: String) -> Self {
+        Self {
+            operation: "setup",
+            kind: "configuration".into(),
+            message,
+            class: Class::Fatal,
+        }
+    }
+
+    /// Classifies an SDK error: `classify` names the operation's typed
+    /// errors that can pass; any other answer with a 5xx status is transient
+    /// too, and so is a call that got no answer.
+    fn from_sdk<E>(
+        operation: &'static str,
+        error: SdkError<E, HttpResponse>,
+        classify: impl Fn(&E) -> Class,
+    ) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let detail = aws_sdk_kinesis::error::DisplayErrorContext(&error).to_string();
+        let (kind, class) = match &error {
+            SdkError::ServiceError(context) => {
+                let e = context.err();
+                let class = match classify(e) {
+                    Class::Fatal if context.raw().status().is_server_error() => Class::Transient,
+                    class => class,
+                };
+                let kind = e.code().unwrap_or("unknown error").to_string();
+                let message = e.message().map_or(detail, str::to_string);
+                return Self {
+                    operation,
+                    kind,
+                    message,
+                    class,
+                };
+            }
+            SdkError::TimeoutError(_) => ("timeout", Class::Transient),
+            SdkError::DispatchFailure(failure) if failure.is_user() => ("request", Class::Fatal),
+            SdkError::DispatchFailure(_) => ("connection", Class::Transient),
+            SdkError::ResponseError(_) => ("invalid answer", Class::Transient),
+            _ => ("request", Class::Fatal),
+        };
+        Self {
+            operation,
+            kind: kind.into(),
+            message: detail,
+            class,
+        }
+    }
+}
+
+/// Throttling codes Kinesis may answer with outside an operation's model.
+fn throttling_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("ThrottlingException" | "Throttling" | "RequestLimitExceeded")
+    )
 }
 
 /// A shard as ListShards describes it.
@@ -105,7 +177,7 @@ pub enum IteratorStart {
 pub struct Record {
     /// Its sequence number (decimal, up to 128 digits).
     pub sequence: String,
-    /// Its data (base64-decoded).
+    /// Its data.
     pub data: Vec<u8>,
     /// Its partition key.
     pub partition_key: String,
@@ -126,91 +198,74 @@ pub struct Records {
     pub bytes: u64,
 }
 
-/// A Kinesis endpoint and the credentials to call it with.
+/// A Kinesis client for one stream.
 pub struct KinesisApi {
-    http: reqwest::Client,
-    endpoint: String,
-    region: String,
-    credentials: SharedCredentialsProvider,
+    client: Client,
     stream_name: String,
 }
 
 impl KinesisApi {
-    /// A client for `config`'s stream: region, endpoint and credentials from
-    /// the configuration and the AWS SDK's default chains.
+    /// A client for `config`'s stream: region, endpoint, credentials and
+    /// retries from the configuration and the AWS SDK's default chains.
     pub async fn new(config: &KinesisSourceConfig) -> Result<Self, ApiError> {
-        let fail = |message: String| ApiError {
-            operation: "setup",
-            kind: "configuration".into(),
-            message,
-            status: None,
-        };
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &config.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
-        let sdk = loader.load().await;
-        let region = sdk
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| fail("no AWS region: set ingest.kinesis.region or AWS_REGION".into()))?;
-        let credentials = sdk
-            .credentials_provider()
-            .ok_or_else(|| fail("no AWS credentials provider".into()))?;
-        let endpoint = config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://kinesis.{region}.amazonaws.com"));
         let timeout = Duration::from_millis(config.request_timeout_ms);
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| fail(format!("cannot build an HTTP client: {e}")))?;
+        loader = loader.timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(timeout)
+                .operation_attempt_timeout(timeout)
+                .build(),
+        );
+        if let Some(attempts) = config.max_attempts {
+            loader = loader
+                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts));
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(ApiError::setup(
+                "no AWS region: set ingest.kinesis.region or AWS_REGION".into(),
+            ));
+        }
+        let mut kinesis = aws_sdk_kinesis::config::Builder::from(&sdk);
+        if let Some(endpoint) = &config.endpoint {
+            kinesis = kinesis.endpoint_url(endpoint);
+        }
         Ok(Self {
-            http,
-            endpoint: format!("{}/", endpoint.trim_end_matches('/')),
-            region,
-            credentials,
+            client: Client::from_conf(kinesis.build()),
             stream_name: config.stream_name.clone(),
         })
     }
 
     /// Every shard of the stream, open and closed (ListShards, all pages).
     pub async fn list_shards(&self) -> Result<Vec<Shard>, ApiError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Answer {
-            shards: Vec<ShardJson>,
-            next_token: Option<String>,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct ShardJson {
-            shard_id: String,
-            parent_shard_id: Option<String>,
-            adjacent_parent_shard_id: Option<String>,
-            sequence_number_range: Range,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Range {
-            ending_sequence_number: Option<String>,
-        }
         let mut shards = Vec::new();
         let mut token: Option<String> = None;
         loop {
             // With a NextToken, ListShards rejects the stream name.
-            let body = match &token {
-                None => serde_json::json!({ "StreamName": self.stream_name }),
-                Some(t) => serde_json::json!({ "NextToken": t }),
+            let request = match token {
+                None => self.client.list_shards().stream_name(&self.stream_name),
+                Some(t) => self.client.list_shards().next_token(t),
             };
-            let answer: Answer = self.call("ListShards", body).await?;
-            shards.extend(answer.shards.into_iter().map(|s| Shard {
+            let answer = request.send().await.map_err(|e| {
+                ApiError::from_sdk("ListShards", e, |e| match e {
+                    ListShardsError::LimitExceededException(_) => Class::Throttled,
+                    // The listing restarts in the next round.
+                    ListShardsError::ResourceInUseException(_)
+                    | ListShardsError::ExpiredNextTokenException(_) => Class::Transient,
+                    e if throttling_code(e.code()) => Class::Throttled,
+                    _ => Class::Fatal,
+                })
+            })?;
+            shards.extend(answer.shards.unwrap_or_default().into_iter().map(|s| Shard {
+                closed: s
+                    .sequence_number_range
+                    .is_some_and(|r| r.ending_sequence_number.is_some()),
                 id: s.shard_id,
                 parent: s.parent_shard_id,
                 adjacent_parent: s.adjacent_parent_shard_id,
-                closed: s.sequence_number_range.ending_sequence_number.is_some(),
             }));
             match answer.next_token {
                 Some(t) if !t.is_empty() => token = Some(t),
@@ -225,151 +280,75 @@ impl KinesisApi {
         shard: &str,
         start: &IteratorStart,
     ) -> Result<String, ApiError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Answer {
-            shard_iterator: String,
-        }
-        let mut body = serde_json::json!({ "StreamName": self.stream_name, "ShardId": shard });
-        match start {
-            IteratorStart::TrimHorizon => body["ShardIteratorType"] = "TRIM_HORIZON".into(),
-            IteratorStart::Latest => body["ShardIteratorType"] = "LATEST".into(),
-            IteratorStart::AfterSequence(seq) => {
-                body["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER".into();
-                body["StartingSequenceNumber"] = seq.as_str().into();
-            }
-        }
-        let answer: Answer = self.call("GetShardIterator", body).await?;
-        Ok(answer.shard_iterator)
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.stream_name)
+            .shard_id(shard);
+        let request = match start {
+            IteratorStart::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            IteratorStart::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+            IteratorStart::AfterSequence(seq) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+        };
+        let answer = request.send().await.map_err(|e| {
+            ApiError::from_sdk("GetShardIterator", e, |e| match e {
+                GetShardIteratorError::ProvisionedThroughputExceededException(_) => Class::Throttled,
+                GetShardIteratorError::InternalFailureException(_) => Class::Transient,
+                e if throttling_code(e.code()) => Class::Throttled,
+                _ => Class::Fatal,
+            })
+        })?;
+        answer.shard_iterator.ok_or_else(|| ApiError {
+            operation: "GetShardIterator",
+            kind: "invalid answer".into(),
+            message: format!("no shard iterator for {shard}"),
+            class: Class::Transient,
+        })
     }
 
     /// Up to `limit` records from `iterator`.
     pub async fn get_records(&self, iterator: &str, limit: u32) -> Result<Records, ApiError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Answer {
-            records: Vec<RecordJson>,
-            next_shard_iterator: Option<String>,
-            millis_behind_latest: Option<u64>,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct RecordJson {
-            sequence_number: String,
-            data: String,
-            partition_key: String,
-            approximate_arrival_timestamp: Option<f64>,
-        }
-        let body = serde_json::json!({ "ShardIterator": iterator, "Limit": limit });
-        let answer: Answer = self.call("GetRecords", body).await?;
-        let mut records = Vec::with_capacity(answer.records.len());
+        let answer = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::from_sdk("GetRecords", e, |e| match e {
+                    GetRecordsError::ProvisionedThroughputExceededException(_)
+                    | GetRecordsError::KmsThrottlingException(_) => Class::Throttled,
+                    GetRecordsError::ExpiredIteratorException(_) => Class::ExpiredIterator,
+                    GetRecordsError::InternalFailureException(_) => Class::Transient,
+                    e if throttling_code(e.code()) => Class::Throttled,
+                    _ => Class::Fatal,
+                })
+            })?;
         let mut bytes = 0;
-        for r in answer.records {
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(r.data.as_bytes())
-                .map_err(|e| ApiError {
-                    operation: "GetRecords",
-                    kind: "invalid answer".into(),
-                    message: format!(
-                        "record {} has data that is not base64: {e}",
-                        r.sequence_number
-                    ),
-                    status: None,
-                })?;
-            bytes += data.len() as u64;
-            records.push(Record {
-                sequence: r.sequence_number,
-                data,
-                partition_key: r.partition_key,
-                arrival_ms: r
-                    .approximate_arrival_timestamp
-                    .map(|s| (s * 1000.0).round() as i64),
-            });
-        }
+        let records = answer
+            .records
+            .into_iter()
+            .map(|r| {
+                let data = r.data.into_inner();
+                bytes += data.len() as u64;
+                Record {
+                    sequence: r.sequence_number,
+                    data,
+                    partition_key: r.partition_key.unwrap_or_default(),
+                    arrival_ms: r.approximate_arrival_timestamp.and_then(|t| t.to_millis().ok()),
+                }
+            })
+            .collect();
         Ok(Records {
             records,
             next_iterator: answer.next_shard_iterator,
-            millis_behind_latest: answer.millis_behind_latest,
+            millis_behind_latest: answer
+                .millis_behind_latest
+                .map(|ms| u64::try_from(ms).unwrap_or(0)),
             bytes,
-        })
-    }
-
-    /// Calls one operation of the JSON 1.1 API, signed with SigV4.
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        operation: &'static str,
-        body: serde_json::Value,
-    ) -> Result<T, ApiError> {
-        let fail = |kind: &str, e: &dyn std::fmt::Display| ApiError {
-            operation,
-            kind: kind.to_string(),
-            message: e.to_string(),
-            status: None,
-        };
-        let body = body.to_string();
-        let credentials = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| fail("credentials", &e))?;
-        let identity: Identity = credentials.into();
-        let params = SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("kinesis")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| fail("signing", &e))?
-            .into();
-        let target = format!("Kinesis_20131202.{operation}");
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target.as_str()),
-        ];
-        let signable = SignableRequest::new(
-            "POST",
-            self.endpoint.as_str(),
-            headers.iter().copied(),
-            SignableBody::Bytes(body.as_bytes()),
-        )
-        .map_err(|e| fail("signing", &e))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| fail("signing", &e))?
-            .into_parts();
-        let mut request = self.http.post(&self.endpoint).body(body);
-        for (name, value) in headers.into_iter().chain(instructions.headers()) {
-            request = request.header(name, value);
-        }
-        let response = request.send().await.map_err(|e| fail("connection", &e))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| fail("connection", &e))?;
-        if !status.is_success() {
-            let answer: serde_json::Value =
-                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            let kind = answer["__type"].as_str().unwrap_or_default();
-            let kind = kind.rsplit('#').next().unwrap_or(kind);
-            let message = answer["message"]
-                .as_str()
-                .or(answer["Message"].as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into());
-            return Err(ApiError {
-                operation,
-                kind: if kind.is_empty() {
-                    format!("HTTP {}", status.as_u16())
-                } else {
-                    kind.to_string()
-                },
-                message,
-                status: Some(status.as_u16()),
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ApiError {
-            operation,
-            kind: "invalid answer".into(),
-            message: e.to_string(),
-            status: Some(status.as_u16()),
         })
     }
 }
