@@ -116,6 +116,8 @@ pub(crate) async fn run(
         dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
     };
     let context = Context {
+        joined: AtomicBool::new(false),
+        last_failure: Mutex::new(None),
         state: Mutex::new(State {
             settings,
             shared: Arc::new(stager),
@@ -224,6 +226,9 @@ fn consume(consumer: BaseConsumer<Context>, stop: &AtomicBool) -> Result<()> {
                 state.push(&consumer, &message);
             }
             Some(Err(error)) => {
+                if let Some(refused) = consumer.context().refused(&error) {
+                    return Err(refused);
+                }
                 tracing::warn!(%error, "kafka consumer error (librdkafka retries)");
             }
             None => {}
@@ -269,6 +274,13 @@ struct Settings {
 /// thread, inside `poll`, while the loop holds no lock.
 struct Context {
     state: Mutex<State>,
+    /// Whether the group has assigned partitions to this member once: the
+    /// brokers accepted its TLS handshake and credentials.
+    joined: AtomicBool,
+    /// The newest connection failure librdkafka logged (facility `FAIL`),
+    /// which names the cause that an error code alone does not. Apart from
+    /// `state`: librdkafka logs from inside calls made while `state` is held.
+    last_failure: Mutex<Option<String>>,
 }
 
 impl Context {
@@ -277,10 +289,49 @@ impl Context {
         // the lake would not resolve, so the state stays usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The error to stop with when `error` is an authentication or TLS
+    /// failure before the group ever assigned partitions: the credentials,
+    /// mechanism or trusted certificates are wrong, and librdkafka's retries
+    /// would repeat the failure forever while nothing is read. Later ones
+    /// (a broker restarting with a new certificate, a credential rotation
+    /// under way) are retried like any connection failure.
+    fn refused(&self, error: &KafkaError) -> Option<Error> {
+        if self.joined.load(Ordering::Relaxed) {
+            return None;
+        }
+        let problem = match error.rdkafka_error_code()? {
+            RDKafkaErrorCode::Authentication => {
+                "SASL authentication failed (check sasl.mechanism, sasl.username and the password)"
+            }
+            RDKafkaErrorCode::SSL => {
+                "the TLS handshake failed (check ssl.ca.location and that the broker's certificate names the broker's host)"
+            }
+            _ => return None,
+        };
+        let cause = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| error.to_string());
+        Some(kafka_error(
+            &format!("cannot connect to the brokers: {problem}: {cause}"),
+            error.clone(),
+        ))
+    }
 }
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "FAIL" {
+            // Without librdkafka's `[thrd:…]: ` prefix.
+            let failure = log_message
+                .split_once("]: ")
+                .map_or(log_message, |(_, m)| m);
+            *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(failure.to_string());
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -295,6 +346,9 @@ impl ClientContext for Context {
 
     /// Client-wide errors; all brokers down makes the source not ready.
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(refused) = self.refused(&error) {
+            self.lock().fatal.get_or_insert(refused);
+        }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.lock().shared.telemetry.source_answered(false);
         }
@@ -336,7 +390,10 @@ impl ConsumerContext for Context {
     ) {
         let mut state = self.lock();
         let result = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => state.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.joined.store(true, Ordering::Relaxed);
+                state.assign(consumer, tpl)
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 state.revoke(consumer, tpl, consumer.assignment_lost())
             }

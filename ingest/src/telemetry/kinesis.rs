@@ -91,9 +91,7 @@ impl KinesisMetrics {
 
     /// A call failed with a retryable `error` and is retried after a pause.
     pub(crate) fn retried(&self, _shard: &PartitionId, error: &ApiError) {
-        self.retries
-            .with_label_values(&[error.retry_label()])
-            .inc();
+        self.retries.with_label_values(&[error.retry_label()]).inc();
     }
 
     /// This worker now holds `n` shard leases.

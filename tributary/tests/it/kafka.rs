@@ -12,31 +12,51 @@ use crate::operations::{Processes, free_port, http_get, wait_for};
 use crate::{dead_letters, envelopes, python, run_ok, run_python, table_keys, tributary};
 
 /// A tansu broker serving `127.0.0.1:<port>` from `<dir>/tansu.db`.
-struct Broker {
+pub(crate) struct Broker {
     dir: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// With SASL authentication required: the address the broker
+    /// advertises to clients (a TLS terminator in front of it).
+    authenticated: Option<String>,
 }
 
 impl Broker {
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let mut broker = Self {
             dir: dir.to_path_buf(),
             port: free_port(),
             child: None,
+            authenticated: None,
         };
         broker.restart();
         broker
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Restarts the broker requiring SASL (SCRAM) from every client, and
+    /// advertising `advertised` (`host:port`) as its address. Users and
+    /// topics must exist before: the tansu CLI cannot authenticate.
+    pub(crate) fn require_authentication(&mut self, advertised: String) {
+        self.authenticated = Some(advertised);
+        self.restart();
     }
 
     /// Starts the broker (again, on the same port and data).
     fn restart(&mut self) {
         self.stop();
         let url = format!("tcp://{}", self.address());
+        let advertised = match &self.authenticated {
+            Some(address) => format!("tcp://{address}"),
+            None => url.clone(),
+        };
         let log = std::fs::File::create(self.dir.join("tansu.log")).unwrap();
         // tansu 0.6.0 joins the storage path onto the working directory, so
         // the SQLite file is named relative to it.
@@ -46,8 +66,9 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
+            .args(self.authenticated.as_ref().map(|_| "--authentication"))
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(&self.dir)
             .stdout(Stdio::null())
@@ -67,19 +88,29 @@ impl Broker {
         }
     }
 
-    fn create_topic(&self, topic: &str, partitions: u32) {
+    pub(crate) fn create_topic(&self, topic: &str, partitions: u32) {
+        self.tansu(&[
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+        ]);
+    }
+
+    /// Adds a SCRAM-SHA-512 user.
+    pub(crate) fn create_user(&self, name: &str, password: &str) {
+        self.tansu(&["user", "create", name, password, "--mechanism", "scram512"]);
+    }
+
+    /// Runs a tansu CLI command against this broker.
+    fn tansu(&self, args: &[&str]) {
         let output = Command::new(tansu())
-            .args([
-                "topic",
-                "create",
-                topic,
-                "--partitions",
-                &partitions.to_string(),
-            ])
+            .args(args)
             .args(["--broker", &format!("tcp://{}", self.address())])
             .output()
             .unwrap();
-        crate::operations::assert_succeeded(&format!("tansu topic create {topic}"), &output);
+        crate::operations::assert_succeeded(&format!("tansu {}", args.join(" ")), &output);
     }
 }
 
@@ -143,7 +174,7 @@ print(i - first + 1)
 
 /// Writes `lines` to a file in `dir` and starts the producer on it; message
 /// numbers (and keys) start at `first`.
-fn produce(
+pub(crate) fn produce(
     dir: &Path,
     broker: &Broker,
     topic: &str,
@@ -165,7 +196,7 @@ fn produce(
         .unwrap()
 }
 
-fn wait_produced(child: Child) {
+pub(crate) fn wait_produced(child: Child) {
     let output = child.wait_with_output().unwrap();
     crate::operations::assert_succeeded("the producer", &output);
 }
@@ -173,7 +204,7 @@ fn wait_produced(child: Child) {
 /// A configuration reading `topic` into the local table `table`, with a
 /// short session timeout so rebalances are quick; `ingest` holds more keys
 /// of `[ingest]`, `batch` those of `[ingest.batch]`.
-fn config(
+pub(crate) fn config(
     dir: &Path,
     broker: &Broker,
     topic: &str,
@@ -220,7 +251,7 @@ event_time_field = "messages_ts"
 }
 
 /// `[ingest.batch]` keys for batches of at most 200 messages or 300 ms.
-const SMALL_BATCHES: &str = "max_records = 200\nmax_latency_ms = 300";
+pub(crate) const SMALL_BATCHES: &str = "max_records = 200\nmax_latency_ms = 300";
 
 fn ingest(processes: &mut Processes, config: &Path) -> u32 {
     processes
@@ -238,7 +269,12 @@ fn signal(pid: u32, signal: &str) {
 
 /// Compacts until the table holds `expected.len()` keys (ingest processes
 /// may still be staging), for at most `limit`.
-fn compact_until_complete(config: &Path, table: &Path, expected: &[String], limit: Duration) {
+pub(crate) fn compact_until_complete(
+    config: &Path,
+    table: &Path,
+    expected: &[String],
+    limit: Duration,
+) {
     let config = config.to_str().unwrap();
     wait_for(limit, "every record to reach the table", || {
         run_ok(&["compact", "--config", config, "--once"]);

@@ -10,6 +10,7 @@ mod crash;
 mod faults;
 mod forget;
 mod kafka;
+mod kafka_tls;
 mod kinesis;
 mod operations;
 mod partitioning;

@@ -220,8 +220,9 @@ impl KinesisApi {
                 .build(),
         );
         if let Some(attempts) = config.max_attempts {
-            loader = loader
-                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts));
+            loader = loader.retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(attempts),
+            );
         }
         let sdk = loader.load().await;
         if sdk.region().is_none() {
@@ -259,13 +260,15 @@ impl KinesisApi {
                     _ => Class::Fatal,
                 })
             })?;
-            shards.extend(answer.shards.unwrap_or_default().into_iter().map(|s| Shard {
-                closed: s
-                    .sequence_number_range
-                    .is_some_and(|r| r.ending_sequence_number.is_some()),
-                id: s.shard_id,
-                parent: s.parent_shard_id,
-                adjacent_parent: s.adjacent_parent_shard_id,
+            shards.extend(answer.shards.unwrap_or_default().into_iter().map(|s| {
+                Shard {
+                    closed: s
+                        .sequence_number_range
+                        .is_some_and(|r| r.ending_sequence_number.is_some()),
+                    id: s.shard_id,
+                    parent: s.parent_shard_id,
+                    adjacent_parent: s.adjacent_parent_shard_id,
+                }
             }));
             match answer.next_token {
                 Some(t) if !t.is_empty() => token = Some(t),
@@ -286,7 +289,9 @@ impl KinesisApi {
             .stream_name(&self.stream_name)
             .shard_id(shard);
         let request = match start {
-            IteratorStart::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            IteratorStart::TrimHorizon => {
+                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
             IteratorStart::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
             IteratorStart::AfterSequence(seq) => request
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
@@ -294,7 +299,9 @@ impl KinesisApi {
         };
         let answer = request.send().await.map_err(|e| {
             ApiError::from_sdk("GetShardIterator", e, |e| match e {
-                GetShardIteratorError::ProvisionedThroughputExceededException(_) => Class::Throttled,
+                GetShardIteratorError::ProvisionedThroughputExceededException(_) => {
+                    Class::Throttled
+                }
                 GetShardIteratorError::InternalFailureException(_) => Class::Transient,
                 e if throttling_code(e.code()) => Class::Throttled,
                 _ => Class::Fatal,
@@ -338,7 +345,9 @@ impl KinesisApi {
                     sequence: r.sequence_number,
                     data,
                     partition_key: r.partition_key.unwrap_or_default(),
-                    arrival_ms: r.approximate_arrival_timestamp.and_then(|t| t.to_millis().ok()),
+                    arrival_ms: r
+                        .approximate_arrival_timestamp
+                        .and_then(|t| t.to_millis().ok()),
                 }
             })
             .collect();
