@@ -215,6 +215,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
         }),
         compact,
         service: Default::default(),
+        events: Default::default(),
     };
     config.validate()?;
     config.complete();

@@ -44,6 +44,9 @@ pub enum Error {
     /// An erasure request cannot be carried out as asked.
     #[error("forget: {0}")]
     Forget(String),
+    /// Event delivery's own state is unreadable.
+    #[error("events: {0}")]
+    Events(String),
     /// A `tributary forget` request was recorded while the round ran; the
     /// round committed nothing and is repeated with the request applied.
     #[error("an erasure request arrived during this round")]

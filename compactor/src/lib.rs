@@ -12,11 +12,13 @@
 //! evolving the table, the commit) and the [`partition`]ing, writes files
 //! through [`files`], and returns a `Serialize` report; none calls
 //! another's internals.
+//! Every commit is announced to downstream pipelines by [`events`].
 //! [`telemetry`] defines every metric the compactor exports.
 #![deny(missing_docs)]
 
 pub mod compact;
 mod error;
+pub mod events;
 pub mod files;
 pub mod forget;
 pub mod optimize;

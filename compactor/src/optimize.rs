@@ -31,10 +31,11 @@ use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 
 use crate::error::{Error, Result};
+use crate::events::Operation;
 use crate::files::{TableFile, TableWriter};
 use crate::partition::{TablePartition, table_partition_columns};
 use crate::rewrite::PartitionLeases;
-use crate::table::{commit, delta_error};
+use crate::table::{Change, commit, delta_error};
 
 /// What optimize did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -256,7 +257,13 @@ async fn merge_bin(
         predicate: Some(partition.predicate()),
         target_size: config.target_file_bytes as i64,
     };
-    commit(config, lake, table, leases, actions, Vec::new(), operation).await?;
+    let change = Change {
+        actions,
+        transactions: Vec::new(),
+        operation,
+        event: Operation::Optimize,
+    };
+    commit(config, lake, table, leases, change).await?;
     report.commits += 1;
     report.rows += merged.rows;
     report.files_added += merged.files_added;

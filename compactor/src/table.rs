@@ -16,6 +16,7 @@ use tributary_lake::columns::{arrow_type, table_columns};
 use tributary_lake::rowfile::ColumnType;
 
 use crate::error::{Error, Result};
+use crate::events::{self, Operation};
 use crate::files::{added_paths, discard_unreferenced};
 use crate::rewrite::PartitionLeases;
 
@@ -50,8 +51,21 @@ pub(crate) struct Committed {
     pub table_bytes: u64,
 }
 
-/// Commits `actions` and `transactions` (watermarks) as `operation` on the
-/// snapshot `table` holds, if every lease in `leases` can be renewed; then
+/// What one commit writes.
+pub(crate) struct Change {
+    /// Files added and removed.
+    pub actions: Vec<Action>,
+    /// Watermarks set.
+    pub transactions: Vec<Transaction>,
+    /// The Delta operation `commitInfo` records.
+    pub operation: DeltaOperation,
+    /// What the commit's data availability event reports (see
+    /// [`crate::events`]).
+    pub event: Operation,
+}
+
+/// Commits `change` on the snapshot `table` holds, with its event's summary
+/// in `commitInfo`, if every lease in `leases` can be renewed; then
 /// writes a checkpoint every `checkpoint_interval` versions and removes
 /// expired log entries. When the commit fails, the files its `add` actions
 /// name are deleted unless the table references them.
@@ -60,10 +74,14 @@ pub(crate) async fn commit(
     lake: &Lake,
     table: &DeltaTable,
     leases: &mut PartitionLeases,
-    actions: Vec<Action>,
-    transactions: Vec<Transaction>,
-    operation: DeltaOperation,
+    change: Change,
 ) -> Result<Committed> {
+    let Change {
+        actions,
+        transactions,
+        operation,
+        event,
+    } = change;
     let added = added_paths(&actions);
     let started = std::time::Instant::now();
     let finalized = async {
@@ -75,8 +93,10 @@ pub(crate) async fn commit(
         let snapshot = table
             .snapshot()
             .map_err(|e| delta_error(lake, "commit", e))?;
+        let summary = events::summarize(&event, &actions, snapshot);
         CommitBuilder::from(
             CommitProperties::default()
+                .with_metadata([(events::SUMMARY_KEY.to_string(), summary)])
                 .with_application_transactions(transactions)
                 .with_create_checkpoint(false)
                 .with_cleanup_expired_logs(Some(false)),
@@ -109,8 +129,9 @@ pub(crate) async fn commit(
 }
 
 /// Writes a checkpoint at `version` and removes log entries older than
-/// `log_retention_ms` that the checkpoint makes unnecessary. Returns how many
-/// it removed.
+/// `log_retention_ms` that the checkpoint makes unnecessary, after spooling
+/// the events of those an event sink has not passed. Returns how many it
+/// removed.
 pub async fn maintain_log(
     config: &CompactConfig,
     lake: &Lake,
@@ -127,6 +148,8 @@ pub async fn maintain_log(
         .await
         .map_err(|e| delta_error(lake, "checkpoint", e))?;
     let cutoff = chrono::Utc::now().timestamp_millis() - config.log_retention_ms as i64;
+    // What an event sink has yet to be told of outlives its log entries.
+    events::spool_before(lake, version).await?;
     let removed =
         deltalake::checkpoints::cleanup_expired_logs_for(version, log_store, cutoff, None)
             .await

@@ -32,8 +32,15 @@
 //! | `tributary_compactor_optimize_added_files_total` | counter | files written in their place |
 //! | `tributary_compactor_vacuumed_files_total` | counter | removed and orphaned data files deleted by the upkeep's vacuum |
 //! | `tributary_compactor_upkeep_failures_total` | counter | upkeep runs (optimize, vacuum) that failed; tried again later, compaction goes on |
+//! | `tributary_compactor_events_delivered_total` | counter | data availability events delivered, by `kind` and `sink` |
+//! | `tributary_compactor_event_delivery_failures_total` | counter | failed delivery attempts, by `sink` (retried with backoff) |
+//! | `tributary_compactor_events_pending` | gauge | Delta log entries a sink has not passed yet, by `sink` (0 when it is caught up) |
+//! | `tributary_compactor_events_oldest_pending_age_seconds` | gauge | age of the oldest commit a sink has not been told of, by `sink` (0 when none) |
+//! | `tributary_compactor_events_lost_total` | counter | log entries removed by another tool before a sink was told of them, by `sink` |
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::compact::CompactionMetrics;
 use crate::error::Error;
@@ -70,6 +77,11 @@ pub struct CompactorTelemetry {
     optimize_added_files: IntCounter,
     vacuumed_files: IntCounter,
     upkeep_failures: IntCounter,
+    events_delivered: IntCounterVec,
+    event_delivery_failures: IntCounterVec,
+    events_pending: IntGaugeVec,
+    events_oldest_pending_age: IntGaugeVec,
+    events_lost: IntCounterVec,
 }
 
 /// Buckets of the commit duration histogram, in seconds: a local commit takes
@@ -91,6 +103,17 @@ impl CompactorTelemetry {
         };
         let gauge = |n: &str, help: &str| -> prometheus::Result<IntGauge> {
             let g = IntGauge::new(name(n), help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counters =
+            |n: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name(n), help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauges = |n: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name(n), help), &["sink"])?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
@@ -182,7 +205,70 @@ impl CompactorTelemetry {
                 "upkeep_failures_total",
                 "Upkeep runs (optimize, vacuum) that failed.",
             )?,
+            events_delivered: counters(
+                "events_delivered_total",
+                "Data availability events delivered.",
+                &["kind", "sink"],
+            )?,
+            event_delivery_failures: counters(
+                "event_delivery_failures_total",
+                "Failed event delivery attempts (retried with backoff).",
+                &["sink"],
+            )?,
+            events_pending: gauges(
+                "events_pending",
+                "Delta log entries a sink has not passed yet.",
+            )?,
+            events_oldest_pending_age: gauges(
+                "events_oldest_pending_age_seconds",
+                "Age of the oldest commit a sink has not been told of.",
+            )?,
+            events_lost: counters(
+                "events_lost_total",
+                "Log entries removed by another tool before a sink was told of them.",
+                &["sink"],
+            )?,
         })
+    }
+
+    /// Records an event of `kind` delivered to `sink`.
+    pub fn event_delivered(&self, sink: &str, kind: &str) {
+        self.events_delivered.with_label_values(&[kind, sink]).inc();
+    }
+
+    /// Records a failed delivery to `sink`: `pending` log entries wait, the
+    /// oldest committed `oldest_age_s` seconds ago.
+    pub fn event_delivery_failed(&self, sink: &str, error: &str, pending: u64, oldest_age_s: i64) {
+        self.event_delivery_failures
+            .with_label_values(&[sink])
+            .inc();
+        self.events_waiting(sink, pending, oldest_age_s);
+        tracing::warn!(
+            sink,
+            error,
+            pending,
+            "event delivery failed; retrying with backoff"
+        );
+    }
+
+    /// Sets `sink`'s backlog gauges (0 and 0 when it is caught up).
+    pub fn events_waiting(&self, sink: &str, pending: u64, oldest_age_s: i64) {
+        self.events_pending
+            .with_label_values(&[sink])
+            .set(gauge_value(pending));
+        self.events_oldest_pending_age
+            .with_label_values(&[sink])
+            .set(oldest_age_s.max(0));
+    }
+
+    /// Records `lost` log entries removed before `sink` was told of them.
+    pub fn events_lost(&self, sink: &str, lost: u64) {
+        self.events_lost.with_label_values(&[sink]).inc_by(lost);
+        tracing::error!(
+            sink,
+            lost,
+            "Delta log entries were removed before this sink was told of them"
+        );
     }
 
     /// Records a finished round.

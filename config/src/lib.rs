@@ -34,6 +34,7 @@
 
 mod compact;
 mod error;
+mod events;
 mod ingest;
 mod kafka;
 mod kinesis;
@@ -44,6 +45,7 @@ mod service;
 
 pub use compact::CompactConfig;
 pub use error::{ConfigError, Result};
+pub use events::{EventStart, EventsConfig, SinkConfig, WebhookConfig};
 pub use ingest::{
     BatchConfig, ColumnTypeName, FileFormat, FilesSourceConfig, FlattenConfig, GlueRegistryConfig,
     IngestConfig, RESERVED_COLUMNS, RegistryClientConfig, RowFileCompression,
@@ -75,6 +77,9 @@ pub struct Config {
     /// How long-running processes serve metrics and health, and shut down.
     #[serde(default)]
     pub service: ServiceConfig,
+    /// Data availability events that `tributary compact` delivers.
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 impl Config {
@@ -96,6 +101,7 @@ impl Config {
             ingest.validate()?;
         }
         self.compact.validate()?;
+        self.events.validate()?;
         self.service.validate()
     }
 

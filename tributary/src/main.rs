@@ -139,6 +139,12 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Inspect data availability events (`[events]`, delivered by the
+    /// long-running `tributary compact`).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Generate sample logs, ingest and compact them on this machine, and
     /// print a summary.
     Quickstart {
@@ -148,6 +154,26 @@ enum Command {
         /// Number of log records (rows) to generate.
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print, as JSON, the events of the table's newest commits and, for
+    /// each configured sink, the next version it will be told of and how
+    /// many versions it has yet to pass; each event names the sinks it is
+    /// still pending for.
+    List {
+        /// The TOML configuration file (see config/README.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// List from this table version on (default: the newest `--limit`
+        /// versions).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Most events listed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -246,6 +272,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     tributary_compactor::compact_until_empty(&config.compact, &lake).await?;
                 return print_json(&metrics);
             }
+            let dispatcher =
+                tributary_compactor::events::dispatch::Dispatcher::new(&config.events)?;
             let registry = Registry::new();
             let telemetry = tributary_compactor::CompactorTelemetry::register(&registry)?;
             let shutdown = shutdown_signal();
@@ -257,9 +285,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 shutdown.clone(),
             )
             .await?;
+            // Event delivery runs beside compaction: a sink that is down
+            // never holds a round back.
             let work = async {
-                tributary_compactor::run(&config.compact, &lake, shutdown.clone(), &telemetry)
-                    .await;
+                tokio::join!(
+                    tributary_compactor::run(&config.compact, &lake, shutdown.clone(), &telemetry),
+                    dispatcher.run(&lake, &telemetry, shutdown.clone()),
+                );
                 Ok::<_, anyhow::Error>(())
             };
             drain_within(&config, shutdown.clone(), work).await?;
@@ -339,6 +371,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let config = tributary_config::RegistryFile::load(&config)?;
             registry::serve(&config, shutdown_signal()).await
+        }
+        Command::Events {
+            command:
+                EventsCommand::List {
+                    config,
+                    since,
+                    limit,
+                },
+        } => {
+            let config = Config::load(&config)?;
+            let lake = Lake::open(&config.lake)?;
+            let listing =
+                tributary_compactor::events::list(&lake, &config.events.sinks, since, limit)
+                    .await?;
+            print_json(&listing)
         }
         Command::Quickstart { dir, records } => quickstart::run(&dir, records).await,
     }

@@ -97,6 +97,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         }),
         compact: Default::default(),
         service: Default::default(),
+        events: Default::default(),
     };
     config.validate()?;
     config.complete();

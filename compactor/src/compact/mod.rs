@@ -31,13 +31,15 @@ use tributary_lake::rowfile::{Codec, ColumnType, RowFile};
 use tributary_lake::{Lake, PartitionId};
 
 use crate::error::{Error, Result};
+use crate::events::Operation;
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
 use crate::forget::requests::unfinished_requests;
 use crate::partition::{check_cardinality, partition_columns};
 use crate::rewrite::{self, Erase, PartitionLeases};
 use crate::share::Share;
 use crate::table::{
-    KEY_COLUMN, add_new_columns, commit, create_table, delta_error, system_columns, table_size,
+    Change, KEY_COLUMN, add_new_columns, commit, create_table, delta_error, system_columns,
+    table_size,
 };
 use rows::{Target, convert_file, merge_rows};
 
@@ -432,16 +434,13 @@ pub async fn compact_round(
         discard_unreferenced(lake, &added_paths(&actions)).await;
         return Err(Error::ErasureArrived);
     }
-    let committed = commit(
-        config,
-        lake,
-        &table,
-        &mut leases,
+    let change = Change {
         actions,
         transactions,
         operation,
-    )
-    .await;
+        event: Operation::Compaction,
+    };
+    let committed = commit(config, lake, &table, &mut leases, change).await;
     leases.release(lake).await;
     let committed = committed?;
     metrics.commits = 1;

@@ -50,9 +50,10 @@ use requests::{finish_request, read_object, record_request, report_path, save_re
 use verify::{delete_unreferenced_matches, verify};
 
 use crate::error::{Error, Result};
+use crate::events::Operation;
 use crate::files::matching_rows;
 use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
-use crate::table::{KEY_COLUMN, commit, delta_error, maintain_log};
+use crate::table::{Change, KEY_COLUMN, commit, delta_error, maintain_log};
 
 /// What to erase.
 #[derive(Debug, Clone, Default)]
@@ -374,16 +375,15 @@ async fn erase_from_table(
         let operation = DeltaOperation::Delete {
             predicate: Some(format!("forget request {}", options.request_id)),
         };
-        let committed = commit(
-            config,
-            lake,
-            &table,
-            &mut leases,
+        let change = Change {
             actions,
-            Vec::new(),
+            transactions: Vec::new(),
             operation,
-        )
-        .await;
+            event: Operation::Forget {
+                request_id: options.request_id.clone(),
+            },
+        };
+        let committed = commit(config, lake, &table, &mut leases, change).await;
         leases.release(lake).await;
         match committed {
             Ok(_) => return Ok(()),

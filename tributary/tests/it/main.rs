@@ -7,6 +7,7 @@
 mod bad_input;
 mod compaction;
 mod crash;
+mod events;
 mod faults;
 mod forget;
 mod kafka;

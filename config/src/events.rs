@@ -1,0 +1,150 @@
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use crate::error::{Result, invalid};
+
+/// `[events]`: data availability events, delivered by the long-running
+/// `tributary compact` to each sink in `[[events.sinks]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// How often each sink looks for new commits once it has delivered
+    /// everything, in milliseconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Longest pause between delivery attempts to a sink that fails, in
+    /// milliseconds; pauses start at one second and double.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Where events go. None: no events are delivered.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// One `[[events.sinks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// The sink's name: its delivery cursor (`_tributary/events/<name>/`)
+    /// and the `sink` label of its metrics. Letters, digits, `-` and `_`.
+    pub name: String,
+    /// Where a sink without a cursor starts: `latest` (default; after the
+    /// table's newest version, or at its first when there is no table yet)
+    /// or `earliest` (the oldest commit the Delta log still holds).
+    #[serde(default)]
+    pub start: EventStart,
+    /// An HTTP endpoint (the only kind of sink so far).
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Where a new sink starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStart {
+    /// After the table's newest version.
+    #[default]
+    Latest,
+    /// The oldest commit the Delta log holds.
+    Earliest,
+}
+
+/// `[events.sinks.webhook]`: an HTTP endpoint that receives each event as a
+/// JSON `POST`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The endpoint, `http://` or `https://`.
+    pub url: String,
+    /// Environment variable holding a shared secret: each request then
+    /// carries `X-Tributary-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    pub secret_env: Option<String>,
+    /// Timeout of one request, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: default_poll_interval_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+fn default_poll_interval_ms() -> u64 {
+    1_000
+}
+
+fn default_max_backoff_ms() -> u64 {
+    60_000
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+impl EventsConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.poll_interval_ms < 100 {
+            return Err(invalid(
+                "events.poll_interval_ms",
+                self.poll_interval_ms,
+                "must be at least 100",
+            ));
+        }
+        if self.max_backoff_ms < 1_000 {
+            return Err(invalid(
+                "events.max_backoff_ms",
+                self.max_backoff_ms,
+                "must be at least 1000",
+            ));
+        }
+        let mut names = HashSet::new();
+        for sink in &self.sinks {
+            let name_ok = !sink.name.is_empty()
+                && sink
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+            if !name_ok {
+                return Err(invalid(
+                    "events.sinks.name",
+                    &sink.name,
+                    "letters, digits, '-' and '_' only",
+                ));
+            }
+            if !names.insert(sink.name.as_str()) {
+                return Err(invalid(
+                    "events.sinks.name",
+                    &sink.name,
+                    "two sinks have this name",
+                ));
+            }
+            let Some(webhook) = &sink.webhook else {
+                return Err(invalid(
+                    "events.sinks",
+                    &sink.name,
+                    "the sink needs a [events.sinks.webhook] table",
+                ));
+            };
+            if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
+                return Err(invalid(
+                    "events.sinks.webhook.url",
+                    &webhook.url,
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if webhook.timeout_ms == 0 {
+                return Err(invalid(
+                    "events.sinks.webhook.timeout_ms",
+                    0,
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! Data availability events: a long-running compactor on S3 (moto) tells a
+//! webhook (a Python HTTP server that checks each request's signature with
+//! its own HMAC) of every commit that changed data, in order, each once; a
+//! webhook that refuses every request for a while neither stops compaction
+//! nor loses an event.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::operations::{Processes, free_port, http_get, sample, wait_for};
+use crate::{S3_STORAGE_OPTIONS, envelopes, python, run_python, s3, tributary, write_config};
+
+const SECRET: &str = "webhook-shared-secret";
+const SECRET_VARIABLE: &str = "TRIBUTARY_TEST_WEBHOOK_SECRET";
+
+/// Serves `127.0.0.1:<argv[1]>`: each POST is appended to the file argv[2]
+/// as one JSON line (`status` answered, `idempotency_key`, whether the
+/// signature is valid under argv[3], and the body), answered 503 while the
+/// file argv[4] exists and 200 otherwise.
+const WEBHOOK: &str = r#"
+import hashlib, hmac, http.server, json, os, sys
+port, log, secret, refuse = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode(), sys.argv[4]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        status = 503 if os.path.exists(refuse) else 200
+        with open(log, "a") as f:
+            f.write(json.dumps({
+                "status": status,
+                "idempotency_key": self.headers.get("Idempotency-Key"),
+                "signature_valid": hmac.compare_digest(expected, self.headers.get("X-Tributary-Signature", "")),
+                "event": json.loads(body),
+            }) + "\n")
+        self.send_response(status)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+/// Prints the versions of the table's commits that added or removed files,
+/// read with Python `deltalake`'s history.
+const DATA_VERSIONS: &str = r#"
+import sys, deltalake
+t = deltalake.DeltaTable(sys.argv[1], storage_options=storage_options(sys.argv[1]))
+for commit in t.history():
+    if commit["operation"] in ("WRITE", "DELETE", "OPTIMIZE"):
+        print(commit["version"])
+"#;
+
+/// Every request the webhook received.
+fn requests(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn data_versions(table: &Path) -> Vec<u64> {
+    let mut versions: Vec<u64> = run_python(
+        &format!("{S3_STORAGE_OPTIONS}\n{DATA_VERSIONS}"),
+        &[table.to_str().unwrap()],
+    )
+    .lines()
+    .map(|l| l.parse().unwrap())
+    .collect();
+    versions.sort_unstable();
+    versions
+}
+
+#[test]
+fn every_data_commit_reaches_the_webhook_once_even_after_it_refused_for_a_while() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let table = s3::new_table("events");
+    let hook_port = free_port();
+    let config = write_config(
+        dir.path(),
+        &input,
+        &table,
+        &format!(
+            "[compact]\ninterval_ms = 100\noptimize_min_files = 3\n\n\
+             [events]\npoll_interval_ms = 100\nmax_backoff_ms = 1000\n\n\
+             [[events.sinks]]\nname = \"pipelines\"\n\
+             [events.sinks.webhook]\nurl = \"http://127.0.0.1:{hook_port}/events\"\n\
+             secret_env = \"{SECRET_VARIABLE}\"\n"
+        ),
+    );
+    let config = config.to_str().unwrap();
+    let log = dir.path().join("webhook.jsonl");
+    let refuse = dir.path().join("refuse");
+    std::fs::write(&refuse, "").unwrap();
+
+    let mut processes = Processes::default();
+    processes.spawn(
+        Command::new(python())
+            .arg("-c")
+            .arg(WEBHOOK)
+            .arg(hook_port.to_string())
+            .arg(&log)
+            .arg(SECRET)
+            .arg(&refuse),
+    );
+    let compactor_port = free_port();
+    processes.spawn(
+        tributary()
+            .args(["compact", "--config", config])
+            .env(SECRET_VARIABLE, SECRET)
+            .env(
+                "TRIBUTARY_SERVICE__LISTEN_ADDR",
+                format!("127.0.0.1:{compactor_port}"),
+            ),
+    );
+    let metric = |name: &str| {
+        let (_, body) = http_get(compactor_port, "/metrics")?;
+        sample(&body, name)
+    };
+
+    // While the webhook refuses, files keep arriving and compaction goes on.
+    let mut ids = Vec::new();
+    for wave in 0..4u64 {
+        let (lines, wave_ids) = envelopes(wave * 100, 100);
+        std::fs::write(
+            input.join(format!("{wave}.ndjson")),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+        ids.extend(wave_ids);
+        run_ok_env(&["ingest", "--config", config, "--once"]);
+        let rows = ids.len() as f64;
+        wait_for(
+            Duration::from_secs(60),
+            "the wave's rows in the table",
+            || (metric("tributary_compactor_compacted_rows_total")? >= rows).then_some(()),
+        );
+    }
+    let pending = wait_for(Duration::from_secs(30), "a pending event", || {
+        let pending = metric(r#"tributary_compactor_events_pending{sink="pipelines"}"#)?;
+        (pending >= 1.0).then_some(pending)
+    });
+    assert!(pending >= 1.0);
+    assert!(
+        metric(r#"tributary_compactor_event_delivery_failures_total{sink="pipelines"}"#)
+            .unwrap_or(0.0)
+            >= 2.0,
+        "the refused deliveries were retried"
+    );
+    let refused = requests(&log);
+    assert!(!refused.is_empty() && refused.iter().all(|r| r["status"] == 503));
+
+    // Back up: everything is delivered, in order, once.
+    std::fs::remove_file(&refuse).unwrap();
+    wait_for(Duration::from_secs(60), "the sink to catch up", || {
+        (metric(r#"tributary_compactor_events_pending{sink="pipelines"}"#)? == 0.0).then_some(())
+    });
+    let expected = data_versions(&table);
+    assert!(
+        expected.len() >= 4,
+        "one commit per wave at least: {expected:?}"
+    );
+    let delivered: Vec<serde_json::Value> = requests(&log)
+        .into_iter()
+        .filter(|r| r["status"] == 200)
+        .collect();
+    let versions: Vec<u64> = delivered
+        .iter()
+        .map(|r| r["event"]["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, expected, "each data commit once, in order");
+    let mut compacted_rows = 0;
+    for request in &delivered {
+        let event = &request["event"];
+        assert_eq!(request["signature_valid"], true, "{request}");
+        assert_eq!(request["idempotency_key"], event["id"]);
+        assert_eq!(event["kind"], "commit");
+        assert_eq!(
+            event["id"].as_str().unwrap(),
+            format!("{}@{}", table.display(), event["version"])
+        );
+        let operation = event["operation"].as_str().unwrap();
+        assert!(["compaction", "optimize"].contains(&operation), "{event}");
+        let added: u64 = event["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["rows_added"].as_u64().unwrap())
+            .sum();
+        if operation == "compaction" {
+            compacted_rows += added;
+            assert!(
+                !event["watermarks"].as_object().unwrap().is_empty(),
+                "a compaction sets watermarks: {event}"
+            );
+        } else {
+            let removed: u64 = event["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["rows_removed"].as_u64().unwrap())
+                .sum();
+            assert_eq!(added, removed, "optimize keeps the rows: {event}");
+        }
+    }
+    assert_eq!(compacted_rows, ids.len() as u64);
+    assert_eq!(
+        metric(r#"tributary_compactor_events_delivered_total{kind="commit",sink="pipelines"}"#),
+        Some(expected.len() as f64)
+    );
+
+    // `events list` agrees: nothing pending, the cursor past the newest version.
+    let listing: serde_json::Value =
+        serde_json::from_slice(&run_ok_env(&["events", "list", "--config", config]).stdout)
+            .unwrap();
+    let latest = listing["latest_version"].as_u64().unwrap();
+    assert_eq!(listing["sinks"][0]["next_version"], latest + 1);
+    let listed: Vec<u64> = listing["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["pending_for"], serde_json::json!([]));
+            e["version"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(listed, expected);
+}
+
+/// Runs tributary with the webhook secret set; fails unless it exits 0.
+fn run_ok_env(args: &[&str]) -> std::process::Output {
+    let output = tributary()
+        .args(args)
+        .env(SECRET_VARIABLE, SECRET)
+        .output()
+        .unwrap();
+    crate::operations::assert_succeeded(&format!("tributary {}", args.join(" ")), &output);
+    output
+}
