@@ -176,6 +176,11 @@ fn log_entry(version: u64) -> Path {
     Path::from(format!("_delta_log/{version:020}.json"))
 }
 
+/// The table's URI as events name it (no trailing `/`).
+fn table_uri(lake: &Lake) -> &str {
+    lake.table_url().as_str().trim_end_matches('/')
+}
+
 /// The spooled event of `version` (`null` for an entry without one).
 fn spooled(version: u64) -> Path {
     Path::from(format!("{TRIBUTARY_DIR}/events/spool/{version:020}.json"))
@@ -199,11 +204,7 @@ async fn get_optional(lake: &Lake, path: &Path) -> Result<Option<bytes::Bytes>> 
 /// entry adds and removes no files (a schema change, vacuum's bookkeeping).
 pub(crate) async fn read_event(lake: &Lake, version: u64) -> Result<Option<Option<Event>>> {
     if let Some(entry) = get_optional(lake, &log_entry(version)).await? {
-        return Ok(Some(event_of_entry(
-            lake.table_url().as_str(),
-            version,
-            &entry,
-        )));
+        return Ok(Some(event_of_entry(table_uri(lake), version, &entry)));
     }
     let path = spooled(version);
     match get_optional(lake, &path).await? {
@@ -240,7 +241,7 @@ pub async fn spool_before(lake: &Lake, version: u64) -> Result<()> {
         let Some(entry) = get_optional(lake, &log_entry(v)).await? else {
             continue;
         };
-        let event = event_of_entry(lake.table_url().as_str(), v, &entry);
+        let event = event_of_entry(table_uri(lake), v, &entry);
         let path = spooled(v);
         let body = serde_json::to_vec(&event).unwrap_or_default();
         lake.store()
@@ -462,7 +463,7 @@ pub async fn list(
         }
     }
     Ok(Listing {
-        table: lake.table_url().to_string(),
+        table: table_uri(lake).to_string(),
         latest_version: latest,
         sinks: positions,
         events,
