@@ -1,4 +1,4 @@
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
@@ -34,8 +34,10 @@ pub struct SinkConfig {
     /// or `earliest` (the oldest commit the Delta log still holds).
     #[serde(default)]
     pub start: EventStart,
-    /// An HTTP endpoint (the only kind of sink so far).
+    /// An HTTP endpoint. Exactly one of `webhook` and `kafka` is set.
     pub webhook: Option<WebhookConfig>,
+    /// A Kafka topic.
+    pub kafka: Option<KafkaSinkConfig>,
 }
 
 /// Where a new sink starts.
@@ -72,6 +74,33 @@ impl Default for EventsConfig {
             sinks: Vec::new(),
         }
     }
+}
+
+/// `[events.sinks.kafka]`: a Kafka topic receiving each event as one
+/// message (key: the event's `id`; value: its JSON).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic.
+    pub topic: String,
+    /// librdkafka producer options (TLS, SASL, …), as in
+    /// `[ingest.kafka.options]`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// librdkafka options whose values are read from environment variables
+    /// (option → variable), for secrets.
+    #[serde(default)]
+    pub options_env: BTreeMap<String, String>,
+    /// How long one event may take to be acknowledged by the brokers, in
+    /// milliseconds (librdkafka's `message.timeout.ms`).
+    #[serde(default = "default_kafka_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_kafka_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_poll_interval_ms() -> u64 {
@@ -123,27 +152,64 @@ impl EventsConfig {
                     "two sinks have this name",
                 ));
             }
-            let Some(webhook) = &sink.webhook else {
-                return Err(invalid(
-                    "events.sinks",
-                    &sink.name,
-                    "the sink needs a [events.sinks.webhook] table",
-                ));
-            };
-            if !(webhook.url.starts_with("http://") || webhook.url.starts_with("https://")) {
-                return Err(invalid(
-                    "events.sinks.webhook.url",
-                    &webhook.url,
-                    "must be an http:// or https:// URL",
-                ));
+            match (&sink.webhook, &sink.kafka) {
+                (Some(webhook), None) => webhook.validate()?,
+                (None, Some(kafka)) => kafka.validate()?,
+                _ => {
+                    return Err(invalid(
+                        "events.sinks",
+                        &sink.name,
+                        "a sink needs exactly one of [events.sinks.webhook] and [events.sinks.kafka]",
+                    ));
+                }
             }
-            if webhook.timeout_ms == 0 {
-                return Err(invalid(
-                    "events.sinks.webhook.timeout_ms",
-                    0,
-                    "must be at least 1",
-                ));
-            }
+        }
+        Ok(())
+    }
+}
+
+impl WebhookConfig {
+    fn validate(&self) -> Result<()> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(invalid(
+                "events.sinks.webhook.url",
+                &self.url,
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(invalid(
+                "events.sinks.webhook.timeout_ms",
+                0,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl KafkaSinkConfig {
+    fn validate(&self) -> Result<()> {
+        if self.brokers.trim().is_empty() {
+            return Err(invalid(
+                "events.sinks.kafka.brokers",
+                &self.brokers,
+                "name at least one broker",
+            ));
+        }
+        if self.topic.is_empty() {
+            return Err(invalid(
+                "events.sinks.kafka.topic",
+                &self.topic,
+                "must not be empty",
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(invalid(
+                "events.sinks.kafka.timeout_ms",
+                0,
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -125,7 +125,29 @@ impl KafkaSourceConfig {
     }
 }
 
-fn valid_topic(topic: &str) -> bool {
+/// `options` with the options of `options_env` (option → environment
+/// variable) read from the environment; an unset variable is an error naming
+/// `<section>.options_env.<option>`.
+pub fn librdkafka_options(
+    section: &str,
+    options: &BTreeMap<String, String>,
+    options_env: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    let mut all = options.clone();
+    for (key, variable) in options_env {
+        let value = std::env::var(variable).map_err(|_| {
+            invalid(
+                &format!("{section}.options_env.{key}"),
+                variable,
+                format!("environment variable `{variable}` is not set"),
+            )
+        })?;
+        all.insert(key.clone(), value);
+    }
+    Ok(all)
+}
+
+pub(crate) fn valid_topic(topic: &str) -> bool {
     !topic.is_empty()
         && topic.len() <= 249
         && topic != "."

@@ -45,13 +45,13 @@ mod service;
 
 pub use compact::CompactConfig;
 pub use error::{ConfigError, Result};
-pub use events::{EventStart, EventsConfig, SinkConfig, WebhookConfig};
+pub use events::{EventStart, EventsConfig, KafkaSinkConfig, SinkConfig, WebhookConfig};
 pub use ingest::{
     BatchConfig, ColumnTypeName, FileFormat, FilesSourceConfig, FlattenConfig, GlueRegistryConfig,
     IngestConfig, RESERVED_COLUMNS, RegistryClientConfig, RowFileCompression,
     SOURCE_COLUMN_PREFIXES, Source, is_reserved_column,
 };
-pub use kafka::{KAFKA_RESERVED_OPTIONS, KafkaSourceConfig, StartPosition};
+pub use kafka::{KAFKA_RESERVED_OPTIONS, KafkaSourceConfig, StartPosition, librdkafka_options};
 pub use kinesis::{KinesisSourceConfig, KinesisStart};
 pub use lake::{HOUR_COLUMN, LakeConfig, S3Config};
 pub use load::ENV_PREFIX;

@@ -1,9 +1,12 @@
-//! Where events go: an HTTP webhook receiving each event as a JSON `POST`.
+//! Where events go: an HTTP webhook receiving each event as a JSON `POST`,
+//! or a Kafka topic receiving it as a message keyed by its id.
 
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
-use tributary_config::SinkConfig;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tributary_config::{KafkaSinkConfig, SinkConfig, WebhookConfig, librdkafka_options};
 
 use super::Event;
 
@@ -15,26 +18,49 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const SIGNATURE_HEADER: &str = "X-Tributary-Signature";
 
 /// A configured sink, ready to deliver.
-pub(crate) struct Sink {
-    http: reqwest::Client,
-    url: String,
-    secret: Option<Vec<u8>>,
+pub(crate) enum Sink {
+    Webhook(Webhook),
+    Kafka(Kafka),
 }
 
 impl Sink {
     /// The sink `config` describes; an error names what is missing.
     pub(crate) fn new(config: &SinkConfig) -> Result<Self, String> {
-        let webhook = config
-            .webhook
-            .as_ref()
-            .ok_or_else(|| format!("sink {} has no [events.sinks.webhook]", config.name))?;
+        match (&config.webhook, &config.kafka) {
+            (Some(webhook), _) => Webhook::new(&config.name, webhook).map(Self::Webhook),
+            (None, Some(kafka)) => Kafka::new(&config.name, kafka).map(Self::Kafka),
+            (None, None) => Err(format!(
+                "sink {} has no webhook or kafka table",
+                config.name
+            )),
+        }
+    }
+
+    /// Delivers `event`: `Ok` once the sink acknowledged it.
+    pub(crate) async fn deliver(&self, event: &Event) -> Result<(), String> {
+        let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        match self {
+            Self::Webhook(webhook) => webhook.deliver(event, body).await,
+            Self::Kafka(kafka) => kafka.deliver(event, body).await,
+        }
+    }
+}
+
+/// An HTTP endpoint.
+pub(crate) struct Webhook {
+    http: reqwest::Client,
+    url: String,
+    secret: Option<Vec<u8>>,
+}
+
+impl Webhook {
+    fn new(name: &str, webhook: &WebhookConfig) -> Result<Self, String> {
         let secret = match &webhook.secret_env {
             Some(variable) => Some(
                 std::env::var(variable)
                     .map_err(|_| {
                         format!(
-                            "events.sinks.webhook.secret_env of sink {}: environment variable `{variable}` is not set",
-                            config.name
+                            "events.sinks.webhook.secret_env of sink {name}: environment variable `{variable}` is not set"
                         )
                     })?
                     .into_bytes(),
@@ -46,7 +72,7 @@ impl Sink {
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
-            .map_err(|e| format!("cannot build an HTTP client for sink {}: {e}", config.name))?;
+            .map_err(|e| format!("cannot build an HTTP client for sink {name}: {e}"))?;
         Ok(Self {
             http,
             url: webhook.url.clone(),
@@ -54,9 +80,8 @@ impl Sink {
         })
     }
 
-    /// Delivers `event`: `Ok` once the endpoint answered 2xx.
-    pub(crate) async fn deliver(&self, event: &Event) -> Result<(), String> {
-        let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    /// `Ok` once the endpoint answered 2xx.
+    async fn deliver(&self, event: &Event, body: Vec<u8>) -> Result<(), String> {
         let mut request = self
             .http
             .post(&self.url)
@@ -77,6 +102,45 @@ impl Sink {
         let text = response.text().await.unwrap_or_default();
         let text: String = text.chars().take(200).collect();
         Err(format!("POST {} answered {status}: {text}", self.url))
+    }
+}
+
+/// A Kafka topic.
+pub(crate) struct Kafka {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Kafka {
+    fn new(name: &str, kafka: &KafkaSinkConfig) -> Result<Self, String> {
+        let section = format!("events.sinks.kafka (sink {name})");
+        let options = librdkafka_options(&section, &kafka.options, &kafka.options_env)
+            .map_err(|e| e.to_string())?;
+        let mut config = ClientConfig::new();
+        for (key, value) in options {
+            config.set(key, value);
+        }
+        let producer = config
+            .set("bootstrap.servers", &kafka.brokers)
+            // Retries inside librdkafka never reorder or duplicate events.
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", kafka.timeout_ms.to_string())
+            .create()
+            .map_err(|e| format!("cannot create the Kafka producer of sink {name}: {e}"))?;
+        Ok(Self {
+            producer,
+            topic: kafka.topic.clone(),
+        })
+    }
+
+    /// `Ok` once the brokers acknowledged the message.
+    async fn deliver(&self, event: &Event, body: Vec<u8>) -> Result<(), String> {
+        let record = FutureRecord::to(&self.topic).key(&event.id).payload(&body);
+        self.producer
+            .send(record, Duration::ZERO)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| format!("producing to topic {}: {e}", self.topic))
     }
 }
 

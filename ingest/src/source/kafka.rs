@@ -54,7 +54,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
-use tributary_config::{IngestConfig, KafkaSourceConfig, StartPosition};
+use tributary_config::{IngestConfig, KafkaSourceConfig, StartPosition, librdkafka_options};
 use tributary_lake::PartitionId;
 use tributary_lake::chain::StageOutcome;
 use tributary_lake::dead_letter::{DeadLetter, Reason};
@@ -172,14 +172,7 @@ pub(crate) async fn run(
 fn client_config(kafka: &KafkaSourceConfig) -> Result<ClientConfig> {
     let mut config = ClientConfig::new();
     config.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-    for (key, value) in &kafka.options {
-        config.set(key, value);
-    }
-    for (key, variable) in &kafka.options_env {
-        let value = std::env::var(variable).map_err(|_| Error::Source {
-            path: format!("ingest.kafka.options_env.{key}").into(),
-            source: std::io::Error::other(format!("environment variable `{variable}` is not set")),
-        })?;
+    for (key, value) in librdkafka_options("ingest.kafka", &kafka.options, &kafka.options_env)? {
         config.set(key, value);
     }
     config
