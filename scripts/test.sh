@@ -29,7 +29,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 TESTBED="${TRIBUTARY_TESTBED:-$HOME/.cache/tributary-testbed}"
 mkdir -p "$TESTBED"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's header shows the seconds since the script started.
+step() { printf '\n==> %s (at %ds)\n' "$*" "$SECONDS"; }
 
 # The test broker (tansu 0.6.0; later releases need a newer Rust) takes long
 # to build, so it builds in the background while the workspace does, at
@@ -169,3 +170,4 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
     echo "$target: $(grep -E '^Done ' "$log"), $(grep -oE 'average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$') exec/s"
   done
 fi
+step "every check passed"
