@@ -18,7 +18,8 @@
 #                      Kafka-protocol test broker tansu under cargo/bin
 #                      (built from crates.io once: 15-35 minutes, in the
 #                      background while the workspace builds); kinesalite
-#                      (npm; the Kinesis test server) under kinesalite/.
+#                      (npm; the Kinesis test server) under kinesalite/;
+#                      cargo-fuzz under fuzz-tools/.
 # Prometheus and promtool come from Debian's prometheus package (apt-get,
 # which needs root or sudo; installed once). kinesalite needs Node.js and npm.
 # Everything is built once, in the release profile that the quickstart uses.
@@ -117,23 +118,13 @@ for _ in $(seq 50); do
 done
 echo "kinesalite $KINESALITE_VERSION at $TRIBUTARY_KINESIS_ENDPOINT (log: $TESTBED/kinesalite.log)"
 
-step "test broker (tansu)"
-if [ -n "$TANSU_PID" ]; then
-  if ! wait "$TANSU_PID"; then
-    tail -n 40 "$TESTBED/tansu-install.log"
-    echo "cargo install tansu failed (log: $TESTBED/tansu-install.log)"
-    exit 1
-  fi
-  rm -rf "$TESTBED/tansu-target"
-fi
-export TRIBUTARY_TANSU="$TANSU"
-"$TANSU" --version
-
-step "tests"
+# Tests whose names say `kafka` need the test broker; the others, the doc
+# tests and the fuzz targets run first, while it may still be building.
+step "tests that need no Kafka broker"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --release --no-fail-fast
+  cargo nextest run --workspace --release --no-fail-fast -E 'not test(/kafka/)'
 else
-  cargo test --workspace --release --no-fail-fast --lib --bins --tests
+  cargo test --workspace --release --no-fail-fast --lib --bins --tests -- --skip kafka
 fi
 
 step "doc tests"
@@ -141,16 +132,18 @@ cargo test --workspace --release --doc
 
 # cargo-fuzz targets (fuzz/, its own workspace), each run for a short time
 # from its committed seeds and recorded regressions plus a corpus cached
-# outside the checkout. cargo-fuzz is installed under $TESTBED/cargo; the
-# nightly, sanitized build goes to its own target directory.
+# outside the checkout. cargo-fuzz is installed under $TESTBED/fuzz-tools
+# (not beside tansu: cargo locks an install root for a whole install, and
+# tansu may still be building); the nightly, sanitized build goes to its own
+# target directory.
 FUZZ_SECONDS="${TRIBUTARY_FUZZ_SECONDS:-30}"
 step "fuzz targets, ${FUZZ_SECONDS}s each (TRIBUTARY_FUZZ_SECONDS; 0 skips)"
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
-  export PATH="$TESTBED/cargo/bin:$PATH"
+  export PATH="$TESTBED/fuzz-tools/bin:$PATH"
   if ! cargo fuzz --version >/dev/null 2>&1; then
     # Built in a temporary directory, not in $CARGO_TARGET_DIR.
-    env -u CARGO_TARGET_DIR CARGO_INSTALL_ROOT="$TESTBED/cargo" cargo install cargo-fuzz --locked --quiet
+    env -u CARGO_TARGET_DIR CARGO_INSTALL_ROOT="$TESTBED/fuzz-tools" cargo install cargo-fuzz --locked --quiet
   fi
   FUZZ_CACHE="$HOME/.cache/tributary"
   for target in frame avro json; do
@@ -170,4 +163,23 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
     echo "$target: $(grep -E '^Done ' "$log"), $(grep -oE 'average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$') exec/s"
   done
 fi
+step "test broker (tansu)"
+if [ -n "$TANSU_PID" ]; then
+  if ! wait "$TANSU_PID"; then
+    tail -n 40 "$TESTBED/tansu-install.log"
+    echo "cargo install tansu failed (log: $TESTBED/tansu-install.log)"
+    exit 1
+  fi
+  rm -rf "$TESTBED/tansu-target"
+fi
+export TRIBUTARY_TANSU="$TANSU"
+"$TANSU" --version
+
+step "tests against the Kafka broker"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --release --no-fail-fast -E 'test(/kafka/)'
+else
+  cargo test --workspace --release --no-fail-fast --lib --bins --tests -- kafka
+fi
+
 step "every check passed"

@@ -123,20 +123,28 @@ pub(crate) async fn commit(
         table_bytes,
     };
     if committed.version > 0 && committed.version.is_multiple_of(config.checkpoint_interval) {
-        maintain_log(config, lake, table.log_store().as_ref(), committed.version).await?;
+        maintain_log(
+            config,
+            lake,
+            table.log_store().as_ref(),
+            committed.version,
+            false,
+        )
+        .await?;
     }
     Ok(committed)
 }
 
 /// Writes a checkpoint at `version` and removes log entries older than
 /// `log_retention_ms` that the checkpoint makes unnecessary, after spooling
-/// the events of those an event sink has not passed. Returns how many it
-/// removed.
+/// the events of those an event sink has not passed (for an `erasure`, the
+/// entries go even when that fails). Returns how many it removed.
 pub async fn maintain_log(
     config: &CompactConfig,
     lake: &Lake,
     log_store: &dyn deltalake::logstore::LogStore,
     version: u64,
+    erasure: bool,
 ) -> Result<u64> {
     let table = lake
         .table_builder()?
@@ -149,7 +157,16 @@ pub async fn maintain_log(
         .map_err(|e| delta_error(lake, "checkpoint", e))?;
     let cutoff = chrono::Utc::now().timestamp_millis() - config.log_retention_ms as i64;
     // What an event sink has yet to be told of outlives its log entries.
-    events::spool_before(lake, version).await?;
+    // When that cannot be made sure of, log cleanup waits for the next
+    // checkpoint, unless every entry must go now (erasure): then the sinks
+    // behind lose those events (counted in `…_events_lost_total`).
+    if let Err(error) = events::spool_before(lake, version).await {
+        if !erasure {
+            tracing::warn!(%error, "cannot spool undelivered events; log cleanup waits");
+            return Ok(0);
+        }
+        tracing::error!(%error, "cannot spool undelivered events; the erasure removes the log entries anyway");
+    }
     let removed =
         deltalake::checkpoints::cleanup_expired_logs_for(version, log_store, cutoff, None)
             .await

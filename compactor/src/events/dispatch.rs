@@ -1,47 +1,46 @@
-//! Delivery: each sink follows the Delta log from its cursor, one event
-//! after the other, under a lease so that of several compactors exactly one
-//! delivers to a sink at a time.
+//! Delivery: each sink, in a task of its own, follows the Delta log from
+//! its cursor, one event after the other, under a lease so that of several
+//! compactors exactly one delivers to a sink at a time.
 //!
 //! ```text
-//!  every poll_interval_ms, per sink (skipped while backing off):
+//!  every poll_interval_ms (or after the backoff of a failure), per sink:
 //!    lease events/<sink>  (held by another compactor → that one delivers)
-//!    cursor: _tributary/events/<sink>/cursor.json, or the sink's `start`
-//!    entry = _delta_log/<cursor>.json
+//!    cursor: _tributary/events/sinks/<sink>/cursor.json, or the sink's `start`
+//!    entry = _delta_log/<cursor>.json, or its spooled event
 //!      missing        → caught up (or, when a checkpoint is past it, removed
 //!                       by another tool: counted as lost, skipped)
 //!      no files       → cursor + 1
-//!      an event       → deliver → cursor + 1 (written after each delivery)
+//!      an event       → renew the lease if a third of it is gone → deliver
+//!                       → lease still held? cursor + 1, written : stop, unwritten
 //!                       failure → backoff from 1 s, doubling up to max_backoff_ms
 //! ```
+//!
+//! The lease lasts at least three times the sink's timeout, so a delivery
+//! that started with two thirds of it left ends before it runs out; a
+//! delivery that outlived it anyway (a paused process) does not write the
+//! cursor, so the compactor that took over never sees it move backwards.
 
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::future::join_all;
 use object_store::path::Path;
 use tokio::sync::watch;
 use tributary_config::{EventStart, EventsConfig};
 use tributary_lake::Lake;
 use tributary_lake::lease::{Lease, owner_id};
 
+use super::read_event;
 use super::sink::Sink;
-use super::{get_optional, read_cursor, read_event, write_cursor};
+use super::store::{get_optional, log_versions, next_available, read_cursor, write_cursor};
 use crate::error::{Error, Result};
 use crate::telemetry::CompactorTelemetry;
 
-/// How long a sink's lease lasts; renewed when less than two thirds remain.
-const LEASE: Duration = Duration::from_secs(30);
+/// The shortest lease on a sink.
+const MIN_LEASE: Duration = Duration::from_secs(30);
 
-/// One sink's delivery state.
-struct Delivery {
-    name: String,
-    start: EventStart,
-    sink: Sink,
-    lease: Option<Lease>,
-    /// The next version to deliver, once read or chosen.
-    next: Option<u64>,
-    backoff: Duration,
-    retry_at: Option<Instant>,
-}
+/// A cursor is rewritten at least this often, moved or not, so that it
+/// counts as a sink still delivered to (`store::ABANDONED_AFTER_MS`).
+const CURSOR_HEARTBEAT: Duration = Duration::from_secs(3600);
 
 /// Delivers events to every configured sink.
 pub struct Dispatcher {
@@ -52,21 +51,22 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// The sinks `config` names, ready to deliver; an error names a sink
-    /// that cannot be set up (its secret's variable unset), so that the
+    /// that cannot be set up (a secret's variable unset), so that the
     /// process stops at start instead of dropping that sink's events.
     pub fn new(config: &EventsConfig) -> Result<Self> {
         let deliveries = config
             .sinks
             .iter()
             .map(|sink| {
+                let sink_impl = Sink::new(sink).map_err(Error::Events)?;
                 Ok(Delivery {
                     name: sink.name.clone(),
                     start: sink.start,
-                    sink: Sink::new(sink).map_err(Error::Events)?,
+                    lease_duration: MIN_LEASE.max(sink_impl.timeout() * 3),
+                    sink: sink_impl,
                     lease: None,
                     next: None,
-                    backoff: Duration::ZERO,
-                    retry_at: None,
+                    saved_at: None,
                 })
             })
             .collect::<Result<_>>()?;
@@ -77,52 +77,71 @@ impl Dispatcher {
         })
     }
 
-    /// Delivers until `shutdown` turns true, then releases the sinks'
-    /// leases. Failures are reported and retried, never returned.
+    /// Delivers until `shutdown` turns true, every sink on its own, so a
+    /// slow or failing sink holds back no other. Failures are reported and
+    /// retried, never returned.
     pub async fn run(
-        mut self,
+        self,
         lake: &Lake,
         telemetry: &CompactorTelemetry,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
-        if self.deliveries.is_empty() {
-            return;
-        }
-        while !*shutdown.borrow() {
-            for delivery in &mut self.deliveries {
-                if delivery.retry_at.is_some_and(|at| Instant::now() < at) {
-                    continue;
-                }
-                match delivery.pass(lake, telemetry, &shutdown).await {
-                    Ok(()) => {
-                        delivery.backoff = Duration::ZERO;
-                        delivery.retry_at = None;
-                    }
-                    Err(Failed) => {
-                        delivery.backoff = (delivery.backoff * 2)
-                            .max(Duration::from_secs(1))
-                            .min(self.max_backoff);
-                        delivery.retry_at = Some(Instant::now() + delivery.backoff);
-                    }
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.poll) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
-        for delivery in self.deliveries {
-            if let Some(lease) = delivery.lease {
-                let _ = lease.release(lake.store().as_ref()).await;
-            }
-        }
+        let (poll, max_backoff) = (self.poll, self.max_backoff);
+        join_all(
+            self.deliveries
+                .into_iter()
+                .map(|delivery| delivery.run(lake, telemetry, shutdown.clone(), poll, max_backoff)),
+        )
+        .await;
     }
+}
+
+/// One sink's delivery state.
+struct Delivery {
+    name: String,
+    start: EventStart,
+    sink: Sink,
+    lease_duration: Duration,
+    lease: Option<Lease>,
+    /// The cursor as last read or written while holding the lease.
+    next: Option<u64>,
+    saved_at: Option<Instant>,
 }
 
 /// A pass ended in a failure (already reported): back off.
 struct Failed;
 
 impl Delivery {
+    async fn run(
+        mut self,
+        lake: &Lake,
+        telemetry: &CompactorTelemetry,
+        mut shutdown: watch::Receiver<bool>,
+        poll: Duration,
+        max_backoff: Duration,
+    ) {
+        let mut backoff = Duration::ZERO;
+        while !*shutdown.borrow() {
+            let pause = match self.pass(lake, telemetry, &shutdown).await {
+                Ok(()) => {
+                    backoff = Duration::ZERO;
+                    poll
+                }
+                Err(Failed) => {
+                    backoff = (backoff * 2).max(Duration::from_secs(1)).min(max_backoff);
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        if let Some(lease) = self.lease {
+            let _ = lease.release(lake.store().as_ref()).await;
+        }
+    }
+
     /// Delivers every event from the cursor on, until the log ends, a
     /// delivery fails, the lease is lost or `shutdown` turns true.
     async fn pass(
@@ -141,20 +160,23 @@ impl Delivery {
             .await
             .map_err(|e| failed("lease", &e))?
         {
+            // Another compactor delivers: this one has nothing pending.
+            telemetry.events_waiting(&self.name, 0, 0);
             return Ok(());
         }
         let mut next = match self.next {
             Some(next) => next,
-            None => self
-                .first_version(lake)
-                .await
-                .map_err(|e| failed("cursor", &e))?,
-        };
-        self.next = Some(next);
-        loop {
-            if *shutdown.borrow() || !self.lease.as_ref().is_some_and(|l| l.is_valid(LEASE / 3)) {
-                break;
+            None => {
+                let first = self
+                    .first_version(lake)
+                    .await
+                    .map_err(|e| failed("cursor", &e))?;
+                self.next = Some(first);
+                self.saved_at = Some(Instant::now());
+                first
             }
+        };
+        while !*shutdown.borrow() {
             let entry = read_event(lake, next)
                 .await
                 .map_err(|e| failed("reading the log", &e))?;
@@ -172,8 +194,30 @@ impl Delivery {
                 },
                 Some(None) => next += 1,
                 Some(Some(event)) => {
-                    if let Err(error) = self.sink.deliver(&event).await {
-                        let pending = pending_entries(lake, next).await.unwrap_or(1);
+                    // Taken anew (`next` forgotten): start over from the cursor.
+                    if !self
+                        .hold_lease(lake)
+                        .await
+                        .map_err(|e| failed("lease", &e))?
+                        || self.next.is_none()
+                    {
+                        return Ok(());
+                    }
+                    let delivered = self.sink.deliver(&event).await;
+                    if !self
+                        .lease
+                        .as_ref()
+                        .is_some_and(|l| l.is_valid(Duration::ZERO))
+                    {
+                        // Another compactor may have taken over meanwhile.
+                        self.lease = None;
+                        self.next = None;
+                        return Ok(());
+                    }
+                    if let Err(error) = delivered {
+                        let pending = log_versions(lake, next)
+                            .await
+                            .map_or(1, |v| v.len().max(1) as u64);
                         let age = chrono::DateTime::parse_from_rfc3339(&event.committed_at)
                             .map_or(0, |t| chrono::Utc::now().timestamp() - t.timestamp());
                         telemetry.event_delivery_failed(&self.name, &error, pending, age);
@@ -190,40 +234,46 @@ impl Delivery {
         Ok(())
     }
 
-    /// Writes the cursor if it moved (a failed write is retried with the
-    /// next one: at worst events are delivered again).
+    /// Writes the cursor if it moved or was last written an hour ago (a
+    /// failed write is retried with the next one: at worst events are
+    /// delivered again).
     async fn save(&mut self, lake: &Lake, next: u64) {
-        if self.next == Some(next) {
+        let fresh = self
+            .saved_at
+            .is_some_and(|at| at.elapsed() < CURSOR_HEARTBEAT);
+        if self.next == Some(next) && fresh {
             return;
         }
         match write_cursor(lake, &self.name, next).await {
-            Ok(()) => self.next = Some(next),
+            Ok(()) => {
+                self.next = Some(next);
+                self.saved_at = Some(Instant::now());
+            }
             Err(error) => {
                 tracing::warn!(sink = %self.name, %error, "events: cannot save the cursor")
             }
         }
     }
 
-    /// Takes or renews the sink's lease: `false` while another compactor
-    /// holds it.
+    /// Takes the sink's lease, or renews it once a third of it is gone:
+    /// `false` while another compactor holds it.
     async fn hold_lease(&mut self, lake: &Lake) -> Result<bool> {
         let store = lake.store().as_ref();
         if let Some(lease) = &mut self.lease {
-            if lease.is_valid(LEASE * 2 / 3) {
+            if lease.is_valid(self.lease_duration * 2 / 3) {
                 return Ok(true);
             }
-            if lease.renew(store).await.is_ok() && lease.is_valid(LEASE / 3) {
+            if lease.renew(store).await.is_ok() {
                 return Ok(true);
             }
             self.lease = None;
-            // Another compactor may have moved the cursor meanwhile.
-            self.next = None;
         }
+        // Whoever held it may have moved the cursor meanwhile.
+        self.next = None;
         let name = format!("events/{}", self.name);
-        match Lease::try_acquire(store, &name, owner_id(), LEASE).await? {
+        match Lease::try_acquire(store, &name, owner_id(), self.lease_duration).await? {
             Ok(lease) => {
                 self.lease = Some(lease);
-                self.next = None;
                 Ok(true)
             }
             Err(_) => Ok(false),
@@ -231,10 +281,10 @@ impl Delivery {
     }
 
     /// The saved cursor, or (for a new sink) where `start` says, saved at
-    /// once so that log cleanup keeps what the sink has yet to see.
+    /// once so that log cleanup spools what the sink has yet to see.
     async fn first_version(&self, lake: &Lake) -> Result<u64> {
-        if let Some(next) = read_cursor(lake, &self.name).await? {
-            return Ok(next);
+        if let Some(cursor) = read_cursor(lake, &self.name).await? {
+            return Ok(cursor.next_version);
         }
         let first = match self.start {
             EventStart::Latest => match lake.load_table().await? {
@@ -248,34 +298,10 @@ impl Delivery {
     }
 }
 
-/// Versions of the log entries from `from` on, in order.
-async fn log_versions(lake: &Lake, from: u64) -> Result<Vec<u64>> {
-    let dir = Path::from("_delta_log");
-    let offset = Path::from(format!("_delta_log/{from:020}"));
-    let objects: Vec<_> = lake
-        .store()
-        .list_with_offset(Some(&dir), &offset)
-        .try_collect()
-        .await
-        .map_err(|e| tributary_lake::Error::store(&dir, e))?;
-    let mut versions: Vec<u64> = objects
-        .iter()
-        .filter_map(|o| o.location.filename()?.strip_suffix(".json")?.parse().ok())
-        .filter(|v| *v >= from)
-        .collect();
-    versions.sort_unstable();
-    Ok(versions)
-}
-
-/// Log entries from `from` on (at least 1: the one that failed).
-async fn pending_entries(lake: &Lake, from: u64) -> Result<u64> {
-    Ok((log_versions(lake, from).await?.len() as u64).max(1))
-}
-
-/// When entry `missing` does not exist (nor its spooled event) although a
-/// checkpoint is past it, another tool removed the entries from it up to
-/// the first that exists: that version. `None` when the log simply has not
-/// reached `missing` yet.
+/// When neither entry `missing` nor its spooled event exists although a
+/// checkpoint is past it, another tool removed entries from it on: the
+/// first version after it that can be read. `None` when the log simply has
+/// not reached `missing` yet.
 async fn removed_until(lake: &Lake, missing: u64) -> Result<Option<u64>> {
     let path = Path::from("_delta_log/_last_checkpoint");
     let Some(checkpoint) = get_optional(lake, &path).await? else {
@@ -287,5 +313,5 @@ async fn removed_until(lake: &Lake, missing: u64) -> Result<Option<u64>> {
     if version.is_none_or(|v| v < missing) {
         return Ok(None);
     }
-    Ok(log_versions(lake, missing).await?.first().copied())
+    next_available(lake, missing).await
 }

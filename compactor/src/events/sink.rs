@@ -36,6 +36,14 @@ impl Sink {
         }
     }
 
+    /// The longest one delivery may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        match self {
+            Self::Webhook(webhook) => webhook.timeout,
+            Self::Kafka(kafka) => kafka.timeout,
+        }
+    }
+
     /// Delivers `event`: `Ok` once the sink acknowledged it.
     pub(crate) async fn deliver(&self, event: &Event) -> Result<(), String> {
         let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
@@ -51,6 +59,7 @@ pub(crate) struct Webhook {
     http: reqwest::Client,
     url: String,
     secret: Option<Vec<u8>>,
+    timeout: Duration,
 }
 
 impl Webhook {
@@ -77,6 +86,7 @@ impl Webhook {
             http,
             url: webhook.url.clone(),
             secret,
+            timeout,
         })
     }
 
@@ -109,6 +119,7 @@ impl Webhook {
 pub(crate) struct Kafka {
     producer: FutureProducer,
     topic: String,
+    timeout: Duration,
 }
 
 impl Kafka {
@@ -130,6 +141,7 @@ impl Kafka {
         Ok(Self {
             producer,
             topic: kafka.topic.clone(),
+            timeout: Duration::from_millis(kafka.timeout_ms),
         })
     }
 

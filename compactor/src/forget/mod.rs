@@ -569,5 +569,5 @@ async fn expire_log(config: &CompactConfig, lake: &Lake) -> Result<u64> {
         log_retention_ms: 0,
         ..config.clone()
     };
-    maintain_log(&expire_all, lake, table.log_store().as_ref(), version).await
+    maintain_log(&expire_all, lake, table.log_store().as_ref(), version, true).await
 }

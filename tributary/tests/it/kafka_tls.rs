@@ -96,13 +96,13 @@ fn secure_config(dir: &Path, broker: &Broker, table: &Path, port: u16, ca: &Path
 /// Runs `tributary ingest` with `password` and expects it to exit non-zero
 /// within 60 s, staging nothing; returns its standard error.
 fn ingest_refused(config: &str, password: &str, table: &Path) -> String {
-    let mut child = tributary()
-        .args(["ingest", "--config", config])
-        .env(PASSWORD_VARIABLE, password)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut processes = Processes::default();
+    let child = processes.spawn(
+        tributary()
+            .args(["ingest", "--config", config])
+            .env(PASSWORD_VARIABLE, password)
+            .stderr(Stdio::piped()),
+    );
     let exited = wait_for(Duration::from_secs(60), "ingest to give up", || {
         child.try_wait().unwrap()
     });

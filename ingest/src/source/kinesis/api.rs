@@ -133,8 +133,26 @@ impl ApiError {
 fn throttling_code(code: Option<&str>) -> bool {
     matches!(
         code,
-        Some("ThrottlingException" | "Throttling" | "RequestLimitExceeded")
+        Some(
+            "ThrottlingException"
+                | "Throttling"
+                | "RequestLimitExceeded"
+                | "LimitExceededException"
+                | "ProvisionedThroughputExceededException"
+        )
     )
+}
+
+/// What to do about an error code no operation's model names: slow down on
+/// throttling, retry a stream being updated, else give up.
+fn unmodelled(code: Option<&str>) -> Class {
+    if throttling_code(code) {
+        Class::Throttled
+    } else if code == Some("ResourceInUseException") {
+        Class::Transient
+    } else {
+        Class::Fatal
+    }
 }
 
 /// A shard as ListShards describes it.
@@ -256,8 +274,7 @@ impl KinesisApi {
                     // The listing restarts in the next round.
                     ListShardsError::ResourceInUseException(_)
                     | ListShardsError::ExpiredNextTokenException(_) => Class::Transient,
-                    e if throttling_code(e.code()) => Class::Throttled,
-                    _ => Class::Fatal,
+                    e => unmodelled(e.code()),
                 })
             })?;
             shards.extend(answer.shards.unwrap_or_default().into_iter().map(|s| {
@@ -303,8 +320,7 @@ impl KinesisApi {
                     Class::Throttled
                 }
                 GetShardIteratorError::InternalFailureException(_) => Class::Transient,
-                e if throttling_code(e.code()) => Class::Throttled,
-                _ => Class::Fatal,
+                e => unmodelled(e.code()),
             })
         })?;
         answer.shard_iterator.ok_or_else(|| ApiError {
@@ -330,8 +346,7 @@ impl KinesisApi {
                     | GetRecordsError::KmsThrottlingException(_) => Class::Throttled,
                     GetRecordsError::ExpiredIteratorException(_) => Class::ExpiredIterator,
                     GetRecordsError::InternalFailureException(_) => Class::Transient,
-                    e if throttling_code(e.code()) => Class::Throttled,
-                    _ => Class::Fatal,
+                    e => unmodelled(e.code()),
                 })
             })?;
         let mut bytes = 0;
