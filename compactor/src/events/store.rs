@@ -96,7 +96,8 @@ pub(crate) async fn write_cursor(lake: &Lake, sink: &str, next_version: u64) -> 
 }
 
 /// The lowest cursor of the sinks still delivered to (any compactor's,
-/// configured here or not; see [`ABANDONED_AFTER_MS`]).
+/// configured here or not; a cursor not written for 7 days belongs to a
+/// retired sink).
 pub async fn oldest_cursor(lake: &Lake) -> Result<Option<u64>> {
     let dir = sinks_dir();
     let listing = lake
