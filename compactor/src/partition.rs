@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
-use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::{DataType, TimeUnit};
+use deltalake::arrow::compute::{cast, max};
+use deltalake::arrow::datatypes::{Date32Type, DataType, TimeUnit, TimestampMicrosecondType};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::LogicalFileView;
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::table::{PARTITION_COLUMN, delta_error};
 
 /// Microseconds in an hour.
-const MICROS_PER_HOUR: i64 = 3_600_000_000;
+pub(crate) const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
 /// The partition columns of `table` (its own when it exists; then a
 /// different `lake.partition_by` is an error), or of a new table.
@@ -119,6 +119,23 @@ pub fn hour_column(batch: &RecordBatch, event_time: Option<&str>) -> Result<Arra
         .map(|t| t.map(|t| t.div_euclid(MICROS_PER_HOUR).rem_euclid(24)))
         .collect();
     Ok(std::sync::Arc::new(hours))
+}
+
+/// The latest event time of `batch`'s rows, in microseconds since the Unix
+/// epoch: the greatest value of the `event_time` column, or, where that
+/// column is missing or holds no timestamp, midnight (UTC) of the greatest
+/// `date` (a lower bound). `None` when no row has either.
+pub fn latest_event_time(batch: &RecordBatch, event_time: Option<&str>) -> Option<i64> {
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let from_column = event_time
+        .and_then(|name| batch.column_by_name(name))
+        .and_then(|times| cast(times, &timestamp).ok())
+        .and_then(|micros| max(micros.as_primitive::<TimestampMicrosecondType>()));
+    from_column.or_else(|| {
+        let dates = batch.column_by_name(PARTITION_COLUMN)?;
+        let days = max(dates.as_primitive_opt::<Date32Type>()?)?;
+        Some(i64::from(days) * MICROS_PER_HOUR * 24)
+    })
 }
 
 /// Fails when a round's rows give an extra partition column (not `date` or

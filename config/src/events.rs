@@ -20,6 +20,33 @@ pub struct EventsConfig {
     /// Where events go. None: no events are delivered.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// Partition-complete events. Absent: none are decided.
+    pub completeness: Option<CompletenessConfig>,
+}
+
+/// `[events.completeness]`: when a date (or hour) partition is declared
+/// complete (the compactor crate's `events::complete` states the rule).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletenessConfig {
+    /// How far every source's latest event time must be past a partition's
+    /// end before it is complete, in milliseconds: how late a row may
+    /// arrive and still be in the partition when it is declared.
+    #[serde(default = "default_allowed_lateness_ms")]
+    pub allowed_lateness_ms: u64,
+    /// A source partition with no rows committed and none staged for this
+    /// long counts as caught up, in milliseconds (a closed Kinesis shard, a
+    /// quiet Kafka partition).
+    #[serde(default = "default_idle_after_ms")]
+    pub idle_after_ms: u64,
+}
+
+fn default_allowed_lateness_ms() -> u64 {
+    900_000
+}
+
+fn default_idle_after_ms() -> u64 {
+    3_600_000
 }
 
 /// One `[[events.sinks]]` entry.
@@ -72,6 +99,7 @@ impl Default for EventsConfig {
             poll_interval_ms: default_poll_interval_ms(),
             max_backoff_ms: default_max_backoff_ms(),
             sinks: Vec::new(),
+            completeness: None,
         }
     }
 }
@@ -128,6 +156,15 @@ impl EventsConfig {
             return Err(invalid(
                 "events.max_backoff_ms",
                 self.max_backoff_ms,
+                "must be at least 1000",
+            ));
+        }
+        if let Some(completeness) = &self.completeness
+            && completeness.idle_after_ms < 1_000
+        {
+            return Err(invalid(
+                "events.completeness.idle_after_ms",
+                completeness.idle_after_ms,
                 "must be at least 1000",
             ));
         }

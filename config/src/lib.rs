@@ -45,7 +45,9 @@ mod service;
 
 pub use compact::CompactConfig;
 pub use error::{ConfigError, Result};
-pub use events::{EventStart, EventsConfig, KafkaSinkConfig, SinkConfig, WebhookConfig};
+pub use events::{
+    CompletenessConfig, EventStart, EventsConfig, KafkaSinkConfig, SinkConfig, WebhookConfig,
+};
 pub use ingest::{
     BatchConfig, ColumnTypeName, FileFormat, FilesSourceConfig, FlattenConfig, GlueRegistryConfig,
     IngestConfig, RESERVED_COLUMNS, RegistryClientConfig, RowFileCompression,

@@ -35,6 +35,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use deltalake::arrow::array::{AsArray, RecordBatch};
+use deltalake::arrow::compute::min;
+use deltalake::arrow::datatypes::Date32Type;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -57,6 +60,13 @@ pub const META_LAST_POSITION: &str = "tributary.last_position";
 /// of the batch (e.g. `tributary.source.last_sequence`), copied into the
 /// compacted marker when the file is compacted.
 pub const META_SOURCE_PREFIX: &str = "tributary.source.";
+
+/// Row-file metadata key: the earliest `date` of the file's rows
+/// (`YYYY-MM-DD`; empty when no row has one). A date partition is not
+/// declared complete while a staged file may still add rows to it (the
+/// compactor's `events::complete`); a file without the key (staged by an
+/// older version) may hold any date.
+pub const META_FIRST_DATE: &str = "tributary.first_date";
 
 /// A staged row file as listed in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +238,28 @@ pub fn file_metadata(
         (META_FIRST_POSITION, first.to_string()),
         (META_LAST_POSITION, last.to_string()),
     ]
+}
+
+/// The [`META_FIRST_DATE`] entry of a row file holding `batch`.
+pub fn first_date_metadata(batch: &RecordBatch) -> (&'static str, String) {
+    let first = batch
+        .column_by_name("date")
+        .and_then(|c| c.as_primitive_opt::<Date32Type>())
+        .and_then(min)
+        .and_then(|days| chrono::NaiveDate::from_epoch_days(days))
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    (META_FIRST_DATE, first)
+}
+
+/// The earliest date a row file's header `metadata` says it holds:
+/// `Some(None)` when it holds no dated row, `None` when it does not say.
+pub fn first_date(metadata: &BTreeMap<String, Vec<u8>>) -> Option<Option<chrono::NaiveDate>> {
+    let text = std::str::from_utf8(metadata.get(META_FIRST_DATE)?).ok()?;
+    if text.is_empty() {
+        return Some(None);
+    }
+    text.parse().ok().map(Some)
 }
 
 /// Where `partition` resumes: after the greater of the table's `watermark` and

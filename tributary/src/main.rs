@@ -273,7 +273,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 return print_json(&metrics);
             }
             let dispatcher =
-                tributary_compactor::events::dispatch::Dispatcher::new(&config.events)?;
+                tributary_compactor::events::dispatch::Dispatcher::new(&config.events, &config.compact)?;
             let registry = Registry::new();
             let telemetry = tributary_compactor::CompactorTelemetry::register(&registry)?;
             let shutdown = shutdown_signal();

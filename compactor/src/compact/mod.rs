@@ -282,6 +282,7 @@ pub async fn compact_round(
     let mut batches = Vec::new();
     let mut memory = 0u64;
     let mut new_watermarks: BTreeMap<PartitionId, u64> = BTreeMap::new();
+    let mut latest_event_times: BTreeMap<String, i64> = BTreeMap::new();
     let mut included = 0;
     for (t, &(last, _)) in taken.iter_mut().zip(&sources) {
         if included > 0 && memory >= config.memory_budget_bytes / 3 {
@@ -310,6 +311,10 @@ pub async fn compact_round(
         };
         metrics.rows_read += file_metrics.rows_read;
         metrics.rows_below_watermark += file_metrics.rows_below_watermark;
+        if let Some(time) = file_metrics.latest_event_time {
+            let latest = latest_event_times.entry(t.partition.app_id()).or_insert(time);
+            *latest = (*latest).max(time);
+        }
         metrics.rows_dead_lettered += rejected.len() as u64;
         if !rejected.is_empty() {
             let path = t.partition.compactor_dead_letter_file(t.file.first);
@@ -438,7 +443,7 @@ pub async fn compact_round(
         actions,
         transactions,
         operation,
-        event: Operation::Compaction,
+        event: Operation::Compaction { latest_event_times },
     };
     let committed = commit(config, lake, &table, &mut leases, change).await;
     leases.release(lake).await;

@@ -22,7 +22,7 @@ use tributary_lake::rowfile::{ColumnType, RowFile};
 
 use crate::error::{Error, Result};
 use crate::forget::requests::{HashedIdentifiers, is_forgotten};
-use crate::partition::hour_column;
+use crate::partition::{hour_column, latest_event_time};
 use crate::table::KEY_COLUMN;
 
 /// The columns rows are converted to in a round, and how.
@@ -112,6 +112,9 @@ pub(crate) fn merge_rows(
 pub(crate) struct FileMetrics {
     pub(crate) rows_read: u64,
     pub(crate) rows_below_watermark: u64,
+    /// The latest event time of the converted rows
+    /// ([`latest_event_time`]).
+    pub(crate) latest_event_time: Option<i64>,
 }
 
 pub(crate) type Converted = (Option<RecordBatch>, FileMetrics, Vec<DeadLetter>);
@@ -134,6 +137,7 @@ pub(crate) fn convert_file(
     let mut metrics = FileMetrics {
         rows_read: rows.num_rows() as u64,
         rows_below_watermark: 0,
+        latest_event_time: None,
     };
     let positions = rows
         .column_by_name("_position")
@@ -200,6 +204,7 @@ pub(crate) fn convert_file(
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(arrow_err)?;
     let batch = RecordBatch::try_new(Arc::clone(&target.schema), columns).map_err(arrow_err)?;
+    metrics.latest_event_time = latest_event_time(&batch, target.event_time.as_deref());
     Ok((Some(batch), metrics, rejected))
 }
 

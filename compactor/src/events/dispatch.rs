@@ -6,13 +6,14 @@
 //!  every poll_interval_ms (or after the backoff of a failure), per sink:
 //!    lease events/<sink>  (held by another compactor → that one delivers)
 //!    cursor: _tributary/events/sinks/<sink>/cursor.json, or the sink's `start`
-//!    entry = _delta_log/<cursor>.json, or its spooled event
+//!    entry = _delta_log/<cursor>.json, or its spooled events
 //!      missing        → caught up (or, when a checkpoint is past it, removed
 //!                       by another tool: counted as lost, skipped)
-//!      no files       → cursor + 1
-//!      an event       → renew the lease if a third of it is gone → deliver
-//!                       → lease still held? cursor + 1, written : stop, unwritten
+//!      no events      → cursor + 1
+//!      events         → each in order: renew the lease if a third of it is
+//!                       gone → deliver → lease still held? next : stop
 //!                       failure → backoff from 1 s, doubling up to max_backoff_ms
+//!                       all delivered → cursor + 1, written
 //! ```
 //!
 //! The lease lasts at least three times the sink's timeout, so a delivery
@@ -25,11 +26,12 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use object_store::path::Path;
 use tokio::sync::watch;
-use tributary_config::{EventStart, EventsConfig};
+use tributary_config::{CompactConfig, EventStart, EventsConfig};
 use tributary_lake::Lake;
 use tributary_lake::lease::{Lease, owner_id};
 
-use super::read_event;
+use super::complete::Tracker;
+use super::read_events;
 use super::sink::Sink;
 use super::store::{get_optional, log_versions, next_available, read_cursor, write_cursor};
 use crate::error::{Error, Result};
@@ -42,9 +44,11 @@ const MIN_LEASE: Duration = Duration::from_secs(30);
 /// counts as a sink still delivered to (`store::ABANDONED_AFTER_MS`).
 const CURSOR_HEARTBEAT: Duration = Duration::from_secs(3600);
 
-/// Delivers events to every configured sink.
+/// Delivers events to every configured sink, and decides partition
+/// completeness when `[events.completeness]` is configured.
 pub struct Dispatcher {
     deliveries: Vec<Delivery>,
+    tracker: Option<Tracker>,
     poll: Duration,
     max_backoff: Duration,
 }
@@ -53,7 +57,8 @@ impl Dispatcher {
     /// The sinks `config` names, ready to deliver; an error names a sink
     /// that cannot be set up (a secret's variable unset), so that the
     /// process stops at start instead of dropping that sink's events.
-    pub fn new(config: &EventsConfig) -> Result<Self> {
+    /// Completeness commits are made with `compact`'s settings.
+    pub fn new(config: &EventsConfig, compact: &CompactConfig) -> Result<Self> {
         let deliveries = config
             .sinks
             .iter()
@@ -72,6 +77,10 @@ impl Dispatcher {
             .collect::<Result<_>>()?;
         Ok(Self {
             deliveries,
+            tracker: config
+                .completeness
+                .as_ref()
+                .map(|c| Tracker::new(c, compact)),
             poll: Duration::from_millis(config.poll_interval_ms),
             max_backoff: Duration::from_millis(config.max_backoff_ms),
         })
@@ -87,12 +96,17 @@ impl Dispatcher {
         shutdown: watch::Receiver<bool>,
     ) {
         let (poll, max_backoff) = (self.poll, self.max_backoff);
-        join_all(
+        let tracker = async {
+            if let Some(tracker) = self.tracker {
+                tracker.run(lake, shutdown.clone(), poll, max_backoff).await;
+            }
+        };
+        let deliveries = join_all(
             self.deliveries
                 .into_iter()
                 .map(|delivery| delivery.run(lake, telemetry, shutdown.clone(), poll, max_backoff)),
-        )
-        .await;
+        );
+        tokio::join!(tracker, deliveries);
     }
 }
 
@@ -177,57 +191,60 @@ impl Delivery {
             }
         };
         while !*shutdown.borrow() {
-            let entry = read_event(lake, next)
+            let events = read_events(lake, next)
                 .await
                 .map_err(|e| failed("reading the log", &e))?;
-            match entry {
-                None => match removed_until(lake, next).await {
+            let Some(events) = events else {
+                match removed_until(lake, next).await {
                     Ok(Some(resume)) => {
                         telemetry.events_lost(&self.name, resume - next);
                         next = resume;
+                        continue;
                     }
                     Ok(None) => {
                         telemetry.events_waiting(&self.name, 0, 0);
                         break;
                     }
                     Err(e) => return Err(failed("reading the log", &e)),
-                },
-                Some(None) => next += 1,
-                Some(Some(event)) => {
-                    // Taken anew (`next` forgotten): start over from the cursor.
-                    if !self
-                        .hold_lease(lake)
-                        .await
-                        .map_err(|e| failed("lease", &e))?
-                        || self.next.is_none()
-                    {
-                        return Ok(());
-                    }
-                    let delivered = self.sink.deliver(&event).await;
-                    if !self
-                        .lease
-                        .as_ref()
-                        .is_some_and(|l| l.is_valid(Duration::ZERO))
-                    {
-                        // Another compactor may have taken over meanwhile.
-                        self.lease = None;
-                        self.next = None;
-                        return Ok(());
-                    }
-                    if let Err(error) = delivered {
-                        let pending = log_versions(lake, next)
-                            .await
-                            .map_or(1, |v| v.len().max(1) as u64);
-                        let age = chrono::DateTime::parse_from_rfc3339(&event.committed_at)
-                            .map_or(0, |t| chrono::Utc::now().timestamp() - t.timestamp());
-                        telemetry.event_delivery_failed(&self.name, &error, pending, age);
-                        self.save(lake, next).await;
-                        return Err(Failed);
-                    }
-                    telemetry.event_delivered(&self.name, &event.kind);
-                    next += 1;
-                    self.save(lake, next).await;
                 }
+            };
+            // A failure part-way delivers the version's earlier events again.
+            for event in &events {
+                // Taken anew (`next` forgotten): start over from the cursor.
+                if !self
+                    .hold_lease(lake)
+                    .await
+                    .map_err(|e| failed("lease", &e))?
+                    || self.next.is_none()
+                {
+                    return Ok(());
+                }
+                let delivered = self.sink.deliver(event).await;
+                if !self
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| l.is_valid(Duration::ZERO))
+                {
+                    // Another compactor may have taken over meanwhile.
+                    self.lease = None;
+                    self.next = None;
+                    return Ok(());
+                }
+                if let Err(error) = delivered {
+                    let pending = log_versions(lake, next)
+                        .await
+                        .map_or(1, |v| v.len().max(1) as u64);
+                    let age = chrono::DateTime::parse_from_rfc3339(&event.committed_at)
+                        .map_or(0, |t| chrono::Utc::now().timestamp() - t.timestamp());
+                    telemetry.event_delivery_failed(&self.name, &error, pending, age);
+                    self.save(lake, next).await;
+                    return Err(Failed);
+                }
+                telemetry.event_delivered(&self.name, &event.kind);
+            }
+            next += 1;
+            if !events.is_empty() {
+                self.save(lake, next).await;
             }
         }
         self.save(lake, next).await;

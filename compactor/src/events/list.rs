@@ -5,7 +5,7 @@ use tributary_config::SinkConfig;
 use tributary_lake::Lake;
 
 use super::store::read_cursor;
-use super::{Event, read_event, table_uri};
+use super::{Event, read_events, table_uri};
 use crate::error::Result;
 
 /// What `tributary events list` prints.
@@ -43,7 +43,7 @@ pub struct Listed {
 }
 
 /// The events of versions `since` to the newest, at most `limit` (by
-/// default the newest `limit` versions), and where each of `sinks` stands.
+/// default those of the newest `limit` versions), and where each of `sinks` stands.
 pub async fn list(
     lake: &Lake,
     sinks: &[SinkConfig],
@@ -68,12 +68,13 @@ pub async fn list(
             if events.len() >= limit {
                 break;
             }
-            if let Some(Some(event)) = read_event(lake, version).await? {
-                let pending_for = positions
-                    .iter()
-                    .filter(|p| p.next_version.is_none_or(|next| next <= version))
-                    .map(|p| p.name.clone())
-                    .collect();
+            let pending_for: Vec<String> = positions
+                .iter()
+                .filter(|p| p.next_version.is_none_or(|next| next <= version))
+                .map(|p| p.name.clone())
+                .collect();
+            for event in read_events(lake, version).await?.unwrap_or_default() {
+                let pending_for = pending_for.clone();
                 events.push(Listed { event, pending_for });
             }
         }

@@ -26,6 +26,7 @@
 //! is lost however long a sink is down. Events never carry record values: a
 //! forget event names its request id only.
 
+pub mod complete;
 pub mod dispatch;
 mod list;
 mod sink;
@@ -50,13 +51,24 @@ pub(crate) const SUMMARY_KEY: &str = "tributary";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     /// A compaction round: staged rows added, tombstoned rows removed.
-    Compaction,
+    Compaction {
+        /// The latest event time (microseconds since the Unix epoch) of the
+        /// rows it adds, per source partition (its Delta `txn` id): what
+        /// partition completeness ([`complete`]) follows.
+        latest_event_times: BTreeMap<String, i64>,
+    },
     /// Small files merged into large ones (the same rows).
     Optimize,
     /// An erasure request's rewrite.
     Forget {
         /// The request's id.
         request_id: String,
+    },
+    /// Partitions declared complete, or completed again by late rows
+    /// (no data: the commit moves [`complete`]'s frontier).
+    Complete {
+        /// One per partition.
+        completed: Vec<Completion>,
     },
 }
 
@@ -72,6 +84,31 @@ pub struct PartitionChange {
     pub rows_removed: Option<u64>,
 }
 
+/// A date (or hour) partition that became complete: every source feeding
+/// the table is past its end plus the allowed lateness, and no staged row
+/// belongs to it (see [`complete`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The partition: `date`, and `_hour` in a table partitioned by hour
+    /// (every value of any other partition column).
+    pub values: BTreeMap<String, String>,
+    /// Its first instant (RFC 3339, UTC).
+    pub start: String,
+    /// The instant after it (RFC 3339, UTC).
+    pub end: String,
+    /// Rows the table held in it when the event was decided.
+    pub rows: u64,
+    /// `true` when late rows were added after it was declared complete: the
+    /// partition is complete again, with them.
+    pub correction: bool,
+    /// A correction's late rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_rows: Option<u64>,
+    /// The version of the commit that added a correction's late rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_version: Option<u64>,
+}
+
 /// The summary a commit carries in `commitInfo.tributary`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Summary {
@@ -79,6 +116,10 @@ pub(crate) struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
     partitions: Vec<PartitionChange>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    latest_event_times: BTreeMap<String, i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    completed: Vec<Completion>,
 }
 
 /// One delivered event. The JSON body of every sink; the README documents
@@ -93,19 +134,22 @@ pub struct Event {
     pub table: String,
     /// The Delta version the commit created.
     pub version: u64,
-    /// `compaction`, `optimize`, `forget`, or the Delta operation (e.g.
-    /// `WRITE`) of a commit by another writer.
+    /// `compaction`, `optimize`, `forget`, `complete`, or the Delta
+    /// operation (e.g. `WRITE`) of a commit by another writer.
     pub operation: String,
     /// The erasure request of a `forget` commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// Every partition the commit touched.
+    /// `commit` events: every partition the commit touched.
     pub partitions: Vec<PartitionChange>,
     /// The source watermarks the commit set: the last source position in
     /// the table, per source partition (`tributary/<stream>/<partition>`).
     pub watermarks: BTreeMap<String, i64>,
     /// When the commit was made (RFC 3339, UTC).
     pub committed_at: String,
+    /// `partition_complete` events: the partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<Completion>,
 }
 
 /// The summary of a commit of `actions` on `snapshot`, for its `commitInfo`.
@@ -156,14 +200,11 @@ pub(crate) fn summarize(
             _ => {}
         }
     }
-    let (name, request_id) = match operation {
-        Operation::Compaction => ("compaction", None),
-        Operation::Optimize => ("optimize", None),
-        Operation::Forget { request_id } => ("forget", Some(request_id.clone())),
-    };
-    let summary = Summary {
-        operation: name.into(),
-        request_id,
+    let mut summary = Summary {
+        operation: String::new(),
+        request_id: None,
+        latest_event_times: BTreeMap::new(),
+        completed: Vec::new(),
         partitions: partitions
             .into_iter()
             .map(|(values, (added, removed))| PartitionChange {
@@ -173,6 +214,22 @@ pub(crate) fn summarize(
             })
             .collect(),
     };
+    summary.operation = match operation {
+        Operation::Compaction { latest_event_times } => {
+            summary.latest_event_times = latest_event_times.clone();
+            "compaction"
+        }
+        Operation::Optimize => "optimize",
+        Operation::Forget { request_id } => {
+            summary.request_id = Some(request_id.clone());
+            "forget"
+        }
+        Operation::Complete { completed } => {
+            summary.completed = completed.clone();
+            complete::OPERATION
+        }
+    }
+    .into();
     serde_json::to_value(summary).unwrap_or(serde_json::Value::Null)
 }
 
@@ -189,71 +246,139 @@ fn table_uri(lake: &Lake) -> &str {
     lake.table_url().as_str().trim_end_matches('/')
 }
 
-/// The event of log entry `version` (or of its spooled copy once the entry
-/// is removed): `Ok(None)` when neither exists, `Ok(Some(None))` when the
-/// entry adds and removes no files (a schema change, vacuum's bookkeeping).
-pub(crate) async fn read_event(lake: &Lake, version: u64) -> Result<Option<Option<Event>>> {
+/// The events of log entry `version` (or their spooled copy once the
+/// entry is removed), in delivery order: `Ok(None)` when neither exists;
+/// none for an entry that changes no data and completes no partition (a
+/// schema change, vacuum's bookkeeping).
+pub(crate) async fn read_events(lake: &Lake, version: u64) -> Result<Option<Vec<Event>>> {
     if let Some(entry) = get_optional(lake, &log_entry(version)).await? {
-        return event_of_entry(table_uri(lake), version, &entry).map(Some);
+        let entry = LogEntry::parse(version, &entry)?;
+        return Ok(Some(entry.events(table_uri(lake), version)));
     }
     let path = spooled(version);
     match get_optional(lake, &path).await? {
-        Some(bytes) => serde_json::from_slice(&bytes)
+        Some(bytes) => spooled_events(&bytes)
             .map(Some)
-            .map_err(|e| Error::Events(format!("{path} is not a spooled event: {e}"))),
+            .map_err(|e| Error::Events(format!("{path} holds no spooled events: {e}"))),
         None => Ok(None),
     }
 }
 
-/// The event of one log entry's newline-delimited actions (`None` when it
-/// adds and removes no files); an error when a line is not JSON.
-fn event_of_entry(table: &str, version: u64, entry: &[u8]) -> Result<Option<Event>> {
-    let mut info = serde_json::Value::Null;
-    let mut watermarks = BTreeMap::new();
-    let mut adds = Vec::new();
-    let mut removes = Vec::new();
-    for line in entry.split(|b| *b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
-            Error::Events(format!(
-                "Delta log entry {version} holds a line that is not JSON: {e}"
-            ))
-        })?;
-        if let Some(commit_info) = action.get("commitInfo") {
-            info = commit_info.clone();
-        } else if let Some(txn) = action.get("txn") {
-            if let (Some(app), Some(v)) = (txn["appId"].as_str(), txn["version"].as_i64()) {
-                watermarks.insert(app.to_string(), v);
+/// Spooled events: an array (or, as spooled by earlier versions, one event
+/// or `null`).
+fn spooled_events(bytes: &[u8]) -> serde_json::Result<Vec<Event>> {
+    Ok(match serde_json::from_slice::<serde_json::Value>(bytes)? {
+        serde_json::Value::Null => Vec::new(),
+        array @ serde_json::Value::Array(_) => serde_json::from_value(array)?,
+        event => vec![serde_json::from_value(event)?],
+    })
+}
+
+/// One Delta log entry, as events read it.
+pub(crate) struct LogEntry {
+    /// Its `commitInfo`.
+    info: serde_json::Value,
+    /// Its `txn` actions: application id → version.
+    transactions: BTreeMap<String, i64>,
+    adds: Vec<serde_json::Value>,
+    removes: Vec<serde_json::Value>,
+}
+
+impl LogEntry {
+    /// The entry's newline-delimited actions; an error when a line is not
+    /// JSON.
+    pub(crate) fn parse(version: u64, entry: &[u8]) -> Result<Self> {
+        let mut parsed = Self {
+            info: serde_json::Value::Null,
+            transactions: BTreeMap::new(),
+            adds: Vec::new(),
+            removes: Vec::new(),
+        };
+        for line in entry.split(|b| *b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
             }
-        } else if let Some(add) = action.get("add") {
-            adds.push(add.clone());
-        } else if let Some(remove) = action.get("remove") {
-            removes.push(remove.clone());
+            let mut action: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+                Error::Events(format!(
+                    "Delta log entry {version} holds a line that is not JSON: {e}"
+                ))
+            })?;
+            if let Some(commit_info) = action.get_mut("commitInfo") {
+                parsed.info = commit_info.take();
+            } else if let Some(txn) = action.get("txn") {
+                if let (Some(app), Some(v)) = (txn["appId"].as_str(), txn["version"].as_i64()) {
+                    parsed.transactions.insert(app.to_string(), v);
+                }
+            } else if let Some(add) = action.get_mut("add") {
+                parsed.adds.push(add.take());
+            } else if let Some(remove) = action.get_mut("remove") {
+                parsed.removes.push(remove.take());
+            }
         }
+        Ok(parsed)
     }
-    if adds.is_empty() && removes.is_empty() {
-        return Ok(None);
+
+    /// Its summary: Tributary's own, or one made from the file actions of
+    /// another writer's commit.
+    pub(crate) fn summary(&self) -> Summary {
+        serde_json::from_value::<Summary>(self.info[SUMMARY_KEY].clone())
+            .unwrap_or_else(|_| foreign_summary(&self.info, &self.adds, &self.removes))
     }
-    let summary = serde_json::from_value::<Summary>(info[SUMMARY_KEY].clone())
-        .unwrap_or_else(|_| foreign_summary(&info, &adds, &removes));
-    let committed_at = info["timestamp"]
-        .as_i64()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    Ok(Some(Event {
-        id: format!("{table}@{version}"),
-        kind: "commit".into(),
-        table: table.to_string(),
-        version,
-        operation: summary.operation,
-        request_id: summary.request_id,
-        partitions: summary.partitions,
-        watermarks,
-        committed_at,
-    }))
+
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub(crate) fn committed_at_ms(&self) -> i64 {
+        self.info["timestamp"].as_i64().unwrap_or_default()
+    }
+
+    /// The events it makes: a `commit` event when it adds or removes files,
+    /// then a `partition_complete` event per partition it completes.
+    fn events(&self, table: &str, version: u64) -> Vec<Event> {
+        let summary = self.summary();
+        let committed_at = chrono::DateTime::from_timestamp_millis(self.committed_at_ms())
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // Source watermarks only, not completeness's own bookkeeping.
+        let watermarks: BTreeMap<String, i64> = self
+            .transactions
+            .iter()
+            .filter(|(app, _)| app.starts_with("tributary/"))
+            .map(|(app, v)| (app.clone(), *v))
+            .collect();
+        let event = |id: String, kind: &str| Event {
+            id,
+            kind: kind.into(),
+            table: table.to_string(),
+            version,
+            operation: summary.operation.clone(),
+            request_id: summary.request_id.clone(),
+            partitions: Vec::new(),
+            watermarks: watermarks.clone(),
+            committed_at: committed_at.clone(),
+            completed: None,
+        };
+        let mut events = Vec::new();
+        if !(self.adds.is_empty() && self.removes.is_empty()) {
+            events.push(Event {
+                partitions: summary.partitions.clone(),
+                ..event(format!("{table}@{version}"), "commit")
+            });
+        }
+        for completion in &summary.completed {
+            let name: Vec<String> = completion
+                .values
+                .iter()
+                .map(|(column, value)| format!("{column}={value}"))
+                .collect();
+            events.push(Event {
+                completed: Some(completion.clone()),
+                ..event(
+                    format!("{table}@{version}/{}", name.join("/")),
+                    "partition_complete",
+                )
+            });
+        }
+        events
+    }
 }
 
 /// The summary of a commit by another writer: its Delta operation, rows
@@ -276,6 +401,8 @@ fn foreign_summary(
     Summary {
         operation: info["operation"].as_str().unwrap_or("unknown").to_string(),
         request_id: None,
+        latest_event_times: BTreeMap::new(),
+        completed: Vec::new(),
         partitions: partitions
             .into_iter()
             .map(|(values, rows_added)| PartitionChange {
@@ -291,6 +418,10 @@ fn foreign_summary(
 mod tests {
     use super::*;
 
+    fn events_of(table: &str, version: u64, entry: &[u8]) -> Result<Vec<Event>> {
+        Ok(LogEntry::parse(version, entry)?.events(table, version))
+    }
+
     #[test]
     fn an_entry_with_a_summary_becomes_its_event() {
         let entry = br#"{"commitInfo":{"timestamp":1764500000000,"operation":"DELETE","tributary":{"operation":"forget","request_id":"r-1","partitions":[{"values":{"date":"2026-11-29"},"rows_added":3,"rows_removed":5}]}}}
@@ -298,7 +429,9 @@ mod tests {
 {"add":{"path":"date=2026-11-29/a.parquet","partitionValues":{"date":"2026-11-29"},"size":1,"modificationTime":0,"dataChange":true,"stats":"{\"numRecords\":3}"}}
 {"remove":{"path":"date=2026-11-29/b.parquet","dataChange":true}}
 "#;
-        let event = event_of_entry("s3://lake/t", 7, entry).unwrap().unwrap();
+        let [event] = &events_of("s3://lake/t", 7, entry).unwrap()[..] else {
+            panic!("one event")
+        };
         assert_eq!(event.id, "s3://lake/t@7");
         assert_eq!(event.operation, "forget");
         assert_eq!(event.request_id.as_deref(), Some("r-1"));
@@ -313,7 +446,9 @@ mod tests {
 {"add":{"path":"a.parquet","partitionValues":{"date":"2026-11-29"},"stats":"{\"numRecords\":4}"}}
 {"add":{"path":"b.parquet","partitionValues":{"date":"2026-11-29"},"stats":"{\"numRecords\":6}"}}
 "#;
-        let event = event_of_entry("t", 1, entry).unwrap().unwrap();
+        let [event] = &events_of("t", 1, entry).unwrap()[..] else {
+            panic!("one event")
+        };
         assert_eq!(event.operation, "WRITE");
         assert_eq!(event.partitions.len(), 1);
         assert_eq!(event.partitions[0].rows_added, 10);
@@ -322,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_line_that_is_not_json_is_an_error() {
-        assert!(event_of_entry("t", 3, b"{\"commitInfo\":{}}\n{not json\n").is_err());
+        assert!(events_of("t", 3, b"{\"commitInfo\":{}}\n{not json\n").is_err());
     }
 
     #[test]
@@ -330,6 +465,33 @@ mod tests {
         let entry = br#"{"commitInfo":{"timestamp":0,"operation":"ADD COLUMNS"}}
 {"metaData":{"id":"x"}}
 "#;
-        assert!(event_of_entry("t", 2, entry).unwrap().is_none());
+        assert!(events_of("t", 2, entry).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_complete_entry_makes_one_event_per_partition_and_no_commit_event() {
+        let entry = br#"{"commitInfo":{"timestamp":0,"operation":"STREAMING UPDATE","tributary":{"operation":"complete","partitions":[],"completed":[{"values":{"date":"2026-11-28"},"start":"2026-11-28T00:00:00Z","end":"2026-11-29T00:00:00Z","rows":7,"correction":false},{"values":{"date":"2026-11-27"},"start":"2026-11-27T00:00:00Z","end":"2026-11-28T00:00:00Z","rows":9,"correction":true,"late_rows":2,"late_version":4}]}}}
+{"txn":{"appId":"tributary-events/complete-until","version":1764374400000000}}
+"#;
+        let events = events_of("t", 9, entry).unwrap();
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["t@9/date=2026-11-28", "t@9/date=2026-11-27"]);
+        assert!(events.iter().all(|e| e.kind == "partition_complete"));
+        assert!(events[1].completed.as_ref().unwrap().correction);
+        // Completeness's bookkeeping is not a source watermark.
+        assert!(events[0].watermarks.is_empty());
+    }
+
+    #[test]
+    fn spooled_events_of_every_version_read_back() {
+        assert!(spooled_events(b"null").unwrap().is_empty());
+        let entry = br#"{"commitInfo":{"timestamp":0,"operation":"WRITE"}}
+{"add":{"path":"a.parquet","partitionValues":{"date":"2026-11-29"},"stats":"{\"numRecords\":4}"}}
+"#;
+        let events = events_of("t", 1, entry).unwrap();
+        let one = serde_json::to_vec(&events[0]).unwrap();
+        assert_eq!(spooled_events(&one).unwrap(), events);
+        let all = serde_json::to_vec(&events).unwrap();
+        assert_eq!(spooled_events(&all).unwrap(), events);
     }
 }

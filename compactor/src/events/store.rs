@@ -5,7 +5,7 @@
 //! ```text
 //! _delta_log/<version>.json                          the queue
 //! _tributary/events/sinks/<sink>/cursor.json         {next_version, updated_at_ms}
-//! _tributary/events/spool/<version>.json             an event (or null) whose entry is gone
+//! _tributary/events/spool/<version>.json             the events of an entry that is gone
 //! ```
 
 use std::collections::HashSet;
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 
-use super::{event_of_entry, table_uri};
+use super::{LogEntry, table_uri};
 use crate::error::{Error, Result};
 
 /// A cursor not written for this long belongs to a sink no compactor
@@ -30,7 +30,8 @@ pub(crate) fn log_entry(version: u64) -> Path {
     Path::from(format!("_delta_log/{version:020}.json"))
 }
 
-/// The spooled event of `version` (`null` for an entry without one).
+/// The spooled events of `version` (an array, empty for an entry without
+/// any).
 pub(crate) fn spooled(version: u64) -> Path {
     Path::from(format!("{TRIBUTARY_DIR}/events/spool/{version:020}.json"))
 }
@@ -157,7 +158,7 @@ pub(crate) async fn next_available(lake: &Lake, missing: u64) -> Result<Option<u
     })
 }
 
-/// Spools the event (or `null`) of every log entry before `version` that a
+/// Spools the events of every log entry before `version` that a
 /// sink still delivered to has not passed, so that those entries may be
 /// removed; then deletes the spooled events every such sink has passed.
 pub async fn spool_before(lake: &Lake, version: u64) -> Result<()> {
@@ -174,9 +175,9 @@ pub async fn spool_before(lake: &Lake, version: u64) -> Result<()> {
             let Some(entry) = get_optional(lake, &log_entry(v)).await? else {
                 continue;
             };
-            let event = event_of_entry(table_uri(lake), v, &entry)?;
+            let events = LogEntry::parse(v, &entry)?.events(table_uri(lake), v);
             let path = spooled(v);
-            let body = serde_json::to_vec(&event).unwrap_or_default();
+            let body = serde_json::to_vec(&events).unwrap_or_default();
             lake.store()
                 .put(&path, body.into())
                 .await

@@ -1,0 +1,481 @@
+//! Partition completeness: deciding when a date (or hour) partition will
+//! receive no more rows, and saying so once, in the Delta log.
+//!
+//! The rule. A period (a day; an hour in a table partitioned by hour) is
+//! complete when
+//! - every source partition feeding the table (every Delta `txn` id
+//!   `tributary/<stream>/<partition>` a commit has set) has committed a row
+//!   whose event time is at least the period's end plus
+//!   `events.completeness.allowed_lateness_ms`, or is idle: no row of it
+//!   committed for `idle_after_ms` and none staged;
+//! - the wall clock is past that instant too (no period completes early);
+//! - no staged row file may hold a row of it (each file's header names its
+//!   earliest `date`);
+//! - and every period before it is complete.
+//!
+//! A source's event time is the latest of its committed rows (the
+//! `ingest.flatten.event_time_field` column, else midnight of the row's
+//! `date`); compaction commits record it per source. A row a source sends
+//! after it has passed a period's end plus the lateness is *late*: when a
+//! compaction commits it into a complete period, the period is announced
+//! again, marked as a correction.
+//!
+//! ```text
+//!  every poll_interval_ms, under lease `events/completeness`:
+//!    list staged files ─► load the table ─► fold log entries since the state
+//!    (each source's latest event time and last commit; late rows since the
+//!     `late-rows-checked` txn) ─► frontier = min over busy sources of their
+//!    event time, and now, minus the lateness, at a period boundary, and
+//!    before the first staged date
+//!    ─► commit {txn complete-until = frontier, txn late-rows-checked = newest
+//!               version folded, commitInfo: one Completion per period}
+//!    ─► write _tributary/events/completeness.json (the fold's state)
+//! ```
+//!
+//! The decision is a Delta commit of its own (no files, two `txn`
+//! actions), so the events it makes are delivered like every other
+//! commit's, and the frontier moves exactly when they are recorded: a
+//! crash before the commit decides again, one after it finds the frontier
+//! moved. Two compactors deciding at once write the same `txn` ids, so
+//! Delta lets only one commit. The state file is a cache of the fold; when
+//! it is lost or stale the entries are folded again (those already removed
+//! by log cleanup are not, which can only delay completeness).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate};
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::{DeltaOperation, OutputMode};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tributary_config::{CompactConfig, CompletenessConfig, HOUR_COLUMN};
+use tributary_lake::chain::{self, StagedFile};
+use tributary_lake::layout::TRIBUTARY_DIR;
+use tributary_lake::lease::{Lease, owner_id};
+use tributary_lake::rowfile::RowFile;
+use tributary_lake::{Lake, PartitionId};
+
+use super::store::{get_optional, log_entry, log_versions};
+use super::{Completion, LogEntry, Operation};
+use crate::error::{Error, Result};
+use crate::partition::{MICROS_PER_HOUR, table_partition_columns};
+use crate::rewrite::PartitionLeases;
+use crate::table::{Change, PARTITION_COLUMN, commit, delta_error};
+
+/// The `operation` of a completeness commit's summary.
+pub(crate) const OPERATION: &str = "complete";
+
+/// The `txn` whose version is the frontier: every period ending at or
+/// before it (microseconds since the Unix epoch) has been declared complete.
+const FRONTIER: &str = "tributary-events/complete-until";
+
+/// The `txn` whose version is the newest log version whose late rows have
+/// been announced.
+const LATE_ROWS_CHECKED: &str = "tributary-events/late-rows-checked";
+
+/// The most periods one commit declares (a backfill's first pass); the
+/// rest follow on the next.
+const MAX_PER_COMMIT: usize = 500;
+
+/// How long the lease lasts.
+const LEASE: Duration = Duration::from_secs(60);
+
+fn state_path() -> Path {
+    Path::from(format!("{TRIBUTARY_DIR}/events/completeness.json"))
+}
+
+/// The fold of the log entries so far.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// The next log version to fold.
+    next_version: u64,
+    /// The frontier as of the entries folded (`None` before the first
+    /// completeness commit folded).
+    frontier_us: Option<i64>,
+    /// Per source partition (its `txn` id).
+    sources: BTreeMap<String, Source>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Source {
+    /// The latest event time of its committed rows, if any had one.
+    latest_event_us: Option<i64>,
+    /// When a commit last moved its watermark (milliseconds).
+    active_at_ms: i64,
+}
+
+/// Decides partition completeness for one table, in the long-running
+/// compactor, beside event delivery.
+pub struct Tracker {
+    config: CompletenessConfig,
+    compact: CompactConfig,
+    lease: Option<Lease>,
+    /// Staged files' earliest dates, by path (`None`: the header does not
+    /// say), so that a file is read once.
+    first_dates: HashMap<Path, Option<Option<NaiveDate>>>,
+}
+
+impl Tracker {
+    /// A tracker deciding by `config`, committing with `compact`'s settings.
+    pub fn new(config: &CompletenessConfig, compact: &CompactConfig) -> Self {
+        Self {
+            config: config.clone(),
+            compact: compact.clone(),
+            lease: None,
+            first_dates: HashMap::new(),
+        }
+    }
+
+    /// Decides every `poll` until `shutdown` turns true; failures are
+    /// reported and retried after a backoff up to `max_backoff`.
+    pub async fn run(
+        mut self,
+        lake: &Lake,
+        mut shutdown: watch::Receiver<bool>,
+        poll: Duration,
+        max_backoff: Duration,
+    ) {
+        let mut backoff = Duration::ZERO;
+        while !*shutdown.borrow() {
+            let pause = match self.pass(lake).await {
+                Ok(()) => {
+                    backoff = Duration::ZERO;
+                    poll
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "events: cannot decide partition completeness");
+                    backoff = (backoff * 2).max(Duration::from_secs(1)).min(max_backoff);
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        if let Some(lease) = self.lease {
+            let _ = lease.release(lake.store().as_ref()).await;
+        }
+    }
+
+    /// One decision: folds the log, and commits the periods that became
+    /// complete and the corrections late rows made, if any.
+    async fn pass(&mut self, lake: &Lake) -> Result<()> {
+        if !self.hold_lease(lake).await? {
+            return Ok(());
+        }
+        // Listed before the table is read: a staged file missing from the
+        // listing was committed before the read, so its rows are seen.
+        let staged = staged_by_source(lake).await?;
+        let Some(table) = lake.load_table().await? else {
+            return Ok(());
+        };
+        let Some(latest) = table.version() else {
+            return Ok(());
+        };
+        let snapshot = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+        let log_store = table.log_store();
+        let txn = |app: &'static str| snapshot.transaction_version(log_store.as_ref(), app);
+        let frontier = txn(FRONTIER).await.map_err(|e| delta_error(lake, "read", e))?;
+        let checked = txn(LATE_ROWS_CHECKED)
+            .await
+            .map_err(|e| delta_error(lake, "read", e))?;
+        let hourly = table_partition_columns(snapshot).iter().any(|c| c == HOUR_COLUMN);
+        let period = period_micros(hourly);
+
+        let mut state = read_state(lake).await?.unwrap_or_default();
+        let late = fold(lake, &mut state, latest, checked, hourly).await?;
+        let rows = rows_by_period(&table, hourly);
+
+        let mut completed: Vec<Completion> = late
+            .iter()
+            .map(|(&start, &(late_rows, version))| Completion {
+                late_rows: Some(late_rows),
+                late_version: Some(version),
+                ..completion(start, period, hourly, &rows, true)
+            })
+            .collect();
+        let mut until = frontier;
+        let from = frontier.or_else(|| rows.keys().next().copied());
+        if let (Some(from), Some(horizon)) = (from, self.horizon(&state, &staged)) {
+            let mut limit = horizon.div_euclid(period) * period;
+            if limit > from {
+                limit = limit.min(self.first_staged_midnight(lake, &staged).await?);
+            }
+            let mut start = from;
+            while start + period <= limit && completed.len() < MAX_PER_COMMIT {
+                completed.push(completion(start, period, hourly, &rows, false));
+                start += period;
+            }
+            if start > from {
+                until = Some(start);
+            }
+        }
+        // Corrections come only after a frontier, so there is one.
+        if let (false, Some(until)) = (completed.is_empty(), until) {
+            let change = Change {
+                actions: Vec::new(),
+                transactions: vec![
+                    Transaction::new(FRONTIER, until),
+                    Transaction::new(LATE_ROWS_CHECKED, latest as i64),
+                ],
+                operation: DeltaOperation::StreamingUpdate {
+                    output_mode: OutputMode::Append,
+                    query_id: "tributary-events".into(),
+                    epoch_id: until,
+                },
+                event: Operation::Complete { completed },
+            };
+            commit(
+                &self.compact,
+                lake,
+                &table,
+                &mut PartitionLeases::default(),
+                change,
+            )
+            .await?;
+        }
+        write_state(lake, &state).await
+    }
+
+    /// The instant every busy source's rows have passed, and the clock,
+    /// less the allowed lateness: `None` while a busy source has no event
+    /// time yet (or a new one has rows staged only).
+    fn horizon(&self, state: &State, staged: &BTreeMap<String, Vec<StagedFile>>) -> Option<i64> {
+        let now = chrono::Utc::now();
+        let idle_since = now.timestamp_millis() - self.config.idle_after_ms as i64;
+        let mut horizon = now.timestamp_micros();
+        for (app, source) in &state.sources {
+            if source.active_at_ms <= idle_since && !staged.contains_key(app) {
+                continue;
+            }
+            horizon = horizon.min(source.latest_event_us?);
+        }
+        if staged.keys().any(|app| !state.sources.contains_key(app)) {
+            return None;
+        }
+        Some(horizon - self.config.allowed_lateness_ms as i64 * 1_000)
+    }
+
+    /// Midnight (UTC) of the earliest date a staged file may hold rows of
+    /// (`i64::MIN` when a file does not say).
+    async fn first_staged_midnight(
+        &mut self,
+        lake: &Lake,
+        staged: &BTreeMap<String, Vec<StagedFile>>,
+    ) -> Result<i64> {
+        let paths: Vec<&Path> = staged.values().flatten().map(|f| &f.path).collect();
+        self.first_dates.retain(|p, _| paths.contains(&p));
+        let mut first = i64::MAX;
+        for path in paths {
+            let date = match self.first_dates.get(path) {
+                Some(date) => *date,
+                None => {
+                    let Some(bytes) = get_optional(lake, path).await? else {
+                        continue; // compacted meanwhile: its rows are in the table
+                    };
+                    let (_, metadata) = RowFile::read_header(&bytes, path.as_ref())?;
+                    let date = chain::first_date(&metadata);
+                    self.first_dates.insert(path.clone(), date);
+                    date
+                }
+            };
+            match date {
+                Some(Some(date)) => first = first.min(midnight(date)),
+                Some(None) => {}
+                None => return Ok(i64::MIN),
+            }
+        }
+        Ok(first)
+    }
+
+    /// Takes the lease, or renews it once a third of it is gone: `false`
+    /// while another compactor holds it.
+    async fn hold_lease(&mut self, lake: &Lake) -> Result<bool> {
+        let store = lake.store().as_ref();
+        if let Some(lease) = &mut self.lease {
+            if lease.is_valid(LEASE * 2 / 3) || lease.renew(store).await.is_ok() {
+                return Ok(true);
+            }
+            self.lease = None;
+        }
+        match Lease::try_acquire(store, "events/completeness", owner_id(), LEASE).await? {
+            Ok(lease) => {
+                self.lease = Some(lease);
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+/// Folds the log entries from `state.next_version` to `latest` into it:
+/// each source's latest event time and last commit, and the frontier.
+/// Returns the late rows of entries after `checked`, per period start:
+/// (rows, the newest version adding some).
+async fn fold(
+    lake: &Lake,
+    state: &mut State,
+    latest: u64,
+    checked: Option<i64>,
+    hourly: bool,
+) -> Result<BTreeMap<i64, (u64, u64)>> {
+    let period = period_micros(hourly);
+    let mut late: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for version in log_versions(lake, state.next_version).await? {
+        if version > latest {
+            break;
+        }
+        let Some(bytes) = get_optional(lake, &log_entry(version)).await? else {
+            continue; // removed by log cleanup meanwhile
+        };
+        let entry = LogEntry::parse(version, &bytes)?;
+        let at = entry.committed_at_ms();
+        for app in entry.transactions.keys() {
+            if app.starts_with("tributary/") {
+                let source = state.sources.entry(app.clone()).or_insert(Source {
+                    latest_event_us: None,
+                    active_at_ms: at,
+                });
+                source.active_at_ms = source.active_at_ms.max(at);
+            }
+        }
+        let summary = entry.summary();
+        for (app, time) in &summary.latest_event_times {
+            if let Some(source) = state.sources.get_mut(app) {
+                source.latest_event_us = Some(source.latest_event_us.map_or(*time, |t| t.max(*time)));
+            }
+        }
+        if let Some(frontier) = entry.transactions.get(FRONTIER) {
+            state.frontier_us = Some(*frontier);
+        } else if let Some(frontier) = state.frontier_us
+            && summary.operation == "compaction"
+            && checked.is_none_or(|c| version as i64 > c)
+        {
+            for change in summary.partitions.iter().filter(|c| c.rows_added > 0) {
+                if let Some(start) = period_start(&change.values, hourly)
+                    && start + period <= frontier
+                {
+                    let entry = late.entry(start).or_default();
+                    entry.0 += change.rows_added;
+                    entry.1 = version;
+                }
+            }
+        }
+    }
+    state.next_version = state.next_version.max(latest + 1);
+    Ok(late)
+}
+
+/// The staged files of every source partition that has some, by `txn` id.
+async fn staged_by_source(lake: &Lake) -> Result<BTreeMap<String, Vec<StagedFile>>> {
+    let store = lake.store().as_ref();
+    let mut staged = BTreeMap::new();
+    for partition in chain::staged_partitions(store).await? {
+        let files = chain::staged_files(store, &partition).await?;
+        if !files.is_empty() {
+            staged.insert(PartitionId::app_id(&partition), files);
+        }
+    }
+    Ok(staged)
+}
+
+/// Rows the table holds per period start.
+fn rows_by_period(table: &DeltaTable, hourly: bool) -> BTreeMap<i64, u64> {
+    let mut rows = BTreeMap::new();
+    let Ok(snapshot) = table.snapshot() else {
+        return rows;
+    };
+    for file in snapshot.log_data().iter() {
+        let values: BTreeMap<String, Option<String>> =
+            file.partition_values_map().into_iter().collect();
+        if let Some(start) = period_start(&values, hourly) {
+            *rows.entry(start).or_default() += file.num_records().unwrap_or(0) as u64;
+        }
+    }
+    rows
+}
+
+/// The length of a period: an hour in a table partitioned by hour, else a
+/// day.
+fn period_micros(hourly: bool) -> i64 {
+    if hourly {
+        MICROS_PER_HOUR
+    } else {
+        24 * MICROS_PER_HOUR
+    }
+}
+
+/// The start of the period of a partition's values (`None` for a null
+/// `date`).
+fn period_start(values: &BTreeMap<String, Option<String>>, hourly: bool) -> Option<i64> {
+    let date: NaiveDate = values.get(PARTITION_COLUMN)?.as_deref()?.parse().ok()?;
+    let hour: i64 = if hourly {
+        values.get(HOUR_COLUMN)?.as_deref()?.parse().ok()?
+    } else {
+        0
+    };
+    Some(midnight(date) + hour * MICROS_PER_HOUR)
+}
+
+fn midnight(date: NaiveDate) -> i64 {
+    date.and_time(chrono::NaiveTime::MIN)
+        .and_utc()
+        .timestamp_micros()
+}
+
+/// The completion of the period starting at `start`.
+fn completion(
+    start: i64,
+    period: i64,
+    hourly: bool,
+    rows: &BTreeMap<i64, u64>,
+    correction: bool,
+) -> Completion {
+    let instant = |micros: i64| {
+        DateTime::from_timestamp_micros(micros)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let begins = DateTime::from_timestamp_micros(start).unwrap_or_default();
+    let mut values = BTreeMap::from([(
+        PARTITION_COLUMN.to_string(),
+        begins.date_naive().to_string(),
+    )]);
+    if hourly {
+        values.insert(HOUR_COLUMN.to_string(), begins.format("%-H").to_string());
+    }
+    Completion {
+        values,
+        start: instant(start),
+        end: instant(start + period),
+        rows: rows.get(&start).copied().unwrap_or(0),
+        correction,
+        late_rows: None,
+        late_version: None,
+    }
+}
+
+async fn read_state(lake: &Lake) -> Result<Option<State>> {
+    let path = state_path();
+    let Some(bytes) = get_optional(lake, &path).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Events(format!("{path} is not completeness state: {e}")))
+}
+
+async fn write_state(lake: &Lake, state: &State) -> Result<()> {
+    let path = state_path();
+    let body = serde_json::to_vec(state).unwrap_or_default();
+    lake.store()
+        .put(&path, body.into())
+        .await
+        .map_err(|e| tributary_lake::Error::store(&path, e))?;
+    Ok(())
+}
