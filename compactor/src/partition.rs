@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use deltalake::DeltaTable;
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use deltalake::arrow::compute::{cast, max};
-use deltalake::arrow::datatypes::{Date32Type, DataType, TimeUnit, TimestampMicrosecondType};
+use deltalake::arrow::datatypes::{DataType, Date32Type, TimeUnit, TimestampMicrosecondType};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::LogicalFileView;

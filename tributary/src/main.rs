@@ -272,8 +272,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     tributary_compactor::compact_until_empty(&config.compact, &lake).await?;
                 return print_json(&metrics);
             }
-            let dispatcher =
-                tributary_compactor::events::dispatch::Dispatcher::new(&config.events, &config.compact)?;
+            let dispatcher = tributary_compactor::events::dispatch::Dispatcher::new(
+                &config.events,
+                &config.compact,
+            )?;
             let registry = Registry::new();
             let telemetry = tributary_compactor::CompactorTelemetry::register(&registry)?;
             let shutdown = shutdown_signal();

@@ -312,7 +312,9 @@ pub async fn compact_round(
         metrics.rows_read += file_metrics.rows_read;
         metrics.rows_below_watermark += file_metrics.rows_below_watermark;
         if let Some(time) = file_metrics.latest_event_time {
-            let latest = latest_event_times.entry(t.partition.app_id()).or_insert(time);
+            let latest = latest_event_times
+                .entry(t.partition.app_id())
+                .or_insert(time);
             *latest = (*latest).max(time);
         }
         metrics.rows_dead_lettered += rejected.len() as u64;

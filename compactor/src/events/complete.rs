@@ -180,11 +180,15 @@ impl Tracker {
         let snapshot = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
         let log_store = table.log_store();
         let txn = |app: &'static str| snapshot.transaction_version(log_store.as_ref(), app);
-        let frontier = txn(FRONTIER).await.map_err(|e| delta_error(lake, "read", e))?;
+        let frontier = txn(FRONTIER)
+            .await
+            .map_err(|e| delta_error(lake, "read", e))?;
         let checked = txn(LATE_ROWS_CHECKED)
             .await
             .map_err(|e| delta_error(lake, "read", e))?;
-        let hourly = table_partition_columns(snapshot).iter().any(|c| c == HOUR_COLUMN);
+        let hourly = table_partition_columns(snapshot)
+            .iter()
+            .any(|c| c == HOUR_COLUMN);
         let period = period_micros(hourly);
 
         let mut state = read_state(lake).await?.unwrap_or_default();
@@ -347,7 +351,8 @@ async fn fold(
         let summary = entry.summary();
         for (app, time) in &summary.latest_event_times {
             if let Some(source) = state.sources.get_mut(app) {
-                source.latest_event_us = Some(source.latest_event_us.map_or(*time, |t| t.max(*time)));
+                source.latest_event_us =
+                    Some(source.latest_event_us.map_or(*time, |t| t.max(*time)));
             }
         }
         if let Some(frontier) = entry.transactions.get(FRONTIER) {

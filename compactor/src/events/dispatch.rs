@@ -101,11 +101,10 @@ impl Dispatcher {
                 tracker.run(lake, shutdown.clone(), poll, max_backoff).await;
             }
         };
-        let deliveries = join_all(
-            self.deliveries
-                .into_iter()
-                .map(|delivery| delivery.run(lake, telemetry, shutdown.clone(), poll, max_backoff)),
-        );
+        let deliveries =
+            join_all(self.deliveries.into_iter().map(|delivery| {
+                delivery.run(lake, telemetry, shutdown.clone(), poll, max_backoff)
+            }));
         tokio::join!(tracker, deliveries);
     }
 }

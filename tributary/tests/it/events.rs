@@ -3,7 +3,10 @@
 //! its own HMAC) of every commit that changed data, in order, each once; a
 //! webhook that refuses every request for a while neither stops compaction
 //! nor loses an event. Events sent to a Kafka topic (tansu) are read back
-//! with confluent-kafka.
+//! with confluent-kafka. With two streams feeding one table, a date is
+//! declared complete exactly when the slower stream passes its end plus
+//! the allowed lateness, once, across a `kill -9` of the compactor; a late
+//! row announces it again as a correction.
 
 use std::path::Path;
 use std::process::Command;
@@ -396,4 +399,197 @@ fn run_ok_env(args: &[&str]) -> std::process::Output {
         .unwrap();
     crate::operations::assert_succeeded(&format!("tributary {}", args.join(" ")), &output);
     output
+}
+
+/// Prints `<version> <operation>` for each commit of table argv[1], read
+/// with Python `deltalake`'s history.
+const OPERATIONS: &str = r#"
+import sys, deltalake
+t = deltalake.DeltaTable(sys.argv[1], storage_options=storage_options(sys.argv[1]))
+for commit in t.history():
+    print(commit["version"], commit["operation"])
+"#;
+
+/// Appends one envelope per `(id, event time)` to `file`.
+fn append_rows(file: &Path, rows: &[(&str, &str)]) {
+    use std::io::Write;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .unwrap();
+    for (id, time) in rows {
+        let ms = chrono::DateTime::parse_from_rfc3339(time)
+            .unwrap()
+            .timestamp_millis();
+        writeln!(
+            out,
+            r#"{{"host":"h","messages":[{{"id":"{id}","n":1,"ts":{ms}}}]}}"#
+        )
+        .unwrap();
+    }
+}
+
+/// The `partition_complete` events the webhook accepted, in order.
+fn completions(log: &Path) -> Vec<serde_json::Value> {
+    accepted(log)
+        .into_iter()
+        .map(|r| r["event"].clone())
+        .filter(|e| e["kind"] == "partition_complete")
+        .collect()
+}
+
+#[test]
+fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = s3::new_table("complete");
+    let hook_port = free_port();
+    let extra = format!(
+        "[compact]\ninterval_ms = 100\n\n\
+         [events]\npoll_interval_ms = 100\nmax_backoff_ms = 1000\n\n\
+         [events.completeness]\nallowed_lateness_ms = 3600000\nidle_after_ms = 3600000\n\n\
+         [[events.sinks]]\nname = \"pipelines\"\nstart = \"earliest\"\n\
+         [events.sinks.webhook]\nurl = \"http://127.0.0.1:{hook_port}/events\"\n\
+         secret_env = \"{SECRET_VARIABLE}\"\n"
+    );
+    // Two streams, each one growing file: a source partition each.
+    let streams: Vec<(std::path::PathBuf, String)> = ["a", "b"]
+        .iter()
+        .map(|stream| {
+            let home = dir.path().join(stream);
+            let input = home.join("in");
+            std::fs::create_dir_all(&input).unwrap();
+            let config = write_config(&home, &input, &table, &extra);
+            let text = std::fs::read_to_string(&config)
+                .unwrap()
+                .replace("stream = \"test\"", &format!("stream = \"{stream}\""));
+            std::fs::write(&config, text).unwrap();
+            (
+                input.join("log.ndjson"),
+                config.to_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let ingest = |stream: usize, rows: &[(&str, &str)]| {
+        append_rows(&streams[stream].0, rows);
+        run_ok_env(&["ingest", "--config", &streams[stream].1, "--once"]);
+    };
+    let config = streams[0].1.as_str();
+    let log = dir.path().join("webhook.jsonl");
+    let refuse = dir.path().join("refuse");
+
+    let mut processes = Processes::default();
+    processes.spawn(
+        Command::new(python())
+            .arg("-c")
+            .arg(WEBHOOK)
+            .arg(hook_port.to_string())
+            .arg(&log)
+            .arg(SECRET)
+            .arg(&refuse),
+    );
+    let compactor_port = free_port();
+    let compactor = start_compactor(&mut processes, config, compactor_port);
+    let compacted = |rows: f64| {
+        wait_for(Duration::from_secs(60), "rows in the table", || {
+            let (_, body) = http_get(compactor_port, "/metrics")?;
+            (sample(&body, "tributary_compactor_compacted_rows_total")? >= rows).then_some(())
+        });
+    };
+    let commits = || {
+        run_python(
+            &format!("{S3_STORAGE_OPTIONS}\n{OPERATIONS}"),
+            &[table.to_str().unwrap()],
+        )
+    };
+    // The sink's cursor past the newest version (`events list`).
+    let all_delivered = |what: &str| {
+        wait_for(Duration::from_secs(60), what, || {
+            let listing = run_ok_env(&["events", "list", "--config", config]).stdout;
+            let listing: serde_json::Value = serde_json::from_slice(&listing).ok()?;
+            let latest = listing["latest_version"].as_u64()?;
+            (listing["sinks"][0]["next_version"].as_u64()? == latest + 1).then_some(())
+        });
+    };
+
+    // Both streams are in 2026-11-20; b only 30 minutes past its end,
+    // less than the hour of lateness allowed.
+    ingest(
+        0,
+        &[
+            ("a1", "2026-11-20T10:00:00Z"),
+            ("a2", "2026-11-20T23:00:00Z"),
+        ],
+    );
+    ingest(
+        1,
+        &[
+            ("b1", "2026-11-20T12:00:00Z"),
+            ("b2", "2026-11-21T00:30:00Z"),
+        ],
+    );
+    compacted(4.0);
+    // a moves on; b has not: still nothing.
+    ingest(0, &[("a3", "2026-11-21T05:00:00Z")]);
+    compacted(5.0);
+    std::thread::sleep(Duration::from_secs(1));
+    all_delivered("the commits so far delivered");
+    assert_eq!(completions(&log), Vec::<serde_json::Value>::new());
+
+    // b reaches the end of the 20th plus the lateness: complete. The
+    // webhook refuses, and the compactor is killed once the decision is
+    // committed; its successor delivers it, once.
+    std::fs::write(&refuse, "").unwrap();
+    ingest(1, &[("b3", "2026-11-21T01:00:00Z")]);
+    let decided = wait_for(Duration::from_secs(60), "the completeness commit", || {
+        commits()
+            .lines()
+            .find(|l| l.ends_with("STREAMING UPDATE"))
+            .map(str::to_string)
+    });
+    let status = Command::new("kill")
+        .args(["-9", &compactor.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_file(&refuse).unwrap();
+    start_compactor(&mut processes, config, compactor_port);
+    all_delivered("the completion delivered");
+    let completed = completions(&log);
+    let version: u64 = decided.split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    let event = &completed[0];
+    assert_eq!(
+        event["id"].as_str().unwrap(),
+        format!("{}@{version}/date=2026-11-20", table.display())
+    );
+    assert_eq!(
+        event["completed"],
+        serde_json::json!({
+            "values": {"date": "2026-11-20"},
+            "start": "2026-11-20T00:00:00Z",
+            "end": "2026-11-21T00:00:00Z",
+            "rows": 3,
+            "correction": false,
+        })
+    );
+    let decisions = commits()
+        .lines()
+        .filter(|l| l.ends_with("STREAMING UPDATE"))
+        .count();
+    assert_eq!(decisions, 1, "decided once: {}", commits());
+
+    // A late row for the 20th: the date is announced again, as a correction.
+    ingest(1, &[("b4", "2026-11-20T23:59:00Z")]);
+    let correction = wait_for(Duration::from_secs(60), "the correction", || {
+        completions(&log).get(1).cloned()
+    });
+    assert_eq!(correction["completed"]["values"]["date"], "2026-11-20");
+    assert_eq!(correction["completed"]["correction"], true);
+    assert_eq!(correction["completed"]["late_rows"], 1);
+    assert_eq!(correction["completed"]["rows"], 4);
+    // The 21st is not complete: b is at 01:00 on it.
+    std::thread::sleep(Duration::from_secs(1));
+    all_delivered("everything delivered");
+    assert_eq!(completions(&log).len(), 2, "{:?}", completions(&log));
 }
