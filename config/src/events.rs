@@ -61,10 +61,43 @@ pub struct SinkConfig {
     /// or `earliest` (the oldest commit the Delta log still holds).
     #[serde(default)]
     pub start: EventStart,
-    /// An HTTP endpoint. Exactly one of `webhook` and `kafka` is set.
+    /// An HTTP endpoint. Exactly one of `webhook`, `kafka` and
+    /// `eventbridge` is set.
     pub webhook: Option<WebhookConfig>,
     /// A Kafka topic.
     pub kafka: Option<KafkaSinkConfig>,
+    /// An Amazon EventBridge event bus.
+    pub eventbridge: Option<EventBridgeConfig>,
+}
+
+/// `[events.sinks.eventbridge]`: an Amazon EventBridge event bus receiving
+/// each event through `PutEvents` (its `detail-type` is the event's `kind`,
+/// its `detail` the event), signed with the AWS SDK's credential chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBridgeConfig {
+    /// The event bus, by name or ARN.
+    #[serde(default = "default_bus")]
+    pub bus: String,
+    /// The events' `source`, which rules match on.
+    #[serde(default = "default_event_source")]
+    pub source: String,
+    /// The AWS region; default: the SDK's chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Another endpoint (a VPC endpoint, a test server); default: the
+    /// region's.
+    pub endpoint: Option<String>,
+    /// Timeout of one request, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_bus() -> String {
+    "default".into()
+}
+
+fn default_event_source() -> String {
+    "tributary".into()
 }
 
 /// Where a new sink starts.
@@ -189,14 +222,16 @@ impl EventsConfig {
                     "two sinks have this name",
                 ));
             }
-            match (&sink.webhook, &sink.kafka) {
-                (Some(webhook), None) => webhook.validate()?,
-                (None, Some(kafka)) => kafka.validate()?,
+            match (&sink.webhook, &sink.kafka, &sink.eventbridge) {
+                (Some(webhook), None, None) => webhook.validate()?,
+                (None, Some(kafka), None) => kafka.validate()?,
+                (None, None, Some(eventbridge)) => eventbridge.validate()?,
                 _ => {
                     return Err(invalid(
                         "events.sinks",
                         &sink.name,
-                        "a sink needs exactly one of [events.sinks.webhook] and [events.sinks.kafka]",
+                        "a sink needs exactly one of [events.sinks.webhook], [events.sinks.kafka] \
+                         and [events.sinks.eventbridge]",
                     ));
                 }
             }
@@ -217,6 +252,29 @@ impl WebhookConfig {
         if self.timeout_ms == 0 {
             return Err(invalid(
                 "events.sinks.webhook.timeout_ms",
+                0,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl EventBridgeConfig {
+    fn validate(&self) -> Result<()> {
+        if self.bus.is_empty() {
+            return Err(invalid("events.sinks.eventbridge.bus", "", "name a bus"));
+        }
+        if self.source.is_empty() {
+            return Err(invalid(
+                "events.sinks.eventbridge.source",
+                "",
+                "name the events' source",
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(invalid(
+                "events.sinks.eventbridge.timeout_ms",
                 0,
                 "must be at least 1",
             ));

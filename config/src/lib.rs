@@ -46,7 +46,8 @@ mod service;
 pub use compact::CompactConfig;
 pub use error::{ConfigError, Result};
 pub use events::{
-    CompletenessConfig, EventStart, EventsConfig, KafkaSinkConfig, SinkConfig, WebhookConfig,
+    CompletenessConfig, EventBridgeConfig, EventStart, EventsConfig, KafkaSinkConfig, SinkConfig,
+    WebhookConfig,
 };
 pub use ingest::{
     BatchConfig, ColumnTypeName, FileFormat, FilesSourceConfig, FlattenConfig, GlueRegistryConfig,

@@ -275,7 +275,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let dispatcher = tributary_compactor::events::dispatch::Dispatcher::new(
                 &config.events,
                 &config.compact,
-            )?;
+            )
+            .await?;
             let registry = Registry::new();
             let telemetry = tributary_compactor::CompactorTelemetry::register(&registry)?;
             let shutdown = shutdown_signal();

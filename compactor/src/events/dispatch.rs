@@ -58,23 +58,20 @@ impl Dispatcher {
     /// that cannot be set up (a secret's variable unset), so that the
     /// process stops at start instead of dropping that sink's events.
     /// Completeness commits are made with `compact`'s settings.
-    pub fn new(config: &EventsConfig, compact: &CompactConfig) -> Result<Self> {
-        let deliveries = config
-            .sinks
-            .iter()
-            .map(|sink| {
-                let sink_impl = Sink::new(sink).map_err(Error::Events)?;
-                Ok(Delivery {
-                    name: sink.name.clone(),
-                    start: sink.start,
-                    lease_duration: MIN_LEASE.max(sink_impl.timeout() * 3),
-                    sink: sink_impl,
-                    lease: None,
-                    next: None,
-                    saved_at: None,
-                })
-            })
-            .collect::<Result<_>>()?;
+    pub async fn new(config: &EventsConfig, compact: &CompactConfig) -> Result<Self> {
+        let mut deliveries = Vec::with_capacity(config.sinks.len());
+        for sink in &config.sinks {
+            let sink_impl = Sink::new(sink).await.map_err(Error::Events)?;
+            deliveries.push(Delivery {
+                name: sink.name.clone(),
+                start: sink.start,
+                lease_duration: MIN_LEASE.max(sink_impl.timeout() * 3),
+                sink: sink_impl,
+                lease: None,
+                next: None,
+                saved_at: None,
+            });
+        }
         Ok(Self {
             deliveries,
             tracker: config

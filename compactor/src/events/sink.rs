@@ -1,12 +1,17 @@
 //! Where events go: an HTTP webhook receiving each event as a JSON `POST`,
-//! or a Kafka topic receiving it as a message keyed by its id.
+//! a Kafka topic receiving it as a message keyed by its id, or an Amazon
+//! EventBridge bus receiving it through `PutEvents` (EventBridge has no
+//! idempotency key: a rule's target deduplicates by `detail.id`).
 
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tributary_config::{KafkaSinkConfig, SinkConfig, WebhookConfig, librdkafka_options};
+use tributary_aws::JsonApi;
+use tributary_config::{
+    EventBridgeConfig, KafkaSinkConfig, SinkConfig, WebhookConfig, librdkafka_options,
+};
 
 use super::Event;
 
@@ -21,18 +26,25 @@ pub const SIGNATURE_HEADER: &str = "X-Tributary-Signature";
 pub(crate) enum Sink {
     Webhook(Webhook),
     Kafka(Kafka),
+    EventBridge(EventBridge),
 }
 
 impl Sink {
     /// The sink `config` describes; an error names what is missing.
-    pub(crate) fn new(config: &SinkConfig) -> Result<Self, String> {
-        match (&config.webhook, &config.kafka) {
-            (Some(webhook), _) => Webhook::new(&config.name, webhook).map(Self::Webhook),
-            (None, Some(kafka)) => Kafka::new(&config.name, kafka).map(Self::Kafka),
-            (None, None) => Err(format!(
-                "sink {} has no webhook or kafka table",
-                config.name
-            )),
+    pub(crate) async fn new(config: &SinkConfig) -> Result<Self, String> {
+        let name = &config.name;
+        if let Some(webhook) = &config.webhook {
+            Webhook::new(name, webhook).map(Self::Webhook)
+        } else if let Some(kafka) = &config.kafka {
+            Kafka::new(name, kafka).map(Self::Kafka)
+        } else if let Some(eventbridge) = &config.eventbridge {
+            EventBridge::new(name, eventbridge)
+                .await
+                .map(Self::EventBridge)
+        } else {
+            Err(format!(
+                "sink {name} has no webhook, kafka or eventbridge table"
+            ))
         }
     }
 
@@ -41,6 +53,7 @@ impl Sink {
         match self {
             Self::Webhook(webhook) => webhook.timeout,
             Self::Kafka(kafka) => kafka.timeout,
+            Self::EventBridge(eventbridge) => eventbridge.timeout,
         }
     }
 
@@ -50,6 +63,7 @@ impl Sink {
         match self {
             Self::Webhook(webhook) => webhook.deliver(event, body).await,
             Self::Kafka(kafka) => kafka.deliver(event, body).await,
+            Self::EventBridge(eventbridge) => eventbridge.deliver(event, body).await,
         }
     }
 }
@@ -153,6 +167,71 @@ impl Kafka {
             .await
             .map(|_| ())
             .map_err(|(e, _)| format!("producing to topic {}: {e}", self.topic))
+    }
+}
+
+/// An Amazon EventBridge event bus.
+pub(crate) struct EventBridge {
+    api: JsonApi,
+    bus: String,
+    source: String,
+    timeout: Duration,
+}
+
+impl EventBridge {
+    async fn new(name: &str, config: &EventBridgeConfig) -> Result<Self, String> {
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let api = JsonApi::new(
+            "events",
+            config.region.clone(),
+            config.endpoint.clone(),
+            timeout,
+            "events.sinks.eventbridge.region",
+        )
+        .await
+        .map_err(|e| format!("sink {name}: {e}"))?;
+        Ok(Self {
+            api,
+            bus: config.bus.clone(),
+            source: config.source.clone(),
+            timeout,
+        })
+    }
+
+    /// `Ok` once EventBridge accepted the entry.
+    async fn deliver(&self, event: &Event, body: Vec<u8>) -> Result<(), String> {
+        let detail = String::from_utf8(body).map_err(|e| e.to_string())?;
+        let request = serde_json::json!({
+            "Entries": [{
+                "EventBusName": self.bus,
+                "Source": self.source,
+                "DetailType": event.kind,
+                "Detail": detail,
+                "Resources": [],
+            }]
+        });
+        let (status, answer) = self
+            .api
+            .call("AWSEvents.PutEvents", request.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        let entry = &answer["Entries"][0];
+        if status.is_success() && answer["FailedEntryCount"].as_u64() == Some(0) {
+            return Ok(());
+        }
+        let code = entry["ErrorCode"]
+            .as_str()
+            .or(answer["__type"].as_str())
+            .unwrap_or_default();
+        let message = entry["ErrorMessage"]
+            .as_str()
+            .or(answer["message"].as_str())
+            .or(answer["Message"].as_str())
+            .unwrap_or_default();
+        Err(format!(
+            "EventBridge PutEvents to bus {} (HTTP {status}): {code}: {message}",
+            self.bus
+        ))
     }
 }
 

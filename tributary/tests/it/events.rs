@@ -593,3 +593,112 @@ fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() 
     all_delivered("everything delivered");
     assert_eq!(completions(&log).len(), 2, "{:?}", completions(&log));
 }
+
+/// Creates event bus argv[1] on moto with two rules on source `tributary`,
+/// `detail-type` `commit` and `partition_complete`, each targeting an SQS
+/// queue of its name; prints the queues' URLs as JSON.
+const EVENT_BUS: &str = r#"
+import boto3, json, os, sys
+endpoint = os.environ["TRIBUTARY_S3_ENDPOINT"]
+client = lambda service: boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
+events, sqs = client("events"), client("sqs")
+events.create_event_bus(Name=sys.argv[1])
+queues = {}
+for kind in ("commit", "partition_complete"):
+    url = sqs.create_queue(QueueName=f"{sys.argv[1]}-{kind}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    pattern = {"source": ["tributary"], "detail-type": [kind]}
+    events.put_rule(Name=kind, EventBusName=sys.argv[1], EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=kind, EventBusName=sys.argv[1], Targets=[{"Id": kind, "Arn": arn}])
+    queues[kind] = url
+print(json.dumps(queues))
+"#;
+
+/// Receives up to argv[2] messages from SQS queue argv[1] (waiting at most
+/// a minute) and prints their bodies as a JSON list.
+const RECEIVE: &str = r#"
+import boto3, json, os, sys, time
+sqs = boto3.client("sqs", endpoint_url=os.environ["TRIBUTARY_S3_ENDPOINT"], region_name="us-east-1")
+want, got, deadline = int(sys.argv[2]), [], time.time() + 60
+while len(got) < want and time.time() < deadline:
+    for m in sqs.receive_message(QueueUrl=sys.argv[1], MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+        got.append(json.loads(m["Body"]))
+        sqs.delete_message(QueueUrl=sys.argv[1], ReceiptHandle=m["ReceiptHandle"])
+print(json.dumps(got))
+"#;
+
+/// A sink on an EventBridge bus (moto), signed through the AWS credential
+/// chain: rules route commit events and partition-complete events (every
+/// source idle after a second) to two SQS queues, as a rule starting a
+/// downstream job would.
+#[test]
+fn events_reach_an_eventbridge_bus_and_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let table = dir.path().join("table");
+    let bus = format!("lake-{}", std::process::id());
+    let queues: serde_json::Value = serde_json::from_str(&run_python(EVENT_BUS, &[&bus])).unwrap();
+    let config = write_config(
+        dir.path(),
+        &input,
+        &table,
+        &format!(
+            "[compact]\ninterval_ms = 100\n\n\
+             [events]\npoll_interval_ms = 100\n\n\
+             [events.completeness]\nallowed_lateness_ms = 0\nidle_after_ms = 1000\n\n\
+             [[events.sinks]]\nname = \"bus\"\nstart = \"earliest\"\n\
+             [events.sinks.eventbridge]\nbus = \"{bus}\"\nendpoint = \"{}\"\n",
+            s3::endpoint()
+        ),
+    );
+    let config = config.to_str().unwrap();
+    // 100 records 1,000 s apart: two dates.
+    let (lines, _) = envelopes(0, 100);
+    std::fs::write(input.join("0.ndjson"), lines.join("\n") + "\n").unwrap();
+    run_ok_env(&["ingest", "--config", config, "--once"]);
+    run_ok_env(&["compact", "--config", config, "--once"]);
+    let expected = data_versions(&table);
+
+    let mut processes = Processes::default();
+    start_compactor(&mut processes, config, free_port());
+    let receive = |kind: &str, count: usize| -> Vec<serde_json::Value> {
+        let queue = queues[kind].as_str().unwrap();
+        serde_json::from_str(&run_python(RECEIVE, &[queue, &count.to_string()])).unwrap()
+    };
+    let commits = receive("commit", expected.len());
+    let versions: Vec<u64> = commits
+        .iter()
+        .map(|m| {
+            assert_eq!(m["source"], "tributary");
+            assert_eq!(m["detail"]["kind"], "commit");
+            m["detail"]["version"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(versions, expected);
+    let completed = receive("partition_complete", 2);
+    let days: Vec<(&str, u64)> = completed
+        .iter()
+        .map(|m| {
+            let completed = &m["detail"]["completed"];
+            assert_eq!(completed["correction"], false);
+            (
+                completed["values"]["date"].as_str().unwrap(),
+                completed["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // The records' dates (as `envelopes` times them) and rows per date.
+    let mut expected_days: Vec<(String, u64)> = Vec::new();
+    for i in 0..100u64 {
+        let time =
+            chrono::DateTime::from_timestamp_millis(1_795_478_400_000 + i as i64 * 1_000_000);
+        let date = time.unwrap().date_naive().to_string();
+        match expected_days.last_mut() {
+            Some((last, rows)) if *last == date => *rows += 1,
+            _ => expected_days.push((date, 1)),
+        }
+    }
+    let days: Vec<(String, u64)> = days.into_iter().map(|(d, r)| (d.to_string(), r)).collect();
+    assert_eq!(days, expected_days);
+}
