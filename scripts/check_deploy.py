@@ -10,7 +10,9 @@
   --cli-input-json` input); `dependsOn` names containers that can be waited
   for; `secrets` are ARNs of Secrets Manager secrets or SSM parameters,
   fetched by an execution role; scheduled tasks (`ecs/schedules/`) against
-  EventBridge's PutTargets; services (`ecs/services/`) against CreateService,
+  EventBridge's PutTargets; rules and targets started by Tributary's events
+  (`ecs/triggers/`) against PutRule and PutTargets, their patterns and input
+  paths against the events the EventBridge sink sends; services (`ecs/services/`) against CreateService,
   with load balancers on a port of their task definition's container.
 * Every `tributary` container, on either platform, against the configuration
   it runs with (the file `--config` names: the ConfigMap's, the image's as
@@ -415,6 +417,8 @@ def check_ecs(registry_files):
             if family not in tasks:
                 problem(path, f"task definition {family} is not in deploy/ecs")
 
+    check_triggers(events, tasks)
+
     # Services: `aws ecs create-service --cli-input-json` inputs, whose task
     # definitions must exist here, with the container ports their load
     # balancers send to.
@@ -436,6 +440,66 @@ def check_ecs(registry_files):
                 problem(path, f"load balancer: {family} has no container {balancer.get('containerName')!r}")
             elif balancer.get("containerPort") not in {p.get("containerPort") for p in container.get("portMappings", [])}:
                 problem(path, f"load balancer: {container['name']} maps no port {balancer.get('containerPort')}")
+
+
+# The fields of a data availability event (compactor/src/events/mod.rs,
+# `Event`), and the detail types and default source of the EventBridge sink.
+EVENT_FIELDS = {"id", "kind", "table", "version", "operation", "request_id", "partitions",
+                "watermarks", "committed_at", "completed"}
+EVENT_KINDS = {"commit", "partition_complete"}
+EVENT_SOURCE = "tributary"
+
+
+def check_triggers(events, tasks):
+    """Rules and targets that start a task on Tributary's events
+    (`ecs/triggers/`): `aws events put-rule` / `put-targets --cli-input-json`
+    inputs. A rule's pattern matches what the EventBridge sink sends; a
+    target's input paths name fields events have, and its template is JSON
+    once they are filled in."""
+    directory = DEPLOY / "ecs" / "triggers"
+    rules = {}
+    for path in sorted(directory.glob("*-rule.json")):
+        rule = json.loads(path.read_text())
+        report = ParamValidator().validate(rule, events.operation_model("PutRule").input_shape)
+        if report.has_errors():
+            problem(path, report.generate_report())
+        rules[(rule.get("EventBusName"), rule.get("Name"))] = rule
+        try:
+            pattern = json.loads(rule.get("EventPattern", ""))
+        except json.JSONDecodeError as e:
+            problem(path, f"EventPattern is not JSON: {e}")
+            continue
+        if pattern.get("source") != [EVENT_SOURCE]:
+            problem(path, f"the pattern's source must be [{EVENT_SOURCE!r}], what the sink sends by default")
+        unknown = set(pattern.get("detail-type", [])) - EVENT_KINDS
+        if unknown:
+            problem(path, f"no event has detail-type {sorted(unknown)}: the kinds are {sorted(EVENT_KINDS)}")
+        unknown = set(pattern.get("detail", {})) - EVENT_FIELDS
+        if unknown:
+            problem(path, f"the pattern matches detail fields events do not have: {sorted(unknown)}")
+    for path in sorted(directory.glob("*-targets.json")):
+        targets = json.loads(path.read_text())
+        report = ParamValidator().validate(targets, events.operation_model("PutTargets").input_shape)
+        if report.has_errors():
+            problem(path, report.generate_report())
+        if (targets.get("EventBusName"), targets.get("Rule")) not in rules:
+            problem(path, f"no rule {targets.get('Rule')} on bus {targets.get('EventBusName')} in {directory}")
+        for target in targets["Targets"]:
+            transformer = target.get("InputTransformer", {})
+            for name, json_path in transformer.get("InputPathsMap", {}).items():
+                parts = json_path.split(".")
+                if parts[:2] != ["$", "detail"] or len(parts) < 3 or parts[2] not in EVENT_FIELDS:
+                    problem(path, f"input path {name} = {json_path} names no field of an event")
+            template = transformer.get("InputTemplate")
+            if template is not None:
+                filled = re.sub(r"<[A-Za-z0-9_.-]+>", '"x"', template).replace('""x""', '"x"')
+                try:
+                    overrides = json.loads(filled)
+                except json.JSONDecodeError as e:
+                    problem(path, f"InputTemplate is not JSON once filled in: {e}")
+                    continue
+                if "EcsParameters" in target and "containerOverrides" not in overrides:
+                    problem(path, "an ECS target's input is RunTask overrides: containerOverrides is missing")
 
 
 def check_grafana():
