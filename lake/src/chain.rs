@@ -355,9 +355,24 @@ mod tests {
     use super::*;
     use crate::rowfile::{self, Codec};
     use deltalake::arrow::array::{ArrayRef, Int64Array};
-    use deltalake::arrow::record_batch::RecordBatch;
     use object_store::memory::InMemory;
     use std::sync::Arc;
+
+    #[test]
+    fn a_row_files_first_date_is_its_earliest_dated_row() {
+        use deltalake::arrow::array::Date32Array;
+        let header = |days: Vec<Option<i32>>| -> BTreeMap<String, Vec<u8>> {
+            let dates: ArrayRef = Arc::new(Date32Array::from(days));
+            let batch = RecordBatch::try_from_iter([("date", dates)]).unwrap();
+            let (key, value) = first_date_metadata(&batch);
+            BTreeMap::from([(key.to_string(), value.into_bytes())])
+        };
+        // 2026-11-29 is day 20,786 since the Unix epoch.
+        let date = first_date(&header(vec![Some(20_787), None, Some(20_786)]));
+        assert_eq!(date, Some(Some("2026-11-29".parse().unwrap())));
+        assert_eq!(first_date(&header(vec![None, None])), Some(None));
+        assert_eq!(first_date(&BTreeMap::new()), None);
+    }
 
     fn file(first: u64, last: u64) -> Bytes {
         let positions: ArrayRef = Arc::new(Int64Array::from(vec![first as i64]));

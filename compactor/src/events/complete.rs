@@ -484,3 +484,133 @@ async fn write_state(lake: &Lake, state: &State) -> Result<()> {
         .map_err(|e| tributary_lake::Error::store(&path, e))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_MS: i64 = 3_600_000;
+
+    fn tracker(lateness_ms: u64, idle_after_ms: u64) -> Tracker {
+        let config = CompletenessConfig {
+            allowed_lateness_ms: lateness_ms,
+            idle_after_ms,
+        };
+        Tracker::new(&config, &CompactConfig::default())
+    }
+
+    fn source(latest: Option<&str>, active_ago_ms: i64) -> Source {
+        Source {
+            latest_event_us: latest
+                .map(|t| DateTime::parse_from_rfc3339(t).unwrap().timestamp_micros()),
+            active_at_ms: chrono::Utc::now().timestamp_millis() - active_ago_ms,
+        }
+    }
+
+    fn state(sources: &[(&str, Source)]) -> State {
+        State {
+            sources: sources
+                .iter()
+                .map(|(app, s)| (app.to_string(), *s))
+                .collect(),
+            ..State::default()
+        }
+    }
+
+    fn staged(apps: &[&str]) -> BTreeMap<String, Vec<StagedFile>> {
+        apps.iter()
+            .map(|app| (app.to_string(), Vec::new()))
+            .collect()
+    }
+
+    fn micros(time: &str) -> i64 {
+        DateTime::parse_from_rfc3339(time)
+            .unwrap()
+            .timestamp_micros()
+    }
+
+    #[test]
+    fn the_horizon_is_the_slowest_busy_source_less_the_lateness() {
+        let state = state(&[
+            ("tributary/a/0", source(Some("2026-11-21T05:00:00Z"), 0)),
+            ("tributary/b/0", source(Some("2026-11-21T01:00:00Z"), 0)),
+        ]);
+        let horizon = tracker(HOUR_MS as u64, HOUR_MS as u64).horizon(&state, &staged(&[]));
+        assert_eq!(horizon, Some(micros("2026-11-21T00:00:00Z")));
+    }
+
+    #[test]
+    fn an_idle_source_counts_as_caught_up_unless_it_has_rows_staged() {
+        let state = state(&[
+            ("tributary/a/0", source(Some("2026-11-21T05:00:00Z"), 0)),
+            (
+                "tributary/b/0",
+                source(Some("2026-11-20T01:00:00Z"), 2 * HOUR_MS),
+            ),
+        ]);
+        let tracker = tracker(0, HOUR_MS as u64);
+        assert_eq!(
+            tracker.horizon(&state, &staged(&[])),
+            Some(micros("2026-11-21T05:00:00Z"))
+        );
+        assert_eq!(
+            tracker.horizon(&state, &staged(&["tributary/b/0"])),
+            Some(micros("2026-11-20T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_busy_source_without_an_event_time_or_a_new_one_holds_everything_back() {
+        let known = state(&[("tributary/a/0", source(None, 0))]);
+        assert_eq!(tracker(0, 1_000).horizon(&known, &staged(&[])), None);
+        let new = state(&[("tributary/a/0", source(Some("2026-11-21T05:00:00Z"), 0))]);
+        assert_eq!(
+            tracker(0, 1_000).horizon(&new, &staged(&["tributary/b/0"])),
+            None
+        );
+    }
+
+    #[test]
+    fn no_period_completes_before_the_clock_passes_it() {
+        let future = state(&[("tributary/a/0", source(Some("2999-01-01T00:00:00Z"), 0))]);
+        let horizon = tracker(0, 1_000).horizon(&future, &staged(&[])).unwrap();
+        assert!(horizon <= chrono::Utc::now().timestamp_micros());
+    }
+
+    #[test]
+    fn periods_are_days_or_hours_and_name_their_partition() {
+        let values = |date: &str, hour: Option<&str>| -> BTreeMap<String, Option<String>> {
+            let mut values = BTreeMap::from([("date".into(), Some(date.into()))]);
+            if let Some(hour) = hour {
+                values.insert(HOUR_COLUMN.into(), Some(hour.into()));
+            }
+            values
+        };
+        let day = period_start(&values("2026-11-29", None), false).unwrap();
+        assert_eq!(day, micros("2026-11-29T00:00:00Z"));
+        let hour = period_start(&values("2026-11-29", Some("7")), true).unwrap();
+        assert_eq!(hour, micros("2026-11-29T07:00:00Z"));
+        assert_eq!(period_start(&values("2026-11-29", None), true), None);
+        let mut nulls = values("2026-11-29", None);
+        nulls.insert("date".into(), None);
+        assert_eq!(period_start(&nulls, false), None);
+
+        let rows = BTreeMap::from([(hour, 12)]);
+        let completed = completion(hour, period_micros(true), true, &rows, false);
+        assert_eq!(
+            completed.values,
+            BTreeMap::from([
+                ("date".to_string(), "2026-11-29".to_string()),
+                (HOUR_COLUMN.to_string(), "7".to_string()),
+            ])
+        );
+        assert_eq!(
+            (
+                completed.start.as_str(),
+                completed.end.as_str(),
+                completed.rows
+            ),
+            ("2026-11-29T07:00:00Z", "2026-11-29T08:00:00Z", 12)
+        );
+    }
+}
