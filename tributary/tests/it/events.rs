@@ -239,11 +239,7 @@ fn every_data_commit_reaches_the_webhook_once_even_after_it_refused_for_a_while(
             .is_some_and(|r| r["status"] == 503)
             .then_some(())
     });
-    let status = Command::new("kill")
-        .args(["-9", &compactor.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    processes.kill9(compactor);
     let before_restart = accepted(&log);
     run_python(
         &format!("{S3_STORAGE_OPTIONS}\n{REWIND}"),
@@ -547,11 +543,7 @@ fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() 
             .find(|l| l.ends_with("STREAMING UPDATE"))
             .map(str::to_string)
     });
-    let status = Command::new("kill")
-        .args(["-9", &compactor.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    processes.kill9(compactor);
     std::fs::remove_file(&refuse).unwrap();
     start_compactor(&mut processes, config, compactor_port);
     all_delivered("the completion delivered");
@@ -561,7 +553,9 @@ fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() 
     let event = &completed[0];
     assert_eq!(
         event["id"].as_str().unwrap(),
-        format!("{}@{version}/date=2026-11-20", table.display())
+        format!("{}@{version}/date=2026-11-20", table.display()),
+        "{event}\n{}",
+        commits()
     );
     assert_eq!(
         event["completed"],
@@ -592,6 +586,18 @@ fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() 
     std::thread::sleep(Duration::from_secs(1));
     all_delivered("everything delivered");
     assert_eq!(completions(&log).len(), 2, "{:?}", completions(&log));
+    // Every data commit was announced too (some twice, across the kill),
+    // each request under its event's idempotency key.
+    let mut announced: Vec<u64> = accepted(&log)
+        .iter()
+        .filter(|r| {
+            assert_eq!(r["idempotency_key"], r["event"]["id"], "{r}");
+            r["event"]["kind"] == "commit"
+        })
+        .map(|r| r["event"]["version"].as_u64().unwrap())
+        .collect();
+    announced.dedup();
+    assert_eq!(announced, data_versions(&table));
 }
 
 /// Creates event bus argv[1] on moto with two rules on source `tributary`,

@@ -20,6 +20,19 @@ impl Processes {
         self.0.push(child);
         self.0.last_mut().unwrap()
     }
+
+    /// Kills process `pid`, spawned here, with SIGKILL (`kill -9`), and
+    /// reaps it: until then it is a zombie that still has a `/proc` entry,
+    /// so its leases would not count as abandoned.
+    pub(crate) fn kill9(&mut self, pid: u32) {
+        let child = self
+            .0
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .expect("a process spawned here");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
 
 impl Drop for Processes {
