@@ -21,7 +21,8 @@
 //! again, marked as a correction.
 //!
 //! ```text
-//!  every poll_interval_ms, under lease `events/completeness`:
+//!  every poll_interval_ms when the log has new entries, else every 30 s
+//!  (or half of idle_after_ms), under lease `events/completeness`:
 //!    list staged files ─► load the table ─► fold log entries since the state
 //!    (each source's latest event time and last commit; late rows since the
 //!     `late-rows-checked` txn) ─► frontier = min over busy sources of their
@@ -42,7 +43,7 @@
 //! by log cleanup are not, which can only delay completeness).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate};
 use deltalake::DeltaTable;
@@ -84,6 +85,10 @@ const MAX_PER_COMMIT: usize = 500;
 /// How long the lease lasts.
 const LEASE: Duration = Duration::from_secs(60);
 
+/// The longest time between two decisions when the log does not change
+/// (shorter when `idle_after_ms` is: half of it).
+const RECHECK: Duration = Duration::from_secs(30);
+
 fn state_path() -> Path {
     Path::from(format!("{TRIBUTARY_DIR}/events/completeness.json"))
 }
@@ -117,6 +122,10 @@ pub struct Tracker {
     /// Staged files' earliest dates, by path (`None`: the header does not
     /// say), so that a file is read once.
     first_dates: HashMap<Path, Option<Option<NaiveDate>>>,
+    /// The fold as last written, while the lease is held.
+    state: Option<State>,
+    /// When the last full decision was made.
+    decided_at: Option<Instant>,
 }
 
 impl Tracker {
@@ -127,6 +136,8 @@ impl Tracker {
             compact: compact.clone(),
             lease: None,
             first_dates: HashMap::new(),
+            state: None,
+            decided_at: None,
         }
     }
 
@@ -168,6 +179,20 @@ impl Tracker {
         if !self.hold_lease(lake).await? {
             return Ok(());
         }
+        // Without new log entries only the clock can complete a period (a
+        // source turning idle, the wall clock passing an end): deciding
+        // every `recheck` is enough, and spares loading the table.
+        let mut state = match self.state.take() {
+            Some(state) => state,
+            None => read_state(lake).await?.unwrap_or_default(),
+        };
+        let recheck = Duration::from_millis(self.config.idle_after_ms / 2).min(RECHECK);
+        if self.decided_at.is_some_and(|at| at.elapsed() < recheck)
+            && log_versions(lake, state.next_version).await?.is_empty()
+        {
+            self.state = Some(state);
+            return Ok(());
+        }
         // Listed before the table is read: a staged file missing from the
         // listing was committed before the read, so its rows are seen.
         let staged = staged_by_source(lake).await?;
@@ -191,7 +216,6 @@ impl Tracker {
             .any(|c| c == HOUR_COLUMN);
         let period = period_micros(hourly);
 
-        let mut state = read_state(lake).await?.unwrap_or_default();
         let late = fold(lake, &mut state, latest, checked, hourly).await?;
         let rows = rows_by_period(&table, hourly);
 
@@ -243,7 +267,10 @@ impl Tracker {
             )
             .await?;
         }
-        write_state(lake, &state).await
+        write_state(lake, &state).await?;
+        self.state = Some(state);
+        self.decided_at = Some(Instant::now());
+        Ok(())
     }
 
     /// The instant every busy source's rows have passed, and the clock,
@@ -307,6 +334,8 @@ impl Tracker {
             }
             self.lease = None;
         }
+        // Whoever held it may have moved the fold on.
+        self.state = None;
         match Lease::try_acquire(store, "events/completeness", owner_id(), LEASE).await? {
             Ok(lease) => {
                 self.lease = Some(lease);
