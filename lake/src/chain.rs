@@ -246,7 +246,7 @@ pub fn first_date_metadata(batch: &RecordBatch) -> (&'static str, String) {
         .column_by_name("date")
         .and_then(|c| c.as_primitive_opt::<Date32Type>())
         .and_then(min)
-        .and_then(|days| chrono::NaiveDate::from_epoch_days(days))
+        .and_then(chrono::NaiveDate::from_epoch_days)
         .map(|d| d.to_string())
         .unwrap_or_default();
     (META_FIRST_DATE, first)
