@@ -25,7 +25,9 @@ use tributary_schema_registry::client::{Client, describe};
 pub enum Mode {
     /// Keep watching for new data until shut down.
     Follow,
-    /// Read what is there now (every file counts as complete), stage it, stop.
+    /// Read what is there now, stage it, stop: every file counts as
+    /// complete; a Kafka partition is read up to its end offset when it is
+    /// assigned; a Kinesis shard until it is caught up.
     Once,
 }
 
@@ -147,7 +149,9 @@ pub async fn run(
     let stager = Stager::new(config, lake, telemetry).await?;
     match config.source()? {
         Source::Files(files) => run_files(config, files, &stager, mode, shutdown).await,
-        Source::Kafka(kafka) => crate::source::kafka::run(config, kafka, stager, shutdown).await,
+        Source::Kafka(kafka) => {
+            crate::source::kafka::run(config, kafka, stager, mode, shutdown).await
+        }
         Source::Kinesis(kinesis) => {
             crate::source::kinesis::run(config, kinesis, &stager, mode, shutdown).await
         }

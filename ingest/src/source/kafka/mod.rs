@@ -13,6 +13,10 @@
 //!  revoke ─► wait for the partition's batch in flight, stage the rest of
 //!            its buffer, commit, let it go (a lost partition is dropped)
 //!  SIGTERM ─► pause all, stage every buffer, commit, leave the group
+//!  --once: at assignment, each partition's end offset (its high
+//!          watermark); messages at or past it are not taken; once the
+//!          consumer's position reaches it in every assigned partition,
+//!          leave as on SIGTERM
 //! ```
 //!
 //! * **Positions** are Kafka offsets. A partition is read from the lake's
@@ -61,7 +65,7 @@ use tributary_lake::rowfile::ColumnType;
 
 use crate::batch::{SourceColumns, SourceItem};
 use crate::error::{Error, Result};
-use crate::run::Stager;
+use crate::run::{Mode, Stager};
 use context::Context;
 use state::State;
 
@@ -85,12 +89,15 @@ const POLL: Duration = Duration::from_millis(20);
 /// `statistics.interval.ms` is set in `[ingest.kafka.options]`.
 const STATISTICS_INTERVAL_MS: &str = "1000";
 
-/// Runs a consumer-group member for `kafka` until `shutdown` turns true, then
-/// stages what it has read, commits and leaves the group.
+/// Runs a consumer-group member for `kafka` until `shutdown` turns true (or,
+/// with [`Mode::Once`], until its partitions are read up to their end
+/// offsets at assignment), then stages what it has read, commits and leaves
+/// the group.
 pub(crate) async fn run(
     config: &IngestConfig,
     kafka: &KafkaSourceConfig,
     stager: Stager,
+    mode: Mode,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut types = stager.types.clone();
@@ -102,6 +109,7 @@ pub(crate) async fn run(
     let (outcomes_tx, outcomes) = mpsc::channel();
     let settings = Settings {
         stream: config.stream.clone(),
+        bounded: mode == Mode::Once,
         start: kafka.start,
         metadata_columns: kafka
             .metadata_columns
@@ -225,6 +233,14 @@ fn consume(consumer: BaseConsumer<Context>, stop: &AtomicBool) -> Result<()> {
         }
         state.apply_outcomes(&consumer, Duration::ZERO)?;
         state.dispatch_due(&consumer);
+        if state.settings.bounded
+            && consumer.context().joined.load(Ordering::Relaxed)
+            && state.read_to_end(&consumer)
+        {
+            // `--once`: everything up to the end offsets is read; stage it
+            // and leave as on SIGTERM.
+            break;
+        }
     }
     // SIGTERM: stop fetching, stage what is buffered, commit, leave. The
     // service's grace period bounds how long this may take; what is not
@@ -251,6 +267,9 @@ type Key = (Arc<str>, i32);
 /// What does not change while the consumer runs.
 struct Settings {
     stream: String,
+    /// `ingest --once`: each partition is read up to its end offset when
+    /// it is assigned, then the consumer stages, commits and leaves.
+    bounded: bool,
     start: StartPosition,
     metadata_columns: Option<[Arc<str>; 5]>,
     max_records: usize,

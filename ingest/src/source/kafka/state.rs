@@ -25,6 +25,9 @@ use crate::batch::{ColumnTypes, Message, SourceItem};
 use crate::error::{Error, Result};
 use crate::run::Stager;
 
+/// How long reading a partition's end offset (`--once`) may take.
+const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The consumer's state, shared by the loop and the rebalance callback.
 pub(super) struct State {
     pub(super) settings: Settings,
@@ -55,6 +58,10 @@ pub(super) struct Partition {
     /// The next offset to stage: everything before it is staged.
     pub(super) next_offset: Option<i64>,
     pub(super) paused: bool,
+    /// `--once`: the offset reading stops at (the end offset when the
+    /// partition was assigned), and whether the consumer got there.
+    pub(super) end: Option<i64>,
+    pub(super) read_to_end: bool,
 }
 
 /// What staging a batch came to.
@@ -99,7 +106,28 @@ impl State {
                     StartPosition::Latest => Offset::End,
                 },
             };
-            tracing::info!(partition = %id, ?offset, "kafka partition assigned; resuming from the lake");
+            let end = if self.settings.bounded && failure.is_none() {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, number, WATERMARKS_TIMEOUT)
+                    .map_err(|source| {
+                        kafka_error(
+                            &format!(
+                                "cannot read the end offset of {}",
+                                partition_name(&topic, number)
+                            ),
+                            source,
+                        )
+                    })?;
+                let start = match offset {
+                    Offset::Offset(o) => o,
+                    Offset::Beginning => low,
+                    _ => high,
+                };
+                Some((start, high))
+            } else {
+                None
+            };
+            tracing::info!(partition = %id, ?offset, end = ?end.map(|(_, e)| e), "kafka partition assigned; resuming from the lake");
             self.generation += 1;
             self.partitions.insert(
                 (Arc::from(topic.as_str()), number),
@@ -115,6 +143,8 @@ impl State {
                         _ => None,
                     },
                     paused: false,
+                    end: end.map(|(_, end)| end),
+                    read_to_end: end.is_some_and(|(start, end)| start >= end),
                 },
             );
             tpl.set_partition_offset(&topic, number, offset)
@@ -165,6 +195,11 @@ impl State {
             // reads it.
             return;
         };
+        if partition.end.is_some_and(|end| message.offset() >= end) {
+            // `--once`: produced after the partition was assigned; the next
+            // run reads it.
+            return;
+        }
         if partition.buffer.is_empty() {
             partition.opened = Some(Instant::now());
         }
@@ -211,6 +246,34 @@ impl State {
             item.columns = metadata_columns(names, message);
         }
         SourceItem::Message(item)
+    }
+
+    /// `--once`: whether the consumer has read every assigned partition up
+    /// to its end offset. A partition that gets there is paused, so that
+    /// nothing past it is fetched.
+    pub(super) fn read_to_end(&mut self, consumer: &BaseConsumer<Context>) -> bool {
+        if self.partitions.values().all(|p| p.read_to_end) {
+            return true;
+        }
+        let Ok(positions) = consumer.position() else {
+            return false;
+        };
+        let mut all = true;
+        for (key, partition) in &mut self.partitions {
+            if !partition.read_to_end {
+                let position = positions.find_partition(&key.0, key.1).map(|e| e.offset());
+                partition.read_to_end = matches!(
+                    (position, partition.end),
+                    (Some(Offset::Offset(at)), Some(end)) if at >= end
+                );
+                if partition.read_to_end && !partition.paused {
+                    partition.paused = true;
+                    set_paused(consumer, key, true);
+                }
+            }
+            all &= partition.read_to_end;
+        }
+        all
     }
 
     /// Whether `key`'s buffer holds a full batch.
@@ -356,7 +419,7 @@ impl State {
         };
         partition.next_offset = Some(next);
         commit(consumer, &key, next, CommitMode::Async);
-        if partition.paused && !self.full(&key) {
+        if partition.paused && !partition.read_to_end && !self.full(&key) {
             if let Some(p) = self.partitions.get_mut(&key) {
                 p.paused = false;
             }
