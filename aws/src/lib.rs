@@ -14,8 +14,12 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4::SigningParams;
 use aws_smithy_runtime_api::client::identity::Identity;
 
+/// What a failure's cause is boxed as.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a call could not be made or answered.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Neither the configuration nor the SDK's chain names a region.
     #[error("no AWS region: set {key}")]
@@ -27,15 +31,27 @@ pub enum Error {
     #[error("no AWS credentials provider")]
     NoCredentials,
     /// The HTTP client could not be built.
-    #[error("cannot build an HTTP client: {0}")]
-    Client(String),
-    /// The call failed before an answer, or the answer was not JSON.
-    #[error("AWS {target}: {message}")]
+    #[error("cannot build an HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// The call failed before an answer: credentials, signing, the
+    /// connection.
+    #[error("AWS {target}: {source}")]
     Call {
         /// The operation, e.g. `AWSEvents.PutEvents`.
         target: String,
-        /// What went wrong.
-        message: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// A failure status with an answer that is not JSON.
+    #[error("AWS {target}: HTTP {status}: {body}")]
+    Status {
+        /// The operation.
+        target: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// The answer's start.
+        body: String,
     },
 }
 
@@ -78,7 +94,7 @@ impl JsonApi {
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
-            .map_err(|e| Error::Client(e.to_string()))?;
+            .map_err(Error::Client)?;
         Ok(Self {
             http,
             endpoint: format!("{}/", endpoint.trim_end_matches('/')),
@@ -97,15 +113,15 @@ impl JsonApi {
         target: &str,
         body: String,
     ) -> Result<(reqwest::StatusCode, serde_json::Value), Error> {
-        let fail = |e: &dyn std::fmt::Display| Error::Call {
+        let fail = |source: BoxError| Error::Call {
             target: target.to_string(),
-            message: e.to_string(),
+            source,
         };
         let credentials = self
             .credentials
             .provide_credentials()
             .await
-            .map_err(|e| fail(&e))?;
+            .map_err(|e| fail(e.into()))?;
         let identity: Identity = credentials.into();
         let params = SigningParams::builder()
             .identity(&identity)
@@ -114,7 +130,7 @@ impl JsonApi {
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| fail(&e))?
+            .map_err(|e| fail(e.into()))?
             .into();
         let headers = [
             ("content-type", "application/x-amz-json-1.1"),
@@ -126,21 +142,24 @@ impl JsonApi {
             headers.iter().copied(),
             SignableBody::Bytes(body.as_bytes()),
         )
-        .map_err(|e| fail(&e))?;
-        let (instructions, _) = sign(signable, &params).map_err(|e| fail(&e))?.into_parts();
+        .map_err(|e| fail(e.into()))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| fail(e.into()))?
+            .into_parts();
         let mut request = self.http.post(&self.endpoint).body(body);
         for (name, value) in headers.into_iter().chain(instructions.headers()) {
             request = request.header(name, value);
         }
-        let response = request.send().await.map_err(|e| fail(&e))?;
+        let response = request.send().await.map_err(|e| fail(e.into()))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| fail(&e))?;
+        let bytes = response.bytes().await.map_err(|e| fail(e.into()))?;
         let answer = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         if !status.is_success() && answer.is_null() {
-            return Err(fail(&format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            )));
+            return Err(Error::Status {
+                target: target.to_string(),
+                status,
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
+            });
         }
         Ok((status, answer))
     }

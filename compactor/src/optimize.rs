@@ -262,6 +262,7 @@ async fn merge_bin(
         transactions: Vec::new(),
         operation,
         event: Operation::Optimize,
+        exclusive: false,
     };
     commit(config, lake, table, leases, change).await?;
     report.commits += 1;

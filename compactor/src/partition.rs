@@ -21,6 +21,9 @@ use crate::table::{PARTITION_COLUMN, delta_error};
 /// Microseconds in an hour.
 pub(crate) const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
+/// Microseconds in a day.
+pub(crate) const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
+
 /// The partition columns of `table` (its own when it exists; then a
 /// different `lake.partition_by` is an error), or of a new table.
 pub fn partition_columns(lake: &Lake, table: Option<&DeltaTable>) -> Result<Vec<String>> {
@@ -134,7 +137,7 @@ pub fn latest_event_time(batch: &RecordBatch, event_time: Option<&str>) -> Optio
     from_column.or_else(|| {
         let dates = batch.column_by_name(PARTITION_COLUMN)?;
         let days = max(dates.as_primitive_opt::<Date32Type>()?)?;
-        Some(i64::from(days) * MICROS_PER_HOUR * 24)
+        Some(i64::from(days) * MICROS_PER_DAY)
     })
 }
 

@@ -62,6 +62,10 @@ pub(crate) struct Change {
     /// What the commit's data availability event reports (see
     /// [`crate::events`]).
     pub event: Operation,
+    /// Commit right after the snapshot read or fail, never after a commit
+    /// made meanwhile (delta-rs otherwise commits on top of commits that do
+    /// not conflict).
+    pub exclusive: bool,
 }
 
 /// Commits `change` on the snapshot `table` holds, with its event's summary
@@ -81,6 +85,7 @@ pub(crate) async fn commit(
         transactions,
         operation,
         event,
+        exclusive,
     } = change;
     let added = added_paths(&actions);
     let started = std::time::Instant::now();
@@ -94,8 +99,12 @@ pub(crate) async fn commit(
             .snapshot()
             .map_err(|e| delta_error(lake, "commit", e))?;
         let summary = events::summarize(&event, &actions, snapshot);
+        let mut properties = CommitProperties::default();
+        if exclusive {
+            properties = properties.with_max_retries(0);
+        }
         CommitBuilder::from(
-            CommitProperties::default()
+            properties
                 .with_metadata([(events::SUMMARY_KEY.to_string(), summary)])
                 .with_application_transactions(transactions)
                 .with_create_checkpoint(false)

@@ -41,6 +41,9 @@ pub struct CompletenessConfig {
     pub idle_after_ms: u64,
 }
 
+/// The longest `allowed_lateness_ms`: 30 days.
+const MAX_LATENESS_MS: u64 = 30 * 86_400_000;
+
 fn default_allowed_lateness_ms() -> u64 {
     900_000
 }
@@ -192,14 +195,21 @@ impl EventsConfig {
                 "must be at least 1000",
             ));
         }
-        if let Some(completeness) = &self.completeness
-            && completeness.idle_after_ms < 1_000
-        {
-            return Err(invalid(
-                "events.completeness.idle_after_ms",
-                completeness.idle_after_ms,
-                "must be at least 1000",
-            ));
+        if let Some(completeness) = &self.completeness {
+            if completeness.idle_after_ms < 1_000 {
+                return Err(invalid(
+                    "events.completeness.idle_after_ms",
+                    completeness.idle_after_ms,
+                    "must be at least 1000",
+                ));
+            }
+            if completeness.allowed_lateness_ms > MAX_LATENESS_MS {
+                return Err(invalid(
+                    "events.completeness.allowed_lateness_ms",
+                    completeness.allowed_lateness_ms,
+                    "must be at most 2592000000 (30 days)",
+                ));
+            }
         }
         let mut names = HashSet::new();
         for sink in &self.sinks {

@@ -11,7 +11,7 @@ pub use tributary_decode::columns::ColumnTypes;
 use tributary_decode::flatten::Flattener;
 use tributary_decode::{Decoder, Format, Reason, Rejection, Val, wire};
 use tributary_lake::PartitionId;
-use tributary_lake::chain::{file_metadata, first_date_metadata};
+use tributary_lake::chain::{file_metadata, first_event_time_metadata};
 use tributary_lake::dead_letter::{self, DeadLetter};
 use tributary_lake::rowfile::{self, Codec};
 use tributary_schema_registry::client::describe;
@@ -209,7 +209,10 @@ pub fn encode_batch_with_source(
         })?;
     let metadata = file_metadata(partition, first, last)
         .into_iter()
-        .chain([first_date_metadata(&batch)])
+        .chain([first_event_time_metadata(
+            &batch,
+            settings.event_time_field.as_deref(),
+        )])
         .map(|(k, v)| (k.to_string(), v))
         .chain(source);
     let row_file = rowfile::write(&batch, settings.codec, metadata)?;

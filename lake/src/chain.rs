@@ -36,8 +36,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use deltalake::arrow::array::{AsArray, RecordBatch};
-use deltalake::arrow::compute::min;
-use deltalake::arrow::datatypes::Date32Type;
+use deltalake::arrow::compute::{cast, min};
+use deltalake::arrow::datatypes::{DataType, Date32Type, TimeUnit, TimestampMicrosecondType};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -45,6 +45,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use crate::error::{Error, Result};
 use crate::layout::{PartitionId, parse_position_name};
 use crate::rowfile::RowFile;
+
+/// Microseconds in a day.
+const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Row-file metadata key: the stream.
 pub const META_STREAM: &str = "tributary.stream";
@@ -61,12 +64,23 @@ pub const META_LAST_POSITION: &str = "tributary.last_position";
 /// compacted marker when the file is compacted.
 pub const META_SOURCE_PREFIX: &str = "tributary.source.";
 
-/// Row-file metadata key: the earliest `date` of the file's rows
-/// (`YYYY-MM-DD`; empty when no row has one). A date partition is not
+/// Row-file metadata key: the earliest event time of the file's rows, in
+/// microseconds since the Unix epoch (the event-time column's, else midnight
+/// of the row's `date`; empty when no row has either). A period is not
 /// declared complete while a staged file may still add rows to it (the
-/// compactor's `events::complete`); a file without the key (staged by an
-/// older version) may hold any date.
-pub const META_FIRST_DATE: &str = "tributary.first_date";
+/// compactor's `events::complete`).
+pub const META_FIRST_EVENT_TIME: &str = "tributary.first_event_time";
+
+/// What a row file's header says of its earliest row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarliestRow {
+    /// It does not say (written by a version before the key existed).
+    Unknown,
+    /// No row has an event time or a date.
+    Undated,
+    /// The earliest event time, in microseconds since the Unix epoch.
+    At(i64),
+}
 
 /// A staged row file as listed in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,26 +254,38 @@ pub fn file_metadata(
     ]
 }
 
-/// The [`META_FIRST_DATE`] entry of a row file holding `batch`.
-pub fn first_date_metadata(batch: &RecordBatch) -> (&'static str, String) {
-    let first = batch
-        .column_by_name("date")
-        .and_then(|c| c.as_primitive_opt::<Date32Type>())
-        .and_then(min)
-        .and_then(chrono::NaiveDate::from_epoch_days)
-        .map(|d| d.to_string())
-        .unwrap_or_default();
-    (META_FIRST_DATE, first)
+/// The [`META_FIRST_EVENT_TIME`] entry of a row file holding `batch`, whose
+/// event time is in column `event_time`.
+pub fn first_event_time_metadata(
+    batch: &RecordBatch,
+    event_time: Option<&str>,
+) -> (&'static str, String) {
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let from_column = event_time
+        .and_then(|name| batch.column_by_name(name))
+        .and_then(|times| cast(times, &timestamp).ok())
+        .and_then(|micros| min(micros.as_primitive::<TimestampMicrosecondType>()));
+    let first = from_column.or_else(|| {
+        let dates = batch.column_by_name("date")?;
+        let days = min(dates.as_primitive_opt::<Date32Type>()?)?;
+        Some(i64::from(days) * MICROS_PER_DAY)
+    });
+    (
+        META_FIRST_EVENT_TIME,
+        first.map(|t| t.to_string()).unwrap_or_default(),
+    )
 }
 
-/// The earliest date a row file's header `metadata` says it holds:
-/// `Some(None)` when it holds no dated row, `None` when it does not say.
-pub fn first_date(metadata: &BTreeMap<String, Vec<u8>>) -> Option<Option<chrono::NaiveDate>> {
-    let text = std::str::from_utf8(metadata.get(META_FIRST_DATE)?).ok()?;
-    if text.is_empty() {
-        return Some(None);
+/// The earliest row a row file's header `metadata` names.
+pub fn earliest_row(metadata: &BTreeMap<String, Vec<u8>>) -> EarliestRow {
+    let Some(value) = metadata.get(META_FIRST_EVENT_TIME) else {
+        return EarliestRow::Unknown;
+    };
+    match std::str::from_utf8(value).map(str::parse::<i64>) {
+        _ if value.is_empty() => EarliestRow::Undated,
+        Ok(Ok(micros)) => EarliestRow::At(micros),
+        _ => EarliestRow::Unknown,
     }
-    text.parse().ok().map(Some)
 }
 
 /// Where `partition` resumes: after the greater of the table's `watermark` and
@@ -359,19 +385,26 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn a_row_files_first_date_is_its_earliest_dated_row() {
-        use deltalake::arrow::array::Date32Array;
-        let header = |days: Vec<Option<i32>>| -> BTreeMap<String, Vec<u8>> {
+    fn a_row_files_first_event_time_is_its_earliest_row() {
+        use deltalake::arrow::array::{Date32Array, TimestampMicrosecondArray};
+        let header = |times: Vec<Option<i64>>, days: Vec<Option<i32>>| {
+            let times: ArrayRef =
+                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC"));
             let dates: ArrayRef = Arc::new(Date32Array::from(days));
-            let batch = RecordBatch::try_from_iter([("date", dates)]).unwrap();
-            let (key, value) = first_date_metadata(&batch);
+            let batch = RecordBatch::try_from_iter([("ts", times), ("date", dates)]).unwrap();
+            let (key, value) = first_event_time_metadata(&batch, Some("ts"));
             BTreeMap::from([(key.to_string(), value.into_bytes())])
         };
-        // 2026-11-29 is day 20,786 since the Unix epoch.
-        let date = first_date(&header(vec![Some(20_787), None, Some(20_786)]));
-        assert_eq!(date, Some(Some("2026-11-29".parse().unwrap())));
-        assert_eq!(first_date(&header(vec![None, None])), Some(None));
-        assert_eq!(first_date(&BTreeMap::new()), None);
+        let earliest = header(vec![Some(7), None, Some(5)], vec![Some(0), None, Some(0)]);
+        assert_eq!(earliest_row(&earliest), EarliestRow::At(5));
+        // Without event times, midnight of the earliest date (day 2 here).
+        let dated = header(vec![None, None], vec![Some(3), Some(2)]);
+        assert_eq!(earliest_row(&dated), EarliestRow::At(2 * MICROS_PER_DAY));
+        assert_eq!(
+            earliest_row(&header(vec![None], vec![None])),
+            EarliestRow::Undated
+        );
+        assert_eq!(earliest_row(&BTreeMap::new()), EarliestRow::Unknown);
     }
 
     fn file(first: u64, last: u64) -> Bytes {

@@ -13,7 +13,7 @@
 //! removes them); a crash after it leaves staged files whose rows are all at or
 //! below the new watermark, so the next round drops and deletes them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -311,7 +311,9 @@ pub async fn compact_round(
         };
         metrics.rows_read += file_metrics.rows_read;
         metrics.rows_below_watermark += file_metrics.rows_below_watermark;
-        if let Some(time) = file_metrics.latest_event_time {
+        // A row dated in the future must not make its source look ahead.
+        let now = chrono::Utc::now().timestamp_micros();
+        if let Some(time) = file_metrics.latest_event_time.map(|t| t.min(now)) {
             let latest = latest_event_times
                 .entry(t.partition.app_id())
                 .or_insert(time);
@@ -376,6 +378,7 @@ pub async fn compact_round(
     writer.write_sorted(batches, merged.kept).await?;
     let adds = writer.finish().await?;
     metrics.parquet_files = adds.len() as u64;
+    let new_files: HashSet<String> = adds.iter().map(|a| a.path.clone()).collect();
     let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
 
     let mut leases = PartitionLeases::default();
@@ -445,7 +448,11 @@ pub async fn compact_round(
         actions,
         transactions,
         operation,
-        event: Operation::Compaction { latest_event_times },
+        event: Operation::Compaction {
+            latest_event_times,
+            new_files,
+        },
+        exclusive: false,
     };
     let committed = commit(config, lake, &table, &mut leases, change).await;
     leases.release(lake).await;

@@ -10,15 +10,17 @@
 //!   committed for `idle_after_ms` and none staged;
 //! - the wall clock is past that instant too (no period completes early);
 //! - no staged row file may hold a row of it (each file's header names its
-//!   earliest `date`);
-//! - and every period before it is complete.
+//!   earliest event time);
+//! - and every period before it is complete (the first decision on a table
+//!   starts at its first period, but at most 31 days back).
 //!
 //! A source's event time is the latest of its committed rows (the
 //! `ingest.flatten.event_time_field` column, else midnight of the row's
-//! `date`); compaction commits record it per source. A row a source sends
-//! after it has passed a period's end plus the lateness is *late*: when a
-//! compaction commits it into a complete period, the period is announced
-//! again, marked as a correction.
+//! `date`; never later than the commit), which compaction commits record
+//! per source. A row a source sends after it has passed a period's end
+//! plus the lateness is *late*: when a compaction commits it (as a new row,
+//! not one a delete rewrote) into a complete period, the period is
+//! announced again, marked as a correction.
 //!
 //! ```text
 //!  every poll_interval_ms when the log has new entries, else every 30 s
@@ -27,7 +29,7 @@
 //!    (each source's latest event time and last commit; late rows since the
 //!     `late-rows-checked` txn) ─► frontier = min over busy sources of their
 //!    event time, and now, minus the lateness, at a period boundary, and
-//!    before the first staged date
+//!    before the period of the earliest staged row
 //!    ─► commit {txn complete-until = frontier, txn late-rows-checked = newest
 //!               version folded, commitInfo: one Completion per period}
 //!    ─► write _tributary/events/completeness.json (the fold's state)
@@ -37,10 +39,19 @@
 //! actions), so the events it makes are delivered like every other
 //! commit's, and the frontier moves exactly when they are recorded: a
 //! crash before the commit decides again, one after it finds the frontier
-//! moved. Two compactors deciding at once write the same `txn` ids, so
-//! Delta lets only one commit. The state file is a cache of the fold; when
-//! it is lost or stale the entries are folded again (those already removed
-//! by log cleanup are not, which can only delay completeness).
+//! moved. The commit lands right after the version it decided on or not at
+//! all (a compaction committed in between may hold late rows the decision
+//! did not see; it decides again), and two compactors deciding at once
+//! write the same `txn` ids, so Delta lets only one commit.
+//!
+//! The state file is a cache of the fold; when it is lost or stale the
+//! entries are folded again. Entries log cleanup or an erasure removed
+//! before they were folded are not: late rows they added are not
+//! announced, and, with the state file lost too, a source seen only in
+//! them is unknown until it commits again (it holds nothing back
+//! meanwhile). The tracker folds within a poll of every commit, so this
+//! takes an erasure within that poll of a compaction, or a tracker stopped
+//! for longer than `compact.log_retention_ms`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -54,16 +65,16 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tributary_config::{CompactConfig, CompletenessConfig, HOUR_COLUMN};
-use tributary_lake::chain::{self, StagedFile};
+use tributary_lake::chain::{self, EarliestRow, StagedFile};
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::lease::{Lease, owner_id};
 use tributary_lake::rowfile::RowFile;
 use tributary_lake::{Lake, PartitionId};
 
 use super::store::{get_optional, log_entry, log_versions};
-use super::{Completion, LogEntry, Operation};
+use super::{COMPACTION, Completion, LogEntry, Operation};
 use crate::error::{Error, Result};
-use crate::partition::{MICROS_PER_HOUR, table_partition_columns};
+use crate::partition::{MICROS_PER_DAY, MICROS_PER_HOUR, table_partition_columns};
 use crate::rewrite::PartitionLeases;
 use crate::table::{Change, PARTITION_COLUMN, commit, delta_error};
 
@@ -78,9 +89,13 @@ const FRONTIER: &str = "tributary-events/complete-until";
 /// been announced.
 const LATE_ROWS_CHECKED: &str = "tributary-events/late-rows-checked";
 
-/// The most periods one commit declares (a backfill's first pass); the
-/// rest follow on the next.
+/// The most periods one commit declares complete (a backfill's first
+/// pass; the rest follow on the next), besides corrections.
 const MAX_PER_COMMIT: usize = 500;
+
+/// How far before the horizon the first decision on a table starts, in
+/// microseconds (31 days).
+const FIRST_LOOKBACK: i64 = 31 * MICROS_PER_DAY;
 
 /// How long the lease lasts.
 const LEASE: Duration = Duration::from_secs(60);
@@ -119,9 +134,9 @@ pub struct Tracker {
     config: CompletenessConfig,
     compact: CompactConfig,
     lease: Option<Lease>,
-    /// Staged files' earliest dates, by path (`None`: the header does not
-    /// say), so that a file is read once.
-    first_dates: HashMap<Path, Option<Option<NaiveDate>>>,
+    /// What staged files' headers say of their earliest rows, by path, so
+    /// that a file is read once.
+    earliest_rows: HashMap<Path, EarliestRow>,
     /// The fold as last written, while the lease is held.
     state: Option<State>,
     /// When the last full decision was made.
@@ -135,7 +150,7 @@ impl Tracker {
             config: config.clone(),
             compact: compact.clone(),
             lease: None,
-            first_dates: HashMap::new(),
+            earliest_rows: HashMap::new(),
             state: None,
             decided_at: None,
         }
@@ -228,11 +243,20 @@ impl Tracker {
             })
             .collect();
         let mut until = frontier;
-        let from = frontier.or_else(|| rows.keys().next().copied());
-        if let (Some(from), Some(horizon)) = (from, self.horizon(&state, &staged)) {
+        let horizon = self.horizon(&state, &staged);
+        // The first decision starts at the table's first period, but no
+        // further back than FIRST_LOOKBACK (a row dated 1970 would
+        // otherwise announce decades of empty days).
+        let from = frontier.or_else(|| {
+            let first = *rows.keys().next()?;
+            let lookback = (horizon? - FIRST_LOOKBACK).div_euclid(period) * period;
+            Some(first.max(lookback))
+        });
+        if let (Some(from), Some(horizon)) = (from, horizon) {
             let mut limit = horizon.div_euclid(period) * period;
             if limit > from {
-                limit = limit.min(self.first_staged_midnight(lake, &staged).await?);
+                let staged = self.earliest_staged(lake, &staged).await?;
+                limit = limit.min(staged.div_euclid(period).saturating_mul(period));
             }
             let mut start = from;
             while start + period <= limit && completed.len() < MAX_PER_COMMIT {
@@ -257,15 +281,28 @@ impl Tracker {
                     epoch_id: until,
                 },
                 event: Operation::Complete { completed },
+                // Right after `latest` or not at all: a compaction commit
+                // in between would not have been checked for late rows.
+                exclusive: true,
             };
-            commit(
+            let committed = commit(
                 &self.compact,
                 lake,
                 &table,
                 &mut PartitionLeases::default(),
                 change,
             )
-            .await?;
+            .await;
+            match committed {
+                Ok(_) => {}
+                // Another commit came first: decide again on the next pass.
+                Err(error) if error.is_commit_conflict() => {
+                    tracing::debug!(%error, "events: a commit came before the completeness commit");
+                    self.decided_at = None;
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            }
         }
         write_state(lake, &state).await?;
         self.state = Some(state);
@@ -292,36 +329,36 @@ impl Tracker {
         Some(horizon - self.config.allowed_lateness_ms as i64 * 1_000)
     }
 
-    /// Midnight (UTC) of the earliest date a staged file may hold rows of
-    /// (`i64::MIN` when a file does not say).
-    async fn first_staged_midnight(
+    /// The earliest event time a staged file may hold rows of
+    /// (`i64::MIN` when a file does not say, `i64::MAX` when none is staged).
+    async fn earliest_staged(
         &mut self,
         lake: &Lake,
         staged: &BTreeMap<String, Vec<StagedFile>>,
     ) -> Result<i64> {
         let paths: Vec<&Path> = staged.values().flatten().map(|f| &f.path).collect();
-        self.first_dates.retain(|p, _| paths.contains(&p));
-        let mut first = i64::MAX;
+        self.earliest_rows.retain(|p, _| paths.contains(&p));
+        let mut earliest = i64::MAX;
         for path in paths {
-            let date = match self.first_dates.get(path) {
-                Some(date) => *date,
+            let row = match self.earliest_rows.get(path) {
+                Some(row) => *row,
                 None => {
                     let Some(bytes) = get_optional(lake, path).await? else {
                         continue; // compacted meanwhile: its rows are in the table
                     };
                     let (_, metadata) = RowFile::read_header(&bytes, path.as_ref())?;
-                    let date = chain::first_date(&metadata);
-                    self.first_dates.insert(path.clone(), date);
-                    date
+                    let row = chain::earliest_row(&metadata);
+                    self.earliest_rows.insert(path.clone(), row);
+                    row
                 }
             };
-            match date {
-                Some(Some(date)) => first = first.min(midnight(date)),
-                Some(None) => {}
-                None => return Ok(i64::MIN),
+            match row {
+                EarliestRow::At(time) => earliest = earliest.min(time),
+                EarliestRow::Undated => {}
+                EarliestRow::Unknown => return Ok(i64::MIN),
             }
         }
-        Ok(first)
+        Ok(earliest)
     }
 
     /// Takes the lease, or renews it once a third of it is gone: `false`
@@ -387,15 +424,18 @@ async fn fold(
         if let Some(frontier) = entry.transactions.get(FRONTIER) {
             state.frontier_us = Some(*frontier);
         } else if let Some(frontier) = state.frontier_us
-            && summary.operation == "compaction"
+            && summary.operation == COMPACTION
             && checked.is_none_or(|c| version as i64 > c)
         {
-            for change in summary.partitions.iter().filter(|c| c.rows_added > 0) {
+            for change in &summary.partitions {
+                // Rows from staging, not those a delete rewrote.
+                let new_rows = change.new_rows.unwrap_or(change.rows_added);
                 if let Some(start) = period_start(&change.values, hourly)
                     && start + period <= frontier
+                    && new_rows > 0
                 {
                     let entry = late.entry(start).or_default();
-                    entry.0 += change.rows_added;
+                    entry.0 += new_rows;
                     entry.1 = version;
                 }
             }
@@ -440,7 +480,7 @@ fn period_micros(hourly: bool) -> i64 {
     if hourly {
         MICROS_PER_HOUR
     } else {
-        24 * MICROS_PER_HOUR
+        MICROS_PER_DAY
     }
 }
 
@@ -494,19 +534,26 @@ fn completion(
     }
 }
 
+/// The fold as last written; `None` when there is none, or it cannot be
+/// read (it is a cache: the log is folded again).
 async fn read_state(lake: &Lake) -> Result<Option<State>> {
     let path = state_path();
     let Some(bytes) = get_optional(lake, &path).await? else {
         return Ok(None);
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::Events(format!("{path} is not completeness state: {e}")))
+    match serde_json::from_slice(&bytes) {
+        Ok(state) => Ok(Some(state)),
+        Err(error) => {
+            tracing::warn!(%path, %error, "events: completeness state unreadable; folding the log again");
+            Ok(None)
+        }
+    }
 }
 
 async fn write_state(lake: &Lake, state: &State) -> Result<()> {
     let path = state_path();
-    let body = serde_json::to_vec(state).unwrap_or_default();
+    let body = serde_json::to_vec(state)
+        .map_err(|e| Error::Events(format!("cannot write {path}: {e}")))?;
     lake.store()
         .put(&path, body.into())
         .await

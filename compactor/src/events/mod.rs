@@ -47,6 +47,9 @@ pub use store::{oldest_cursor, spool_before};
 /// The key of the commit summary in `commitInfo`.
 pub(crate) const SUMMARY_KEY: &str = "tributary";
 
+/// The `operation` of a compaction round's summary.
+pub(crate) const COMPACTION: &str = "compaction";
+
 /// What a commit did, as its event names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
@@ -56,6 +59,9 @@ pub enum Operation {
         /// rows it adds, per source partition (its Delta `txn` id): what
         /// partition completeness ([`complete`]) follows.
         latest_event_times: BTreeMap<String, i64>,
+        /// The files it adds that hold staged rows (not those rewritten to
+        /// apply deletes).
+        new_files: HashSet<String>,
     },
     /// Small files merged into large ones (the same rows).
     Optimize,
@@ -82,6 +88,10 @@ pub struct PartitionChange {
     /// Rows in the files it removed; `null` when unknown (commits by other
     /// writers, files without statistics).
     pub rows_removed: Option<u64>,
+    /// A compaction's rows new to the table (from staging); the rest of
+    /// `rows_added` were rewritten by deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_rows: Option<u64>,
 }
 
 /// A date (or hour) partition that became complete: every source feeding
@@ -177,14 +187,28 @@ pub(crate) fn summarize(
             .map(|f| (f.path().to_string(), f.num_records().map(|n| n as u64)))
             .collect()
     };
-    let mut partitions: BTreeMap<BTreeMap<String, Option<String>>, (u64, Option<u64>)> =
+    let new_files = match operation {
+        Operation::Compaction { new_files, .. } => Some(new_files),
+        _ => None,
+    };
+    let mut partitions: BTreeMap<BTreeMap<String, Option<String>>, PartitionChange> =
         BTreeMap::new();
+    let empty = |values: &BTreeMap<String, Option<String>>| PartitionChange {
+        values: values.clone(),
+        rows_added: 0,
+        rows_removed: Some(0),
+        new_rows: new_files.map(|_| 0),
+    };
     for action in actions {
         match action {
             Action::Add(add) => {
+                let rows = rows_in_stats(add.stats.as_deref());
                 let values = add.partition_values.clone().into_iter().collect();
-                partitions.entry(values).or_insert((0, Some(0))).0 +=
-                    rows_in_stats(add.stats.as_deref());
+                let change = partitions.entry(values).or_insert_with_key(empty);
+                change.rows_added += rows;
+                if new_files.is_some_and(|new| new.contains(&add.path)) {
+                    change.new_rows = change.new_rows.map(|n| n + rows);
+                }
             }
             Action::Remove(remove) => {
                 let values = remove
@@ -194,8 +218,8 @@ pub(crate) fn summarize(
                     .into_iter()
                     .collect();
                 let rows = rows_by_path.get(&remove.path).copied().flatten();
-                let entry = partitions.entry(values).or_insert((0, Some(0)));
-                entry.1 = entry.1.zip(rows).map(|(a, b)| a + b);
+                let change = partitions.entry(values).or_insert_with_key(empty);
+                change.rows_removed = change.rows_removed.zip(rows).map(|(a, b)| a + b);
             }
             _ => {}
         }
@@ -205,19 +229,14 @@ pub(crate) fn summarize(
         request_id: None,
         latest_event_times: BTreeMap::new(),
         completed: Vec::new(),
-        partitions: partitions
-            .into_iter()
-            .map(|(values, (added, removed))| PartitionChange {
-                values,
-                rows_added: added,
-                rows_removed: removed,
-            })
-            .collect(),
+        partitions: partitions.into_values().collect(),
     };
     summary.operation = match operation {
-        Operation::Compaction { latest_event_times } => {
+        Operation::Compaction {
+            latest_event_times, ..
+        } => {
             summary.latest_event_times = latest_event_times.clone();
-            "compaction"
+            COMPACTION
         }
         Operation::Optimize => "optimize",
         Operation::Forget { request_id } => {
@@ -409,6 +428,7 @@ fn foreign_summary(
                 values,
                 rows_added,
                 rows_removed: None,
+                new_rows: None,
             })
             .collect(),
     }

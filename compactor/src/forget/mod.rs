@@ -382,6 +382,7 @@ async fn erase_from_table(
             event: Operation::Forget {
                 request_id: options.request_id.clone(),
             },
+            exclusive: false,
         };
         let committed = commit(config, lake, &table, &mut leases, change).await;
         leases.release(lake).await;

@@ -406,6 +406,19 @@ for commit in t.history():
     print(commit["version"], commit["operation"])
 "#;
 
+/// Prints the completeness state of table argv[1] (on the test S3 server),
+/// or deletes it with argv[2] = `delete`.
+const COMPLETENESS_STATE: &str = r#"
+import boto3, os, sys
+bucket, root = sys.argv[1][len("s3://"):].split("/", 1)
+s3 = boto3.client("s3", endpoint_url=os.environ["TRIBUTARY_S3_ENDPOINT"])
+key = f"{root}/_tributary/events/completeness.json"
+if sys.argv[2:] == ["delete"]:
+    s3.delete_object(Bucket=bucket, Key=key)
+else:
+    print(s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+"#;
+
 /// Appends one envelope per `(id, event time)` to `file`.
 fn append_rows(file: &Path, rows: &[(&str, &str)]) {
     use std::io::Write;
@@ -498,13 +511,18 @@ fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() 
             &[table.to_str().unwrap()],
         )
     };
-    // The sink's cursor past the newest version (`events list`).
+    // The sink's cursor, and the completeness tracker's fold, past the
+    // newest version (`events list`; the tracker's state).
     let all_delivered = |what: &str| {
         wait_for(Duration::from_secs(60), what, || {
             let listing = run_ok_env(&["events", "list", "--config", config]).stdout;
             let listing: serde_json::Value = serde_json::from_slice(&listing).ok()?;
             let latest = listing["latest_version"].as_u64()?;
-            (listing["sinks"][0]["next_version"].as_u64()? == latest + 1).then_some(())
+            let state = run_python(COMPLETENESS_STATE, &[table.to_str().unwrap()]);
+            let folded: serde_json::Value = serde_json::from_str(&state).ok()?;
+            (listing["sinks"][0]["next_version"].as_u64()? == latest + 1
+                && folded["next_version"].as_u64()? == latest + 1)
+                .then_some(())
         });
     };
 
@@ -528,7 +546,6 @@ fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() 
     // a moves on; b has not: still nothing.
     ingest(0, &[("a3", "2026-11-21T05:00:00Z")]);
     compacted(5.0);
-    std::thread::sleep(Duration::from_secs(1));
     all_delivered("the commits so far delivered");
     assert_eq!(completions(&log), Vec::<serde_json::Value>::new());
 
@@ -544,6 +561,9 @@ fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() 
             .then_some(())
     });
     processes.kill9(compactor);
+    // As if it had died before writing its fold: its successor folds the
+    // log again and finds the decision there.
+    run_python(COMPLETENESS_STATE, &[table.to_str().unwrap(), "delete"]);
     std::fs::remove_file(&refuse).unwrap();
     start_compactor(&mut processes, config, compactor_port);
     all_delivered("the completion delivered");
@@ -585,7 +605,6 @@ fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() 
     assert_eq!(correction["completed"]["late_rows"], 1);
     assert_eq!(correction["completed"]["rows"], 4);
     // The 21st is not complete: b is at 01:00 on it.
-    std::thread::sleep(Duration::from_secs(1));
     all_delivered("everything delivered");
     assert_eq!(completions(&log).len(), 2, "{:?}", completions(&log));
     // Every data commit was announced too (some twice, across the kill),
@@ -623,11 +642,11 @@ print(json.dumps(queues))
 "#;
 
 /// Receives up to argv[2] messages from SQS queue argv[1] (waiting at most
-/// a minute) and prints their bodies as a JSON list.
+/// argv[3] seconds) and prints their bodies as a JSON list.
 const RECEIVE: &str = r#"
 import boto3, json, os, sys, time
 sqs = boto3.client("sqs", endpoint_url=os.environ["TRIBUTARY_S3_ENDPOINT"], region_name="us-east-1")
-want, got, deadline = int(sys.argv[2]), [], time.time() + 60
+want, got, deadline = int(sys.argv[2]), [], time.time() + float(sys.argv[3])
 while len(got) < want and time.time() < deadline:
     for m in sqs.receive_message(QueueUrl=sys.argv[1], MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
         got.append(json.loads(m["Body"]))
@@ -637,8 +656,8 @@ print(json.dumps(got))
 
 /// A sink on an EventBridge bus (moto), signed through the AWS credential
 /// chain: rules route commit events and partition-complete events (every
-/// source idle after a second) to two SQS queues, as a rule starting a
-/// downstream job would.
+/// source idle after a second, so every day to yesterday completes) to two
+/// SQS queues, as a rule starting a downstream job would.
 #[test]
 fn events_reach_an_eventbridge_bus_and_its_rules() {
     let dir = tempfile::tempdir().unwrap();
@@ -670,11 +689,12 @@ fn events_reach_an_eventbridge_bus_and_its_rules() {
 
     let mut processes = Processes::default();
     start_compactor(&mut processes, config, free_port());
-    let receive = |kind: &str, count: usize| -> Vec<serde_json::Value> {
+    let receive = |kind: &str, count: usize, seconds: u32| -> Vec<serde_json::Value> {
         let queue = queues[kind].as_str().unwrap();
-        serde_json::from_str(&run_python(RECEIVE, &[queue, &count.to_string()])).unwrap()
+        let args = [queue, &count.to_string(), &seconds.to_string()];
+        serde_json::from_str(&run_python(RECEIVE, &args)).unwrap()
     };
-    let commits = receive("commit", expected.len());
+    let commits = receive("commit", expected.len(), 60);
     let versions: Vec<u64> = commits
         .iter()
         .map(|m| {
@@ -684,19 +704,8 @@ fn events_reach_an_eventbridge_bus_and_its_rules() {
         })
         .collect();
     assert_eq!(versions, expected);
-    let completed = receive("partition_complete", 2);
-    let days: Vec<(&str, u64)> = completed
-        .iter()
-        .map(|m| {
-            let completed = &m["detail"]["completed"];
-            assert_eq!(completed["correction"], false);
-            (
-                completed["values"]["date"].as_str().unwrap(),
-                completed["rows"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    // The records' dates (as `envelopes` times them) and rows per date.
+    // Every source idle: every date from the first record's to yesterday
+    // (UTC) is complete, with its rows (none after the records' dates).
     let mut expected_days: Vec<(String, u64)> = Vec::new();
     for i in 0..100u64 {
         let time =
@@ -707,6 +716,31 @@ fn events_reach_an_eventbridge_bus_and_its_rules() {
             _ => expected_days.push((date, 1)),
         }
     }
-    let days: Vec<(String, u64)> = days.into_iter().map(|(d, r)| (d.to_string(), r)).collect();
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let mut next = expected_days
+        .last()
+        .unwrap()
+        .0
+        .parse::<chrono::NaiveDate>()
+        .unwrap();
+    while next < yesterday {
+        next = next + chrono::Days::new(1);
+        expected_days.push((next.to_string(), 0));
+    }
+    let completed = receive("partition_complete", expected_days.len(), 60);
+    let days: Vec<(String, u64)> = completed
+        .iter()
+        .map(|m| {
+            let completed = &m["detail"]["completed"];
+            assert_eq!(completed["correction"], false);
+            (
+                completed["values"]["date"].as_str().unwrap().to_string(),
+                completed["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(days, expected_days);
+    // And nothing more: each date once.
+    let more = receive("partition_complete", 1, 3);
+    assert_eq!(more, Vec::<serde_json::Value>::new());
 }
