@@ -71,6 +71,7 @@ use tributary_lake::lease::{Lease, owner_id};
 use tributary_lake::rowfile::RowFile;
 use tributary_lake::{Lake, PartitionId};
 
+use super::dispatch::Pacing;
 use super::store::{get_optional, log_entry, log_versions};
 use super::{COMPACTION, Completion, LogEntry, Operation};
 use crate::error::{Error, Result};
@@ -165,23 +166,13 @@ impl Tracker {
         poll: Duration,
         max_backoff: Duration,
     ) {
-        let mut backoff = Duration::ZERO;
+        let mut pacing = Pacing::new(poll, max_backoff);
         while !*shutdown.borrow() {
-            let pause = match self.pass(lake).await {
-                Ok(()) => {
-                    backoff = Duration::ZERO;
-                    poll
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "events: cannot decide partition completeness");
-                    backoff = (backoff * 2).max(Duration::from_secs(1)).min(max_backoff);
-                    backoff
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => {}
+            let passed = self.pass(lake).await;
+            if let Err(error) = &passed {
+                tracing::warn!(%error, "events: cannot decide partition completeness");
             }
+            pacing.pause(passed.is_ok(), &mut shutdown).await;
         }
         if let Some(lease) = self.lease {
             let _ = lease.release(lake.store().as_ref()).await;

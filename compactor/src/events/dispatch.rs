@@ -106,6 +106,42 @@ impl Dispatcher {
     }
 }
 
+/// The pauses of a task that runs in passes: `poll` after a pass that
+/// succeeded; after failures a backoff from 1 s, doubling up to
+/// `max_backoff`.
+pub(super) struct Pacing {
+    poll: Duration,
+    max_backoff: Duration,
+    backoff: Duration,
+}
+
+impl Pacing {
+    pub(super) fn new(poll: Duration, max_backoff: Duration) -> Self {
+        Self {
+            poll,
+            max_backoff,
+            backoff: Duration::ZERO,
+        }
+    }
+
+    /// Pauses after a pass (`passed`: it succeeded), or until `shutdown`
+    /// changes.
+    pub(super) async fn pause(&mut self, passed: bool, shutdown: &mut watch::Receiver<bool>) {
+        self.backoff = if passed {
+            Duration::ZERO
+        } else {
+            (self.backoff * 2)
+                .max(Duration::from_secs(1))
+                .min(self.max_backoff)
+        };
+        let pause = if passed { self.poll } else { self.backoff };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
 /// One sink's delivery state.
 struct Delivery {
     name: String,
@@ -130,22 +166,10 @@ impl Delivery {
         poll: Duration,
         max_backoff: Duration,
     ) {
-        let mut backoff = Duration::ZERO;
+        let mut pacing = Pacing::new(poll, max_backoff);
         while !*shutdown.borrow() {
-            let pause = match self.pass(lake, telemetry, &shutdown).await {
-                Ok(()) => {
-                    backoff = Duration::ZERO;
-                    poll
-                }
-                Err(Failed) => {
-                    backoff = (backoff * 2).max(Duration::from_secs(1)).min(max_backoff);
-                    backoff
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => {}
-            }
+            let passed = self.pass(lake, telemetry, &shutdown).await.is_ok();
+            pacing.pause(passed, &mut shutdown).await;
         }
         if let Some(lease) = self.lease {
             let _ = lease.release(lake.store().as_ref()).await;
