@@ -424,3 +424,53 @@ fn throttling_slows_ingestion_without_loss() {
     let keys = table_keys(&table);
     assert_eq!(keys.iter().collect::<HashSet<_>>().len(), expected.len());
 }
+
+/// `ingest --once` on Kinesis: it stages every record that arrived before
+/// it started and exits 0, while a producer goes on writing; records that
+/// arrived after it started are left for the next `--once`.
+#[test]
+fn bounded_kinesis_runs_stage_what_arrived_before_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let stream = unique("bounded");
+    create_stream(&stream, 2);
+    let put = r#"
+stream, first, count, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+for start in range(first, first + count, 50):
+    put_all(stream, [(json.dumps({"id": f"b{i}"}).encode(), f"pk{i}") for i in range(start, min(start + 50, first + count))])
+    time.sleep(pause)
+"#;
+    kinesis_python(put, &[&stream, "0", "1000", "0"]);
+    let expected: Vec<String> = (0..2000).map(|i| format!("b{i}")).collect();
+    // Arrival times are in milliseconds: let the clock move past the last.
+    std::thread::sleep(Duration::from_millis(50));
+    let config = write_config(dir.path(), &table, &stream, &endpoint(), "");
+    let config = config.to_str().unwrap();
+    let mut producer = Command::new(python())
+        .arg("-c")
+        .arg(format!("{KINESIS_PY}\n{put}"))
+        .args([&stream, "1000", "1000", "0.05"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    let first = table_keys(&table);
+    let unique_keys: HashSet<&String> = first.iter().collect();
+    assert_eq!(
+        unique_keys.len(),
+        first.len(),
+        "duplicate keys in the table"
+    );
+    assert!(expected[..1000].iter().all(|k| unique_keys.contains(k)));
+    assert!(
+        first.len() < expected.len(),
+        "records that arrived after it started are left: {} staged",
+        first.len()
+    );
+
+    assert!(producer.wait().unwrap().success());
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    assert_keys(&table, &expected);
+}

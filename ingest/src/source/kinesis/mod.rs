@@ -128,6 +128,7 @@ pub(crate) async fn run(
         max_message_bytes: config.max_message_bytes,
         dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
         mode,
+        started_ms: chrono::Utc::now().timestamp_millis(),
     };
     let stream = PartitionId::new(&config.stream, "x");
     let mut coordinator = Coordinator {

@@ -116,8 +116,11 @@ pub struct ShardContext<'a> {
     pub max_message_bytes: u64,
     /// Dead-letter payload limit.
     pub dead_letter_max_payload_bytes: u64,
-    /// `--once` stops a shard once it is caught up.
+    /// `--once` stops a shard once it is caught up, or at the first record
+    /// that arrived after `started_ms`.
     pub mode: Mode,
+    /// When the run started, in milliseconds since the Unix epoch.
+    pub started_ms: i64,
 }
 
 /// Object marking a shard read and staged to `SHARD_END`.
@@ -307,7 +310,13 @@ pub async fn read_shard(
         );
         let empty = answer.records.is_empty();
         let mut reseeked = false;
+        let mut arrived_after_start = false;
         for record in answer.records {
+            if ctx.mode == Mode::Once && record.arrival_ms.is_some_and(|at| at > ctx.started_ms) {
+                // `--once`: this record and the rest are the next run's.
+                arrived_after_start = true;
+                break;
+            }
             if batch.items.is_empty() {
                 batch.started = Some(Instant::now());
             }
@@ -335,6 +344,9 @@ pub async fn read_shard(
         }
         if reseeked {
             continue;
+        }
+        if arrived_after_start {
+            return finish(ctx, &id, &mut types, &mut batch, false, &control).await;
         }
         match answer.next_iterator {
             None => {
