@@ -40,9 +40,11 @@ enum Command {
         /// The TOML configuration file (see config/README.md).
         #[arg(long)]
         config: PathBuf,
-        /// Read what the source holds now, stage it, and exit (files are
-        /// treated as complete) instead of following it. No HTTP endpoint is
-        /// served in this mode.
+        /// Read what the source holds now, stage it, and exit instead of
+        /// following it: files are treated as complete, Kafka partitions are
+        /// read up to their end offsets at assignment, Kinesis shards up to
+        /// the records that arrived before the run started. No HTTP endpoint
+        /// is served in this mode.
         #[arg(long)]
         once: bool,
     },
