@@ -286,7 +286,9 @@ impl Tracker {
             .await;
             match committed {
                 Ok(_) => {}
-                // Another commit came first: decide again on the next pass.
+                // Another commit came first: decide again on the next pass,
+                // from the state as last written (this fold's late rows are
+                // not announced yet, so they must be found again).
                 Err(error) if error.is_commit_conflict() => {
                     tracing::debug!(%error, "events: a commit came before the completeness commit");
                     self.decided_at = None;
