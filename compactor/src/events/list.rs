@@ -42,8 +42,8 @@ pub struct Listed {
     pub pending_for: Vec<String>,
 }
 
-/// The events of versions `since` to the newest, at most `limit` (by
-/// default those of the newest `limit` versions), and where each of `sinks` stands.
+/// The events of versions `since` to the newest, at most `limit` of them
+/// (by default from the newest `limit` versions), and where each of `sinks` stands.
 pub async fn list(
     lake: &Lake,
     sinks: &[SinkConfig],
@@ -73,7 +73,8 @@ pub async fn list(
                 .filter(|p| p.next_version.is_none_or(|next| next <= version))
                 .map(|p| p.name.clone())
                 .collect();
-            for event in read_events(lake, version).await?.unwrap_or_default() {
+            let listed = read_events(lake, version).await?.unwrap_or_default();
+            for event in listed.into_iter().take(limit - events.len()) {
                 let pending_for = pending_for.clone();
                 events.push(Listed { event, pending_for });
             }
