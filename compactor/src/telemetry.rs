@@ -37,6 +37,7 @@
 //! | `tributary_compactor_events_pending` | gauge | Delta log entries a sink has not passed yet, by `sink` (0 when it is caught up) |
 //! | `tributary_compactor_events_oldest_pending_age_seconds` | gauge | age of the oldest commit a sink has not been told of, by `sink` (0 when none) |
 //! | `tributary_compactor_events_lost_total` | counter | log entries removed by another tool before a sink was told of them, by `sink` |
+//! | `tributary_compactor_complete_until_timestamp_seconds` | gauge | with `[events.completeness]`: the end of the last period declared complete, in seconds since the Unix epoch (0 before the first; set by the compactor deciding) |
 
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -82,6 +83,7 @@ pub struct CompactorTelemetry {
     events_pending: IntGaugeVec,
     events_oldest_pending_age: IntGaugeVec,
     events_lost: IntCounterVec,
+    complete_until: IntGauge,
 }
 
 /// Buckets of the commit duration histogram, in seconds: a local commit takes
@@ -228,7 +230,17 @@ impl CompactorTelemetry {
                 "Log entries removed by another tool before a sink was told of them.",
                 &["sink"],
             )?,
+            complete_until: gauge(
+                "complete_until_timestamp_seconds",
+                "The end of the last period declared complete (0 before the first).",
+            )?,
         })
+    }
+
+    /// Records that every period ending by `until_us` (microseconds since
+    /// the Unix epoch) is complete.
+    pub fn complete_until(&self, until_us: i64) {
+        self.complete_until.set(until_us.div_euclid(1_000_000));
     }
 
     /// Records an event of `kind` delivered to `sink`.

@@ -78,6 +78,7 @@ use crate::error::{Error, Result};
 use crate::partition::{MICROS_PER_DAY, MICROS_PER_HOUR, table_partition_columns};
 use crate::rewrite::PartitionLeases;
 use crate::table::{Change, PARTITION_COLUMN, commit, delta_error};
+use crate::telemetry::CompactorTelemetry;
 
 /// The `operation` of a completeness commit's summary.
 pub(crate) const OPERATION: &str = "complete";
@@ -162,13 +163,14 @@ impl Tracker {
     pub async fn run(
         mut self,
         lake: &Lake,
+        telemetry: &CompactorTelemetry,
         mut shutdown: watch::Receiver<bool>,
         poll: Duration,
         max_backoff: Duration,
     ) {
         let mut pacing = Pacing::new(poll, max_backoff);
         while !*shutdown.borrow() {
-            let passed = self.pass(lake).await;
+            let passed = self.pass(lake, telemetry).await;
             if let Err(error) = &passed {
                 tracing::warn!(%error, "events: cannot decide partition completeness");
             }
@@ -181,7 +183,7 @@ impl Tracker {
 
     /// One decision: folds the log, and commits the periods that became
     /// complete and the corrections late rows made, if any.
-    async fn pass(&mut self, lake: &Lake) -> Result<()> {
+    async fn pass(&mut self, lake: &Lake, telemetry: &CompactorTelemetry) -> Result<()> {
         if !self.hold_lease(lake).await? {
             return Ok(());
         }
@@ -296,6 +298,9 @@ impl Tracker {
                 }
                 Err(error) => return Err(error),
             }
+        }
+        if let Some(until) = until {
+            telemetry.complete_until(until);
         }
         write_state(lake, &state).await?;
         self.state = Some(state);

@@ -95,7 +95,9 @@ impl Dispatcher {
         let (poll, max_backoff) = (self.poll, self.max_backoff);
         let tracker = async {
             if let Some(tracker) = self.tracker {
-                tracker.run(lake, shutdown.clone(), poll, max_backoff).await;
+                tracker
+                    .run(lake, telemetry, shutdown.clone(), poll, max_backoff)
+                    .await;
             }
         };
         let deliveries =

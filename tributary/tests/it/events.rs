@@ -578,6 +578,18 @@ fn a_date_completes_when_the_last_of_two_streams_passes_it_once_across_a_kill() 
         .collect();
     assert_eq!(decided.len(), 1, "decided once: {history}");
     let version: u64 = decided[0].split(' ').next().unwrap().parse().unwrap();
+    let (_, metrics) = http_get(compactor_port, "/metrics").unwrap();
+    assert_eq!(
+        sample(
+            &metrics,
+            "tributary_compactor_complete_until_timestamp_seconds"
+        ),
+        Some(
+            chrono::DateTime::parse_from_rfc3339("2026-11-21T00:00:00Z")
+                .unwrap()
+                .timestamp() as f64
+        )
+    );
     let event = &completed[0];
     assert_eq!(
         event["id"].as_str().unwrap(),
