@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::{Result, invalid};
-use crate::kafka::KafkaSourceConfig;
+use crate::kafka::{KafkaSourceConfig, Tombstones};
 use crate::kinesis::KinesisSourceConfig;
 
 /// `[ingest]`: what `tributary ingest` reads and how it stages row files.
@@ -280,7 +280,16 @@ impl IngestConfig {
         }
         match self.source()? {
             Source::Files(files) => files.validate()?,
-            Source::Kafka(kafka) => kafka.validate()?,
+            Source::Kafka(kafka) => {
+                kafka.validate()?;
+                if kafka.tombstones == Tombstones::Delete && self.flatten.key_field.is_none() {
+                    return Err(invalid(
+                        "ingest.kafka.tombstones",
+                        "delete",
+                        "a tombstone deletes a record key: set ingest.flatten.key_field",
+                    ));
+                }
+            }
             Source::Kinesis(kinesis) => kinesis.validate()?,
         }
         if self.batch.max_records == 0 {

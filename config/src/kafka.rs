@@ -45,6 +45,28 @@ pub struct KafkaSourceConfig {
     /// (property → variable name), for secrets such as `sasl.password`.
     #[serde(default)]
     pub options_env: BTreeMap<String, String>,
+    /// What a message with a key and no value (a log-compaction tombstone)
+    /// becomes: `dead_letter` (default; reason `no_value`) or `delete`, a
+    /// delete of the record whose key is the message's key.
+    #[serde(default)]
+    pub tombstones: Tombstones,
+    /// Not a key: `compact.delete_column` and `compact.delete_value`, which
+    /// [`Config::complete`](crate::Config::complete) copies here: a
+    /// tombstone becomes a row carrying them.
+    #[serde(skip)]
+    pub delete_marker: (String, String),
+}
+
+/// What a Kafka tombstone becomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tombstones {
+    /// A dead letter with reason `no_value`.
+    #[default]
+    DeadLetter,
+    /// A delete of the key (`ingest.flatten.key_field` must name the
+    /// record key).
+    Delete,
 }
 
 /// Where a partition with nothing in the lake starts reading.

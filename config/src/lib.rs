@@ -54,7 +54,9 @@ pub use ingest::{
     IngestConfig, RESERVED_COLUMNS, RegistryClientConfig, RowFileCompression,
     SOURCE_COLUMN_PREFIXES, Source, is_reserved_column,
 };
-pub use kafka::{KAFKA_RESERVED_OPTIONS, KafkaSourceConfig, StartPosition, librdkafka_options};
+pub use kafka::{
+    KAFKA_RESERVED_OPTIONS, KafkaSourceConfig, StartPosition, Tombstones, librdkafka_options,
+};
 pub use kinesis::{KinesisSourceConfig, KinesisStart};
 pub use lake::{HOUR_COLUMN, LakeConfig, S3Config};
 pub use load::ENV_PREFIX;
@@ -126,6 +128,12 @@ impl Config {
             self.compact.sort_columns = Some(columns.collect());
         }
         self.compact.event_time_column = event_time;
+        if let Some(kafka) = self.ingest.as_mut().and_then(|i| i.kafka.as_mut()) {
+            kafka.delete_marker = (
+                self.compact.delete_column.clone(),
+                self.compact.delete_value.clone(),
+            );
+        }
     }
 
     /// The `[ingest]` section, or an error naming it when it is missing.

@@ -542,3 +542,75 @@ fn bounded_kafka_runs_stage_what_was_there_and_leave_the_rest() {
     run_ok(&["compact", "--config", config.to_str().unwrap(), "--once"]);
     assert_keys(&table, &expected);
 }
+
+/// Produces the `[key, value]` pairs of the JSON file argv[3] to topic
+/// argv[2] at brokers argv[1]: key and value are text, `null` for none, or
+/// `hex:…` bytes; partition argv[4] for all.
+const KEYED_PRODUCER: &str = r#"
+import json, sys
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": sys.argv[1], "acks": "all"})
+def data(x):
+    return None if x is None else bytes.fromhex(x[4:]) if x.startswith("hex:") else x.encode()
+for key, value in json.load(open(sys.argv[3])):
+    p.produce(sys.argv[2], key=data(key), value=data(value), partition=int(sys.argv[4]))
+assert p.flush(60) == 0
+"#;
+
+fn produce_keyed(dir: &Path, broker: &Broker, topic: &str, pairs: &[(&str, Option<String>)]) {
+    let path = dir.join("keyed.json");
+    std::fs::write(&path, serde_json::to_string(pairs).unwrap()).unwrap();
+    run_python(
+        KEYED_PRODUCER,
+        &[&broker.address(), topic, path.to_str().unwrap(), "0"],
+    );
+}
+
+/// `tombstones = "delete"`: a message with a key and no value deletes that
+/// record key from the table (compacted rounds before) and from the rows
+/// staged with it; a tombstone whose key is not UTF-8 is a dead letter.
+#[test]
+fn kafka_tombstones_delete_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("events", 1);
+    let table = dir.path().join("table");
+    let config = config(dir.path(), &broker, "events", &table, "", SMALL_BATCHES);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "topics = [\"events\"]",
+        "topics = [\"events\"]\ntombstones = \"delete\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let record = |i: u32| {
+        let value =
+            format!(r#"{{"host":"h","messages":[{{"id":"r{i}","n":{i},"ts":1795478400000}}]}}"#);
+        (format!("r{i}"), Some(value))
+    };
+    let records: Vec<(String, Option<String>)> = (0..100).map(record).collect();
+    let pairs: Vec<(&str, Option<String>)> = records
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    produce_keyed(dir.path(), &broker, "events", &pairs);
+    ingest_once(&config);
+    run_ok(&["compact", "--config", config.to_str().unwrap(), "--once"]);
+    let all: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+    assert_keys(&table, &all);
+
+    // Tombstones for r0–r9 (compacted before), a new r100 and its tombstone
+    // in the same batch, and a tombstone with a key that is not text.
+    let new = record(100);
+    let mut pairs: Vec<(&str, Option<String>)> =
+        all[..10].iter().map(|k| (k.as_str(), None)).collect();
+    pairs.push((new.0.as_str(), new.1.clone()));
+    pairs.push((new.0.as_str(), None));
+    pairs.push(("hex:ff00", None));
+    produce_keyed(dir.path(), &broker, "events", &pairs);
+    ingest_once(&config);
+    run_ok(&["compact", "--config", config.to_str().unwrap(), "--once"]);
+    assert_keys(&table, &all[10..]);
+    let letters = dead_letters(&table);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].2, "no_value");
+    assert!(letters[0].3.contains("no UTF-8 key"), "{letters:?}");
+}

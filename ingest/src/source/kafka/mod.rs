@@ -58,7 +58,9 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
-use tributary_config::{IngestConfig, KafkaSourceConfig, StartPosition, librdkafka_options};
+use tributary_config::{
+    IngestConfig, KafkaSourceConfig, StartPosition, Tombstones, librdkafka_options,
+};
 use tributary_decode::Val;
 use tributary_decode::avro::hex;
 use tributary_lake::rowfile::ColumnType;
@@ -119,6 +121,14 @@ pub(crate) async fn run(
         max_latency: Duration::from_millis(config.batch.max_latency_ms),
         max_message_bytes: config.max_message_bytes,
         dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
+        tombstones: match (kafka.tombstones, &config.flatten.key_field) {
+            (Tombstones::Delete, Some(key_field)) => Some(TombstoneDelete::new(
+                key_field,
+                config.flatten.explode.as_deref(),
+                kafka.delete_marker.clone(),
+            )),
+            _ => None,
+        },
     };
     let context = Context {
         joined: AtomicBool::new(false),
@@ -277,6 +287,62 @@ struct Settings {
     max_latency: Duration,
     max_message_bytes: u64,
     dead_letter_max_payload_bytes: u64,
+    /// `tombstones = "delete"`: how a tombstone becomes a delete.
+    tombstones: Option<TombstoneDelete>,
+}
+
+/// `tombstones = "delete"`: the JSON message a tombstone becomes, which
+/// flattens to one row holding the message's key in
+/// `ingest.flatten.key_field` and the compactor's delete marker
+/// (`compact.delete_column` = `compact.delete_value`), so that compaction
+/// deletes that key from the rows staged before it and from the table.
+struct TombstoneDelete {
+    /// The explode path's parts when the key field is a field of its
+    /// elements (`messages_id` under `messages`), else empty.
+    path: Vec<String>,
+    /// The key's field: in the element, or at the top level.
+    field: String,
+    /// The delete marker's column and value.
+    marker: (String, String),
+}
+
+impl TombstoneDelete {
+    fn new(key_field: &str, explode: Option<&str>, marker: (String, String)) -> Self {
+        let element = explode.and_then(|path| {
+            let field = key_field.strip_prefix(&format!("{}_", path.replace('.', "_")))?;
+            Some((
+                path.split('.').map(String::from).collect(),
+                field.to_string(),
+            ))
+        });
+        let (path, field) = element.unwrap_or_else(|| (Vec::new(), key_field.to_string()));
+        Self {
+            path,
+            field,
+            marker,
+        }
+    }
+
+    /// The message deleting `key` (a number when it reads as one, as the
+    /// key column holds numbers as such).
+    fn message(&self, key: &str) -> Vec<u8> {
+        use serde_json::{Map, Value};
+        let key = serde_json::from_str::<Value>(key)
+            .ok()
+            .filter(Value::is_number)
+            .unwrap_or_else(|| Value::String(key.to_string()));
+        let mut value = Value::Object(Map::from_iter([(self.field.clone(), key)]));
+        if !self.path.is_empty() {
+            value = Value::Array(vec![value]);
+        }
+        for part in self.path.iter().rev() {
+            value = Value::Object(Map::from_iter([(part.clone(), value)]));
+        }
+        if let Value::Object(top) = &mut value {
+            top.insert(self.marker.0.clone(), Value::String(self.marker.1.clone()));
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
 }
 
 fn partition_name(topic: &str, partition: i32) -> String {
@@ -338,4 +404,33 @@ fn metadata_columns(names: &[Arc<str>; 5], message: &BorrowedMessage<'_>) -> Sou
         key,
     ];
     names.iter().cloned().zip(values).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker() -> (String, String) {
+        ("_op".into(), "delete".into())
+    }
+
+    #[test]
+    fn a_tombstone_becomes_a_message_flattening_to_its_key_and_the_delete_marker() {
+        let top = TombstoneDelete::new("id", None, marker());
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&top.message("r1")).unwrap(),
+            serde_json::json!({"id": "r1", "_op": "delete"})
+        );
+        let element = TombstoneDelete::new("payload_events_id", Some("payload.events"), marker());
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&element.message("42")).unwrap(),
+            serde_json::json!({"payload": {"events": [{"id": 42}]}, "_op": "delete"})
+        );
+        // A key field outside the explode path stays at the top level.
+        let outside = TombstoneDelete::new("host_id", Some("messages"), marker());
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&outside.message("007")).unwrap(),
+            serde_json::json!({"host_id": "007", "_op": "delete"})
+        );
+    }
 }

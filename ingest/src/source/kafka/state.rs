@@ -214,28 +214,45 @@ impl State {
     pub(super) fn item(&self, message: &BorrowedMessage<'_>) -> SourceItem {
         let position = u64::try_from(message.offset()).unwrap_or(0);
         let settings = &self.settings;
-        let Some(payload) = message.payload() else {
-            return SourceItem::Bad(DeadLetter::new(
-                position,
-                Reason::NoValue,
-                format!(
-                    "message at offset {} of {} has no value (a tombstone)",
-                    message.offset(),
-                    partition_name(message.topic(), message.partition())
-                ),
-                &[],
-                settings.dead_letter_max_payload_bytes,
-            ));
+        let payload = match (message.payload(), &settings.tombstones) {
+            (Some(payload), _) => payload.to_vec(),
+            // `tombstones = "delete"`: a delete of the message's key.
+            (None, Some(delete))
+                if message
+                    .key()
+                    .is_some_and(|k| std::str::from_utf8(k).is_ok()) =>
+            {
+                let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+                delete.message(key.unwrap_or_default())
+            }
+            (None, delete) => {
+                let why = if delete.is_some() {
+                    "has no value (a tombstone) and no UTF-8 key to delete"
+                } else {
+                    "has no value (a tombstone)"
+                };
+                return SourceItem::Bad(DeadLetter::new(
+                    position,
+                    Reason::NoValue,
+                    format!(
+                        "message at offset {} of {} {why}",
+                        message.offset(),
+                        partition_name(message.topic(), message.partition())
+                    ),
+                    &[],
+                    settings.dead_letter_max_payload_bytes,
+                ));
+            }
         };
         if payload.len() as u64 > settings.max_message_bytes {
             return SourceItem::oversized(
                 position,
-                payload,
+                &payload,
                 settings.max_message_bytes,
                 settings.dead_letter_max_payload_bytes,
             );
         }
-        let mut item = Message::new(position, payload.to_vec());
+        let mut item = Message::new(position, payload);
         item.schema_header = message.headers().and_then(|headers| {
             headers
                 .iter()
