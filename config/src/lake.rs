@@ -194,6 +194,10 @@ impl LakeConfig {
                 Some("a column may appear only once")
             } else if crate::is_reserved_column(column) {
                 Some("names a column Tributary reserves")
+            } else if self.subject_columns.contains(column) {
+                // Partition values are object paths, log entries and event
+                // payloads: an identifier there could never be erased.
+                Some("is a subject column (lake.subject_columns): identifiers may not be partition values")
             } else {
                 None
             };
@@ -274,5 +278,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lake.s3.connect_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn a_subject_column_is_never_a_partition_column() {
+        let err = load(
+            "[lake]\ntable_uri = \"/tmp/t\"\nsubject_columns = [\"user_email\"]\n\
+             partition_by = [\"date\", \"user_email\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("lake.partition_by") && err.contains("subject column"),
+            "{err}"
+        );
     }
 }
