@@ -197,7 +197,9 @@ impl LakeConfig {
             } else if self.subject_columns.contains(column) {
                 // Partition values are object paths, log entries and event
                 // payloads: an identifier there could never be erased.
-                Some("is a subject column (lake.subject_columns): identifiers may not be partition values")
+                Some(
+                    "is a subject column (lake.subject_columns): identifiers may not be partition values",
+                )
             } else {
                 None
             };

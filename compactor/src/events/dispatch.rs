@@ -33,7 +33,9 @@ use tributary_lake::lease::{Lease, owner_id};
 use super::complete::Tracker;
 use super::read_events;
 use super::sink::Sink;
-use super::store::{get_optional, log_versions, next_available, read_cursor, write_cursor};
+use super::store::{
+    get_optional, log_versions, next_available, pending_versions, read_cursor, write_cursor,
+};
 use crate::error::{Error, Result};
 use crate::telemetry::CompactorTelemetry;
 
@@ -253,9 +255,7 @@ impl Delivery {
                     return Ok(());
                 }
                 if let Err(error) = delivered {
-                    let pending = log_versions(lake, next)
-                        .await
-                        .map_or(1, |v| v.len().max(1) as u64);
+                    let pending = pending_versions(lake, next).await.map_or(1, |n| n.max(1));
                     let age = chrono::DateTime::parse_from_rfc3339(&event.committed_at)
                         .map_or(0, |t| chrono::Utc::now().timestamp() - t.timestamp());
                     telemetry.event_delivery_failed(&self.name, &error, pending, age);

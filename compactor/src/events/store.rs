@@ -145,6 +145,14 @@ pub(crate) async fn log_versions(lake: &Lake, from: u64) -> Result<Vec<u64>> {
     versions_under(lake, &Path::from("_delta_log"), from).await
 }
 
+/// How many versions from `from` on have a log entry or spooled events:
+/// what a sink at `from` has yet to pass.
+pub(crate) async fn pending_versions(lake: &Lake, from: u64) -> Result<u64> {
+    let mut versions: HashSet<u64> = log_versions(lake, from).await?.into_iter().collect();
+    versions.extend(versions_under(lake, &spool_dir(), from).await?);
+    Ok(versions.len() as u64)
+}
+
 /// The first version after `missing` with a log entry or a spooled event.
 pub(crate) async fn next_available(lake: &Lake, missing: u64) -> Result<Option<u64>> {
     let log = log_versions(lake, missing + 1).await?.first().copied();
