@@ -67,11 +67,10 @@ use tokio::sync::watch;
 use tributary_config::{CompactConfig, CompletenessConfig, HOUR_COLUMN};
 use tributary_lake::chain::{self, EarliestRow, StagedFile};
 use tributary_lake::layout::TRIBUTARY_DIR;
-use tributary_lake::lease::{Lease, owner_id};
 use tributary_lake::rowfile::RowFile;
 use tributary_lake::{Lake, PartitionId};
 
-use super::dispatch::Pacing;
+use super::dispatch::{Held, Pacing, TaskLease};
 use super::store::{get_optional, log_entry, log_versions};
 use super::{COMPACTION, Completion, LogEntry, Operation};
 use crate::error::{Error, Result};
@@ -135,7 +134,7 @@ struct Source {
 pub struct Tracker {
     config: CompletenessConfig,
     compact: CompactConfig,
-    lease: Option<Lease>,
+    lease: TaskLease,
     /// What staged files' headers say of their earliest rows, by path, so
     /// that a file is read once.
     earliest_rows: HashMap<Path, EarliestRow>,
@@ -151,7 +150,7 @@ impl Tracker {
         Self {
             config: config.clone(),
             compact: compact.clone(),
-            lease: None,
+            lease: TaskLease::new("events/completeness".into(), LEASE),
             earliest_rows: HashMap::new(),
             state: None,
             decided_at: None,
@@ -176,16 +175,17 @@ impl Tracker {
             }
             pacing.pause(passed.is_ok(), &mut shutdown).await;
         }
-        if let Some(lease) = self.lease {
-            let _ = lease.release(lake.store().as_ref()).await;
-        }
+        self.lease.release(lake).await;
     }
 
     /// One decision: folds the log, and commits the periods that became
     /// complete and the corrections late rows made, if any.
     async fn pass(&mut self, lake: &Lake, telemetry: &CompactorTelemetry) -> Result<()> {
-        if !self.hold_lease(lake).await? {
-            return Ok(());
+        match self.lease.hold(lake).await? {
+            Held::Kept => {}
+            // Whoever held it may have moved the fold on.
+            Held::Taken => self.state = None,
+            Held::Elsewhere => return Ok(()),
         }
         // Without new log entries only the clock can complete a period (a
         // source turning idle, the wall clock passing an end): deciding
@@ -357,27 +357,6 @@ impl Tracker {
             }
         }
         Ok(earliest)
-    }
-
-    /// Takes the lease, or renews it once a third of it is gone: `false`
-    /// while another compactor holds it.
-    async fn hold_lease(&mut self, lake: &Lake) -> Result<bool> {
-        let store = lake.store().as_ref();
-        if let Some(lease) = &mut self.lease {
-            if lease.is_valid(LEASE * 2 / 3) || lease.renew(store).await.is_ok() {
-                return Ok(true);
-            }
-            self.lease = None;
-        }
-        // Whoever held it may have moved the fold on.
-        self.state = None;
-        match Lease::try_acquire(store, "events/completeness", owner_id(), LEASE).await? {
-            Ok(lease) => {
-                self.lease = Some(lease);
-                Ok(true)
-            }
-            Err(_) => Ok(false),
-        }
     }
 }
 

@@ -67,9 +67,11 @@ impl Dispatcher {
             deliveries.push(Delivery {
                 name: sink.name.clone(),
                 start: sink.start,
-                lease_duration: MIN_LEASE.max(sink_impl.timeout() * 3),
+                lease: TaskLease::new(
+                    format!("events/{}", sink.name),
+                    MIN_LEASE.max(sink_impl.timeout() * 3),
+                ),
                 sink: sink_impl,
-                lease: None,
                 next: None,
                 saved_at: None,
             });
@@ -146,13 +148,78 @@ impl Pacing {
     }
 }
 
+/// A lease a task of the compactor holds across its passes (a sink's
+/// delivery, the completeness tracker), renewed once a third of it is gone.
+pub(super) struct TaskLease {
+    name: String,
+    duration: Duration,
+    lease: Option<Lease>,
+}
+
+/// What [`TaskLease::hold`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Held {
+    /// Still ours since the last pass.
+    Kept,
+    /// Taken now: whoever held it before may have acted meanwhile.
+    Taken,
+    /// Another compactor holds it.
+    Elsewhere,
+}
+
+impl TaskLease {
+    pub(super) fn new(name: String, duration: Duration) -> Self {
+        Self {
+            name,
+            duration,
+            lease: None,
+        }
+    }
+
+    /// Keeps the lease (renewing it once a third of it is gone) or takes it.
+    pub(super) async fn hold(&mut self, lake: &Lake) -> Result<Held> {
+        let store = lake.store().as_ref();
+        if let Some(lease) = &mut self.lease {
+            if lease.is_valid(self.duration * 2 / 3) || lease.renew(store).await.is_ok() {
+                return Ok(Held::Kept);
+            }
+            self.lease = None;
+        }
+        match Lease::try_acquire(store, &self.name, owner_id(), self.duration).await? {
+            Ok(lease) => {
+                self.lease = Some(lease);
+                Ok(Held::Taken)
+            }
+            Err(_) => Ok(Held::Elsewhere),
+        }
+    }
+
+    /// Whether the lease is still ours now; when not, it is let go.
+    pub(super) fn still_held(&mut self) -> bool {
+        let held = self
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.is_valid(Duration::ZERO));
+        if !held {
+            self.lease = None;
+        }
+        held
+    }
+
+    /// Releases the lease, if held (on shutdown).
+    pub(super) async fn release(self, lake: &Lake) {
+        if let Some(lease) = self.lease {
+            let _ = lease.release(lake.store().as_ref()).await;
+        }
+    }
+}
+
 /// One sink's delivery state.
 struct Delivery {
     name: String,
     start: EventStart,
     sink: Sink,
-    lease_duration: Duration,
-    lease: Option<Lease>,
+    lease: TaskLease,
     /// The cursor as last read or written while holding the lease.
     next: Option<u64>,
     saved_at: Option<Instant>,
@@ -175,9 +242,7 @@ impl Delivery {
             let passed = self.pass(lake, telemetry, &shutdown).await.is_ok();
             pacing.pause(passed, &mut shutdown).await;
         }
-        if let Some(lease) = self.lease {
-            let _ = lease.release(lake.store().as_ref()).await;
-        }
+        self.lease.release(lake).await;
     }
 
     /// Delivers every event from the cursor on, until the log ends, a
@@ -244,13 +309,8 @@ impl Delivery {
                     return Ok(());
                 }
                 let delivered = self.sink.deliver(event).await;
-                if !self
-                    .lease
-                    .as_ref()
-                    .is_some_and(|l| l.is_valid(Duration::ZERO))
-                {
+                if !self.lease.still_held() {
                     // Another compactor may have taken over meanwhile.
-                    self.lease = None;
                     self.next = None;
                     return Ok(());
                 }
@@ -294,29 +354,14 @@ impl Delivery {
         }
     }
 
-    /// Takes the sink's lease, or renews it once a third of it is gone:
-    /// `false` while another compactor holds it.
+    /// Holds the sink's lease: `false` while another compactor holds it.
     async fn hold_lease(&mut self, lake: &Lake) -> Result<bool> {
-        let store = lake.store().as_ref();
-        if let Some(lease) = &mut self.lease {
-            if lease.is_valid(self.lease_duration * 2 / 3) {
-                return Ok(true);
-            }
-            if lease.renew(store).await.is_ok() {
-                return Ok(true);
-            }
-            self.lease = None;
+        let held = self.lease.hold(lake).await?;
+        if held != Held::Kept {
+            // Whoever held it may have moved the cursor meanwhile.
+            self.next = None;
         }
-        // Whoever held it may have moved the cursor meanwhile.
-        self.next = None;
-        let name = format!("events/{}", self.name);
-        match Lease::try_acquire(store, &name, owner_id(), self.lease_duration).await? {
-            Ok(lease) => {
-                self.lease = Some(lease);
-                Ok(true)
-            }
-            Err(_) => Ok(false),
-        }
+        Ok(held != Held::Elsewhere)
     }
 
     /// The saved cursor, or (for a new sink) where `start` says, saved at
