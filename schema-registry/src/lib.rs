@@ -15,6 +15,7 @@
 pub use apache_avro;
 
 pub mod client;
+mod compat;
 mod glue;
 pub mod schema;
 pub mod server;

@@ -1,13 +1,9 @@
 //! Schema definitions: parsing, the normalized form that names a version, the
 //! UUID derived from it, and compatibility between versions.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::str::FromStr;
 
 use apache_avro::Schema as AvroSchema;
-use apache_avro::schema::{FixedSchema, Name, UnionSchema};
-use apache_avro::schema_compatibility::SchemaCompatibility;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -94,7 +90,17 @@ pub enum SchemaError {
 pub struct Definition {
     kind: SchemaType,
     normalized: String,
-    avro: Option<AvroSchema>,
+    parsed: Parsed,
+}
+
+/// A definition parsed by its format's rules.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Parsed {
+    /// An Avro schema.
+    Avro(AvroSchema),
+    /// A JSON Schema document.
+    Json(Json),
 }
 
 impl Definition {
@@ -106,9 +112,11 @@ impl Definition {
         }
         let json: Json =
             serde_json::from_str(text).map_err(|e| SchemaError::NotJson(e.to_string()))?;
-        let avro = match kind {
+        let mut normalized = String::with_capacity(text.len());
+        write_normalized(&json, kind == SchemaType::Avro, &mut normalized);
+        let parsed = match kind {
             SchemaType::Avro => {
-                Some(AvroSchema::parse(&json).map_err(|e| SchemaError::Invalid {
+                Parsed::Avro(AvroSchema::parse(&json).map_err(|e| SchemaError::Invalid {
                     kind: kind.as_str(),
                     message: e.to_string(),
                 })?)
@@ -120,15 +128,13 @@ impl Definition {
                         message: "a JSON Schema is an object or a boolean".into(),
                     });
                 }
-                None
+                Parsed::Json(json)
             }
         };
-        let mut normalized = String::with_capacity(text.len());
-        write_normalized(&json, kind == SchemaType::Avro, &mut normalized);
         Ok(Self {
             kind,
             normalized,
-            avro,
+            parsed,
         })
     }
 
@@ -144,7 +150,15 @@ impl Definition {
 
     /// The parsed Avro schema (`None` for JSON Schema).
     pub fn avro(&self) -> Option<&AvroSchema> {
-        self.avro.as_ref()
+        match &self.parsed {
+            Parsed::Avro(schema) => Some(schema),
+            _ => None,
+        }
+    }
+
+    /// The parsed definition.
+    pub fn parsed(&self) -> &Parsed {
+        &self.parsed
     }
 
     /// The version's UUID in registry `registry`: the first 16 bytes of
@@ -166,10 +180,7 @@ impl Definition {
     /// The CRC-64-AVRO (Rabin) fingerprint of the Avro Parsing Canonical
     /// Form, as carried by Avro single-object encoding.
     pub fn fingerprint(&self) -> Option<u64> {
-        let fingerprint = self
-            .avro
-            .as_ref()?
-            .fingerprint::<apache_avro::rabin::Rabin>();
+        let fingerprint = self.avro()?.fingerprint::<apache_avro::rabin::Rabin>();
         let bytes: [u8; 8] = fingerprint.bytes.as_slice().try_into().ok()?;
         Some(u64::from_le_bytes(bytes))
     }
@@ -219,236 +230,7 @@ fn write_normalized(value: &Json, avro: bool, out: &mut String) {
     }
 }
 
-/// A subject's compatibility level: which earlier versions a new version is
-/// checked against, and in which direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub enum Compatibility {
-    /// No check.
-    None,
-    /// No new versions at all once a subject has one.
-    Disabled,
-    /// The new version reads data written with the latest one.
-    #[default]
-    Backward,
-    /// The new version reads data written with every earlier one.
-    BackwardTransitive,
-    /// The latest version reads data written with the new one.
-    Forward,
-    /// Every earlier version reads data written with the new one.
-    ForwardTransitive,
-    /// Backward and forward, against the latest version.
-    Full,
-    /// Backward and forward, against every earlier version.
-    FullTransitive,
-}
-
-impl Compatibility {
-    /// Every level.
-    pub const ALL: [Compatibility; 8] = [
-        Compatibility::None,
-        Compatibility::Disabled,
-        Compatibility::Backward,
-        Compatibility::BackwardTransitive,
-        Compatibility::Forward,
-        Compatibility::ForwardTransitive,
-        Compatibility::Full,
-        Compatibility::FullTransitive,
-    ];
-
-    /// The name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compatibility::None => "NONE",
-            Compatibility::Disabled => "DISABLED",
-            Compatibility::Backward => "BACKWARD",
-            Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
-            Compatibility::Forward => "FORWARD",
-            Compatibility::ForwardTransitive => "FORWARD_TRANSITIVE",
-            Compatibility::Full => "FULL",
-            Compatibility::FullTransitive => "FULL_TRANSITIVE",
-        }
-    }
-
-    fn transitive(self) -> bool {
-        matches!(
-            self,
-            Compatibility::BackwardTransitive
-                | Compatibility::ForwardTransitive
-                | Compatibility::FullTransitive
-        )
-    }
-
-    /// Checks `new` against `earlier` (a subject's live versions, oldest
-    /// first). Returns one message per problem; empty means compatible.
-    ///
-    /// Avro versions are checked with Avro's reader/writer resolution rules.
-    /// JSON Schema versions are not checked (as if the level were NONE),
-    /// except that DISABLED still refuses them.
-    pub fn check(self, new: &Definition, earlier: &[Definition]) -> Vec<String> {
-        if self == Compatibility::None || earlier.is_empty() {
-            return Vec::new();
-        }
-        if self == Compatibility::Disabled {
-            return vec![
-                "the subject's compatibility level is DISABLED: no new versions are accepted"
-                    .into(),
-            ];
-        }
-        let against = if self.transitive() {
-            earlier
-        } else {
-            &earlier[earlier.len() - 1..]
-        };
-        let backward = !matches!(
-            self,
-            Compatibility::Forward | Compatibility::ForwardTransitive
-        );
-        let forward = !matches!(
-            self,
-            Compatibility::Backward | Compatibility::BackwardTransitive
-        );
-        let mut problems = Vec::new();
-        let Some(new_avro) = new.avro() else {
-            return problems;
-        };
-        for (i, old) in against.iter().enumerate() {
-            let Some(old_avro) = old.avro() else {
-                problems.push(format!(
-                    "an earlier version is {}, the new one AVRO",
-                    old.kind().as_str()
-                ));
-                continue;
-            };
-            let which = if self.transitive() {
-                format!("version {} of {}", i + 1, against.len())
-            } else {
-                "the latest version".to_string()
-            };
-            if backward && let Err(e) = can_read(old_avro, new_avro) {
-                problems.push(format!(
-                    "the new schema cannot read data written with {which}: {e}"
-                ));
-            }
-            if forward && let Err(e) = can_read(new_avro, old_avro) {
-                problems.push(format!(
-                    "{which} cannot read data written with the new schema: {e}"
-                ));
-            }
-        }
-        problems
-    }
-}
-
-/// Whether data written with `writer` can be read with `reader`, by the
-/// Avro specification's resolution rules.
-///
-/// apache-avro's checker (which does the rest) calls any two decimals
-/// inconclusive, so a schema with a decimal could never evolve (and it
-/// refuses two `duration`s too). Decimals are therefore checked here, as the specification says ("two decimal schemas
-/// match if their scales and precisions match") and then replaced, in both
-/// schemas, by stand-ins the checker compares by name: a `fixed` decimal by
-/// its own `fixed` type, after its precision and scale were compared between
-/// the schemas under its name; a `bytes` decimal by a `fixed` type named after
-/// its precision and scale, so that only equal decimals match (and neither
-/// matches plain `bytes`); a `duration` by a 12-byte `fixed` of one name.
-fn can_read(writer: &AvroSchema, reader: &AvroSchema) -> Result<(), String> {
-    let (writer, writer_decimals) = without_decimals(writer);
-    let (reader, reader_decimals) = without_decimals(reader);
-    for (name, written) in &writer_decimals {
-        if let Some(read) = reader_decimals.get(name)
-            && read != written
-        {
-            return Err(format!(
-                "decimal `{name}` is decimal({},{}) in the writer's schema and decimal({},{}) in the \
-                 reader's: decimals match only with equal precision and scale",
-                written.0, written.1, read.0, read.1
-            ));
-        }
-    }
-    SchemaCompatibility::can_read(&writer, &reader).map_err(|e| e.to_string())
-}
-
-/// `schema` with every decimal replaced by a `fixed` stand-in (see
-/// [`can_read`]), and the precision and scale of its `fixed` decimals by
-/// full name.
-fn without_decimals(schema: &AvroSchema) -> (AvroSchema, BTreeMap<String, (usize, usize)>) {
-    fn stand_in(name: String, size: usize) -> AvroSchema {
-        AvroSchema::Fixed(FixedSchema {
-            name: Name {
-                name,
-                namespace: Some("tributary".into()),
-            },
-            aliases: None,
-            doc: None,
-            size,
-            default: None,
-            attributes: BTreeMap::new(),
-        })
-    }
-    fn strip(schema: &mut AvroSchema, fixed: &mut BTreeMap<String, (usize, usize)>) {
-        match schema {
-            AvroSchema::Decimal(decimal) => {
-                let (precision, scale) = (decimal.precision, decimal.scale);
-                *schema = match &*decimal.inner {
-                    AvroSchema::Fixed(inner) => {
-                        fixed.insert(inner.name.fullname(None), (precision, scale));
-                        AvroSchema::Fixed(inner.clone())
-                    }
-                    _ => stand_in(format!("decimal_{precision}_{scale}"), 0),
-                };
-            }
-            AvroSchema::BigDecimal => *schema = stand_in("big_decimal".into(), 0),
-            // The checker does not know `duration` either (a 12-byte fixed).
-            AvroSchema::Duration => *schema = stand_in("duration".into(), 12),
-            AvroSchema::Record(record) => {
-                for field in &mut record.fields {
-                    strip(&mut field.schema, fixed);
-                }
-            }
-            AvroSchema::Array(array) => strip(&mut array.items, fixed),
-            AvroSchema::Map(map) => strip(&mut map.types, fixed),
-            AvroSchema::Union(union) => {
-                let mut variants = union.variants().to_vec();
-                for variant in &mut variants {
-                    strip(variant, fixed);
-                }
-                if let Ok(stripped) = UnionSchema::new(variants) {
-                    *union = stripped;
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut schema = schema.clone();
-    let mut fixed = BTreeMap::new();
-    strip(&mut schema, &mut fixed);
-    (schema, fixed)
-}
-
-impl fmt::Display for Compatibility {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Compatibility {
-    type Err = SchemaError;
-
-    fn from_str(s: &str) -> Result<Self, SchemaError> {
-        let level = match s.to_ascii_uppercase().as_str() {
-            "NONE" => Compatibility::None,
-            "DISABLED" => Compatibility::Disabled,
-            "BACKWARD" => Compatibility::Backward,
-            "BACKWARD_TRANSITIVE" | "BACKWARD_ALL" => Compatibility::BackwardTransitive,
-            "FORWARD" => Compatibility::Forward,
-            "FORWARD_TRANSITIVE" | "FORWARD_ALL" => Compatibility::ForwardTransitive,
-            "FULL" => Compatibility::Full,
-            "FULL_TRANSITIVE" | "FULL_ALL" => Compatibility::FullTransitive,
-            _ => return Err(SchemaError::UnknownCompatibility(s.to_string())),
-        };
-        Ok(level)
-    }
-}
+pub use crate::compat::Compatibility;
 
 #[cfg(test)]
 mod tests {
