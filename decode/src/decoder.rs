@@ -1,5 +1,5 @@
 //! One message's data into the batch builder: JSON through the flattener,
-//! Avro through its schema's compiled plan.
+//! Avro and Protobuf through their schema's compiled plan.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use crate::avro::{Plan, Sink};
 use crate::builder::{At, BatchBuilder};
 use crate::columns::ColumnTypes;
 use crate::flatten::{FlattenError, Flattener};
+use crate::protobuf::{self, Indexing};
 use crate::{Reason, Rejection, Val};
 
 /// What a message's data is, as its framing and schema say.
@@ -18,6 +19,9 @@ pub enum Format<'p> {
     Json,
     /// Avro binary of the writer schema this plan was compiled for.
     Avro(&'p Plan),
+    /// Protobuf binary of a message type of this plan's file, named by the
+    /// message index its framing puts first.
+    Protobuf(&'p protobuf::Plan, Indexing),
 }
 
 /// Decodes the messages of one batch into its builder.
@@ -25,9 +29,9 @@ pub enum Format<'p> {
 pub struct Decoder<'a> {
     flattener: &'a Flattener,
     types: &'a ColumnTypes,
-    /// The builder's column of each column of each Avro plan (by the plan's
-    /// address, stable while the plans outlive the decoder), found on first
-    /// use.
+    /// The builder's column of each column of each Avro plan and Protobuf
+    /// message plan (by the plan's address, stable while the plans outlive
+    /// the decoder), found on first use.
     plan_columns: FxHashMap<usize, Vec<[Option<usize>; 2]>>,
 }
 
@@ -58,20 +62,36 @@ impl<'a> Decoder<'a> {
         match format {
             Format::Json => self.flatten_json(data, builder),
             Format::Avro(plan) => {
-                let names = plan.columns();
-                let mut sink = AvroSink {
-                    columns: self
-                        .plan_columns
-                        .entry(plan as *const Plan as usize)
-                        .or_insert_with(|| vec![[None; 2]; names.len()]),
-                    names,
-                    builder,
-                    types: self.types,
-                };
+                let mut sink = self.sink(plan as *const Plan as usize, plan.columns(), builder);
                 // The last element stays open: ending the message ends it.
                 plan.decode_into(data, &mut sink)
                     .map_err(|e| (Reason::Decode, e.to_string()))
             }
+            Format::Protobuf(plan, indexing) => {
+                let decode_error = |e: crate::avro::DecodeError| (Reason::Decode, e.to_string());
+                let (message, bytes) = plan.message(indexing, data).map_err(decode_error)?;
+                let address = message as *const protobuf::MessagePlan as usize;
+                let mut sink = self.sink(address, message.columns(), builder);
+                message.decode_into(bytes, &mut sink).map_err(decode_error)
+            }
+        }
+    }
+
+    /// The sink of the plan at `address` with columns `names`.
+    fn sink<'s>(
+        &'s mut self,
+        address: usize,
+        names: &'s [Arc<str>],
+        builder: &'s mut BatchBuilder,
+    ) -> PlanSink<'s> {
+        PlanSink {
+            columns: self
+                .plan_columns
+                .entry(address)
+                .or_insert_with(|| vec![[None; 2]; names.len()]),
+            names,
+            builder,
+            types: self.types,
         }
     }
 
@@ -91,17 +111,17 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// The values of one Avro record, appended to the builder as the plan
-/// decodes them: envelope values once, each exploded element's values in a
-/// row of its own.
-struct AvroSink<'s> {
+/// The values of one Avro or Protobuf record, appended to the builder as
+/// the plan decodes them: envelope values once, each exploded element's
+/// values in a row of its own.
+struct PlanSink<'s> {
     builder: &'s mut BatchBuilder,
     names: &'s [Arc<str>],
     columns: &'s mut Vec<[Option<usize>; 2]>,
     types: &'s ColumnTypes,
 }
 
-impl<'v> Sink<'v> for AvroSink<'_> {
+impl<'v> Sink<'v> for PlanSink<'_> {
     fn start_element(&mut self) {
         self.builder.begin_element();
     }

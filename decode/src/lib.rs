@@ -19,12 +19,15 @@
 
 /// The Avro library whose schemas plans are compiled from.
 pub use apache_avro;
+/// The Protobuf descriptors Protobuf plans are compiled from.
+pub use prost_reflect;
 
 pub mod avro;
 pub mod builder;
 pub mod columns;
 pub mod decoder;
 pub mod flatten;
+pub mod protobuf;
 mod reason;
 mod value;
 pub mod wire;

@@ -28,9 +28,24 @@ pub enum SchemaRef {
     Fingerprint(u64),
 }
 
+/// The family of framing a message arrived in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// AWS Glue Schema Registry.
+    Glue,
+    /// Confluent (id or GUID, in the message or its header).
+    Confluent,
+    /// Avro single-object encoding.
+    SingleObject,
+    /// Plain JSON.
+    Json,
+}
+
 /// A message's schema reference and payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame<'a> {
+    /// The framing.
+    pub framing: Framing,
     /// The schema, or `None` for plain JSON.
     pub schema: Option<SchemaRef>,
     /// The encoded record (decompressed if the framing compressed it).
@@ -93,6 +108,7 @@ pub fn parse(message: &[u8], max_payload_bytes: u64) -> Result<Frame<'_>, FrameE
         Cow::Borrowed(body)
     };
     Ok(Frame {
+        framing: header.framing,
         schema: header.schema,
         payload,
     })
@@ -107,6 +123,7 @@ pub fn schema_of(message: &[u8]) -> Option<SchemaRef> {
 
 /// A framing's header: the schema, its length, whether the rest is zlib.
 struct Header {
+    framing: Framing,
     schema: Option<SchemaRef>,
     len: usize,
     zlib: bool,
@@ -130,7 +147,7 @@ fn header(message: &[u8]) -> Result<Header, FrameError> {
         Some(SchemaRef::Uuid(Uuid::from_bytes(bytes)))
     };
     let first = *message.first().ok_or(FrameError::Empty)?;
-    let (schema, len, zlib) = match first {
+    let (framing, schema, len, zlib) = match first {
         0x03 => {
             need("AWS Glue", GLUE_HEADER)?;
             let zlib = match message[1] {
@@ -138,29 +155,40 @@ fn header(message: &[u8]) -> Result<Header, FrameError> {
                 0x05 => true,
                 other => return Err(FrameError::UnknownCompression(other)),
             };
-            (uuid_at(2), GLUE_HEADER, zlib)
+            (Framing::Glue, uuid_at(2), GLUE_HEADER, zlib)
         }
         0x00 => {
             need("Confluent", CONFLUENT_HEADER)?;
             let id = u32::from_be_bytes([message[1], message[2], message[3], message[4]]);
-            (Some(SchemaRef::ConfluentId(id)), CONFLUENT_HEADER, false)
+            let schema = Some(SchemaRef::ConfluentId(id));
+            (Framing::Confluent, schema, CONFLUENT_HEADER, false)
         }
         0x01 => {
             need("Confluent GUID", CONFLUENT_GUID_HEADER)?;
-            (uuid_at(1), CONFLUENT_GUID_HEADER, false)
+            (Framing::Confluent, uuid_at(1), CONFLUENT_GUID_HEADER, false)
         }
         0xC3 if message.get(1) == Some(&0x01) => {
             need("Avro single-object", SINGLE_OBJECT_HEADER)?;
             let mut fingerprint = [0u8; 8];
             fingerprint.copy_from_slice(&message[2..SINGLE_OBJECT_HEADER]);
             let schema = SchemaRef::Fingerprint(u64::from_le_bytes(fingerprint));
-            (Some(schema), SINGLE_OBJECT_HEADER, false)
+            (
+                Framing::SingleObject,
+                Some(schema),
+                SINGLE_OBJECT_HEADER,
+                false,
+            )
         }
         // Text: plain JSON (whose own errors the JSON decoder reports).
-        0x20..=0x7e | b'\t' | b'\r' | b'\n' => (None, 0, false),
+        0x20..=0x7e | b'\t' | b'\r' | b'\n' => (Framing::Json, None, 0, false),
         other => return Err(FrameError::UnknownHeader(other)),
     };
-    Ok(Header { schema, len, zlib })
+    Ok(Header {
+        framing,
+        schema,
+        len,
+        zlib,
+    })
 }
 
 /// Like [`parse`], but a `__value_schema_id` header (when present) names the
@@ -192,6 +220,7 @@ pub fn parse_with_header<'a>(
         _ => return Err(bad()),
     };
     Ok(Frame {
+        framing: Framing::Confluent,
         schema: Some(schema),
         payload: Cow::Borrowed(message),
     })
@@ -238,6 +267,7 @@ mod tests {
         assert_eq!(
             parse(&glue, 100).unwrap(),
             Frame {
+                framing: Framing::Glue,
                 schema: Some(SchemaRef::Uuid(ID)),
                 payload: Cow::Borrowed(b"avro")
             }

@@ -9,12 +9,14 @@ use tributary_config::IngestConfig;
 use tributary_decode::builder::{BatchBuilder, Outcome};
 pub use tributary_decode::columns::ColumnTypes;
 use tributary_decode::flatten::Flattener;
+use tributary_decode::protobuf::Indexing;
+use tributary_decode::wire::Framing;
 use tributary_decode::{Decoder, Format, Reason, Rejection, Val, wire};
 use tributary_lake::PartitionId;
 use tributary_lake::chain::{file_metadata, first_event_time_metadata};
 use tributary_lake::dead_letter::{self, DeadLetter};
 use tributary_lake::rowfile::{self, Codec};
-use tributary_schema_registry::client::describe;
+use tributary_schema_registry::client::{Decoding, describe};
 
 use crate::schemas::Schemas;
 
@@ -284,7 +286,9 @@ pub fn build_batch(
                 decoder
                     .decode(format, &frame.payload, &mut builder)
                     .map_err(|(reason, error)| match (format, frame.schema) {
-                        (Format::Avro(_), Some(r)) => (reason, format!("{}: {error}", describe(r))),
+                        (Format::Avro(_) | Format::Protobuf(..), Some(r)) => {
+                            (reason, format!("{}: {error}", describe(r)))
+                        }
                         _ => (reason, error),
                     })
             });
@@ -317,10 +321,21 @@ fn format<'s>(frame: &wire::Frame<'_>, schemas: &'s Schemas) -> Result<Format<'s
     let prepared = schemas
         .get(reference)
         .map_err(|e| (Reason::UnknownSchema, e))?;
-    match &prepared.plan {
-        None => Ok(Format::Json),
-        Some(Err(e)) => Err((Reason::Flatten, format!("{}: {e}", describe(reference)))),
-        Some(Ok(plan)) => Ok(Format::Avro(plan)),
+    match &prepared.decoding {
+        Decoding::Avro(Err(e)) => Err((Reason::Flatten, format!("{}: {e}", describe(reference)))),
+        Decoding::Avro(Ok(plan)) => Ok(Format::Avro(plan)),
+        Decoding::Protobuf(plan) => match frame.framing {
+            Framing::Glue => Ok(Format::Protobuf(plan, Indexing::Glue)),
+            Framing::Confluent => Ok(Format::Protobuf(plan, Indexing::Confluent)),
+            other => Err((
+                Reason::Framing,
+                format!(
+                    "{other:?} framing cannot carry Protobuf ({})",
+                    describe(reference)
+                ),
+            )),
+        },
+        _ => Ok(Format::Json),
     }
 }
 

@@ -16,8 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::schema::{Definition, SchemaType};
+use crate::schema::{Definition, Parsed, SchemaType};
 use tributary_decode::avro::{FlattenRules, Plan, PlanError};
+use tributary_decode::protobuf;
 use tributary_decode::wire::SchemaRef;
 
 /// A schema ready to decode with.
@@ -25,8 +26,21 @@ use tributary_decode::wire::SchemaRef;
 pub struct Prepared {
     /// The definition.
     pub definition: Definition,
-    /// For Avro: the compiled plan, or why the schema cannot be flattened.
-    pub plan: Option<Result<Plan, PlanError>>,
+    /// How data written with it decodes.
+    pub decoding: Decoding,
+}
+
+/// How data written with a schema decodes.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Decoding {
+    /// As JSON text (a JSON Schema).
+    Json,
+    /// With the compiled Avro plan, or not (why the schema cannot be
+    /// flattened).
+    Avro(Result<Plan, PlanError>),
+    /// With the compiled plans of the file's message types.
+    Protobuf(protobuf::Plan),
 }
 
 /// The answer for one reference.
@@ -244,10 +258,18 @@ impl Client {
     }
 
     fn prepare(&self, definition: Definition) -> Prepared {
-        let plan = definition
-            .avro()
-            .map(|writer| Plan::compile(writer, self.options.reader.as_ref(), &self.options.rules));
-        Prepared { definition, plan }
+        let rules = &self.options.rules;
+        let decoding = match definition.parsed() {
+            Parsed::Avro(writer) => {
+                Decoding::Avro(Plan::compile(writer, self.options.reader.as_ref(), rules))
+            }
+            Parsed::Protobuf(file) => Decoding::Protobuf(protobuf::Plan::compile(file, rules)),
+            _ => Decoding::Json,
+        };
+        Prepared {
+            definition,
+            decoding,
+        }
     }
 
     async fn fetch(&self, reference: SchemaRef) -> Result<Answer, Unavailable> {
@@ -420,7 +442,7 @@ mod tests {
         let Lookup::Found(prepared) = client.resolve(id(1)).await.unwrap() else {
             panic!("id 1 is known");
         };
-        assert!(matches!(prepared.plan, Some(Ok(_))));
+        assert!(matches!(prepared.decoding, Decoding::Avro(Ok(_))));
         assert!(matches!(
             client.resolve(id(9)).await.unwrap(),
             Lookup::Unknown(_)

@@ -64,12 +64,13 @@ impl Glue {
                 ))),
             };
         }
-        let kind = match answer["DataFormat"].as_str() {
-            Some("AVRO") => SchemaType::Avro,
-            Some("JSON") => SchemaType::Json,
-            other => {
+        let kind = match answer["DataFormat"].as_str().map(str::parse::<SchemaType>) {
+            Some(Ok(kind)) => kind,
+            _ => {
                 return Ok(Answer::Unknown(format!(
-                    "schema version {uuid} has data format {other:?}; AVRO and JSON are supported"
+                    "schema version {uuid} has data format {:?}; AVRO, JSON and PROTOBUF are \
+                     supported",
+                    answer["DataFormat"]
                 )));
             }
         };

@@ -17,6 +17,7 @@ pub use apache_avro;
 pub mod client;
 mod compat;
 mod glue;
+mod protobuf;
 pub mod schema;
 pub mod server;
 pub mod store;

@@ -21,14 +21,17 @@ pub enum SchemaType {
     Avro,
     /// JSON Schema.
     Json,
+    /// Protocol Buffers (a `.proto` file).
+    Protobuf,
 }
 
 impl SchemaType {
-    /// The name used on the wire (`AVRO`, `JSON`).
+    /// The name used on the wire (`AVRO`, `JSON`, `PROTOBUF`).
     pub fn as_str(self) -> &'static str {
         match self {
             SchemaType::Avro => "AVRO",
             SchemaType::Json => "JSON",
+            SchemaType::Protobuf => "PROTOBUF",
         }
     }
 }
@@ -40,6 +43,7 @@ impl FromStr for SchemaType {
         match s.to_ascii_uppercase().as_str() {
             "AVRO" => Ok(SchemaType::Avro),
             "JSON" => Ok(SchemaType::Json),
+            "PROTOBUF" => Ok(SchemaType::Protobuf),
             _ => Err(SchemaError::UnsupportedType(s.to_string())),
         }
     }
@@ -63,13 +67,13 @@ pub enum SchemaError {
     /// JSON, but not a valid schema of its type.
     #[error("invalid {kind} schema: {message}")]
     Invalid {
-        /// `AVRO` or `JSON`.
+        /// `AVRO`, `JSON` or `PROTOBUF`.
         kind: &'static str,
         /// What is wrong.
         message: String,
     },
-    /// A schema type other than AVRO or JSON.
-    #[error("schema type `{0}` is not supported (AVRO and JSON are)")]
+    /// A schema type other than AVRO, JSON or PROTOBUF.
+    #[error("schema type `{0}` is not supported (AVRO, JSON and PROTOBUF are)")]
     UnsupportedType(String),
     /// An unknown compatibility level.
     #[error(
@@ -81,11 +85,13 @@ pub enum SchemaError {
 
 /// A parsed definition and its normalized text.
 ///
-/// The normalized text is the definition's JSON with object keys sorted,
-/// whitespace removed, `doc` attributes dropped and `{"type": "int"}`
-/// shortened to `"int"`. Unlike Avro's Parsing Canonical Form it keeps
-/// defaults, logical types, aliases and custom attributes, because they change
-/// how data is read.
+/// For Avro and JSON Schema, the normalized text is the definition's JSON
+/// with object keys sorted, whitespace removed, `doc` attributes dropped and
+/// `{"type": "int"}` shortened to `"int"`. Unlike Avro's Parsing Canonical
+/// Form it keeps defaults, logical types, aliases and custom attributes,
+/// because they change how data is read. A Protobuf definition is kept as
+/// given (`.proto` text or a base64 `FileDescriptorProto`), without its
+/// surrounding whitespace.
 #[derive(Debug, Clone)]
 pub struct Definition {
     kind: SchemaType,
@@ -101,6 +107,8 @@ pub enum Parsed {
     Avro(AvroSchema),
     /// A JSON Schema document.
     Json(Json),
+    /// A Protobuf file, compiled with its imports.
+    Protobuf(prost_reflect::FileDescriptor),
 }
 
 impl Definition {
@@ -110,25 +118,28 @@ impl Definition {
         if chars > MAX_DEFINITION_CHARS {
             return Err(SchemaError::TooLong { chars });
         }
-        let json: Json =
-            serde_json::from_str(text).map_err(|e| SchemaError::NotJson(e.to_string()))?;
-        let mut normalized = String::with_capacity(text.len());
-        write_normalized(&json, kind == SchemaType::Avro, &mut normalized);
-        let parsed = match kind {
-            SchemaType::Avro => {
-                Parsed::Avro(AvroSchema::parse(&json).map_err(|e| SchemaError::Invalid {
-                    kind: kind.as_str(),
-                    message: e.to_string(),
-                })?)
-            }
-            SchemaType::Json => {
-                if !matches!(json, Json::Object(_) | Json::Bool(_)) {
-                    return Err(SchemaError::Invalid {
-                        kind: kind.as_str(),
-                        message: "a JSON Schema is an object or a boolean".into(),
-                    });
-                }
-                Parsed::Json(json)
+        let invalid = |message: String| SchemaError::Invalid {
+            kind: kind.as_str(),
+            message,
+        };
+        let (normalized, parsed) = match kind {
+            SchemaType::Protobuf => (
+                text.trim().to_string(),
+                Parsed::Protobuf(crate::protobuf::compile(text).map_err(invalid)?),
+            ),
+            SchemaType::Avro | SchemaType::Json => {
+                let json: Json =
+                    serde_json::from_str(text).map_err(|e| SchemaError::NotJson(e.to_string()))?;
+                let mut normalized = String::with_capacity(text.len());
+                write_normalized(&json, kind == SchemaType::Avro, &mut normalized);
+                let parsed = if kind == SchemaType::Avro {
+                    Parsed::Avro(AvroSchema::parse(&json).map_err(|e| invalid(e.to_string()))?)
+                } else if matches!(json, Json::Object(_) | Json::Bool(_)) {
+                    Parsed::Json(json)
+                } else {
+                    return Err(invalid("a JSON Schema is an object or a boolean".into()));
+                };
+                (normalized, parsed)
             }
         };
         Ok(Self {
