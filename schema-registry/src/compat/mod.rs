@@ -8,6 +8,8 @@ use std::str::FromStr;
 use crate::schema::{Definition, Parsed, SchemaError};
 
 mod avro;
+#[allow(dead_code)]
+mod protobuf;
 
 /// A subject's compatibility level: which earlier versions a new version is
 /// checked against, and in which direction.
