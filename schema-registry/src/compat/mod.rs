@@ -8,7 +8,6 @@ use std::str::FromStr;
 use crate::schema::{Definition, Parsed, SchemaError};
 
 mod avro;
-#[allow(dead_code)]
 mod protobuf;
 
 /// A subject's compatibility level: which earlier versions a new version is
@@ -163,6 +162,9 @@ fn reading_problems(writer: &Definition, reader: &Definition) -> Vec<String> {
     match (writer.parsed(), reader.parsed()) {
         (Parsed::Avro(writer), Parsed::Avro(reader)) => {
             avro::can_read(writer, reader).err().into_iter().collect()
+        }
+        (Parsed::Protobuf(writer), Parsed::Protobuf(reader)) => {
+            protobuf::reading_problems(writer, reader)
         }
         // Not checked yet.
         _ => Vec::new(),
