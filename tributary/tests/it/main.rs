@@ -18,6 +18,7 @@ mod partitioning;
 mod pipeline;
 mod registry;
 mod registry_ingest;
+mod registry_protobuf;
 mod rowfile_fastavro;
 mod s3;
 mod scale_out;

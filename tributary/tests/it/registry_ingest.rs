@@ -68,7 +68,7 @@ pub(crate) fn ingest_config(
 }
 
 /// `(reason, error)` of every dead letter of stream `test`, by reason.
-fn dead_letters(table: &Path) -> Vec<(String, String)> {
+pub(crate) fn dead_letters(table: &Path) -> Vec<(String, String)> {
     let mut letters: Vec<_> = crate::dead_letters(table)
         .into_iter()
         .map(|(_, _, reason, error, _)| (reason, error))
