@@ -8,6 +8,7 @@ use std::str::FromStr;
 use crate::schema::{Definition, Parsed, SchemaError};
 
 mod avro;
+mod json_schema;
 mod protobuf;
 
 /// A subject's compatibility level: which earlier versions a new version is
@@ -72,7 +73,7 @@ impl Compatibility {
     /// Checks `new` against `earlier` (a subject's live versions, oldest
     /// first). Returns one message per problem; empty means compatible.
     ///
-    /// Each format is checked by its own rules (see [`reading_problems`]); a
+    /// Each format is checked by its own rules (see `reading_problems`); a
     /// version of another format is always incompatible.
     pub fn check(self, new: &Definition, earlier: &[Definition]) -> Vec<String> {
         if self == Compatibility::None || earlier.is_empty() {
@@ -163,10 +164,13 @@ fn reading_problems(writer: &Definition, reader: &Definition) -> Vec<String> {
         (Parsed::Avro(writer), Parsed::Avro(reader)) => {
             avro::can_read(writer, reader).err().into_iter().collect()
         }
+        (Parsed::Json(writer), Parsed::Json(reader)) => {
+            json_schema::reading_problems(writer, reader)
+        }
         (Parsed::Protobuf(writer), Parsed::Protobuf(reader)) => {
             protobuf::reading_problems(writer, reader)
         }
-        // Not checked yet.
+        // Two formats: `check` refuses them before asking.
         _ => Vec::new(),
     }
 }
