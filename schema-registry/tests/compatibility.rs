@@ -1,5 +1,6 @@
 //! The compatibility rules as a table: for each level, sequences of schemas
-//! whose last one must be accepted or refused after the earlier ones.
+//! (Avro, then JSON Schema) whose last one must be accepted or refused after
+//! the earlier ones.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test: a panic is a failure
 
@@ -43,6 +44,32 @@ const LOGICAL: &str = r#"{"name":"t","type":{"type":"record","name":"T","namespa
   {"name":"prices","type":{"type":"array","items":{"type":"bytes","logicalType":"decimal","precision":9,"scale":3}}},
   {"name":"by_day","type":{"type":"map","values":["null",{"type":"int","logicalType":"date"}]}},
   {"name":"again","type":["null","ns.Dur"]}]}}"#;
+
+/// A JSON Schema object with these properties (the JSON text of each
+/// `"name": schema`) and these further keywords (JSON text, or empty).
+fn object(properties: &[&str], keywords: &[&str]) -> Definition {
+    let mut text = format!(
+        r#"{{"type":"object","properties":{{{}}}"#,
+        properties.join(",")
+    );
+    for keyword in keywords {
+        text.push(',');
+        text.push_str(keyword);
+    }
+    text.push('}');
+    Definition::parse(SchemaType::Json, &text).unwrap()
+}
+
+const P_ID: &str = r#""id":{"type":"integer"}"#;
+const P_ID_NUMBER: &str = r#""id":{"type":"number"}"#;
+const P_NOTE: &str = r#""note":{"type":"string"}"#;
+const P_NOTE_NULLABLE: &str = r#""note":{"type":["string","null"]}"#;
+const P_NOTE_DEFAULT: &str = r#""note":{"type":"string","default":""}"#;
+const P_COLOR_RG: &str = r#""c":{"enum":["R","G"]}"#;
+const P_COLOR_RGB: &str = r#""c":{"enum":["R","G","B"]}"#;
+/// No properties but the listed ones.
+const CLOSED: &str = r#""additionalProperties":false"#;
+const NOTE_REQUIRED: &str = r#""required":["note"]"#;
 
 /// What happens when a new version is added to the history.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -193,6 +220,106 @@ fn cases() -> Vec<Case> {
             new: record(&[ID, PRICE_BYTES]),
             expected: [
                 Accepted, Refused, Refused, Refused, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: add an optional property to a closed content model (old readers \
+                   refuse it)",
+            history: vec![object(&[P_ID], &[CLOSED])],
+            new: object(&[P_ID, P_NOTE], &[CLOSED]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: add a property to an open content model (data written earlier \
+                   may hold any value under its name)",
+            history: vec![object(&[P_ID], &[])],
+            new: object(&[P_ID, P_NOTE], &[]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Accepted, Accepted, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: remove a property from an open content model",
+            history: vec![object(&[P_ID, P_NOTE], &[])],
+            new: object(&[P_ID], &[]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: remove a property from a closed content model",
+            history: vec![object(&[P_ID, P_NOTE], &[CLOSED])],
+            new: object(&[P_ID], &[CLOSED]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Accepted, Accepted, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: narrow number to integer",
+            history: vec![object(&[P_ID_NUMBER], &[])],
+            new: object(&[P_ID], &[]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Accepted, Accepted, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: widen integer to number",
+            history: vec![object(&[P_ID], &[])],
+            new: object(&[P_ID_NUMBER], &[]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: widen a type to a list of types (make it nullable)",
+            history: vec![object(&[P_ID, P_NOTE], &[])],
+            new: object(&[P_ID, P_NOTE_NULLABLE], &[]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: make a property required (data written earlier may lack it)",
+            history: vec![object(&[P_ID, P_NOTE], &[])],
+            new: object(&[P_ID, P_NOTE], &[NOTE_REQUIRED]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Accepted, Accepted, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: make a property with a default required",
+            history: vec![object(&[P_ID, P_NOTE_DEFAULT], &[])],
+            new: object(&[P_ID, P_NOTE_DEFAULT], &[NOTE_REQUIRED]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            what: "JSON Schema: add a required property to a closed content model",
+            history: vec![object(&[P_ID], &[CLOSED])],
+            new: object(&[P_ID, P_NOTE], &[CLOSED, NOTE_REQUIRED]),
+            expected: [
+                Accepted, Refused, Refused, Refused, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "JSON Schema: add an enum value",
+            history: vec![object(&[P_COLOR_RG], &[])],
+            new: object(&[P_COLOR_RGB], &[]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            // v1 had an integer id, v2 a number: v3 repeats v2, which v1
+            // cannot read.
+            what: "JSON Schema: transitive levels check every earlier version",
+            history: vec![object(&[P_ID], &[]), object(&[P_ID_NUMBER], &[])],
+            new: object(&[P_ID_NUMBER], &[]),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Refused, Accepted, Refused,
             ],
         },
         Case {
