@@ -59,8 +59,9 @@ step "Python test tools in $TESTBED/venv"
 PY="$TESTBED/venv/bin/python"
 PY_PACKAGES=(deltalake==1.6.6 pyarrow==26.0.1 fastavro==1.13.1 backports.zstd==1.8.0
              kubernetes-validate==1.37.0 botocore==1.44.5 boto3==1.44.5 "moto[server]==5.2.5"
-             "confluent-kafka[schemaregistry]==2.15.1" aws-glue-schema-registry==1.1.3 trustme==1.2.1)
-if ! "$PY" -c 'import deltalake, pyarrow, fastavro, backports.zstd, kubernetes_validate, botocore, boto3, moto.server, confluent_kafka.schema_registry, aws_schema_registry, trustme' 2>/dev/null; then
+             "confluent-kafka[schemaregistry,protobuf]==2.15.1" protobuf==7.36.2
+             aws-glue-schema-registry==1.1.3 trustme==1.2.1)
+if ! "$PY" -c 'import deltalake, pyarrow, fastavro, backports.zstd, kubernetes_validate, botocore, boto3, moto.server, confluent_kafka.schema_registry.protobuf, aws_schema_registry, trustme' 2>/dev/null; then
   [ -x "$PY" ] || python3 -m venv "$TESTBED/venv"
   "$PY" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi

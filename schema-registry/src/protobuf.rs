@@ -27,10 +27,10 @@ pub(crate) fn compile(text: &str) -> Result<FileDescriptor, String> {
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true);
     compiler.open_file(&name).map_err(|e| {
-        if let Some(import) = e.file().filter(|f| *f != name && e.is_file_not_found()) {
+        if e.is_file_not_found() {
             format!(
-                "import `{import}` is not available: only Google's well-known types can be \
-                 imported (schema references are not supported yet)"
+                "{e}: only Google's well-known types can be imported (schema references are not \
+                 supported yet)"
             )
         } else {
             e.to_string()
@@ -112,7 +112,10 @@ mod tests {
         let e = compile("syntax = \"proto3\"; message A { strin x = 1; }").unwrap_err();
         assert!(e.contains("strin"), "{e}");
         let e = compile("syntax = \"proto3\"; import \"other.proto\"; message A {}").unwrap_err();
-        assert!(e.contains("import `other.proto` is not available"), "{e}");
+        assert!(
+            e.contains("import 'other.proto' not found: only Google's"),
+            "{e}"
+        );
         assert!(compile("not a schema").is_err());
     }
 }

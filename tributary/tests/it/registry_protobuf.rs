@@ -158,11 +158,11 @@ fn assert_rows(table: &Path) {
                "messages_level": "WARN", "messages_tags": ["t1", "x"], "messages_text": null,
                "messages_code": 1})
     );
-    // Envelope 13 (version 2): r39.
+    // The last envelope (19, version 2): r59.
     let last = ENVELOPES * 3 - 1;
     assert_eq!(
         pick(&rows[last as usize]),
-        json!({"_key": format!("r{last}"), "host": "h1", "status": "DRAINING",
+        json!({"_key": format!("r{last}"), "host": "h1", "status": "LIVE",
                "meta_source": "s19", "region": "eu", "messages_n": last,
                "messages_ts": format!("2026-11-24T00:00:{last}+00:00"),
                "messages_level": "WARN", "messages_tags": [format!("t{last}"), "x"],
