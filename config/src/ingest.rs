@@ -78,6 +78,11 @@ pub struct RegistryClientConfig {
     /// it waits.
     #[serde(default = "default_registry_max_backoff_ms")]
     pub max_backoff_ms: u64,
+    /// Check each JSON payload whose framing names a JSON Schema against
+    /// that schema; a payload it does not accept is a dead letter
+    /// (`validation`) with the failing locations.
+    #[serde(default)]
+    pub validate_json: bool,
 }
 
 /// `[ingest.registry.glue]`: AWS Glue Schema Registry, with the AWS SDK's

@@ -9,6 +9,7 @@ use crate::avro::{Plan, Sink};
 use crate::builder::{At, BatchBuilder};
 use crate::columns::ColumnTypes;
 use crate::flatten::{FlattenError, Flattener};
+use crate::json_schema::JsonValidator;
 use crate::protobuf::{self, Indexing};
 use crate::{Reason, Rejection, Val};
 
@@ -17,6 +18,8 @@ use crate::{Reason, Rejection, Val};
 pub enum Format<'p> {
     /// JSON text (no schema, or a JSON Schema).
     Json,
+    /// JSON text that must match its JSON Schema.
+    ValidatedJson(&'p JsonValidator),
     /// Avro binary of the writer schema this plan was compiled for.
     Avro(&'p Plan),
     /// Protobuf binary of a message type of this plan's file, named by the
@@ -60,7 +63,16 @@ impl<'a> Decoder<'a> {
         builder: &mut BatchBuilder,
     ) -> Result<(), Rejection> {
         match format {
-            Format::Json => self.flatten_json(data, builder),
+            Format::Json => self.flatten_json(utf8(data)?, builder),
+            Format::ValidatedJson(validator) => {
+                let text = utf8(data)?;
+                let value: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| (Reason::MalformedJson, e.to_string()))?;
+                validator
+                    .validate(&value)
+                    .map_err(|e| (Reason::Validation, e))?;
+                self.flatten_json(text, builder)
+            }
             Format::Avro(plan) => {
                 let mut sink = self.sink(plan as *const Plan as usize, plan.columns(), builder);
                 // The last element stays open: ending the message ends it.
@@ -95,13 +107,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn flatten_json(&self, data: &[u8], builder: &mut BatchBuilder) -> Result<(), Rejection> {
-        let text = std::str::from_utf8(data).map_err(|e| {
-            (
-                Reason::InvalidUtf8,
-                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-            )
-        })?;
+    fn flatten_json(&self, text: &str, builder: &mut BatchBuilder) -> Result<(), Rejection> {
         self.flattener
             .flatten(text, builder, self.types)
             .map_err(|e| match e {
@@ -109,6 +115,16 @@ impl<'a> Decoder<'a> {
                 _ => (Reason::Flatten, e.to_string()),
             })
     }
+}
+
+/// `data` as text.
+fn utf8(data: &[u8]) -> Result<&str, Rejection> {
+    std::str::from_utf8(data).map_err(|e| {
+        (
+            Reason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })
 }
 
 /// The values of one Avro or Protobuf record, appended to the builder as

@@ -27,6 +27,7 @@ pub mod builder;
 pub mod columns;
 pub mod decoder;
 pub mod flatten;
+pub mod json_schema;
 pub mod protobuf;
 mod reason;
 mod value;

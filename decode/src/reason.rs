@@ -28,11 +28,14 @@ pub enum Reason {
     Decode,
     /// A Kafka message without a value (a compaction tombstone).
     NoValue,
+    /// A JSON payload its JSON Schema does not accept (when
+    /// `ingest.registry.validate_json` is on).
+    Validation,
 }
 
 impl Reason {
     /// Every reason, so metrics can start each at zero.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::MalformedJson,
         Reason::InvalidUtf8,
         Reason::Oversized,
@@ -44,6 +47,7 @@ impl Reason {
         Reason::UnknownSchema,
         Reason::Decode,
         Reason::NoValue,
+        Reason::Validation,
     ];
 
     /// The stable name.
@@ -60,6 +64,7 @@ impl Reason {
             Reason::UnknownSchema => "unknown_schema",
             Reason::Decode => "decode",
             Reason::NoValue => "no_value",
+            Reason::Validation => "validation",
         }
     }
 }

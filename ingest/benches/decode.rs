@@ -51,6 +51,7 @@ fn settings(flatten: &FlattenConfig) -> BatchSettings {
         codec: Codec::Zstd,
         dead_letter_max_payload_bytes: 1024,
         max_message_bytes: 1 << 20,
+        validate_json: false,
     }
 }
 

@@ -126,6 +126,8 @@ pub struct BatchSettings {
     pub dead_letter_max_payload_bytes: u64,
     /// Most bytes a compressed frame may inflate to.
     pub max_message_bytes: u64,
+    /// Whether JSON payloads are checked against their JSON Schema.
+    pub validate_json: bool,
 }
 
 impl BatchSettings {
@@ -141,6 +143,7 @@ impl BatchSettings {
             },
             dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
             max_message_bytes: config.max_message_bytes,
+            validate_json: config.registry.as_ref().is_some_and(|r| r.validate_json),
         }
     }
 }
@@ -282,13 +285,14 @@ pub fn build_batch(
             .frame(settings.max_message_bytes)
             .map_err(|e| (Reason::Framing, e.to_string()))
             .and_then(|frame| {
-                let format = format(&frame, schemas)?;
+                let format = format(&frame, schemas, settings.validate_json)?;
                 decoder
                     .decode(format, &frame.payload, &mut builder)
                     .map_err(|(reason, error)| match (format, frame.schema) {
-                        (Format::Avro(_) | Format::Protobuf(..), Some(r)) => {
-                            (reason, format!("{}: {error}", describe(r)))
-                        }
+                        (
+                            Format::Avro(_) | Format::Protobuf(..) | Format::ValidatedJson(_),
+                            Some(r),
+                        ) => (reason, format!("{}: {error}", describe(r))),
                         _ => (reason, error),
                     })
             });
@@ -313,8 +317,13 @@ pub fn build_batch(
     Ok((builder.finish(&partition.to_string(), types)?, dead_letters))
 }
 
-/// The format of a message's data, as its framing and schema say.
-fn format<'s>(frame: &wire::Frame<'_>, schemas: &'s Schemas) -> Result<Format<'s>, Rejection> {
+/// The format of a message's data, as its framing and schema say (JSON
+/// with a JSON Schema is validated when `validate_json` is on).
+fn format<'s>(
+    frame: &wire::Frame<'_>,
+    schemas: &'s Schemas,
+    validate_json: bool,
+) -> Result<Format<'s>, Rejection> {
     let Some(reference) = frame.schema else {
         return Ok(Format::Json);
     };
@@ -335,6 +344,11 @@ fn format<'s>(frame: &wire::Frame<'_>, schemas: &'s Schemas) -> Result<Format<'s
                 ),
             )),
         },
+        Decoding::Json(Ok(validator)) if validate_json => Ok(Format::ValidatedJson(validator)),
+        Decoding::Json(Err(e)) if validate_json => Err((
+            Reason::Validation,
+            format!("{} cannot validate payloads: {e}", describe(reference)),
+        )),
         _ => Ok(Format::Json),
     }
 }
@@ -365,6 +379,7 @@ mod tests {
             codec: Codec::Zstd,
             dead_letter_max_payload_bytes: 4,
             max_message_bytes: 1 << 20,
+            validate_json: false,
         }
     }
 

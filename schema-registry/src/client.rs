@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::schema::{Definition, Parsed, SchemaType};
 use tributary_decode::avro::{FlattenRules, Plan, PlanError};
+use tributary_decode::json_schema::JsonValidator;
 use tributary_decode::protobuf;
 use tributary_decode::wire::SchemaRef;
 
@@ -34,8 +35,9 @@ pub struct Prepared {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Decoding {
-    /// As JSON text (a JSON Schema).
-    Json,
+    /// As JSON text; with the JSON Schema compiled to validate payloads
+    /// (or why it cannot validate).
+    Json(Result<JsonValidator, String>),
     /// With the compiled Avro plan, or not (why the schema cannot be
     /// flattened).
     Avro(Result<Plan, PlanError>),
@@ -264,7 +266,7 @@ impl Client {
                 Decoding::Avro(Plan::compile(writer, self.options.reader.as_ref(), rules))
             }
             Parsed::Protobuf(file) => Decoding::Protobuf(protobuf::Plan::compile(file, rules)),
-            _ => Decoding::Json,
+            Parsed::Json(schema) => Decoding::Json(JsonValidator::compile(schema)),
         };
         Prepared {
             definition,

@@ -373,6 +373,7 @@ fn in_process(
         codec: Codec::Zstd,
         dead_letter_max_payload_bytes: 1024,
         max_message_bytes: 10 << 20,
+        validate_json: false,
     };
     let partition = PartitionId::new("bench", "p");
     let mut types = ColumnTypes::default();

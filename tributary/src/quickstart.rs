@@ -93,6 +93,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
                 unknown_retry_ms: 30_000,
                 request_timeout_ms: 5_000,
                 max_backoff_ms: 5_000,
+                validate_json: false,
             }),
         }),
         compact: Default::default(),

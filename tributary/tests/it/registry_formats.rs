@@ -1,8 +1,9 @@
-//! Protobuf end to end: `confluent-kafka`'s `SchemaRegistryClient` and
-//! `ProtobufSerializer` against our registry (registering, evolving, and a
-//! refused incompatible change), and Glue-framed Protobuf against moto's
-//! Glue API; the bytes are ingested and the table read with Python
-//! `deltalake`.
+//! Protobuf and JSON Schema end to end: `confluent-kafka`'s
+//! `SchemaRegistryClient` with its `ProtobufSerializer` and `JSONSerializer`
+//! against our registry (registering, evolving, and a refused incompatible
+//! change), and Glue-framed Protobuf against moto's Glue API; the bytes are
+//! ingested and the table read with Python `deltalake`. JSON payloads are
+//! also validated against their schema.
 //!
 //! The `aws-glue-schema-registry` Python package serializes Avro and JSON
 //! only, so the Glue frames are built here the way AWS's Java serializer
@@ -322,4 +323,105 @@ print(json.dumps(sorted(str(i) for i in ids.values())))
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].0, "decode");
     assert!(letters[0].1.contains("message index 9"), "{letters:?}");
+}
+
+/// A JSON Schema for the envelopes of [`crate::envelopes`], closed (no other
+/// properties); version 2 adds an optional `region`, version 3 makes `n` a
+/// string.
+const ENVELOPE_JSON_SCHEMA_PY: &str = r#"
+V1 = {"type": "object", "additionalProperties": False, "required": ["host", "messages"],
+      "properties": {"host": {"type": "string"},
+                     "messages": {"type": "array", "items": {"type": "object",
+                         "required": ["id", "n", "ts"],
+                         "properties": {"id": {"type": "string"}, "n": {"type": "integer"},
+                                        "ts": {"type": "integer"},
+                                        "tags": {"type": "array", "items": {"type": "string"}}}}}}}
+V2 = json.loads(json.dumps(V1))
+V2["properties"]["region"] = {"type": "string"}
+V3 = json.loads(json.dumps(V2))
+V3["properties"]["messages"]["items"]["properties"]["n"] = {"type": "string"}
+"#;
+
+#[test]
+fn confluent_json_serializer_bytes_are_ingested_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut processes = Processes::default();
+    let store = dir.path().join("registry");
+    let port = start(&mut processes, dir.path(), store.to_str().unwrap(), "");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let (lines, ids) = crate::envelopes(0, 60);
+    let script = format!(
+        r#"import json, struct, sys
+{ENVELOPE_JSON_SCHEMA_PY}
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.schema_registry.json_schema import JSONSerializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+client = SchemaRegistryClient({{"url": sys.argv[1]}})
+ctx = SerializationContext("logs", MessageField.VALUE)
+v1, v2 = (JSONSerializer(json.dumps(v), client) for v in (V1, V2))
+frames = []
+for i, line in enumerate(sys.argv[3:]):
+    envelope = json.loads(line)
+    if i % 2:
+        envelope["region"] = "eu"
+    frames.append((v2 if i % 2 else v1)(envelope, ctx))
+try:
+    JSONSerializer(json.dumps(V3), client)({{"host": "h", "messages": []}}, ctx)
+    refused = None
+except SchemaRegistryError as e:
+    refused = [e.http_status_code, e.error_message]
+# Payloads the schema does not accept, framed as valid ones: `n` as text,
+# and a property the closed schema does not have.
+frames.append(frames[0][:5] + json.dumps({{"host": "h", "messages": [{{"id": "bad1", "n": "7", "ts": 1}}]}}).encode())
+frames.append(frames[0][:5] + json.dumps({{"host": "h", "extra": 1, "messages": []}}).encode())
+with open(sys.argv[2], "wb") as f:
+    for frame in frames:
+        f.write(struct.pack(">I", len(frame)) + frame)
+print(json.dumps({{"versions": client.get_versions("logs-value"), "refused": refused}}))
+"#
+    );
+    let mut args = vec![
+        format!("http://127.0.0.1:{port}"),
+        input.join("logs.bin").to_str().unwrap().to_string(),
+    ];
+    args.extend(lines);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let answer: Value = serde_json::from_str(run_python(&script, &args).trim()).unwrap();
+    assert_eq!(answer["versions"], json!([1, 2]), "{answer}");
+    assert_eq!(answer["refused"][0], 409, "{answer}");
+    let refusal = answer["refused"][1].as_str().unwrap();
+    assert!(
+        refusal.contains("/n") && refusal.contains("string"),
+        "{refusal}"
+    );
+
+    let table = dir.path().join("table");
+    let registry =
+        format!("[ingest.registry]\nurl = \"http://127.0.0.1:{port}\"\nvalidate_json = true\n");
+    let config = ingest_config(dir.path(), &input, &table, &registry);
+    let config = config.to_str().unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    assert_keys(&table, &ids);
+    let letters = dead_letters(&table);
+    let reasons: Vec<&str> = letters.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(reasons, vec!["validation", "validation"], "{letters:?}");
+    let errors: Vec<&str> = letters.iter().map(|(_, e)| e.as_str()).collect();
+    assert!(
+        errors.iter().any(|e| e.contains("/messages/0/n")),
+        "the error names the location: {errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("extra")), "{errors:?}");
+    let regions = run_python(
+        "import sys, deltalake\n\
+         t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table(columns=['region'])\n\
+         print(sum(1 for r in t.column('region').to_pylist() if r == 'eu'))",
+        &[table.to_str().unwrap()],
+    );
+    assert!(
+        regions.trim().parse::<u64>().unwrap() > 0,
+        "version 2 rows: {regions}"
+    );
 }
