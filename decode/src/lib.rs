@@ -4,9 +4,10 @@
 //! 1. [`wire`]: the framing a message arrives in (AWS Glue, Confluent, Avro
 //!    single-object, plain JSON) and the schema it names;
 //! 2. [`decoder`]: the message's data, by its [`Format`]: Avro through the
-//!    schema's compiled [`avro::Plan`], JSON through the [`flatten`]er
-//!    (which documents the flattening rules), both streaming [`Val`]ues
-//!    without a value tree;
+//!    schema's compiled [`avro::Plan`], Protobuf through the compiled
+//!    [`protobuf::Plan`] of its message type, JSON through the [`flatten`]er
+//!    (which documents the flattening rules; [`json_schema`] validates JSON
+//!    first when asked), all streaming [`Val`]ues without a value tree;
 //! 3. [`builder`]: the values go straight into typed Arrow builders, held to
 //!    the stream's [`columns::ColumnTypes`]; a bad message or explode-path
 //!    element is a [`Rejection`] with its [`Reason`].
