@@ -71,6 +71,25 @@ const P_COLOR_RGB: &str = r#""c":{"enum":["R","G","B"]}"#;
 const CLOSED: &str = r#""additionalProperties":false"#;
 const NOTE_REQUIRED: &str = r#""required":["note"]"#;
 
+/// A Protobuf file of package `shop` with message `Order` holding these
+/// fields, and any further `extra` text.
+fn proto(fields: &[&str], extra: &str) -> Definition {
+    let text = format!(
+        "syntax = \"proto3\";\npackage shop;\nmessage Order {{ {} }}\n{extra}",
+        fields.join(" ")
+    );
+    Definition::parse(SchemaType::Protobuf, &text).unwrap()
+}
+
+const F_ID: &str = "int64 id = 1;";
+const F_ID_INT32: &str = "int32 id = 1;";
+const F_ID_STRING: &str = "string id = 1;";
+const F_IDS: &str = "repeated int64 id = 1;";
+const F_NOTE: &str = "string note = 2;";
+const F_AT: &str = "google.protobuf.Timestamp at = 3;";
+const IMPORT_TIMESTAMP: &str = "import \"google/protobuf/timestamp.proto\";";
+const LINE: &str = "message Line { string sku = 1; }";
+
 /// What happens when a new version is added to the history.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Outcome {
@@ -320,6 +339,70 @@ fn cases() -> Vec<Case> {
             new: object(&[P_ID_NUMBER], &[]),
             expected: [
                 Accepted, Refused, Accepted, Accepted, Accepted, Refused, Accepted, Refused,
+            ],
+        },
+        Case {
+            what: "Protobuf: add a field (old readers skip it, new readers default it)",
+            history: vec![proto(&[F_ID], "")],
+            new: proto(&[F_ID, F_NOTE], ""),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            what: "Protobuf: remove a field",
+            history: vec![proto(&[F_ID, F_NOTE], "")],
+            new: proto(&[F_ID], ""),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            what: "Protobuf: int32 to int64 (one wire encoding)",
+            history: vec![proto(&[F_ID_INT32], "")],
+            new: proto(&[F_ID], ""),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            what: "Protobuf: int64 to string",
+            history: vec![proto(&[F_ID], "")],
+            new: proto(&[F_ID_STRING], ""),
+            expected: [
+                Accepted, Refused, Refused, Refused, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "Protobuf: a number field becomes repeated",
+            history: vec![proto(&[F_ID], "")],
+            new: proto(&[F_IDS], ""),
+            expected: [
+                Accepted, Refused, Refused, Refused, Refused, Refused, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "Protobuf: remove a message type (old data may be of it)",
+            history: vec![proto(&[F_ID], LINE)],
+            new: proto(&[F_ID], ""),
+            expected: [
+                Accepted, Refused, Refused, Refused, Accepted, Accepted, Refused, Refused,
+            ],
+        },
+        Case {
+            what: "Protobuf: add a well-known Timestamp field",
+            history: vec![proto(&[F_ID], "")],
+            new: proto(&[F_ID, F_AT], IMPORT_TIMESTAMP),
+            expected: [
+                Accepted, Refused, Accepted, Accepted, Accepted, Accepted, Accepted, Accepted,
+            ],
+        },
+        Case {
+            what: "another format after an Avro version",
+            history: vec![record(&[ID])],
+            new: proto(&[F_ID], ""),
+            expected: [
+                Accepted, Refused, Refused, Refused, Refused, Refused, Refused, Refused,
             ],
         },
         Case {
