@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::schema::{Definition, Parsed, SchemaType};
+use crate::schema::{Definition, Imports, Parsed, Reference, SchemaType};
 use tributary_decode::avro::{FlattenRules, Plan, PlanError};
 use tributary_decode::json_schema::JsonValidator;
 use tributary_decode::protobuf;
@@ -61,8 +61,26 @@ pub struct Unavailable(pub String);
 
 /// A registry's answer before preparation.
 pub(crate) enum Answer {
-    Found(SchemaType, String),
+    /// The definition, the versions it references and what they import.
+    Found {
+        kind: SchemaType,
+        text: String,
+        references: Vec<Reference>,
+        imports: Imports,
+    },
     Unknown(String),
+}
+
+impl Answer {
+    /// A definition that references nothing.
+    pub(crate) fn found(kind: SchemaType, text: String) -> Self {
+        Answer::Found {
+            kind,
+            text,
+            references: Vec::new(),
+            imports: Imports::new(),
+        }
+    }
 }
 
 /// Where schemas are fetched from.
@@ -212,7 +230,12 @@ impl Client {
             }
         };
         let entry = match answer {
-            Answer::Found(kind, text) => match Definition::parse(kind, &text) {
+            Answer::Found {
+                kind,
+                text,
+                references,
+                imports,
+            } => match Definition::parse_with_references(kind, &text, references, imports) {
                 Ok(definition) => Entry::Found(Arc::new(self.prepare(definition))),
                 Err(e) => Entry::unknown(
                     format!(
@@ -277,7 +300,7 @@ impl Client {
     async fn fetch(&self, reference: SchemaRef) -> Result<Answer, Unavailable> {
         match &self.backend {
             Backend::Fixed(schemas) => Ok(match schemas.get(&reference) {
-                Some((kind, text)) => Answer::Found(*kind, text.clone()),
+                Some((kind, text)) => Answer::found(*kind, text.clone()),
                 None => Answer::Unknown(format!("{} is not registered", describe(reference))),
             }),
             Backend::Http { base, token, http } => {
@@ -303,7 +326,12 @@ struct SchemaResponse {
     schema: String,
     #[serde(default)]
     schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<Reference>,
 }
+
+/// Schemas import each other at most this deep.
+const MAX_IMPORT_DEPTH: usize = 32;
 
 async fn fetch_http(
     base: &str,
@@ -316,41 +344,118 @@ async fn fetch_http(
         SchemaRef::ConfluentId(id) => format!("{base}/schemas/ids/{id}"),
         SchemaRef::Fingerprint(fp) => format!("{base}/schemas/fingerprints/{fp:016x}"),
     };
-    let mut request = http.get(&url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| Unavailable(format!("GET {url}: {e}")))?;
-    let status = response.status();
-    if status == reqwest::StatusCode::NOT_FOUND {
+    let fetch = Fetch { token, http };
+    let Some(parsed) = fetch.get(&url).await? else {
         return Ok(Answer::Unknown(format!(
             "the registry at {base} does not know {}",
             describe(reference)
         )));
-    }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| Unavailable(format!("GET {url}: {e}")))?;
-    if !status.is_success() {
-        return Err(Unavailable(format!(
-            "GET {url}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-        )));
-    }
-    let parsed: SchemaResponse = serde_json::from_slice(&body)
-        .map_err(|e| Unavailable(format!("GET {url}: unreadable answer: {e}")))?;
-    let kind = match parsed.schema_type.as_deref() {
-        None => SchemaType::Avro,
-        Some(kind) => match kind.parse() {
-            Ok(kind) => kind,
-            Err(e) => return Ok(Answer::Unknown(format!("{}: {e}", describe(reference)))),
-        },
     };
-    Ok(Answer::Found(kind, parsed.schema))
+    let mut imports = Imports::new();
+    if let Err(why) = fetch
+        .imports(base, &parsed.references, &mut imports, 0)
+        .await?
+    {
+        return Ok(Answer::Unknown(format!("{}: {why}", describe(reference))));
+    }
+    Ok(match schema_type(&parsed) {
+        Ok(kind) => Answer::Found {
+            kind,
+            text: parsed.schema,
+            references: parsed.references,
+            imports,
+        },
+        Err(e) => Answer::Unknown(format!("{}: {e}", describe(reference))),
+    })
+}
+
+fn schema_type(response: &SchemaResponse) -> Result<SchemaType, crate::schema::SchemaError> {
+    response
+        .schema_type
+        .as_deref()
+        .map_or(Ok(SchemaType::Avro), str::parse)
+}
+
+/// GET requests to an HTTP registry.
+struct Fetch<'a> {
+    token: Option<&'a str>,
+    http: &'a reqwest::Client,
+}
+
+impl Fetch<'_> {
+    /// The schema at `url`; `None` when the registry answers 404.
+    async fn get(&self, url: &str) -> Result<Option<SchemaResponse>, Unavailable> {
+        let mut request = self.http.get(url);
+        if let Some(token) = self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Unavailable(format!("GET {url}: {e}")))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Unavailable(format!("GET {url}: {e}")))?;
+        if !status.is_success() {
+            return Err(Unavailable(format!(
+                "GET {url}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            )));
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| Unavailable(format!("GET {url}: unreadable answer: {e}")))
+    }
+
+    /// Adds what `references` import (the referenced versions, and what they
+    /// import) to `imports`. The inner error says why a reference cannot be
+    /// imported.
+    async fn imports(
+        &self,
+        base: &str,
+        references: &[Reference],
+        imports: &mut Imports,
+        depth: usize,
+    ) -> Result<Result<(), String>, Unavailable> {
+        if depth > MAX_IMPORT_DEPTH && !references.is_empty() {
+            return Ok(Err(format!("imports nest deeper than {MAX_IMPORT_DEPTH}")));
+        }
+        for reference in references {
+            if imports.contains_key(&reference.name) {
+                continue;
+            }
+            let mut url = match reqwest::Url::parse(base) {
+                Ok(url) => url,
+                Err(e) => return Ok(Err(format!("registry URL {base}: {e}"))),
+            };
+            if let Ok(mut path) = url.path_segments_mut() {
+                path.pop_if_empty()
+                    .extend(["subjects", &reference.subject, "versions"])
+                    .push(&reference.version.to_string());
+            }
+            let Some(found) = self.get(url.as_str()).await? else {
+                return Ok(Err(format!(
+                    "the registry has no version {} of subject `{}`, imported as `{}`",
+                    reference.version, reference.subject, reference.name
+                )));
+            };
+            let kind = match schema_type(&found) {
+                Ok(kind) => kind,
+                Err(e) => return Ok(Err(format!("import `{}`: {e}", reference.name))),
+            };
+            imports.insert(reference.name.clone(), (kind, found.schema.clone()));
+            let nested = Box::pin(self.imports(base, &found.references, imports, depth + 1));
+            if let Err(why) = nested.await? {
+                return Ok(Err(why));
+            }
+        }
+        Ok(Ok(()))
+    }
 }
 
 /// What the cache holds for a reference.

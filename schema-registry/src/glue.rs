@@ -75,7 +75,7 @@ impl Glue {
             }
         };
         match answer["SchemaDefinition"].as_str() {
-            Some(text) => Ok(Answer::Found(kind, text.to_string())),
+            Some(text) => Ok(Answer::found(kind, text.to_string())),
             None => Ok(Answer::Unknown(format!(
                 "AWS Glue returned schema version {uuid} without a definition"
             ))),

@@ -3,34 +3,46 @@
 //! imports into a [`FileDescriptor`].
 //!
 //! Imports of Google's well-known types (`google/protobuf/timestamp.proto`
-//! and the rest) are built in. Imports of other files need schema
-//! references, which the registry does not store yet: such a definition is
-//! refused with the import it names.
+//! and the rest) are built in; other imports are the definitions the
+//! schema's references name (see [`crate::schema::Reference`]), served
+//! under their import names.
 
 use base64::Engine;
+use std::collections::BTreeMap;
+
 use prost_reflect::FileDescriptor;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+
+use crate::schema::{Imports, SchemaType};
 
 /// The name a definition given as text is compiled under.
 const TEXT_FILE_NAME: &str = "schema.proto";
 
-/// Compiles `text` into the descriptor of its file; an error says why not.
-pub(crate) fn compile(text: &str) -> Result<FileDescriptor, String> {
-    let file = match descriptor_form(text) {
-        Some(file) => file,
-        None => File::from_source(TEXT_FILE_NAME, text).map_err(|e| e.to_string())?,
-    };
+/// Compiles `text` into the descriptor of its file, with `imports` (by
+/// import name) available to it; an error says why not.
+pub(crate) fn compile(text: &str, imports: &Imports) -> Result<FileDescriptor, String> {
+    let file = parse_file(None, text)?;
     let name = file.name().to_string();
+    let mut files = Files(BTreeMap::new());
+    for (import, (kind, text)) in imports {
+        if *kind != SchemaType::Protobuf {
+            return Err(format!("import `{import}` is a {} schema", kind.as_str()));
+        }
+        files
+            .0
+            .insert(import.clone(), parse_file(Some(import), text)?);
+    }
+    files.0.insert(name.clone(), file);
     let mut resolver = ChainFileResolver::new();
-    resolver.add(Single(file));
+    resolver.add(files);
     resolver.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true);
     compiler.open_file(&name).map_err(|e| {
         if e.is_file_not_found() {
             format!(
-                "{e}: only Google's well-known types can be imported (schema references are not \
-                 supported yet)"
+                "{e}: an import is either one of Google's well-known types or named by one of \
+                 the schema's references"
             )
         } else {
             e.to_string()
@@ -40,6 +52,25 @@ pub(crate) fn compile(text: &str) -> Result<FileDescriptor, String> {
         .descriptor_pool()
         .get_file_by_name(&name)
         .ok_or_else(|| format!("the compiled schema has no file `{name}`"))
+}
+
+/// The file `text` holds, named `name` (or as it says, for a descriptor;
+/// [`TEXT_FILE_NAME`] for text).
+fn parse_file(name: Option<&str>, text: &str) -> Result<File, String> {
+    match descriptor_form(text) {
+        Some(file) => match name {
+            Some(name) if file.name() != name => {
+                let mut descriptor = file.file_descriptor_proto().clone();
+                descriptor.name = Some(name.to_string());
+                Ok(File::from_file_descriptor_proto(descriptor))
+            }
+            _ => Ok(file),
+        },
+        None => File::from_source(name.unwrap_or(TEXT_FILE_NAME), text).map_err(|e| match name {
+            Some(name) => format!("import `{name}`: {e}"),
+            None => e.to_string(),
+        }),
+    }
 }
 
 /// The file `text` holds when it is a base64-encoded `FileDescriptorProto`
@@ -61,16 +92,15 @@ fn descriptor_form(text: &str) -> Option<File> {
     Some(file)
 }
 
-/// Serves one file to the compiler.
-struct Single(File);
+/// Serves the schema's file and its imports to the compiler.
+struct Files(BTreeMap<String, File>);
 
-impl FileResolver for Single {
+impl FileResolver for Files {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
-        if name == self.0.name() {
-            Ok(self.0.clone())
-        } else {
-            Err(protox::Error::file_not_found(name))
-        }
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| protox::Error::file_not_found(name))
     }
 }
 
@@ -94,10 +124,10 @@ mod tests {
 
     #[test]
     fn text_and_descriptor_forms_compile_to_the_same_messages() {
-        let from_text = compile(ORDER).unwrap();
+        let from_text = compile(ORDER, &Imports::new()).unwrap();
         let proto = from_text.file_descriptor_proto().encode_to_vec();
         let encoded = base64::engine::general_purpose::STANDARD.encode(proto);
-        let from_descriptor = compile(&encoded).unwrap();
+        let from_descriptor = compile(&encoded, &Imports::new()).unwrap();
         let names = |f: &FileDescriptor| {
             f.messages()
                 .map(|m| m.full_name().to_string())
@@ -109,13 +139,31 @@ mod tests {
 
     #[test]
     fn bad_definitions_say_why() {
-        let e = compile("syntax = \"proto3\"; message A { strin x = 1; }").unwrap_err();
+        let none = Imports::new();
+        let e = compile("syntax = \"proto3\"; message A { strin x = 1; }", &none).unwrap_err();
         assert!(e.contains("strin"), "{e}");
-        let e = compile("syntax = \"proto3\"; import \"other.proto\"; message A {}").unwrap_err();
+        let importing = "syntax = \"proto3\"; import \"other.proto\"; message A { B b = 1; }";
+        let e = compile(importing, &none).unwrap_err();
         assert!(
-            e.contains("import 'other.proto' not found: only Google's"),
+            e.contains("import 'other.proto' not found: an import is"),
             "{e}"
         );
-        assert!(compile("not a schema").is_err());
+        assert!(compile("not a schema", &none).is_err());
+    }
+
+    #[test]
+    fn imports_are_served_by_their_names() {
+        let other = Imports::from([(
+            "other.proto".to_string(),
+            (
+                SchemaType::Protobuf,
+                "syntax = \"proto3\"; message B { string x = 1; }".to_string(),
+            ),
+        )]);
+        let importing = "syntax = \"proto3\"; import \"other.proto\"; message A { B b = 1; }";
+        let file = compile(importing, &other).unwrap();
+        let a = file.messages().next().unwrap();
+        let b = a.fields().next().unwrap().kind();
+        assert_eq!(b.as_message().unwrap().full_name(), "B");
     }
 }

@@ -1,6 +1,7 @@
 //! Schema definitions: parsing, the normalized form that names a version, the
 //! UUID derived from it, and compatibility between versions.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use apache_avro::Schema as AvroSchema;
@@ -97,7 +98,26 @@ pub struct Definition {
     kind: SchemaType,
     normalized: String,
     parsed: Parsed,
+    references: Vec<Reference>,
+    imports: Imports,
 }
+
+/// A reference from a definition to another subject's version, under the
+/// name the definition imports it by (a Protobuf import path), as in
+/// Confluent's API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    /// The name the definition imports it by.
+    pub name: String,
+    /// The subject.
+    pub subject: String,
+    /// The version.
+    pub version: u32,
+}
+
+/// The definitions a definition imports, directly or through others, by
+/// import name: their type and text.
+pub type Imports = BTreeMap<String, (SchemaType, String)>;
 
 /// A definition parsed by its format's rules.
 #[derive(Debug, Clone)]
@@ -112,8 +132,26 @@ pub enum Parsed {
 }
 
 impl Definition {
-    /// Parses and normalizes `text`.
+    /// Parses and normalizes `text`, which references nothing.
     pub fn parse(kind: SchemaType, text: &str) -> Result<Self, SchemaError> {
+        Self::parse_with_references(kind, text, Vec::new(), Imports::new())
+    }
+
+    /// Parses and normalizes `text`, whose `references` name the imported
+    /// definitions in `imports` (those of the references and, transitively,
+    /// of theirs). Only Protobuf definitions may have references.
+    pub fn parse_with_references(
+        kind: SchemaType,
+        text: &str,
+        references: Vec<Reference>,
+        imports: Imports,
+    ) -> Result<Self, SchemaError> {
+        if kind != SchemaType::Protobuf && !references.is_empty() {
+            return Err(SchemaError::Invalid {
+                kind: kind.as_str(),
+                message: "schema references are supported for Protobuf only".into(),
+            });
+        }
         let chars = text.chars().count();
         if chars > MAX_DEFINITION_CHARS {
             return Err(SchemaError::TooLong { chars });
@@ -125,7 +163,7 @@ impl Definition {
         let (normalized, parsed) = match kind {
             SchemaType::Protobuf => (
                 text.trim().to_string(),
-                Parsed::Protobuf(crate::protobuf::compile(text).map_err(invalid)?),
+                Parsed::Protobuf(crate::protobuf::compile(text, &imports).map_err(invalid)?),
             ),
             SchemaType::Avro | SchemaType::Json => {
                 let json: Json =
@@ -146,7 +184,22 @@ impl Definition {
             kind,
             normalized,
             parsed,
+            references,
+            imports,
         })
+    }
+
+    /// The definitions it references.
+    pub fn references(&self) -> &[Reference] {
+        &self.references
+    }
+
+    /// What a definition referencing this one under `name` imports: this
+    /// definition and its own imports.
+    pub fn imports_as(&self, name: &str) -> Imports {
+        let mut imports = self.imports.clone();
+        imports.insert(name.to_string(), (self.kind, self.normalized.clone()));
+        imports
     }
 
     /// Its type.
@@ -173,12 +226,26 @@ impl Definition {
     }
 
     /// The version's UUID in registry `registry`: the first 16 bytes of
-    /// SHA-256 over the registry name, the type and the normalized text, as an
-    /// RFC 9562 version 8 (name-based, custom hash) UUID. The same definition
-    /// registered twice, by any replica, gets the same UUID.
+    /// SHA-256 over the registry name, the type, the normalized text and the
+    /// references (if any), as an RFC 9562 version 8 (name-based, custom
+    /// hash) UUID. The same definition registered twice, by any replica,
+    /// gets the same UUID.
     pub fn uuid(&self, registry: &str) -> Uuid {
         let mut hash = Sha256::new();
-        for part in [registry, self.kind.as_str(), &self.normalized] {
+        let versions: Vec<String> = self
+            .references
+            .iter()
+            .map(|r| r.version.to_string())
+            .collect();
+        let references = self
+            .references
+            .iter()
+            .zip(&versions)
+            .flat_map(|(r, v)| [r.name.as_str(), r.subject.as_str(), v.as_str()]);
+        for part in [registry, self.kind.as_str(), &self.normalized]
+            .into_iter()
+            .chain(references)
+        {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part.as_bytes());
         }

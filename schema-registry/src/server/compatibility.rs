@@ -14,7 +14,7 @@ pub(super) async fn test_all_versions(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let definition = definition(&subject, &body)?;
+    let definition = definition(&api.registry, &body).await?;
     let messages = api
         .registry
         .test_compatibility(&subject, None, &definition)
@@ -29,7 +29,7 @@ pub(super) async fn test_version(
     body: Bytes,
 ) -> ApiResult {
     let version = VersionRef::parse(&version)?;
-    let definition = definition(&subject, &body)?;
+    let definition = definition(&api.registry, &body).await?;
     let messages = api
         .registry
         .test_compatibility(&subject, Some(version), &definition)

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::CONTENT_TYPE;
-use crate::schema::{Definition, SchemaType};
+use crate::schema::{Definition, Reference, SchemaType};
 use crate::store::{RegistryError, SchemaRegistry, StoredSchema, SubjectVersion};
 
 /// An error answer: `{"error_code", "message"}`.
@@ -99,7 +99,7 @@ pub(super) fn schema_json(schema: &StoredSchema) -> Json {
         "id": schema.id,
         "guid": schema.uuid.to_string(),
     });
-    add_type(&mut out, schema.definition.kind());
+    add_type(&mut out, &schema.definition);
     out
 }
 
@@ -111,15 +111,21 @@ pub(super) fn version_json(version: &SubjectVersion) -> Json {
         "schema": version.schema.definition.text(),
         "guid": version.schema.uuid.to_string(),
     });
-    add_type(&mut out, version.schema.definition.kind());
+    add_type(&mut out, &version.schema.definition);
     out
 }
 
-fn add_type(out: &mut Json, kind: SchemaType) {
-    if kind != SchemaType::Avro
-        && let Some(map) = out.as_object_mut()
-    {
-        map.insert("schemaType".into(), kind.as_str().into());
+/// Adds `schemaType` (unless Avro) and `references` (if any), as
+/// Confluent's API does.
+fn add_type(out: &mut Json, definition: &Definition) {
+    let Some(map) = out.as_object_mut() else {
+        return;
+    };
+    if definition.kind() != SchemaType::Avro {
+        map.insert("schemaType".into(), definition.kind().as_str().into());
+    }
+    if !definition.references().is_empty() {
+        map.insert("references".into(), json!(definition.references()));
     }
 }
 
@@ -129,10 +135,15 @@ struct SchemaRequest {
     schema: String,
     #[serde(rename = "schemaType")]
     schema_type: Option<String>,
-    references: Option<Vec<Json>>,
+    #[serde(default)]
+    references: Vec<Reference>,
 }
 
-pub(super) fn definition(subject: &str, body: &[u8]) -> Result<Definition, ApiError> {
+/// The definition a request body holds, with the versions it references.
+pub(super) async fn definition(
+    registry: &SchemaRegistry,
+    body: &[u8],
+) -> Result<Definition, ApiError> {
     let request: SchemaRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -140,19 +151,15 @@ pub(super) fn definition(subject: &str, body: &[u8]) -> Result<Definition, ApiEr
             format!("the request body is not {{\"schema\": \"…\"}}: {e}"),
         )
     })?;
-    if request.references.as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(RegistryError::ReferencesUnsupported {
-            subject: subject.to_string(),
-        }
-        .into());
-    }
     let kind = match request.schema_type.as_deref() {
         None => SchemaType::Avro,
         Some(name) => name
             .parse()
             .map_err(|source| RegistryError::InvalidSchema { source })?,
     };
-    Ok(SchemaRegistry::parse(kind, &request.schema)?)
+    Ok(registry
+        .parse(kind, &request.schema, request.references)
+        .await?)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub(super) async fn register(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let definition = definition(&subject, &body)?;
+    let definition = definition(&api.registry, &body).await?;
     let version = api
         .registry
         .register(&subject, &definition)
@@ -37,7 +37,7 @@ pub(super) async fn lookup(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult {
-    let definition = definition(&subject, &body)?;
+    let definition = definition(&api.registry, &body).await?;
     let version = api
         .registry
         .lookup(&subject, &definition, flag(&query, "deleted"))

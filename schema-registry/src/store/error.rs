@@ -93,11 +93,13 @@ pub enum RegistryError {
         #[source]
         source: SchemaError,
     },
-    /// A definition with references, which are not supported.
-    #[error("schema references are not supported (subject `{subject}`)")]
-    ReferencesUnsupported {
-        /// The subject.
-        subject: String,
+    /// A reference to a version that cannot be imported.
+    #[error("schema reference `{reference}`: {reason}")]
+    InvalidReference {
+        /// The reference (`name` → `subject` version `n`).
+        reference: String,
+        /// Why.
+        reason: String,
     },
     /// A version that is neither a positive number nor `latest`.
     #[error(
@@ -160,9 +162,7 @@ impl RegistryError {
             RegistryError::VersionNotSoftDeleted { .. } => 40407,
             RegistryError::SubjectCompatibilityNotConfigured { .. } => 40408,
             RegistryError::Incompatible { .. } => 409,
-            RegistryError::InvalidSchema { .. } | RegistryError::ReferencesUnsupported { .. } => {
-                42201
-            }
+            RegistryError::InvalidSchema { .. } | RegistryError::InvalidReference { .. } => 42201,
             RegistryError::InvalidVersion { .. } => 42202,
             RegistryError::InvalidCompatibility { .. } => 42203,
             RegistryError::InvalidSubject { .. } => 42208,

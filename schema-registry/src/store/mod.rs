@@ -65,7 +65,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use uuid::Uuid;
 
-use crate::schema::{Definition, SchemaType};
+use crate::schema::{Definition, Imports, Reference, SchemaType};
 
 mod config;
 mod error;
@@ -128,9 +128,48 @@ impl SchemaRegistry {
             .map_err(|source| store_error(&path, source))
     }
 
-    /// Parses `text` as a definition of type `kind`.
-    pub fn parse(kind: SchemaType, text: &str) -> Result<Definition> {
-        Definition::parse(kind, text).map_err(|source| RegistryError::InvalidSchema { source })
+    /// Parses `text` as a definition of type `kind` that imports the
+    /// versions `references` name.
+    pub async fn parse(
+        &self,
+        kind: SchemaType,
+        text: &str,
+        references: Vec<Reference>,
+    ) -> Result<Definition> {
+        let imports = self.imports(&references).await?;
+        Definition::parse_with_references(kind, text, references, imports)
+            .map_err(|source| RegistryError::InvalidSchema { source })
+    }
+
+    /// What `references` import: each referenced version's definition under
+    /// the reference's name, and (transitively) what it imports. Soft-deleted
+    /// versions can still be imported.
+    pub async fn imports(&self, references: &[Reference]) -> Result<Imports> {
+        let mut imports = Imports::new();
+        for reference in references {
+            let found = self
+                .version(
+                    &reference.subject,
+                    VersionRef::Number(reference.version),
+                    true,
+                )
+                .await
+                .map_err(|e| {
+                    if e.is_store_error() {
+                        e
+                    } else {
+                        RegistryError::InvalidReference {
+                            reference: format!(
+                                "{} -> {} version {}",
+                                reference.name, reference.subject, reference.version
+                            ),
+                            reason: e.to_string(),
+                        }
+                    }
+                })?;
+            imports.extend(found.schema.definition.imports_as(&reference.name));
+        }
+        Ok(imports)
     }
 }
 
@@ -139,6 +178,7 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
+    use crate::schema::Reference;
 
     fn registry(store: &Arc<dyn ObjectStore>) -> SchemaRegistry {
         SchemaRegistry::new(store.clone(), Path::from("registry"), "test")
@@ -213,5 +253,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((again.version, again.schema.id), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn references_import_other_versions_on_every_replica() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let r = registry(&store);
+        let meta = "syntax = \"proto3\"; package m; message Meta { string source = 1; }";
+        let meta = r.parse(SchemaType::Protobuf, meta, vec![]).await.unwrap();
+        r.register("meta.proto", &meta).await.unwrap();
+        let envelope = "syntax = \"proto3\"; import \"meta.proto\"; message E { m.Meta meta = 1; }";
+        let reference = |version| Reference {
+            name: "meta.proto".into(),
+            subject: "meta.proto".into(),
+            version,
+        };
+        let missing = r
+            .parse(SchemaType::Protobuf, envelope, vec![reference(2)])
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), 42201, "{missing}");
+        assert!(missing.to_string().contains("meta.proto"), "{missing}");
+        let unreferenced = r.parse(SchemaType::Protobuf, envelope, vec![]).await;
+        assert_eq!(unreferenced.unwrap_err().code(), 42201);
+        let definition = r
+            .parse(SchemaType::Protobuf, envelope, vec![reference(1)])
+            .await
+            .unwrap();
+        let registered = r.register("e", &definition).await.unwrap();
+        // Another replica reads it back, importing the referenced version.
+        let other = registry(&store);
+        let read = other.schema_by_id(registered.schema.id).await.unwrap();
+        assert_eq!(read.definition.references(), [reference(1)]);
+        assert_eq!(read.uuid, registered.schema.uuid);
+        // Avro definitions may not reference anything.
+        let avro = r#"{"type":"record","name":"R","fields":[]}"#;
+        let refused = r.parse(SchemaType::Avro, avro, vec![reference(1)]).await;
+        assert_eq!(refused.unwrap_err().code(), 42201);
     }
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::error::corrupt;
 use super::objects::{Created, UuidPointer, decode, lock, to_json};
 use super::{MAX_ATTEMPTS, RegistryError, Result, SCHEMA_CACHE_ENTRIES, SchemaRegistry};
-use crate::schema::{Definition, SchemaType};
+use crate::schema::{Definition, Reference, SchemaType};
 
 /// A registered schema: its definition, UUID and Confluent id.
 #[derive(Debug, Clone)]
@@ -32,6 +32,9 @@ struct SchemaRecord {
     #[serde(rename = "schemaType")]
     schema_type: SchemaType,
     schema: String,
+    /// The versions it imports (Protobuf).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    references: Vec<Reference>,
 }
 
 impl SchemaRegistry {
@@ -47,6 +50,7 @@ impl SchemaRegistry {
             id,
             schema_type: definition.kind(),
             schema: definition.text().to_string(),
+            references: definition.references().to_vec(),
         };
         let path = self.path(&["schemas", &format!("{uuid}.json")]);
         let body = to_json(&record);
@@ -58,7 +62,7 @@ impl SchemaRegistry {
             }),
             // Another replica registered it first: its id wins, ours stays
             // an alias of the same UUID.
-            Created::Theirs(bytes) => self.decode_schema(&path, &bytes)?,
+            Created::Theirs(bytes) => self.decode_schema(&path, &bytes).await?,
         };
         if let Some(fingerprint) = definition.fingerprint() {
             let path = self.path(&["fingerprints", &format!("{fingerprint:016x}.json")]);
@@ -115,15 +119,22 @@ impl SchemaRegistry {
         let Some(bytes) = self.read_opt(&path).await? else {
             return Ok(None);
         };
-        let stored = self.decode_schema(&path, &bytes)?;
+        let stored = self.decode_schema(&path, &bytes).await?;
         self.cache_schema(stored.clone());
         Ok(Some(stored))
     }
 
-    fn decode_schema(&self, path: &Path, bytes: &[u8]) -> Result<Arc<StoredSchema>> {
+    async fn decode_schema(&self, path: &Path, bytes: &[u8]) -> Result<Arc<StoredSchema>> {
         let record: SchemaRecord = decode(path, bytes)?;
-        let definition =
-            Definition::parse(record.schema_type, &record.schema).map_err(|e| corrupt(path, e))?;
+        // Boxed: importing a version decodes its schema, which may import.
+        let imports = Box::pin(self.imports(&record.references)).await?;
+        let definition = Definition::parse_with_references(
+            record.schema_type,
+            &record.schema,
+            record.references,
+            imports,
+        )
+        .map_err(|e| corrupt(path, e))?;
         Ok(Arc::new(StoredSchema {
             uuid: record.uuid,
             id: record.id,

@@ -20,11 +20,13 @@ use crate::registry::start;
 use crate::registry_ingest::{dead_letters, ingest_config};
 use crate::{run_ok, run_python, s3};
 
-/// Version 1 of the schema; version 2 adds `region` to the envelope.
+/// Version 1 of the schema; version 2 adds `region` to the envelope. `Meta`
+/// is defined in the file or imported from `meta.proto` (see [`proto`]).
 const ENVELOPE_PROTO: &str = r#"
 syntax = "proto3";
 package shop;
 import "google/protobuf/timestamp.proto";
+// IMPORT
 
 enum Status { UNKNOWN = 0; LIVE = 1; DRAINING = 2; }
 
@@ -36,7 +38,7 @@ message Envelope {
   // REGION
 }
 
-message Meta { string source = 1; }
+// META
 
 message Msg {
   enum Level { INFO = 0; WARN = 1; }
@@ -51,21 +53,33 @@ message Msg {
 
 const ENVELOPES: u64 = 20;
 
+/// `meta.proto`, which the envelope imports when `Meta` is not inline.
+const META_PROTO: &str =
+    "syntax = \"proto3\";\npackage shop;\nmessage Meta { string source = 1; }\n";
+
 /// `ENVELOPE_PROTO` in version `version` (1, 2, or 3: `n` becomes a string,
-/// which no reader of the earlier versions can read).
-fn proto(version: u8) -> String {
+/// which no reader of the earlier versions can read), with `Meta` inline or
+/// imported from `meta.proto`.
+fn proto(version: u8, inline_meta: bool) -> String {
+    let text = if inline_meta {
+        ENVELOPE_PROTO.replace("// META", "message Meta { string source = 1; }")
+    } else {
+        ENVELOPE_PROTO.replace("// IMPORT", "import \"meta.proto\";")
+    };
     match version {
-        1 => ENVELOPE_PROTO.to_string(),
-        2 => ENVELOPE_PROTO.replace("// REGION", "string region = 5;"),
-        _ => proto(2).replace("int64 n = 2;", "string n = 2;"),
+        1 => text,
+        2 => text.replace("// REGION", "string region = 5;"),
+        _ => proto(2, inline_meta).replace("int64 n = 2;", "string n = 2;"),
     }
 }
 
-/// Writes the descriptor set of `text` (imports included) for Python.
+/// Writes the descriptor set of `text` (imports, `meta.proto` among them,
+/// included) for Python.
 fn descriptor_set(dir: &Path, version: u8, text: &str) -> String {
     let src = dir.join(format!("v{version}"));
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("envelope.proto"), text).unwrap();
+    std::fs::write(src.join("meta.proto"), META_PROTO).unwrap();
     let mut compiler = protox::Compiler::new([&src]).unwrap();
     compiler.include_imports(true);
     compiler.open_file("envelope.proto").unwrap();
@@ -192,8 +206,10 @@ fn confluent_protobuf_serializer_bytes_are_ingested() {
     let port = start(&mut processes, dir.path(), store.to_str().unwrap(), "");
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
+    // `meta.proto` is imported: the serializer registers it as subject
+    // `meta.proto` and the envelope's versions reference it.
     let sets: Vec<String> = (1..=3)
-        .map(|v| descriptor_set(dir.path(), v, &proto(v)))
+        .map(|v| descriptor_set(dir.path(), v, &proto(v, false)))
         .collect();
     let script = format!(
         r#"{ENVELOPES_PY}
@@ -218,11 +234,14 @@ try:
 except SchemaRegistryError as e:
     refused = [e.http_status_code, e.error_message]
 versions = client.get_versions("orders-value")
+latest = client.get_latest_version("orders-value")
+references = [[r.name, r.subject, r.version] for r in latest.schema.references]
 # A frame naming an id the registry never assigned, and a truncated message.
 frames.append(b"\x00\x00\x0f\x42\x3f" + frames[0][5:])
 frames.append(frames[0][:-3])
 write_frames(sys.argv[5], frames)
-print(json.dumps({{"versions": versions, "refused": refused, "headers": sorted({{f[:6].hex() for f in frames[:-2]}})}}))
+print(json.dumps({{"versions": versions, "refused": refused, "references": references,
+                  "headers": sorted({{f[:6].hex() for f in frames[:-2]}})}}))
 "#
     );
     let answer: Value = serde_json::from_str(
@@ -240,6 +259,11 @@ print(json.dumps({{"versions": versions, "refused": refused, "headers": sorted({
     )
     .unwrap();
     assert_eq!(answer["versions"], json!([1, 2]), "{answer}");
+    assert_eq!(
+        answer["references"],
+        json!([["meta.proto", "meta.proto", 1]]),
+        "{answer}"
+    );
     assert_eq!(answer["refused"][0], 409, "{answer}");
     let refusal = answer["refused"][1].as_str().unwrap();
     assert!(refusal.contains("int64 to string"), "{refusal}");
@@ -269,8 +293,9 @@ fn glue_framed_protobuf_is_ingested_through_the_glue_backend() {
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
     let registry = format!("it-{}", free_port());
+    // Glue has no schema references: `Meta` is inline.
     let sets: Vec<String> = (1..=2)
-        .map(|v| descriptor_set(dir.path(), v, &proto(v)))
+        .map(|v| descriptor_set(dir.path(), v, &proto(v, true)))
         .collect();
     let script = format!(
         r#"{ENVELOPES_PY}
@@ -293,7 +318,7 @@ write_frames(sys.argv[7], frames)
 print(json.dumps(sorted(str(i) for i in ids.values())))
 "#
     );
-    let (v1, v2) = (proto(1), proto(2));
+    let (v1, v2) = (proto(1, true), proto(2, true));
     let versions: Vec<String> = serde_json::from_str(
         run_python(
             &script,
