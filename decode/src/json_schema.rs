@@ -25,11 +25,14 @@ impl JsonValidator {
     pub fn compile(schema: &Json) -> Result<Self, String> {
         let mut schemas = boon::Schemas::new();
         let mut compiler = boon::Compiler::new();
+        let describe = |e: boon::CompileError| format!("{e:#}");
         compiler
             .add_resource(SCHEMA_URL, schema.clone())
-            .and_then(|()| compiler.compile(SCHEMA_URL, &mut schemas))
-            .map(|index| Self { schemas, index })
-            .map_err(|e| format!("{e:#}"))
+            .map_err(describe)?;
+        let index = compiler
+            .compile(SCHEMA_URL, &mut schemas)
+            .map_err(describe)?;
+        Ok(Self { schemas, index })
     }
 
     /// Checks `value`; the error lists each failing location and why, on

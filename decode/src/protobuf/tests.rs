@@ -79,18 +79,12 @@ fn message(file: &FileDescriptor, name: &str) -> DynamicMessage {
     DynamicMessage::new(file.parent_pool().get_message_by_name(name).unwrap())
 }
 
+/// One row's values by column name.
+type Row = BTreeMap<String, Val<'static>>;
+
 /// Decodes `bytes` (after a Confluent index prefix) into column → value,
 /// envelope first, then one map per element.
-fn decode(
-    plan: &Plan,
-    framed: &[u8],
-) -> Result<
-    (
-        BTreeMap<String, Val<'static>>,
-        Vec<BTreeMap<String, Val<'static>>>,
-    ),
-    DecodeError,
-> {
+fn decode(plan: &Plan, framed: &[u8]) -> Result<(Row, Vec<Row>), DecodeError> {
     let (message, bytes) = plan.message(Indexing::Confluent, framed)?;
     let mut out = Decoded::default();
     message.decode_into(bytes, &mut out)?;
