@@ -29,11 +29,59 @@ pub(super) struct Compiler<'a> {
     pub(super) writer_names: &'a Names,
     pub(super) reader_names: &'a Names,
     pub(super) rules: &'a FlattenRules,
-    pub(super) columns: Vec<Arc<str>>,
-    pub(super) index: HashMap<String, Col>,
+    pub(super) columns: PlanColumns,
     /// Named types being compiled, to refuse recursion.
     pub(super) stack: Vec<String>,
-    pub(super) element_columns: HashSet<Col>,
+}
+
+/// The columns a plan (Avro or Protobuf) is compiled with: their names by
+/// [`Col`], and which belong to exploded elements.
+#[derive(Debug, Default)]
+pub(crate) struct PlanColumns {
+    names: Vec<Arc<str>>,
+    index: HashMap<String, Col>,
+    /// Columns of the explode path's elements.
+    pub(crate) element: HashSet<Col>,
+}
+
+impl PlanColumns {
+    /// The column of `path`, refusing a reserved name and a column `used`
+    /// already holds in the same row.
+    pub(crate) fn claim(
+        &mut self,
+        rules: &FlattenRules,
+        path: &str,
+        used: &mut HashSet<Col>,
+    ) -> Result<Col, PlanError> {
+        if rules.reserved.iter().any(|r| r == path)
+            || rules
+                .reserved_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+        {
+            return Err(PlanError::ReservedColumn(path.to_string()));
+        }
+        let next = self.names.len() as Col;
+        let col = *self.index.entry(path.to_string()).or_insert(next);
+        if col == next {
+            self.names.push(path.into());
+        }
+        if !used.insert(col) {
+            return Err(PlanError::ColumnCollision(path.to_string()));
+        }
+        Ok(col)
+    }
+
+    /// The column names, once no envelope column (`used`) is also an
+    /// element's.
+    pub(crate) fn finish(self, used: &HashSet<Col>) -> Result<Vec<Arc<str>>, PlanError> {
+        match self.element.intersection(used).next() {
+            Some(col) => Err(PlanError::ColumnCollision(
+                self.names[*col as usize].to_string(),
+            )),
+            None => Ok(self.names),
+        }
+    }
 }
 
 /// Appends `key`, sanitized, to a column path: characters outside
@@ -128,24 +176,7 @@ impl Compiler<'_> {
     }
 
     pub(super) fn column(&mut self, path: &str, used: &mut HashSet<Col>) -> Result<Col, PlanError> {
-        if self.rules.reserved.iter().any(|r| r == path)
-            || self
-                .rules
-                .reserved_prefixes
-                .iter()
-                .any(|p| path.starts_with(p.as_str()))
-        {
-            return Err(PlanError::ReservedColumn(path.to_string()));
-        }
-        let next = self.columns.len() as Col;
-        let col = *self.index.entry(path.to_string()).or_insert(next);
-        if col == next {
-            self.columns.push(path.into());
-        }
-        if !used.insert(col) {
-            return Err(PlanError::ColumnCollision(path.to_string()));
-        }
-        Ok(col)
+        self.columns.claim(self.rules, path, used)
     }
 
     /// Compiles the value at `path`. `explode_depth` is how much of the
@@ -230,7 +261,7 @@ impl Compiler<'_> {
             (Schema::Array(wa), Schema::Array(ra)) if at_explode => {
                 let mut element_used = HashSet::new();
                 let op = self.compile(&wa.items, &ra.items, path, None, &mut element_used)?;
-                self.element_columns.extend(element_used);
+                self.columns.element.extend(element_used);
                 Ok(Op::Explode(Box::new(op)))
             }
             (Schema::Array(wa), Schema::Array(ra))

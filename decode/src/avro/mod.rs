@@ -34,7 +34,7 @@
 //! promotions, enum symbols by name (or the reader's default symbol), union
 //! branches by type.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use apache_avro::Schema;
@@ -42,6 +42,7 @@ use apache_avro::Schema;
 mod compile;
 mod read;
 
+pub(crate) use compile::PlanColumns;
 pub use compile::push_segment;
 use compile::{Compiler, names};
 pub use read::hex;
@@ -188,10 +189,8 @@ impl Plan {
             writer_names: &writer_names,
             reader_names: &reader_names,
             rules,
-            columns: Vec::new(),
-            index: HashMap::new(),
+            columns: PlanColumns::default(),
             stack: Vec::new(),
-            element_columns: HashSet::new(),
         };
         let mut used = HashSet::new();
         let root = compiler.compile(
@@ -201,13 +200,8 @@ impl Plan {
             Some(0),
             &mut used,
         )?;
-        if let Some(col) = compiler.element_columns.intersection(&used).next() {
-            return Err(PlanError::ColumnCollision(
-                compiler.columns[*col as usize].to_string(),
-            ));
-        }
         Ok(Self {
-            columns: compiler.columns,
+            columns: compiler.columns.finish(&used)?,
             root,
         })
     }

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use prost_reflect::{Cardinality, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 
 use crate::Val;
-use crate::avro::{Col, DecodeError, FlattenRules, PlanError, Sink, push_segment};
+use crate::avro::{Col, DecodeError, FlattenRules, PlanColumns, PlanError, Sink, push_segment};
 
 mod read;
 mod text;
@@ -255,11 +255,9 @@ enum Known {
 
 struct Compiler<'r> {
     rules: &'r FlattenRules,
-    columns: Vec<Arc<str>>,
-    index: HashMap<String, Col>,
+    columns: PlanColumns,
     /// Message types being compiled (a message met again is recursive).
     stack: Vec<String>,
-    element_columns: HashSet<Col>,
     texts: HashMap<Col, FieldDescriptor>,
 }
 
@@ -267,21 +265,14 @@ impl MessagePlan {
     fn compile(message: &MessageDescriptor, rules: &FlattenRules) -> Result<Self, PlanError> {
         let mut compiler = Compiler {
             rules,
-            columns: Vec::new(),
-            index: HashMap::new(),
+            columns: PlanColumns::default(),
             stack: Vec::new(),
-            element_columns: HashSet::new(),
             texts: HashMap::new(),
         };
         let mut used = HashSet::new();
         let root = compiler.node(message, &mut String::new(), Some(0), &mut used)?;
-        if let Some(col) = compiler.element_columns.intersection(&used).next() {
-            return Err(PlanError::ColumnCollision(
-                compiler.columns[*col as usize].to_string(),
-            ));
-        }
         Ok(Self {
-            columns: compiler.columns,
+            columns: compiler.columns.finish(&used)?,
             root,
             texts: compiler.texts,
         })
@@ -305,24 +296,7 @@ impl MessagePlan {
 
 impl Compiler<'_> {
     fn column(&mut self, path: &str, used: &mut HashSet<Col>) -> Result<Col, PlanError> {
-        if self.rules.reserved.iter().any(|r| r == path)
-            || self
-                .rules
-                .reserved_prefixes
-                .iter()
-                .any(|p| path.starts_with(p.as_str()))
-        {
-            return Err(PlanError::ReservedColumn(path.to_string()));
-        }
-        let next = self.columns.len() as Col;
-        let col = *self.index.entry(path.to_string()).or_insert(next);
-        if col == next {
-            self.columns.push(path.into());
-        }
-        if !used.insert(col) {
-            return Err(PlanError::ColumnCollision(path.to_string()));
-        }
-        Ok(col)
+        self.columns.claim(self.rules, path, used)
     }
 
     /// A field rendered as JSON text.
@@ -388,7 +362,7 @@ impl Compiler<'_> {
                     }
                 },
             };
-            self.element_columns.extend(element_used);
+            self.columns.element.extend(element_used);
             return Ok(Field::Explode(Box::new(element)));
         }
         if field.is_map() || (field.is_list() && matches!(field.kind(), Kind::Message(_))) {

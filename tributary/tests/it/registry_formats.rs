@@ -16,9 +16,8 @@ use serde_json::{Value, json};
 
 use crate::compaction::assert_keys;
 use crate::operations::{Processes, free_port};
-use crate::registry::start;
-use crate::registry_ingest::{dead_letters, ingest_config};
-use crate::{run_ok, run_python, s3};
+use crate::registry_ingest::{dead_letters, ingest_and_compact, registry_and_input};
+use crate::{run_python, s3};
 
 /// Version 1 of the schema; version 2 adds `region` to the envelope. `Meta`
 /// is defined in the file or imported from `meta.proto` (see [`proto`]).
@@ -188,12 +187,10 @@ fn assert_rows(table: &Path) {
     assert_eq!(regions, ENVELOPES / 2 * 3, "version 2 rows have a region");
 }
 
+/// Ingests and compacts the frames in `input`, checks the rows, and returns
+/// the dead letters.
 fn ingest(dir: &Path, input: &Path, registry: &str) -> Vec<(String, String)> {
-    let table = dir.join("table");
-    let config = ingest_config(dir, input, &table, registry);
-    let config = config.to_str().unwrap();
-    run_ok(&["ingest", "--config", config, "--once"]);
-    run_ok(&["compact", "--config", config, "--once"]);
+    let table = ingest_and_compact(dir, input, registry);
     assert_rows(&table);
     dead_letters(&table)
 }
@@ -202,10 +199,7 @@ fn ingest(dir: &Path, input: &Path, registry: &str) -> Vec<(String, String)> {
 fn confluent_protobuf_serializer_bytes_are_ingested() {
     let dir = tempfile::tempdir().unwrap();
     let mut processes = Processes::default();
-    let store = dir.path().join("registry");
-    let port = start(&mut processes, dir.path(), store.to_str().unwrap(), "");
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
+    let (port, input) = registry_and_input(&mut processes, dir.path());
     // `meta.proto` is imported: the serializer registers it as subject
     // `meta.proto` and the envelope's versions reference it.
     let sets: Vec<String> = (1..=3)
@@ -371,10 +365,7 @@ V3["properties"]["messages"]["items"]["properties"]["n"] = {"type": "string"}
 fn confluent_json_serializer_bytes_are_ingested_and_validated() {
     let dir = tempfile::tempdir().unwrap();
     let mut processes = Processes::default();
-    let store = dir.path().join("registry");
-    let port = start(&mut processes, dir.path(), store.to_str().unwrap(), "");
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
+    let (port, input) = registry_and_input(&mut processes, dir.path());
     let (lines, ids) = crate::envelopes(0, 60);
     let script = format!(
         r#"import json, struct, sys
@@ -422,13 +413,9 @@ print(json.dumps({{"versions": client.get_versions("logs-value"), "refused": ref
         "{refusal}"
     );
 
-    let table = dir.path().join("table");
     let registry =
         format!("[ingest.registry]\nurl = \"http://127.0.0.1:{port}\"\nvalidate_json = true\n");
-    let config = ingest_config(dir.path(), &input, &table, &registry);
-    let config = config.to_str().unwrap();
-    run_ok(&["ingest", "--config", config, "--once"]);
-    run_ok(&["compact", "--config", config, "--once"]);
+    let table = ingest_and_compact(dir.path(), &input, &registry);
     assert_keys(&table, &ids);
     let letters = dead_letters(&table);
     let reasons: Vec<&str> = letters.iter().map(|(r, _)| r.as_str()).collect();

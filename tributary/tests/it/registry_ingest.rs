@@ -4,7 +4,7 @@
 //! (ingest with the Glue backend). Also: a registry outage makes ingest wait,
 //! never dead-letter.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -97,16 +97,32 @@ fn levels(table: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Both schema versions' records are in the table; v1 rows have no level.
 /// Ingests the frames in `input` once with the registry section `registry`
-/// into `<dir>/table`, compacts, checks that every record of both schema
-/// versions is there, and returns the dead letters.
-fn ingest_both_versions(dir: &Path, input: &Path, registry: &str) -> Vec<(String, String)> {
+/// into `<dir>/table` and compacts; returns the table.
+pub(crate) fn ingest_and_compact(dir: &Path, input: &Path, registry: &str) -> PathBuf {
     let table = dir.join("table");
     let config = ingest_config(dir, input, &table, registry);
     let config = config.to_str().unwrap();
     run_ok(&["ingest", "--config", config, "--once"]);
     run_ok(&["compact", "--config", config, "--once"]);
+    table
+}
+
+/// A registry serving on a store under `dir` (its port), and an empty input
+/// directory for frames.
+pub(crate) fn registry_and_input(processes: &mut Processes, dir: &Path) -> (u16, PathBuf) {
+    let store = dir.join("registry");
+    let port = start(processes, dir, store.to_str().unwrap(), "");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    (port, input)
+}
+
+/// Ingests and compacts (see [`ingest_and_compact`]), checks that every
+/// record of both schema versions is there (v1 rows have no level), and
+/// returns the dead letters.
+fn ingest_both_versions(dir: &Path, input: &Path, registry: &str) -> Vec<(String, String)> {
+    let table = ingest_and_compact(dir, input, registry);
     assert_keys(&table, &expected_keys());
     assert_two_versions(&table);
     dead_letters(&table)
@@ -124,10 +140,7 @@ fn assert_two_versions(table: &Path) {
 fn confluent_avro_serializer_bytes_are_ingested() {
     let dir = tempfile::tempdir().unwrap();
     let mut processes = Processes::default();
-    let store = dir.path().join("registry");
-    let port = start(&mut processes, dir.path(), store.to_str().unwrap(), "");
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
+    let (port, input) = registry_and_input(&mut processes, dir.path());
     let script = format!(
         r#"{RECORDS_PY}
 from confluent_kafka.schema_registry import SchemaRegistryClient
