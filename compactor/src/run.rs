@@ -8,12 +8,16 @@ use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 
 use crate::compact::compact_round;
+use crate::forget::requests::unfinished_summary;
 use crate::optimize::{optimize, vacuum};
 use crate::share::Share;
 use crate::telemetry::CompactorTelemetry;
 
 /// The longest pause after failed rounds; the pause doubles from one second.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How often the erasure ledger is read for the deadline gauges.
+const ERASURE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs compaction rounds until `shutdown` turns true: back to back while
 /// files are staged, every `config.interval_ms` when none are.
@@ -75,15 +79,18 @@ pub async fn run(
 /// bin-packed (partitions with `optimize_min_files` of them), and every
 /// `vacuum_interval_ms` the table is vacuumed. A failure is counted and
 /// logged, and never stops compaction: the next round tries again.
-/// Checkpoints and log cleanup happen at commit time (`maintain_log`).
+/// Checkpoints and log cleanup happen at commit time (`maintain_log`). Every
+/// minute the erasure ledger is read for the unfinished requests' gauges.
 struct Upkeep {
     next_vacuum: Option<Instant>,
+    next_erasure_check: Instant,
 }
 
 impl Upkeep {
     fn new(config: &CompactConfig) -> Self {
         Self {
             next_vacuum: vacuum_interval(config).map(|every| Instant::now() + every),
+            next_erasure_check: Instant::now(),
         }
     }
 
@@ -108,6 +115,13 @@ impl Upkeep {
             match vacuum(lake, retention, false).await {
                 Ok(report) => telemetry.vacuumed(&report),
                 Err(error) => telemetry.upkeep_failed("vacuum", &error),
+            }
+        }
+        if Instant::now() >= self.next_erasure_check {
+            self.next_erasure_check = Instant::now() + ERASURE_CHECK_INTERVAL;
+            match unfinished_summary(lake).await {
+                Ok((count, oldest)) => telemetry.erasure_requests(count, oldest),
+                Err(error) => telemetry.upkeep_failed("erasure_check", &error),
             }
         }
     }

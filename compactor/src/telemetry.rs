@@ -84,6 +84,8 @@ pub struct CompactorTelemetry {
     events_oldest_pending_age: IntGaugeVec,
     events_lost: IntCounterVec,
     complete_until: IntGauge,
+    erasure_requests_unfinished: IntGauge,
+    oldest_erasure_request_age: IntGauge,
 }
 
 /// Buckets of the commit duration histogram, in seconds: a local commit takes
@@ -234,7 +236,24 @@ impl CompactorTelemetry {
                 "complete_until_timestamp_seconds",
                 "The end of the last period declared complete (0 before the first).",
             )?,
+            erasure_requests_unfinished: gauge(
+                "erasure_requests_unfinished",
+                "Erasure (forget) requests recorded in the ledger and not yet complete.",
+            )?,
+            oldest_erasure_request_age: gauge(
+                "oldest_erasure_request_age_seconds",
+                "Age of the oldest unfinished erasure request (0 when none); GDPR allows a month.",
+            )?,
         })
+    }
+
+    /// Records the erasure ledger: `unfinished` requests, the oldest
+    /// recorded at `oldest_ms` (ms since the Unix epoch).
+    pub fn erasure_requests(&self, unfinished: u64, oldest_ms: Option<i64>) {
+        self.erasure_requests_unfinished
+            .set(gauge_value(unfinished));
+        let age_ms = oldest_ms.map_or(0, |ms| (chrono::Utc::now().timestamp_millis() - ms).max(0));
+        self.oldest_erasure_request_age.set(age_ms / 1000);
     }
 
     /// Records that every period ending by `until_us` (microseconds since

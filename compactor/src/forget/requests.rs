@@ -149,6 +149,24 @@ pub(super) async fn read_object(lake: &Lake, path: &Path) -> Result<Bytes> {
 /// Hashes of the identifiers of every unfinished request: what the compactor
 /// drops from staged rows.
 pub async fn unfinished_requests(lake: &Lake) -> Result<Option<HashedIdentifiers>> {
+    let mut hashed = HashedIdentifiers::default();
+    for request in unfinished(lake).await? {
+        hashed.subjects.extend(request.subject_hashes);
+        hashed.keys.extend(request.key_hashes);
+    }
+    Ok((!hashed.subjects.is_empty() || !hashed.keys.is_empty()).then_some(hashed))
+}
+
+/// How many requests are unfinished, and when the oldest was recorded (ms
+/// since the epoch): what the erasure deadline is watched by.
+pub async fn unfinished_summary(lake: &Lake) -> Result<(u64, Option<i64>)> {
+    let requests = unfinished(lake).await?;
+    let oldest = requests.iter().map(|r| r.created_at_ms).min();
+    Ok((requests.len() as u64, oldest))
+}
+
+/// Every recorded request not yet complete.
+async fn unfinished(lake: &Lake) -> Result<Vec<StoredRequest>> {
     let dir = Path::from(format!("{TRIBUTARY_DIR}/forget"));
     let objects: Vec<_> = lake
         .store()
@@ -156,7 +174,7 @@ pub async fn unfinished_requests(lake: &Lake) -> Result<Option<HashedIdentifiers
         .try_collect()
         .await
         .map_err(|e| tributary_lake::Error::store(&dir, e))?;
-    let mut hashed = HashedIdentifiers::default();
+    let mut unfinished = Vec::new();
     for meta in objects {
         let name = meta.location.filename().unwrap_or_default();
         let finished = name.ends_with(".report.json") || name.ends_with(".done.json");
@@ -171,11 +189,10 @@ pub async fn unfinished_requests(lake: &Lake) -> Result<Option<HashedIdentifiers
             ))
         })?;
         if !request.complete {
-            hashed.subjects.extend(request.subject_hashes);
-            hashed.keys.extend(request.key_hashes);
+            unfinished.push(request);
         }
     }
-    Ok((!hashed.subjects.is_empty() || !hashed.keys.is_empty()).then_some(hashed))
+    Ok(unfinished)
 }
 
 /// SHA-256 hashes of identifiers to drop.

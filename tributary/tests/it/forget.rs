@@ -449,3 +449,53 @@ fn inbox_requests_run_and_leave_the_inbox_once_complete() {
         .collect();
     assert_keys(&table, &expected);
 }
+
+#[test]
+fn the_oldest_unfinished_erasure_request_has_an_age_gauge() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let table = dir.path().join("table");
+    let config = crate::write_config(dir.path(), &input, &table, "");
+    // A request recorded two days ago that never completed (its forget run
+    // died), beside a complete one.
+    let ledger = table.join("_tributary/forget");
+    std::fs::create_dir_all(&ledger).unwrap();
+    let two_days_ago = now_ms() - 2 * 86_400_000;
+    for (id, complete) in [("stuck", false), ("finished", true)] {
+        let request = serde_json::json!({
+            "id": id, "created_at_ms": two_days_ago - 1000, "subject_hashes": ["00"],
+            "key_hashes": [], "complete": complete,
+        });
+        std::fs::write(ledger.join(format!("{id}.json")), request.to_string()).unwrap();
+    }
+    let port = crate::operations::free_port();
+    let mut processes = Processes::default();
+    processes.spawn(
+        tributary()
+            .args(["compact", "--config", config.to_str().unwrap()])
+            .env(
+                "TRIBUTARY_SERVICE__LISTEN_ADDR",
+                format!("127.0.0.1:{port}"),
+            ),
+    );
+    let (unfinished, age) = wait_for(Duration::from_secs(30), "the erasure gauges", || {
+        let (_, body) = crate::operations::http_get(port, "/metrics")?;
+        let sample = |name| crate::operations::sample(&body, name);
+        let unfinished = sample("tributary_compactor_erasure_requests_unfinished")?;
+        let age = sample("tributary_compactor_oldest_erasure_request_age_seconds")?;
+        (age > 0.0).then_some((unfinished, age))
+    });
+    assert_eq!(unfinished, 1.0);
+    assert!(
+        (2.0 * 86_400.0..2.0 * 86_400.0 + 120.0).contains(&age),
+        "two days and a second, give or take the test's run: {age}"
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
