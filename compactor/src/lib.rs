@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod compact;
+pub mod dead_letters;
 mod error;
 pub mod events;
 pub mod files;

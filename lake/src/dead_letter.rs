@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use deltalake::arrow::array::{ArrayRef, BinaryArray, Int64Array, StringArray};
+use deltalake::arrow::array::{Array, ArrayRef, BinaryArray, Int64Array, StringArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
 
@@ -125,4 +125,68 @@ pub fn encode(
             }
         })?;
     rowfile::write(&batch, codec, file_metadata(partition, first, last))
+}
+
+/// A dead letter read back from its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLetter {
+    /// Its source position.
+    pub position: u64,
+    /// The rejected element of the explode path, if only it was rejected.
+    pub element: Option<u64>,
+    /// Why (a [`Reason`] name).
+    pub reason: String,
+    /// The error in words.
+    pub error: String,
+    /// The kept payload bytes.
+    pub payload: Vec<u8>,
+    /// The message's full length.
+    pub payload_bytes: u64,
+}
+
+/// Reads the dead letters of one file (ingest's or the compactor's); `name`
+/// is used in errors.
+pub fn read_dead_letters(bytes: &[u8], name: &str) -> crate::Result<Vec<StoredLetter>> {
+    let file = rowfile::RowFile::read(bytes, name)?;
+    let batch = &file.batch;
+    let corrupt = |what: &str| crate::Error::CorruptRowFile {
+        path: name.to_string(),
+        reason: format!("dead-letter column `{what}` is missing or of another type"),
+    };
+    let column = |what: &str| batch.column_by_name(what).ok_or_else(|| corrupt(what));
+    let longs = |what: &str| {
+        column(what)?
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+            .ok_or_else(|| corrupt(what))
+    };
+    let strings = |what: &str| {
+        column(what)?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .ok_or_else(|| corrupt(what))
+    };
+    let (positions, elements, sizes) = (
+        longs("_position")?,
+        longs("element")?,
+        longs("payload_bytes")?,
+    );
+    let (reasons, errors) = (strings("reason")?, strings("error")?);
+    let payloads = column("payload")?
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .cloned()
+        .ok_or_else(|| corrupt("payload"))?;
+    Ok((0..batch.num_rows())
+        .map(|i| StoredLetter {
+            position: positions.value(i) as u64,
+            element: (!elements.is_null(i)).then(|| elements.value(i) as u64),
+            reason: reasons.value(i).to_string(),
+            error: errors.value(i).to_string(),
+            payload: payloads.value(i).to_vec(),
+            payload_bytes: sizes.value(i) as u64,
+        })
+        .collect())
 }

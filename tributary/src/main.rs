@@ -147,6 +147,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Inspect the dead-letter store: counts, and entries with their errors.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLettersCommand,
+    },
     /// Generate sample logs, ingest and compact them on this machine, and
     /// print a summary.
     Quickstart {
@@ -176,6 +181,38 @@ enum EventsCommand {
         /// Most events listed.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLettersCommand {
+    /// Print, as JSON, how many dead letters the table holds, by reason, by
+    /// source partition (`<stream>/<partition>`) and by the day they were
+    /// written. Reads every dead-letter file (progress on stderr).
+    List {
+        /// The TOML configuration file (see config/README.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print dead letters as JSON lines, oldest first: object, partition,
+    /// position, element, reason, error and payload size. Payloads are left
+    /// out unless `--payload` is given: they may hold personal data.
+    Show {
+        /// The TOML configuration file (see config/README.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this reason (`malformed_json`, `decode`, `unknown_schema`, ...).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only this stream (`app`) or source partition (`app/0`).
+        #[arg(long)]
+        partition: Option<String>,
+        /// Most entries printed.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Include each entry's kept payload (UTF-8 text, else base64).
+        #[arg(long)]
+        payload: bool,
     },
 }
 
@@ -392,7 +429,38 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .await?;
             print_json(&listing)
         }
+        Command::DeadLetters { command } => dead_letters(command).await,
         Command::Quickstart { dir, records } => quickstart::run(&dir, records).await,
+    }
+}
+
+/// `tributary dead-letters list|show`.
+async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
+    use tributary_compactor::dead_letters::{Filter, list, show};
+    match command {
+        DeadLettersCommand::List { config } => {
+            let lake = Lake::open(&Config::load(&config)?.lake)?;
+            print_json(&list(&lake).await?)
+        }
+        DeadLettersCommand::Show {
+            config,
+            reason,
+            partition,
+            limit,
+            payload,
+        } => {
+            let lake = Lake::open(&Config::load(&config)?.lake)?;
+            let filter = Filter {
+                reason,
+                partition,
+                limit,
+                payload,
+            };
+            for letter in show(&lake, &filter).await? {
+                println!("{}", serde_json::to_string(&letter)?);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -72,4 +72,48 @@ fn bad_input_becomes_dead_letters_and_ingestion_goes_on() {
     );
     // Every gz record before the cut is there, in order, none after a gap.
     assert!((0..from_gz).all(|i| keys.contains(&format!("z{i}"))));
+
+    // `tributary dead-letters` counts and shows what fastavro read above.
+    let config = config.to_str().unwrap();
+    let run_json_lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = run_ok(&[&["dead-letters"], args, &["--config", config]].concat());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let list = &run_json_lines(&["list"])[0];
+    assert_eq!(list["letters"], 5, "{list}");
+    assert_eq!(list["by_reason"]["malformed_json"], 1, "{list}");
+    assert_eq!(list["by_reason"]["oversized"], 1, "{list}");
+    assert_eq!(list["by_partition"]["test/mixed.ndjson"], 3, "{list}");
+    let by_day = list["by_day"].as_object().unwrap();
+    assert_eq!(
+        by_day.values().filter_map(|n| n.as_u64()).sum::<u64>(),
+        5,
+        "{list}"
+    );
+    let shown = run_json_lines(&["show", "--reason", "malformed_json"]);
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0]["position"], malformed_at as u64);
+    assert_eq!(shown[0]["partition"], "test/mixed.ndjson");
+    assert!(
+        shown[0]["error"].as_str().unwrap().contains("EOF"),
+        "{shown:?}"
+    );
+    assert!(
+        shown[0].get("payload").is_none(),
+        "payloads only when asked: {shown:?}"
+    );
+    let with_payload = run_json_lines(&["show", "--reason", "malformed_json", "--payload"]);
+    assert_eq!(
+        with_payload[0]["payload"], "{\"messages\": [",
+        "{with_payload:?}"
+    );
+    assert_eq!(run_json_lines(&["show", "--limit", "2"]).len(), 2);
+    assert_eq!(
+        run_json_lines(&["show", "--partition", "test/empty.ndjson"]).len(),
+        1
+    );
 }
