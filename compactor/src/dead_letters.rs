@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
 use object_store::path::Path;
@@ -74,9 +73,7 @@ pub async fn list(lake: &Lake) -> Result<Summary> {
     let mut progress = Progress::new("dead-letter files read", files.len() as u64);
     for meta in files {
         let partition = partition_of(&meta.location);
-        let day = DateTime::<Utc>::from(meta.last_modified)
-            .format("%Y-%m-%d")
-            .to_string();
+        let day = meta.last_modified.format("%Y-%m-%d").to_string();
         let letters = read(lake, &meta.location).await?;
         summary.files += 1;
         summary.letters += letters.len() as u64;

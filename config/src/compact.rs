@@ -67,11 +67,24 @@ pub struct CompactConfig {
     /// days (Delta's `deletedFileRetentionDuration` default).
     #[serde(default = "default_vacuum_retention_ms")]
     pub vacuum_retention_ms: u64,
+    /// How long a completed erasure request stays in the ledger, in
+    /// milliseconds: until then the compactor drops every staged record of
+    /// its subjects and keys whose event time is at or before the request's
+    /// time (a replay, a dead-letter replay or a backfill cannot bring them
+    /// back). Default: 30 days; keep it at least as long as any source can
+    /// replay (Kafka topic retention, Kinesis stream retention, backfill
+    /// files).
+    #[serde(default = "default_erasure_ledger_keep_ms")]
+    pub erasure_ledger_keep_ms: u64,
     /// Not a key: `ingest.flatten.event_time_field`, which
     /// [`Config::complete`](crate::Config::complete) copies here; the `_hour`
     /// partition column is computed from it.
     #[serde(skip)]
     pub event_time_column: Option<String>,
+}
+
+fn default_erasure_ledger_keep_ms() -> u64 {
+    30 * 24 * 3_600_000
 }
 
 fn default_interval_ms() -> u64 {
@@ -131,6 +144,7 @@ impl Default for CompactConfig {
             optimize_min_files: default_optimize_min_files(),
             vacuum_interval_ms: default_vacuum_interval_ms(),
             vacuum_retention_ms: default_vacuum_retention_ms(),
+            erasure_ledger_keep_ms: default_erasure_ledger_keep_ms(),
             event_time_column: None,
         }
     }

@@ -33,7 +33,7 @@ use tributary_lake::{Lake, PartitionId};
 use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
-use crate::forget::requests::unfinished_requests;
+use crate::forget::requests::erasure_ledger;
 use crate::partition::{check_cardinality, partition_columns};
 use crate::rewrite::{self, Erase, PartitionLeases};
 use crate::share::Share;
@@ -336,14 +336,15 @@ pub async fn compact_round(
     }
     taken.truncate(included);
 
-    // Dedupe by key, apply tombstones, drop rows of unfinished erasures.
+    // Dedupe by key, apply tombstones, drop rows the erasure ledger names.
     let delete = (config.delete_column.clone(), config.delete_value.clone());
-    let requests = unfinished_requests(lake).await?;
+    let event_time = config.event_time_column.clone();
+    let requests = erasure_ledger(lake, config.erasure_ledger_keep_ms).await?;
     let forgotten = requests
         .clone()
         .map(|hashed| (hashed, lake.subject_columns().to_vec()));
     let (batches, merged) = tokio::task::spawn_blocking(move || {
-        let merged = merge_rows(&batches, &delete, forgotten.as_ref());
+        let merged = merge_rows(&batches, &delete, forgotten.as_ref(), event_time.as_deref());
         (batches, merged)
     })
     .await
@@ -439,7 +440,7 @@ pub async fn compact_round(
     };
     // An erasure request recorded while this round ran may name rows it
     // holds: commit nothing, and run the round again with the request.
-    if unfinished_requests(lake).await? != requests {
+    if erasure_ledger(lake, config.erasure_ledger_keep_ms).await? != requests {
         leases.release(lake).await;
         discard_unreferenced(lake, &added_paths(&actions)).await;
         return Err(Error::ErasureArrived);

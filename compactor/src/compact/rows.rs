@@ -6,10 +6,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, StringArray, TimestampMicrosecondArray, new_null_array,
 };
 use deltalake::arrow::compute::{cast, filter_record_batch};
-use deltalake::arrow::datatypes::{Int64Type, SchemaRef};
+use deltalake::arrow::datatypes::{
+    DataType, Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::json::LineDelimitedWriter;
 use deltalake::arrow::record_batch::RecordBatch;
@@ -50,11 +52,14 @@ pub(crate) struct Merged {
 /// Keeps, per key, the last row of a round's batches (in partition, then
 /// position order); a tombstone (`delete.0` equals `delete.1`) drops the
 /// key's earlier rows and is not kept itself. Rows whose key or subject (in
-/// the given subject columns) an unfinished erasure names are dropped.
+/// the given subject columns) the erasure ledger names are dropped (for a
+/// completed request, only rows whose `event_time` column is at or before
+/// its time).
 pub(crate) fn merge_rows(
     batches: &[RecordBatch],
     delete: &(String, String),
     forgotten: Option<&(HashedIdentifiers, Vec<String>)>,
+    event_time: Option<&str>,
 ) -> Merged {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut last: FxHashMap<&str, (usize, usize)> =
@@ -74,10 +79,17 @@ pub(crate) fn merge_rows(
                     .collect()
             })
             .unwrap_or_default();
+        let times = forgotten
+            .filter(|(hashed, _)| hashed.has_time_limits())
+            .and_then(|_| event_times(batch, event_time));
         for row in 0..batch.num_rows() {
             if let Some((hashed, _)) = forgotten
                 && erased.iter().any(|(is_key, values)| {
-                    values.is_valid(row) && is_forgotten(values.value(row), *is_key, hashed)
+                    let time = times
+                        .as_ref()
+                        .filter(|t| t.is_valid(row))
+                        .map(|t| t.value(row));
+                    values.is_valid(row) && is_forgotten(values.value(row), *is_key, time, hashed)
                 })
             {
                 dropped += 1;
@@ -107,6 +119,14 @@ pub(crate) fn merge_rows(
         tombstones,
         forgotten: dropped,
     }
+}
+
+/// A batch's event times in µs, if it has the column (of any type that
+/// casts to a timestamp).
+fn event_times(batch: &RecordBatch, column: Option<&str>) -> Option<TimestampMicrosecondArray> {
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let times = cast(batch.column_by_name(column?)?, &timestamp).ok()?;
+    Some(times.as_primitive::<TimestampMicrosecondType>().clone())
 }
 
 pub(crate) struct FileMetrics {
@@ -244,7 +264,8 @@ fn rejected_rows(
 mod tests {
     use super::*;
     use crate::forget::requests::identifier_hash;
-    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    use deltalake::arrow::datatypes::{Field, Schema};
+    use std::collections::HashMap;
 
     fn batch(rows: &[(Option<&str>, Option<&str>, &str)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -277,7 +298,7 @@ mod tests {
                 (None, None, "u3"),
             ]),
         ];
-        let merged = merge_rows(&batches, &delete, None);
+        let merged = merge_rows(&batches, &delete, None, None);
         // The later `a`, both unkeyed rows, `c`; `b` deleted.
         assert_eq!(merged.kept, [(0, 2), (1, 0), (1, 2), (1, 3)]);
         assert_eq!(
@@ -288,11 +309,49 @@ mod tests {
 
         // An unfinished erasure of subject `gone` and key `a`.
         let hashed = HashedIdentifiers {
-            subjects: HashSet::from([identifier_hash("gone")]),
-            keys: HashSet::from([identifier_hash("a")]),
+            subjects: HashMap::from([(identifier_hash("gone"), None)]),
+            keys: HashMap::from([(identifier_hash("a"), None)]),
         };
-        let merged = merge_rows(&batches, &delete, Some(&(hashed, vec!["user".to_string()])));
+        let forgotten = (hashed, vec!["user".to_string()]);
+        let merged = merge_rows(&batches, &delete, Some(&forgotten), None);
         assert_eq!(merged.kept, [(0, 2), (1, 3)]);
+        assert_eq!(merged.forgotten, 3);
+    }
+
+    #[test]
+    fn a_completed_erasure_drops_only_rows_from_before_its_time() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(KEY_COLUMN, DataType::Utf8, true),
+            Field::new("user", DataType::Utf8, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+        ]));
+        let times =
+            TimestampMicrosecondArray::from(vec![Some(50), Some(100), Some(150), None, Some(50)])
+                .with_timezone("UTC");
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "c", "d", "e"])),
+                Arc::new(StringArray::from(vec!["u1", "u1", "u1", "u1", "u2"])),
+                Arc::new(times),
+            ],
+        )
+        .unwrap();
+        // `u1` erased by a request at time 100; a replay sends its rows again.
+        let hashed = HashedIdentifiers {
+            subjects: HashMap::from([(identifier_hash("u1"), Some(100))]),
+            keys: HashMap::new(),
+        };
+        let forgotten = (hashed, vec!["user".to_string()]);
+        let delete = ("_op".to_string(), "delete".to_string());
+        let merged = merge_rows(&[batch], &delete, Some(&forgotten), Some("ts"));
+        // Times 50 and 100 and the row of unknown time go; 150 (after the
+        // request) and the other subject's row stay.
+        assert_eq!(merged.kept, [(0, 2), (0, 4)]);
         assert_eq!(merged.forgotten, 3);
     }
 }

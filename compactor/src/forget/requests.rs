@@ -3,7 +3,8 @@
 //! request's progress. The compaction round reads the unfinished ones to drop
 //! matching staged rows.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -146,13 +147,22 @@ pub(super) async fn read_object(lake: &Lake, path: &Path) -> Result<Bytes> {
     Ok(tributary_lake::read_object(lake.store().as_ref(), path).await?)
 }
 
-/// Hashes of the identifiers of every unfinished request: what the compactor
-/// drops from staged rows.
-pub async fn unfinished_requests(lake: &Lake) -> Result<Option<HashedIdentifiers>> {
+/// The erasure ledger as the compactor applies it to staged rows: the
+/// identifier hashes of every unfinished request (rows dropped whatever
+/// their time) and of every request completed within `keep_ms` (rows dropped
+/// when their event time is at or before the request's time, so a replay
+/// cannot bring erased records back while later records of the same subject
+/// are kept). `None` when the ledger names nothing.
+pub async fn erasure_ledger(lake: &Lake, keep_ms: u64) -> Result<Option<HashedIdentifiers>> {
     let mut hashed = HashedIdentifiers::default();
     for request in unfinished(lake).await? {
-        hashed.subjects.extend(request.subject_hashes);
-        hashed.keys.extend(request.key_hashes);
+        hashed.add(&request, None);
+    }
+    let since = chrono::Utc::now().timestamp_millis() - i64::try_from(keep_ms).unwrap_or(i64::MAX);
+    for request in completed(lake).await? {
+        if request.created_at_ms >= since {
+            hashed.add(&request, Some(request.created_at_ms.saturating_mul(1000)));
+        }
     }
     Ok((!hashed.subjects.is_empty() || !hashed.keys.is_empty()).then_some(hashed))
 }
@@ -167,6 +177,23 @@ pub async fn unfinished_summary(lake: &Lake) -> Result<(u64, Option<i64>)> {
 
 /// Every recorded request not yet complete.
 async fn unfinished(lake: &Lake) -> Result<Vec<StoredRequest>> {
+    Ok(requests(lake, false)
+        .await?
+        .into_iter()
+        .filter(|r| !r.complete)
+        .collect())
+}
+
+/// Every completed request (`<id>.done.json`). They never change once
+/// written, so each is read once per process.
+async fn completed(lake: &Lake) -> Result<Vec<StoredRequest>> {
+    requests(lake, true).await
+}
+
+/// The request objects: `<id>.json` (recorded, possibly complete but not yet
+/// moved), or with `done` the `<id>.done.json` ones (read through a cache,
+/// as they are immutable).
+async fn requests(lake: &Lake, done: bool) -> Result<Vec<StoredRequest>> {
     let dir = Path::from(format!("{TRIBUTARY_DIR}/forget"));
     let objects: Vec<_> = lake
         .store()
@@ -174,11 +201,20 @@ async fn unfinished(lake: &Lake) -> Result<Vec<StoredRequest>> {
         .try_collect()
         .await
         .map_err(|e| tributary_lake::Error::store(&dir, e))?;
-    let mut unfinished = Vec::new();
+    let mut found = Vec::new();
     for meta in objects {
         let name = meta.location.filename().unwrap_or_default();
-        let finished = name.ends_with(".report.json") || name.ends_with(".done.json");
-        if !name.ends_with(".json") || finished {
+        let is_done = name.ends_with(".done.json");
+        if !name.ends_with(".json") || name.ends_with(".report.json") || is_done != done {
+            continue;
+        }
+        let cache_key = (
+            lake.table_url().to_string(),
+            meta.location.to_string(),
+            meta.size,
+        );
+        if done && let Some(request) = lock(&DONE_CACHE).get(&cache_key) {
+            found.push(request.clone());
             continue;
         }
         let bytes = read_object(lake, &meta.location).await?;
@@ -188,29 +224,86 @@ async fn unfinished(lake: &Lake) -> Result<Vec<StoredRequest>> {
                 meta.location
             ))
         })?;
-        if !request.complete {
-            unfinished.push(request);
+        if done {
+            lock(&DONE_CACHE).insert(cache_key, request.clone());
         }
+        found.push(request);
     }
-    Ok(unfinished)
+    Ok(found)
 }
 
-/// SHA-256 hashes of identifiers to drop.
+/// A completed request object: (table URL, object path, size).
+type DoneObject = (String, String, u64);
+
+/// Completed requests read so far.
+static DONE_CACHE: LazyLock<Mutex<HashMap<DoneObject, StoredRequest>>> =
+    LazyLock::new(Mutex::default);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// SHA-256 hashes of identifiers to drop, each with the latest event time
+/// (µs since the epoch) of the rows it drops: `None` drops every row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HashedIdentifiers {
     /// Of subject ids.
-    pub subjects: HashSet<String>,
+    pub subjects: HashMap<String, Option<i64>>,
     /// Of record keys.
-    pub keys: HashSet<String>,
+    pub keys: HashMap<String, Option<i64>>,
 }
 
-/// Whether `value` of a subject column (or of `_key`, with `is_key`) is an
-/// identifier of an unfinished request: the compactor drops such rows.
-pub fn is_forgotten(value: &str, is_key: bool, hashed: &HashedIdentifiers) -> bool {
-    let set = if is_key {
+impl HashedIdentifiers {
+    /// Adds `request`'s hashes, dropping rows up to `until` (`None`: all).
+    /// Of two requests naming one identifier the wider one holds.
+    fn add(&mut self, request: &StoredRequest, until: Option<i64>) {
+        let widest = |old: Option<i64>| match (old, until) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        for (map, hashes) in [
+            (&mut self.subjects, &request.subject_hashes),
+            (&mut self.keys, &request.key_hashes),
+        ] {
+            for hash in hashes {
+                map.entry(hash.clone())
+                    .and_modify(|old| *old = widest(*old))
+                    .or_insert(until);
+            }
+        }
+    }
+
+    /// Whether any identifier drops rows only up to a time (rows then need
+    /// their event times).
+    pub fn has_time_limits(&self) -> bool {
+        self.subjects
+            .values()
+            .chain(self.keys.values())
+            .any(Option::is_some)
+    }
+}
+
+/// Whether a row whose subject column (or `_key`, with `is_key`) holds
+/// `value`, with event time `event_time_us` (µs; `None` when unknown), is
+/// erased: the compactor drops such rows. A row of unknown time is dropped
+/// whenever its identifier is in the ledger.
+pub fn is_forgotten(
+    value: &str,
+    is_key: bool,
+    event_time_us: Option<i64>,
+    hashed: &HashedIdentifiers,
+) -> bool {
+    let map = if is_key {
         &hashed.keys
     } else {
         &hashed.subjects
     };
-    !set.is_empty() && set.contains(&identifier_hash(value))
+    if map.is_empty() {
+        return false;
+    }
+    match map.get(&identifier_hash(value)) {
+        None => false,
+        Some(None) => true,
+        Some(Some(until)) => event_time_us.is_none_or(|t| t <= *until),
+    }
 }

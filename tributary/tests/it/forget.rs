@@ -499,3 +499,59 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// After a request completes, its subjects' and keys' records sent again (a
+/// replay from the source, a backfill) never reach the table, while a
+/// record of the same subject from after the request does.
+#[test]
+fn a_replay_after_a_completed_request_brings_nothing_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let (config_path, input) = config(dir.path(), &table, "");
+    let config = config_path.to_str().unwrap();
+    std::fs::write(input.join("a.ndjson"), records(0, 1_000, None, None)).unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    let (subjects, keys) = (dir.path().join("subjects.txt"), dir.path().join("keys.txt"));
+    std::fs::write(&subjects, "u005\n").unwrap();
+    std::fs::write(&keys, "r1\n").unwrap();
+    let out = run_ok(&[
+        "forget",
+        "--config",
+        config,
+        "--subjects",
+        subjects.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--grace-minutes",
+        "0",
+    ]);
+    assert_eq!(json(&out)["complete"], true);
+
+    // The replay: every record of `u005` and `r1` again, as sent before; and
+    // a new record of `u005` an hour from now.
+    let replayed: String = records(0, 1_000, None, None)
+        .lines()
+        .map(|line| {
+            let mut envelope: serde_json::Value = serde_json::from_str(line).unwrap();
+            let messages = envelope["messages"].as_array_mut().unwrap();
+            messages.retain(|m| m["user"] == "u005" || m["id"] == "r1");
+            format!("{envelope}\n")
+        })
+        .filter(|line| !line.contains("\"messages\":[]"))
+        .collect();
+    assert!(replayed.lines().count() > 10);
+    let later = now_ms() + 3_600_000;
+    let new = format!(
+        "{{\"host\":\"h9\",\"messages\":[{{\"id\":\"r5000\",\"user\":\"u005\",\"ts\":{later},\"n\":1}}]}}\n"
+    );
+    std::fs::write(input.join("b.ndjson"), replayed + &new).unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    let mut expected: Vec<String> = (0..1_000)
+        .filter(|i| i % 41 != 5 && *i != 1)
+        .map(|i| format!("r{i}"))
+        .collect();
+    expected.push("r5000".into());
+    assert_keys(&table, &expected);
+}
