@@ -140,7 +140,7 @@ impl Decoded {
         &mut self.elements[..self.used]
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.envelope.clear();
         self.used = 0;
     }

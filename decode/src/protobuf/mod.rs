@@ -21,7 +21,9 @@
 //!   when its message is present; a field with presence (proto2, proto3
 //!   `optional`, a `oneof` member) and an absent message are null;
 //! * a `oneof` adds no column of its own: each member is a column, null
-//!   unless it is the member that is set;
+//!   unless it is the member that is set (the last one on the wire; an
+//!   explode path inside a member yields its elements even when a later
+//!   member replaces it, since elements are handed over as they are read);
 //! * `google.protobuf.Timestamp` is a UTC timestamp (microseconds; finer
 //!   digits are truncated), `google.protobuf.Duration` a long of
 //!   microseconds, and the wrapper types (`Int64Value`, `StringValue`, ...)
@@ -39,7 +41,9 @@ use std::sync::Arc;
 use prost_reflect::{Cardinality, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
 
 use crate::Val;
-use crate::avro::{Col, DecodeError, FlattenRules, PlanColumns, PlanError, Sink, push_segment};
+use crate::avro::{
+    Col, DecodeError, Decoded, FlattenRules, PlanColumns, PlanError, Sink, push_segment,
+};
 
 mod read;
 mod text;
@@ -178,6 +182,10 @@ pub struct MessagePlan {
 struct Node {
     /// Sorted by field number.
     fields: Vec<(u32, Field)>,
+    /// For each member of a `oneof` (sorted by field number), the columns
+    /// of the other members, emptied when it is read: the last member on
+    /// the wire is the one that is set.
+    oneof_others: Vec<(u32, Box<[Col]>)>,
 }
 
 impl Node {
@@ -186,6 +194,14 @@ impl Node {
             .binary_search_by_key(&number, |(n, _)| *n)
             .ok()
             .map(|i| &self.fields[i].1)
+    }
+
+    /// The columns reading field `number` empties (see `oneof_others`).
+    fn oneof_others(&self, number: u32) -> &[Col] {
+        match self.oneof_others.binary_search_by_key(&number, |(n, _)| *n) {
+            Ok(i) => &self.oneof_others[i].1,
+            Err(_) => &[],
+        }
     }
 }
 
@@ -212,6 +228,25 @@ enum Field {
     Text { col: Col },
 }
 
+impl Field {
+    /// The envelope columns this field's values go to (an explode path's
+    /// go to elements, handed over as they are read).
+    fn columns(&self, out: &mut Vec<Col>) {
+        match self {
+            Field::Scalar { col, .. }
+            | Field::List { col, .. }
+            | Field::Known { col, .. }
+            | Field::Text { col } => out.push(*col),
+            Field::Message(node) => {
+                for (_, field) in &node.fields {
+                    field.columns(out);
+                }
+            }
+            Field::Explode(_) => {}
+        }
+    }
+}
+
 /// What one element of the explode path is.
 #[derive(Debug)]
 enum Element {
@@ -232,7 +267,11 @@ enum Scalar {
     },
     /// `uint64`: a varint as `decimal(20,0)`.
     UInt64,
-    SInt,
+    /// `sint32`, `sint64`: a zigzag varint (`sint32` of the varint's low
+    /// 32 bits, as the specification says).
+    SInt {
+        bits32: bool,
+    },
     Fixed32,
     Fixed64,
     SFixed32,
@@ -281,6 +320,13 @@ impl MessagePlan {
     /// Column names, indexed by [`Col`].
     pub fn columns(&self) -> &[Arc<str>] {
         &self.columns
+    }
+
+    /// Decodes one message's bytes (after its index prefix) into `out`
+    /// (cleared first).
+    pub fn decode(&self, data: &[u8], out: &mut Decoded) -> Result<(), DecodeError> {
+        out.clear();
+        self.decode_into(data, out)
     }
 
     /// Decodes one message's bytes (after its index prefix) into `sink`.
@@ -335,7 +381,35 @@ impl Compiler<'_> {
         }
         self.stack.pop();
         fields.sort_by_key(|(n, _)| *n);
-        Ok(Node { fields })
+        let mut oneof_others = Vec::new();
+        for oneof in message.oneofs() {
+            let members: Vec<(u32, Vec<Col>)> = oneof
+                .fields()
+                .map(|member| {
+                    let mut columns = Vec::new();
+                    if let Ok(i) = fields.binary_search_by_key(&member.number(), |(n, _)| *n) {
+                        fields[i].1.columns(&mut columns);
+                    }
+                    (member.number(), columns)
+                })
+                .collect();
+            for (number, _) in &members {
+                let others: Box<[Col]> = members
+                    .iter()
+                    .filter(|(other, _)| other != number)
+                    .flat_map(|(_, columns)| columns.iter().copied())
+                    .collect();
+                // A proto3 `optional` field is the one member of its oneof.
+                if !others.is_empty() {
+                    oneof_others.push((*number, others));
+                }
+            }
+        }
+        oneof_others.sort_by_key(|(n, _)| *n);
+        Ok(Node {
+            fields,
+            oneof_others,
+        })
     }
 
     fn field(
@@ -419,7 +493,8 @@ fn scalar(kind: &Kind) -> Option<Scalar> {
             unsigned: true,
         },
         Kind::Uint64 => Scalar::UInt64,
-        Kind::Sint32 | Kind::Sint64 => Scalar::SInt,
+        Kind::Sint32 => Scalar::SInt { bits32: true },
+        Kind::Sint64 => Scalar::SInt { bits32: false },
         Kind::Fixed32 => Scalar::Fixed32,
         Kind::Fixed64 => Scalar::Fixed64,
         Kind::Sfixed32 => Scalar::SFixed32,

@@ -14,6 +14,9 @@ const START_GROUP: u8 = 3;
 const END_GROUP: u8 = 4;
 const I32: u8 = 5;
 
+/// The largest field number (2^29 - 1): a tag past it is corrupt data.
+const MAX_FIELD_NUMBER: u32 = (1 << 29) - 1;
+
 /// Groups nest at most this deep (a deeper message is refused, not
 /// recursed into without end).
 const MAX_GROUP_DEPTH: usize = 64;
@@ -52,6 +55,11 @@ impl<'a> Wire<'a> {
                 .get(self.at)
                 .ok_or(DecodeError::Truncated(self.at))?;
             self.at += 1;
+            // The tenth byte holds the 64th bit only: more is corrupt data,
+            // not a value to truncate (prost and Go refuse it too).
+            if shift == 63 && b & 0x7e != 0 {
+                return Err(self.invalid("varint overflows 64 bits"));
+            }
             value |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(value);
@@ -93,7 +101,7 @@ impl<'a> Wire<'a> {
         let tag = self.varint()?;
         let number = u32::try_from(tag >> 3)
             .ok()
-            .filter(|n| *n > 0)
+            .filter(|n| (1..=MAX_FIELD_NUMBER).contains(n))
             .ok_or_else(|| self.invalid(format!("field number {}", tag >> 3)))?;
         Ok((number, (tag & 7) as u8))
     }
@@ -131,6 +139,13 @@ enum Slot<'a> {
     Val(Val<'a>),
     /// The occurrences of a field rendered as JSON text.
     Raw(Vec<&'a [u8]>),
+    /// A timestamp or (with `duration`) a duration, as read so far: a
+    /// later occurrence of the field merges into it.
+    Time {
+        seconds: i64,
+        nanos: i64,
+        duration: bool,
+    },
 }
 
 /// Decodes one message into `sink`: elements of the explode path as they
@@ -172,6 +187,9 @@ impl<'a> Reading<'a> {
                 wire.skip(number, wire_type, 0)?;
                 continue;
             };
+            for col in node.oneof_others(number) {
+                slots[*col as usize] = Slot::Empty;
+            }
             let expect = |wire: &Wire<'a>, want: u8| {
                 if wire_type == want {
                     Ok(())
@@ -202,7 +220,8 @@ impl<'a> Reading<'a> {
                 Field::Known { col, known } => {
                     expect(&wire, LEN)?;
                     let bytes = wire.len_delimited()?;
-                    slots[*col as usize] = Slot::Val(read_known(known, Wire::new(bytes))?);
+                    let slot = &mut slots[*col as usize];
+                    *slot = read_known(known, Wire::new(bytes), std::mem::take(slot))?;
                 }
                 Field::Text { col, .. } => {
                     expect(&wire, LEN)?;
@@ -311,6 +330,28 @@ fn emit<'a>(
                 let rendered = text::render(field, &occurrences)?;
                 sink.value(element, col, Val::Str(Cow::Owned(rendered)));
             }
+            Slot::Time {
+                seconds,
+                nanos,
+                duration,
+            } => {
+                let micros = seconds
+                    .checked_mul(1_000_000)
+                    .and_then(|m| m.checked_add(nanos / 1_000))
+                    .ok_or_else(|| DecodeError::Invalid {
+                        at: 0,
+                        what: format!(
+                            "`{}`: {seconds} seconds is out of range",
+                            plan.columns[col as usize]
+                        ),
+                    })?;
+                let value = if duration {
+                    Val::Long(micros)
+                } else {
+                    Val::Timestamp(micros)
+                };
+                sink.value(element, col, value);
+            }
         }
     }
     Ok(())
@@ -341,8 +382,12 @@ fn scalar<'a>(
             })
         }
         Scalar::UInt64 => unsigned(wire.varint()?),
-        Scalar::SInt => {
+        Scalar::SInt { bits32 } => {
             let v = wire.varint()?;
+            // A `sint32` is the zigzag of 32 bits: higher bits of a longer
+            // varint are dropped first (as prost and the C++ parser do),
+            // so that the value stays in the 32-bit range.
+            let v = if *bits32 { u64::from(v as u32) } else { v };
             Val::Long((v >> 1) as i64 ^ -((v & 1) as i64))
         }
         Scalar::Fixed32 => Val::Long(i64::from(u32::from_le_bytes(wire.fixed()?))),
@@ -383,10 +428,20 @@ pub(super) fn unsigned(v: u64) -> Val<'static> {
     }
 }
 
-/// Reads a well-known message (its bytes in `wire`).
-fn read_known<'a>(known: &'a Known, mut wire: Wire<'a>) -> Result<Val<'a>, DecodeError> {
+/// Reads a well-known message (its bytes in `wire`) into what the field's
+/// `previous` occurrences left: a message that occurs again merges, each of
+/// its fields keeping its last value (a later occurrence that lacks one
+/// does not reset it).
+fn read_known<'a>(
+    known: &'a Known,
+    mut wire: Wire<'a>,
+    previous: Slot<'a>,
+) -> Result<Slot<'a>, DecodeError> {
     if let Known::Wrapper(kind) = known {
-        let mut value = kind.default_value();
+        let mut value = match previous {
+            Slot::Val(value) => value,
+            _ => kind.default_value(),
+        };
         while !wire.done() {
             let (number, wire_type) = wire.tag()?;
             if number == 1 {
@@ -395,24 +450,30 @@ fn read_known<'a>(known: &'a Known, mut wire: Wire<'a>) -> Result<Val<'a>, Decod
                 wire.skip(number, wire_type, 0)?;
             }
         }
-        return Ok(value);
+        return Ok(Slot::Val(value));
     }
-    let (mut seconds, mut nanos) = (0i64, 0i64);
+    let (mut seconds, mut nanos) = match previous {
+        Slot::Time { seconds, nanos, .. } => (seconds, nanos),
+        _ => (0, 0),
+    };
     while !wire.done() {
         let (number, wire_type) = wire.tag()?;
         match (number, wire_type) {
             (1, VARINT) => seconds = wire.varint()? as i64,
             (2, VARINT) => nanos = i64::from(wire.varint()? as i32),
+            (1 | 2, other) => {
+                return Err(wire.invalid(format!(
+                    "field {number} of a timestamp or duration has wire type {other}, \
+                     its type has {VARINT}"
+                )));
+            }
             _ => wire.skip(number, wire_type, 0)?,
         }
     }
-    let micros = seconds
-        .checked_mul(1_000_000)
-        .and_then(|m| m.checked_add(nanos / 1_000))
-        .ok_or_else(|| wire.invalid(format!("{seconds} seconds is out of range")))?;
-    Ok(match known {
-        Known::Timestamp => Val::Timestamp(micros),
-        _ => Val::Long(micros),
+    Ok(Slot::Time {
+        seconds,
+        nanos,
+        duration: matches!(known, Known::Duration),
     })
 }
 

@@ -316,3 +316,172 @@ fn unknown_fields_are_skipped_and_the_last_occurrence_wins() {
     let (row, _) = decode(&plan, &bytes).unwrap();
     assert_eq!(row["qty"], Val::Long(7));
 }
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+// Regression (fuzz/regressions/protobuf/varint-overflowing-64-bits-accepted):
+// a tenth varint byte above 1 was read with its high bits dropped.
+#[test]
+fn a_varint_past_64_bits_is_refused() {
+    let file = file(SHOP);
+    let plan = Plan::compile(&file, &rules(&[]));
+    let mut max = vec![0, 0x18];
+    max.extend([0xff; 9]);
+    max.push(0x01);
+    let (row, _) = decode(&plan, &max).unwrap();
+    assert_eq!(
+        row["big"],
+        Val::Decimal {
+            unscaled: i128::from(u64::MAX),
+            precision: 20,
+            scale: 0
+        }
+    );
+    let mut over = max.clone();
+    *over.last_mut().unwrap() = 0x02;
+    let e = decode(&plan, &over).unwrap_err().to_string();
+    assert!(e.contains("overflows 64 bits"), "{e}");
+}
+
+// Regression (fuzz/regressions/protobuf/sint32-read-past-32-bits): a sint32
+// sent as a varint longer than 32 bits was zigzag-decoded from all 64,
+// giving a value outside the 32-bit range.
+#[test]
+fn a_sint32_is_the_zigzag_of_its_varints_low_32_bits() {
+    let file = file(
+        r#"syntax = "proto3";
+        message M { sint32 a = 1; sint64 b = 2; }"#,
+    );
+    let plan = Plan::compile(&file, &rules(&[]));
+    let long = (1 << 33) + 3;
+    let mut bytes = vec![0, 0x08];
+    varint(long, &mut bytes);
+    bytes.push(0x10);
+    varint(long, &mut bytes);
+    let (row, _) = decode(&plan, &bytes).unwrap();
+    assert_eq!(row["a"], Val::Long(-2));
+    assert_eq!(row["b"], Val::Long(-(1 << 32) - 2));
+    // The extremes of 32 bits, as encoders write them.
+    let mut bytes = vec![0, 0x08];
+    varint(u64::from(u32::MAX), &mut bytes);
+    let (row, _) = decode(&plan, &bytes).unwrap();
+    assert_eq!(row["a"], Val::Long(i64::from(i32::MIN)));
+}
+
+// Regression (fuzz/regressions/protobuf/field-number-past-2-29-accepted):
+// an unknown field numbered past 2^29 - 1, the largest field number, was
+// skipped instead of refused.
+#[test]
+fn a_field_number_past_the_largest_is_refused() {
+    let file = file(SHOP);
+    let plan = Plan::compile(&file, &rules(&[]));
+    let largest = (1u64 << 29) - 1;
+    let mut bytes = vec![0];
+    varint(largest << 3, &mut bytes);
+    bytes.push(1);
+    assert!(decode(&plan, &bytes).is_ok());
+    let mut bytes = vec![0];
+    varint((largest + 1) << 3, &mut bytes);
+    bytes.push(1);
+    let e = decode(&plan, &bytes).unwrap_err().to_string();
+    assert!(e.contains("field number 536870912"), "{e}");
+}
+
+// Regression (fuzz/regressions/protobuf/oneof-members-both-set): the
+// members of a oneof read one after another were all kept; the last one on
+// the wire is the one that is set, and an earlier message member's columns
+// (defaults included) are emptied.
+#[test]
+fn a_later_oneof_member_replaces_an_earlier_one() {
+    let file = file(
+        r#"syntax = "proto3";
+        message M {
+          oneof pick { string s = 1; Sub sub = 2; int64 n = 3; }
+          string other = 4;
+          message Sub { int32 x = 1; repeated int32 xs = 2; }
+        }"#,
+    );
+    let plan = Plan::compile(&file, &rules(&[]));
+    let row = |bytes: &[u8]| decode(&plan, bytes).unwrap().0;
+    let other = ("other".to_string(), text(""));
+    // sub {x: 5}, then s = "a".
+    assert_eq!(
+        row(&[0, 0x12, 2, 0x08, 5, 0x0a, 1, b'a']),
+        BTreeMap::from([("s".to_string(), text("a")), other.clone()])
+    );
+    // s = "a", then an empty sub: its fields hold their defaults.
+    assert_eq!(
+        row(&[0, 0x0a, 1, b'a', 0x12, 0]),
+        BTreeMap::from([
+            ("sub_x".to_string(), Val::Long(0)),
+            ("sub_xs".to_string(), Val::List(vec![])),
+            other.clone(),
+        ])
+    );
+    // sub {x: 5}, n = 1, sub {xs: [2]}: the first sub is gone.
+    assert_eq!(
+        row(&[0, 0x12, 2, 0x08, 5, 0x18, 1, 0x12, 2, 0x10, 2]),
+        BTreeMap::from([
+            ("sub_x".to_string(), Val::Long(0)),
+            ("sub_xs".to_string(), Val::List(vec![Val::Long(2)])),
+            other.clone(),
+        ])
+    );
+    // The same member twice merges.
+    assert_eq!(
+        row(&[0, 0x12, 2, 0x08, 5, 0x12, 2, 0x10, 2]),
+        BTreeMap::from([
+            ("sub_x".to_string(), Val::Long(5)),
+            ("sub_xs".to_string(), Val::List(vec![Val::Long(2)])),
+            other,
+        ])
+    );
+}
+
+// Regression (fuzz/regressions/protobuf/timestamp-seconds-of-wrong-wire-type):
+// a Timestamp's seconds or nanos of another wire type were skipped as if
+// unknown (the timestamp read as 0); they are malformed.
+#[test]
+fn a_timestamp_field_of_the_wrong_wire_type_is_refused() {
+    let file = file(SHOP);
+    let plan = Plan::compile(&file, &rules(&[]));
+    // `at` (field 10): seconds as a fixed32.
+    let e = decode(&plan, &[0, 0x52, 5, 0x0d, 1, 0, 0, 0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wire type 5"), "{e}");
+    // Unknown fields of a timestamp are still skipped.
+    let (row, _) = decode(&plan, &[0, 0x52, 4, 0x08, 1, 0x18, 7]).unwrap();
+    assert_eq!(row["at"], Val::Timestamp(1_000_000));
+}
+
+// Regression (fuzz/regressions/protobuf/timestamp-occurring-twice-not-merged):
+// a second occurrence of a Timestamp or wrapper field replaced the first;
+// like any message field it merges into it, its absent fields keeping the
+// earlier values.
+#[test]
+fn a_well_known_field_that_occurs_twice_merges() {
+    let file = file(SHOP);
+    let plan = Plan::compile(&file, &rules(&[]));
+    let mut first = vec![0x08, 1, 0x10];
+    varint(123_000, &mut first);
+    let mut bytes = vec![0, 0x52, first.len() as u8];
+    bytes.extend(&first);
+    // at {seconds: 2}; maybe {value: 42}; maybe {}.
+    bytes.extend([0x52, 2, 0x08, 2, 0x5a, 2, 0x08, 42, 0x5a, 0]);
+    let (row, _) = decode(&plan, &bytes).unwrap();
+    assert_eq!(row["at"], Val::Timestamp(2_000_123));
+    assert_eq!(row["maybe"], Val::Long(42));
+    // Seconds past the range of microseconds are still refused.
+    let mut bytes = vec![0, 0x52, 10, 0x08];
+    varint(i64::MAX as u64 / 1000, &mut bytes);
+    bytes[2] = (bytes.len() - 3) as u8;
+    let e = decode(&plan, &bytes).unwrap_err().to_string();
+    assert!(e.contains("out of range") && e.contains("`at`"), "{e}");
+}
