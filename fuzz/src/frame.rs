@@ -1,6 +1,6 @@
 //! The `frame` target: the input is one message, in any framing or none.
 
-use tributary_decode::wire::{self, FrameError, SchemaRef};
+use tributary_decode::wire::{self, FrameError, Framing, SchemaRef};
 use uuid::Uuid;
 
 /// The inflation cap of zlib payloads: small, so that a zlib bomb of a few
@@ -18,8 +18,9 @@ pub fn check(message: &[u8]) {
     check_round_trip(message);
 }
 
-/// [`wire::parse`]: a payload within the cap, the same schema as
-/// [`wire::schema_of`], a borrowed payload that is the message's tail.
+/// [`wire::parse`]: a payload within the cap, the framing the first byte
+/// says, the same schema as [`wire::schema_of`], a borrowed payload that is
+/// the message's tail.
 fn check_parse(message: &[u8]) {
     let zlib = message.len() >= GLUE_HEADER && message[..2] == [0x03, 0x05];
     let parsed = wire::parse(message, MAX_PAYLOAD_BYTES);
@@ -30,6 +31,14 @@ fn check_parse(message: &[u8]) {
                 "a payload of {} bytes passed the cap of {MAX_PAYLOAD_BYTES}",
                 frame.payload.len()
             );
+            let framing = match message[0] {
+                0x03 => Framing::Glue,
+                0x00 | 0x01 => Framing::Confluent,
+                0xC3 => Framing::SingleObject,
+                _ => Framing::Json,
+            };
+            assert_eq!(frame.framing, framing);
+            assert_eq!(frame.schema.is_none(), framing == Framing::Json);
             assert_eq!(wire::schema_of(message), frame.schema);
             if !zlib {
                 assert!(message.ends_with(&frame.payload));
@@ -56,6 +65,7 @@ fn check_header(message: &[u8]) {
     match wire::parse_with_header(payload, Some(header), MAX_PAYLOAD_BYTES) {
         Ok(frame) => {
             assert!(frame.schema.is_some());
+            assert_eq!(frame.framing, Framing::Confluent);
             assert_eq!(&*frame.payload, payload);
         }
         Err(e) => {
@@ -88,6 +98,7 @@ fn check_round_trip(message: &[u8]) {
             Err(e) => panic!("a Glue frame (zlib: {zlib}) does not parse back: {e}"),
         };
         assert_eq!(frame.schema, Some(SchemaRef::Uuid(id)));
+        assert_eq!(frame.framing, Framing::Glue);
         assert_eq!(&*frame.payload, message);
         if zlib && len > 0 {
             assert_eq!(
