@@ -147,7 +147,7 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
     env -u CARGO_TARGET_DIR CARGO_INSTALL_ROOT="$TESTBED/fuzz-tools" cargo install cargo-fuzz --locked --quiet
   fi
   FUZZ_CACHE="$HOME/.cache/tributary"
-  for target in frame avro json; do
+  for target in frame avro json protobuf; do
     inputs=("$FUZZ_CACHE/fuzz-corpus/$target" "corpus/$target")
     if [ -d "fuzz/regressions/$target" ]; then inputs+=("regressions/$target"); fi
     mkdir -p "$FUZZ_CACHE/fuzz-corpus/$target"

@@ -1,6 +1,9 @@
 //! Writes the seed corpus: a few valid messages in every framing for the
 //! `frame` target, each case's records (bare and Glue-framed) for the
-//! `avro` target, and batches of JSON lines for the `json` target. Run from `fuzz/` after changing the schemas or framings:
+//! `avro` target, batches of JSON lines for the `json` target, and for the
+//! `protobuf` target messages of each type encoded by prost-reflect, after
+//! each case's message index. Run from `fuzz/` after changing the schemas
+//! or framings:
 //!
 //!   cargo +nightly run --example seed_corpus
 //!
@@ -10,15 +13,19 @@ use std::fs;
 use std::path::Path;
 
 use tributary_decode::apache_avro::{Schema, to_avro_datum};
+use tributary_decode::prost_reflect::ReflectMessage;
+use tributary_decode::prost_reflect::prost::Message as _;
+use tributary_decode::protobuf::Indexing;
 use tributary_decode::wire;
 use tributary_fuzz::avro::{self, FRAMED};
+use tributary_fuzz::protobuf;
 use uuid::Uuid;
 
 const ID: Uuid = Uuid::from_bytes([0x5e; 16]);
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    for target in ["frame", "avro", "json"] {
+    for target in ["frame", "avro", "json", "protobuf"] {
         let dir = root.join(target);
         if dir.exists() {
             fs::remove_dir_all(&dir)?;
@@ -116,5 +123,40 @@ fn main() -> std::io::Result<()> {
     for (name, lines) in batches {
         write("json", name, lines.as_bytes())?;
     }
+
+    let compiled = protobuf::compiled();
+    let sample = |what: &str, variant: u8| protobuf::sample(&compiled.file, what, variant);
+    let types = [
+        ("empty-event", sample("empty-event", 0)),
+        ("tree", sample("tree", 2)),
+        ("inner", sample("inner", 1)),
+        ("deep", sample("deep", 0)),
+        ("item", sample("item", 0)),
+        ("counts-entry", sample("counts-entry", 0)),
+    ];
+    for (i, case) in compiled.cases.iter().enumerate() {
+        // Each case gets every message type and three of six full events.
+        let events = (0..6u8)
+            .filter(|v| usize::from(*v) % 2 == i % 2)
+            .map(|v| (format!("event-{v}"), sample("event", v)));
+        let all = types
+            .iter()
+            .map(|(name, m)| (name.to_string(), m.clone()))
+            .chain(events);
+        for (name, message) in all {
+            // Only Glue indexes map entries.
+            if message.descriptor().is_map_entry() && case.indexing == Indexing::Confluent {
+                continue;
+            }
+            let mut payload = vec![i as u8];
+            payload.extend(compiled.index_prefix(case.indexing, &message.descriptor()));
+            payload.extend(message.encode_to_vec());
+            write("protobuf", &format!("{}-{name}", case.name), &payload)?;
+        }
+    }
+    // Confluent's long form of the index [0]: a count of 1, then 0.
+    let mut payload = vec![0, 2, 0];
+    payload.extend(sample("event", 1).encode_to_vec());
+    write("protobuf", "confluent-event-long-index", &payload)?;
     Ok(())
 }

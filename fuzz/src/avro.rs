@@ -175,7 +175,7 @@ fn compile_cases() -> Vec<Case> {
     .collect()
 }
 
-fn rules(explode: &[&str]) -> FlattenRules {
+pub(crate) fn rules(explode: &[&str]) -> FlattenRules {
     FlattenRules {
         explode: explode.iter().map(|s| s.to_string()).collect(),
         reserved: RESERVED.iter().map(|s| s.to_string()).collect(),

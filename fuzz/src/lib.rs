@@ -3,7 +3,9 @@
 //!
 //! * [`frame`]: a message's framing ([`wire::parse`] and friends), any bytes;
 //! * [`avro`]: Avro records decoded by compiled plans, bare or inside a frame;
-//! * [`json`]: a batch of JSON lines flattened into one Arrow batch.
+//! * [`json`]: a batch of JSON lines flattened into one Arrow batch;
+//! * [`protobuf`]: Protobuf messages decoded by compiled plans, checked
+//!   against prost-reflect's `DynamicMessage`.
 //!
 //! Each target panics, and so reports a crash, when a property fails: the
 //! library must return an error value for bad input, never panic, hang or
@@ -14,6 +16,7 @@
 pub mod avro;
 pub mod frame;
 pub mod json;
+pub mod protobuf;
 
 // The quickstart's sample generator (the binary crate has no library target),
 // included rather than copied, as ingest's decode benchmark does.
