@@ -10,6 +10,13 @@
 //!   `arrow-avro Decoder` decodes the same records with arrow-avro's
 //!   streaming decoder into nested Arrow arrays (resolved to version 2):
 //!   decoding only, no flattening.
+//! * `confluent_protobuf_envelopes`: the same envelopes as Protobuf
+//!   ([`PROTO`], `trace_id` set where the Avro group writes version 2),
+//!   Confluent-framed (magic byte, schema id, message index `[0]` as one
+//!   `0` byte). `tributary` decodes each message with the file's compiled
+//!   message plan into the builders and finishes the batch; the baseline
+//!   decodes each message into a prost-reflect `DynamicMessage` — decoding
+//!   only, no flattening, no batch.
 //! * `json_lines`: the same records as JSON lines. `tributary` streams each
 //!   line into the builders and finishes the batch; the baseline parses each
 //!   line into a `serde_json::Value` — parsing only.
@@ -23,6 +30,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MessageDescriptor, Value as Proto};
 use tributary_config::FlattenConfig;
 use tributary_decode::flatten::Flattener;
 use tributary_decode::wire::{self, SchemaRef};
@@ -30,9 +39,10 @@ use tributary_ingest::batch::{BatchSettings, ColumnTypes, Message, SourceItem, b
 use tributary_ingest::schemas::{Schemas, flatten_rules};
 use tributary_lake::PartitionId;
 use tributary_lake::rowfile::Codec;
+use tributary_schema_registry::apache_avro::types::Value as Avro;
 use tributary_schema_registry::apache_avro::{Schema, from_avro_datum};
 use tributary_schema_registry::client::{Client, ClientOptions};
-use tributary_schema_registry::schema::{Definition, SchemaType};
+use tributary_schema_registry::schema::{Definition, Parsed, SchemaType};
 
 // The quickstart's generator, included rather than copied (the binary crate
 // has no library target); its unit test is compiled out here.
@@ -42,6 +52,47 @@ mod sample;
 
 /// Log records in the benchmark's stream.
 const RECORDS: u64 = 200_000;
+
+/// The sample envelope as Protobuf: the Avro schema's version 2 (its
+/// `timestamp-millis` a `Timestamp`, its optional `trace_id` a proto3
+/// `optional` field).
+const PROTO: &str = r#"syntax = "proto3";
+package tributary.sample;
+import "google/protobuf/timestamp.proto";
+
+message Envelope {
+  string service = 1;
+  string host = 2;
+  string region = 3;
+  string batch_id = 4;
+  string sent_at = 5;
+  repeated Message messages = 6;
+}
+
+message Message {
+  string id = 1;
+  google.protobuf.Timestamp timestamp = 2;
+  string level = 3;
+  string message = 4;
+  User user = 5;
+  Http http = 6;
+  repeated string tags = 7;
+  optional string trace_id = 8;
+}
+
+message User { string id = 1; string email = 2; }
+
+message Http {
+  string method = 1;
+  string path = 2;
+  int32 status = 3;
+  double latency_ms = 4;
+  int64 bytes = 5;
+}
+"#;
+
+/// The Confluent schema id of [`PROTO`].
+const PROTO_ID: u32 = 7;
 
 fn settings(flatten: &FlattenConfig) -> BatchSettings {
     BatchSettings {
@@ -138,6 +189,70 @@ fn decode_flatten(c: &mut Criterion) {
     });
     group.finish();
 
+    // The same envelopes as Confluent-framed Protobuf, converted from the
+    // Avro records.
+    let proto = Definition::parse(SchemaType::Protobuf, PROTO).expect("the .proto parses");
+    let Parsed::Protobuf(file) = proto.parsed() else {
+        panic!("a Protobuf definition")
+    };
+    let envelope = file
+        .parent_pool()
+        .get_message_by_name("tributary.sample.Envelope")
+        .expect("Envelope");
+    let messages: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|frame| {
+            let parsed = wire::parse(frame, 1 << 20).expect("framed");
+            let v2 = parsed.schema == Some(SchemaRef::Uuid(ids[1]));
+            let value = from_avro_datum(&writers[usize::from(v2)], &mut &parsed.payload[..], None)
+                .expect("an Avro record");
+            let mut message = vec![0];
+            message.extend(PROTO_ID.to_be_bytes());
+            // The message index [0]: a count of 0 (the first message type).
+            message.push(0);
+            message.extend(to_proto(&envelope, &value).encode_to_vec());
+            message
+        })
+        .collect();
+    let items: Vec<SourceItem> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| SourceItem::Message(Message::new(i as u64, m.clone())))
+        .collect();
+    let client = Client::fixed(
+        [(
+            SchemaRef::ConfluentId(PROTO_ID),
+            SchemaType::Protobuf,
+            proto.text().to_string(),
+        )],
+        ClientOptions {
+            rules: flatten_rules(&flatten),
+            reader: None,
+            capacity: 16,
+            unknown_ttl: std::time::Duration::from_secs(1),
+            max_backoff: std::time::Duration::from_secs(1),
+        },
+    );
+    let schemas = runtime.block_on(Schemas::resolve(Some(&client), &items, |_, _, _| {}));
+    assert_eq!(batch(&settings, &schemas, &items) as u64, RECORDS);
+    let mut group = c.benchmark_group("confluent_protobuf_envelopes");
+    group.throughput(Throughput::Elements(RECORDS));
+    group.sample_size(10);
+    group.bench_function("tributary decode+flatten into Arrow", |b| {
+        b.iter(|| black_box(batch(&settings, &schemas, &items)))
+    });
+    group.bench_function("prost-reflect DynamicMessage decode (baseline)", |b| {
+        b.iter(|| {
+            for message in &messages {
+                let parsed = wire::parse(message, 1 << 20).expect("framed");
+                // After the one-byte message index.
+                let decoded = DynamicMessage::decode(envelope.clone(), &parsed.payload[1..]);
+                black_box(decoded.is_ok());
+            }
+        })
+    });
+    group.finish();
+
     let mut text = Vec::new();
     sample::write_envelopes(&mut text, &mut sample::SplitMix::new(11), RECORDS, 0)
         .expect("in memory");
@@ -166,6 +281,50 @@ fn decode_flatten(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// The Avro record `value` as a message of type `descriptor`, field by
+/// field name: a `timestamp-millis` becomes a `Timestamp`, a union its
+/// branch (null: unset).
+fn to_proto(descriptor: &MessageDescriptor, value: &Avro) -> DynamicMessage {
+    let Avro::Record(fields) = value else {
+        panic!("a record: {value:?}")
+    };
+    let mut message = DynamicMessage::new(descriptor.clone());
+    for (name, value) in fields {
+        let field = descriptor.get_field_by_name(name).expect("a field by name");
+        let value = match value {
+            Avro::Union(_, inner) => inner,
+            other => other,
+        };
+        let kind = field.kind();
+        let scalar = |value: &Avro| match value {
+            Avro::String(s) => Proto::String(s.clone()),
+            Avro::Int(n) => Proto::I32(*n),
+            Avro::Long(n) => Proto::I64(*n),
+            Avro::Double(d) => Proto::F64(*d),
+            Avro::Record(_) => {
+                Proto::Message(to_proto(kind.as_message().expect("a message field"), value))
+            }
+            Avro::TimestampMillis(ms) => {
+                let mut at = DynamicMessage::new(kind.as_message().expect("a Timestamp").clone());
+                at.set_field_by_name("seconds", Proto::I64(ms.div_euclid(1000)));
+                at.set_field_by_name(
+                    "nanos",
+                    Proto::I32((ms.rem_euclid(1000) * 1_000_000) as i32),
+                );
+                Proto::Message(at)
+            }
+            other => panic!("no Protobuf value for {other:?}"),
+        };
+        let value = match value {
+            Avro::Null => continue,
+            Avro::Array(items) => Proto::List(items.iter().map(scalar).collect()),
+            value => scalar(value),
+        };
+        message.set_field(&field, value);
+    }
+    message
 }
 
 /// Decodes `frames` with arrow-avro's `Decoder`: each message's Glue header
