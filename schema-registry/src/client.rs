@@ -352,11 +352,15 @@ async fn fetch_http(
         )));
     };
     let mut imports = Imports::new();
-    if let Err(why) = fetch
+    match fetch
         .imports(base, &parsed.references, &mut imports, 0)
-        .await?
+        .await
     {
-        return Ok(Answer::Unknown(format!("{}: {why}", describe(reference))));
+        Ok(()) => {}
+        Err(ImportError::Unavailable(e)) => return Err(e),
+        Err(ImportError::Refused(why)) => {
+            return Ok(Answer::Unknown(format!("{}: {why}", describe(reference))));
+        }
     }
     Ok(match schema_type(&parsed) {
         Ok(kind) => Answer::Found {
@@ -374,6 +378,20 @@ fn schema_type(response: &SchemaResponse) -> Result<SchemaType, crate::schema::S
         .schema_type
         .as_deref()
         .map_or(Ok(SchemaType::Avro), str::parse)
+}
+
+/// Why a schema's references could not be imported.
+enum ImportError {
+    /// The registry could not be asked.
+    Unavailable(Unavailable),
+    /// A reference cannot be imported (the reason).
+    Refused(String),
+}
+
+impl From<Unavailable> for ImportError {
+    fn from(e: Unavailable) -> Self {
+        ImportError::Unavailable(e)
+    }
 }
 
 /// GET requests to an HTTP registry.
@@ -413,17 +431,17 @@ impl Fetch<'_> {
     }
 
     /// Adds what `references` import (the referenced versions, and what they
-    /// import) to `imports`. The inner error says why a reference cannot be
-    /// imported.
+    /// import) to `imports`.
     async fn imports(
         &self,
         base: &str,
         references: &[Reference],
         imports: &mut Imports,
         depth: usize,
-    ) -> Result<Result<(), String>, Unavailable> {
+    ) -> Result<(), ImportError> {
+        let refused = |why: String| Err(ImportError::Refused(why));
         if depth > MAX_IMPORT_DEPTH && !references.is_empty() {
-            return Ok(Err(format!("imports nest deeper than {MAX_IMPORT_DEPTH}")));
+            return refused(format!("imports nest deeper than {MAX_IMPORT_DEPTH}"));
         }
         for reference in references {
             if imports.contains_key(&reference.name) {
@@ -431,7 +449,7 @@ impl Fetch<'_> {
             }
             let mut url = match reqwest::Url::parse(base) {
                 Ok(url) => url,
-                Err(e) => return Ok(Err(format!("registry URL {base}: {e}"))),
+                Err(e) => return refused(format!("registry URL {base}: {e}")),
             };
             if let Ok(mut path) = url.path_segments_mut() {
                 path.pop_if_empty()
@@ -439,22 +457,19 @@ impl Fetch<'_> {
                     .push(&reference.version.to_string());
             }
             let Some(found) = self.get(url.as_str()).await? else {
-                return Ok(Err(format!(
+                return refused(format!(
                     "the registry has no version {} of subject `{}`, imported as `{}`",
                     reference.version, reference.subject, reference.name
-                )));
+                ));
             };
             let kind = match schema_type(&found) {
                 Ok(kind) => kind,
-                Err(e) => return Ok(Err(format!("import `{}`: {e}", reference.name))),
+                Err(e) => return refused(format!("import `{}`: {e}", reference.name)),
             };
             imports.insert(reference.name.clone(), (kind, found.schema.clone()));
-            let nested = Box::pin(self.imports(base, &found.references, imports, depth + 1));
-            if let Err(why) = nested.await? {
-                return Ok(Err(why));
-            }
+            Box::pin(self.imports(base, &found.references, imports, depth + 1)).await?;
         }
-        Ok(Ok(()))
+        Ok(())
     }
 }
 
