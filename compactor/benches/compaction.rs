@@ -68,6 +68,11 @@ struct Settings {
     /// `TRIBUTARY_BENCH_DIR`: where to build the lake (kept afterwards).
     /// Default: a temporary directory, removed afterwards.
     dir: Option<PathBuf>,
+    /// `TRIBUTARY_BENCH_LEDGER_SUBJECTS`: subjects of a completed erasure
+    /// request in the ledger (none of them in the data), so that every row's
+    /// key and subject columns are hashed and looked up. Default 0 (no
+    /// ledger: rows are not hashed).
+    ledger_subjects: u64,
 }
 
 impl Settings {
@@ -92,6 +97,7 @@ impl Settings {
             target_file_bytes: number("TRIBUTARY_BENCH_TARGET_FILE_BYTES")?,
             memory_budget_bytes: number("TRIBUTARY_BENCH_MEMORY_BUDGET_BYTES")?,
             dir: std::env::var_os("TRIBUTARY_BENCH_DIR").map(PathBuf::from),
+            ledger_subjects: number("TRIBUTARY_BENCH_LEDGER_SUBJECTS")?.unwrap_or(0),
         };
         if settings.rows == 0 || settings.batch_rows == 0 {
             bail!("TRIBUTARY_BENCH_ROWS and TRIBUTARY_BENCH_BATCH_ROWS must be at least 1");
@@ -137,6 +143,7 @@ struct Report {
     peak_rss_is_process_peak: bool,
     baseline: Measured,
     baseline_bytes: u64,
+    ledger_subjects: u64,
 }
 
 /// Wall-clock and CPU time of one measured phase.
@@ -243,6 +250,9 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
     }
     // The input files are no longer needed; free the page cache they hold.
     std::fs::remove_dir_all(&incoming)?;
+    if settings.ledger_subjects > 0 {
+        write_ledger(&table, settings.ledger_subjects)?;
+    }
 
     eprintln!("compacting {} row files ...", staged.row_files);
     let peak_rss_is_process_peak = !reset_peak_rss();
@@ -306,7 +316,26 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
         peak_rss_is_process_peak,
         baseline,
         baseline_bytes,
+        ledger_subjects: settings.ledger_subjects,
     })
+}
+
+/// Puts a completed erasure request naming `subjects` subjects (none in the
+/// data) in the table's ledger, as `tributary forget` leaves one.
+fn write_ledger(table: &Path, subjects: u64) -> anyhow::Result<()> {
+    use tributary_compactor::forget::requests::identifier_hash;
+    let ledger = table.join("_tributary/forget");
+    std::fs::create_dir_all(&ledger)?;
+    let request = json!({
+        "id": "bench",
+        "created_at_ms": chrono::Utc::now().timestamp_millis(),
+        "subject_hashes": (0..subjects).map(|i| identifier_hash(&format!("nobody-{i}"))).collect::<Vec<_>>(),
+        "key_hashes": [identifier_hash("no-such-key")],
+        "complete": true,
+    });
+    std::fs::write(ledger.join("bench.done.json"), request.to_string())?;
+    eprintln!("erasure ledger: a completed request of {subjects} subjects");
+    Ok(())
 }
 
 /// Writes the sample stream, `rows` log records, as `SOURCE_FILES` NDJSON files.
@@ -552,6 +581,7 @@ impl Report {
             "ratio_rows_per_core_sec": ratio(rows_per_core, b.per_cpu_sec(self.rows)),
             "target_rows_per_core_sec": TARGET_ROWS_PER_CORE_SEC,
             "target_met": rows_per_core >= TARGET_ROWS_PER_CORE_SEC,
+            "ledger_subjects": self.ledger_subjects,
         });
         println!("{figures}");
     }

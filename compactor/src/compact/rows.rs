@@ -263,9 +263,8 @@ fn rejected_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forget::requests::identifier_hash;
+    use crate::forget::requests::identifier_digest;
     use deltalake::arrow::datatypes::{Field, Schema};
-    use std::collections::HashMap;
 
     fn batch(rows: &[(Option<&str>, Option<&str>, &str)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -309,8 +308,8 @@ mod tests {
 
         // An unfinished erasure of subject `gone` and key `a`.
         let hashed = HashedIdentifiers {
-            subjects: HashMap::from([(identifier_hash("gone"), None)]),
-            keys: HashMap::from([(identifier_hash("a"), None)]),
+            subjects: FxHashMap::from_iter([(identifier_digest("gone"), None)]),
+            keys: FxHashMap::from_iter([(identifier_digest("a"), None)]),
         };
         let forgotten = (hashed, vec!["user".to_string()]);
         let merged = merge_rows(&batches, &delete, Some(&forgotten), None);
@@ -343,8 +342,8 @@ mod tests {
         .unwrap();
         // `u1` erased by a request at time 100; a replay sends its rows again.
         let hashed = HashedIdentifiers {
-            subjects: HashMap::from([(identifier_hash("u1"), Some(100))]),
-            keys: HashMap::new(),
+            subjects: FxHashMap::from_iter([(identifier_digest("u1"), Some(100))]),
+            keys: FxHashMap::default(),
         };
         let forgotten = (hashed, vec!["user".to_string()]);
         let delete = ("_op".to_string(), "delete".to_string());

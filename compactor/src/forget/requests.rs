@@ -4,6 +4,8 @@
 //! matching staged rows.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::{LazyLock, Mutex};
 
 use bytes::Bytes;
@@ -11,7 +13,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 
@@ -40,10 +42,35 @@ pub struct StoredRequest {
     pub complete: bool,
 }
 
+/// A SHA-256 digest.
+pub type Digest = [u8; 32];
+
+/// SHA-256 of an identifier.
+pub fn identifier_digest(identifier: &str) -> Digest {
+    Sha256::digest(identifier.as_bytes()).into()
+}
+
 /// SHA-256 of an identifier, hex.
 pub fn identifier_hash(identifier: &str) -> String {
-    let digest = Sha256::digest(identifier.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in identifier_digest(identifier) {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 15)]));
+    }
+    out
+}
+
+/// The digest a hex hash (as requests store them) names.
+fn digest_of_hex(hex: &str) -> Option<Digest> {
+    let mut digest = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(digest)
 }
 
 pub(super) fn request_path(id: &str) -> Path {
@@ -156,12 +183,12 @@ pub(super) async fn read_object(lake: &Lake, path: &Path) -> Result<Bytes> {
 pub async fn erasure_ledger(lake: &Lake, keep_ms: u64) -> Result<Option<HashedIdentifiers>> {
     let mut hashed = HashedIdentifiers::default();
     for request in unfinished(lake).await? {
-        hashed.add(&request, None);
+        hashed.add(&request, None)?;
     }
     let since = chrono::Utc::now().timestamp_millis() - i64::try_from(keep_ms).unwrap_or(i64::MAX);
     for request in completed(lake).await? {
         if request.created_at_ms >= since {
-            hashed.add(&request, Some(request.created_at_ms.saturating_mul(1000)));
+            hashed.add(&request, Some(request.created_at_ms.saturating_mul(1000)))?;
         }
     }
     Ok((!hashed.subjects.is_empty() || !hashed.keys.is_empty()).then_some(hashed))
@@ -248,15 +275,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HashedIdentifiers {
     /// Of subject ids.
-    pub subjects: HashMap<String, Option<i64>>,
+    pub subjects: FxHashMap<Digest, Option<i64>>,
     /// Of record keys.
-    pub keys: HashMap<String, Option<i64>>,
+    pub keys: FxHashMap<Digest, Option<i64>>,
 }
 
 impl HashedIdentifiers {
     /// Adds `request`'s hashes, dropping rows up to `until` (`None`: all).
     /// Of two requests naming one identifier the wider one holds.
-    fn add(&mut self, request: &StoredRequest, until: Option<i64>) {
+    fn add(&mut self, request: &StoredRequest, until: Option<i64>) -> Result<()> {
         let widest = |old: Option<i64>| match (old, until) {
             (Some(a), Some(b)) => Some(a.max(b)),
             _ => None,
@@ -266,11 +293,18 @@ impl HashedIdentifiers {
             (&mut self.keys, &request.key_hashes),
         ] {
             for hash in hashes {
-                map.entry(hash.clone())
+                let digest = digest_of_hex(hash).ok_or_else(|| {
+                    Error::Forget(format!(
+                        "request {} holds `{hash}`, which is not a hex SHA-256 hash",
+                        request.id
+                    ))
+                })?;
+                map.entry(digest)
                     .and_modify(|old| *old = widest(*old))
                     .or_insert(until);
             }
         }
+        Ok(())
     }
 
     /// Whether any identifier drops rows only up to a time (rows then need
@@ -301,7 +335,7 @@ pub fn is_forgotten(
     if map.is_empty() {
         return false;
     }
-    match map.get(&identifier_hash(value)) {
+    match map.get(&identifier_digest(value)) {
         None => false,
         Some(None) => true,
         Some(Some(until)) => event_time_us.is_none_or(|t| t <= *until),
