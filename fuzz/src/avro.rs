@@ -8,9 +8,10 @@ use std::sync::OnceLock;
 
 use tributary_decode::apache_avro::types::Value;
 use tributary_decode::apache_avro::{Decimal, Schema, to_avro_datum};
-use tributary_decode::avro::{Col, Decoded, FlattenRules, Plan, Val};
+use tributary_decode::avro::{Decoded, FlattenRules, Plan};
 use tributary_decode::wire;
 
+use crate::decoded::{assert_bounded, assert_same_when_reused};
 use crate::frame::MAX_PAYLOAD_BYTES;
 use crate::sample;
 
@@ -340,17 +341,7 @@ pub fn check(input: &[u8]) {
     let again = case.plan.decode(&record, &mut reused);
     assert_eq!(result, again, "case {}: decoding twice differs", case.name);
     if result.is_ok() {
-        assert!(
-            same(&fresh.envelope, &reused.envelope)
-                && fresh.elements().len() == reused.elements().len()
-                && fresh
-                    .elements()
-                    .iter()
-                    .zip(reused.elements())
-                    .all(|(a, b)| same(a, b)),
-            "case {}: a reused buffer decodes differently:\n{fresh:?}\n{reused:?}",
-            case.name
-        );
+        assert_same_when_reused(case.name, &fresh, &reused);
     }
 }
 
@@ -362,39 +353,7 @@ pub fn check(input: &[u8]) {
 /// zero-byte items yields at most `len` values, and each element at most one
 /// value per column.
 fn check_size(case: &Case, record: &[u8], out: &Decoded) {
-    let values = |row: &[(Col, Val)]| -> usize {
-        row.iter()
-            .map(|(_, v)| match v {
-                Val::List(items) => 1 + items.len(),
-                _ => 1,
-            })
-            .sum()
-    };
-    let total = values(&out.envelope) + out.elements().iter().map(|e| 1 + values(e)).sum::<usize>();
-    let bound = 2 * (record.len() + 1) * (case.plan.columns().len() + 1);
-    assert!(
-        total <= bound,
-        "case {}: {total} values decoded from a record of {} bytes ({} columns): \
-         the output must grow at most linearly with the input (bound {bound})",
-        case.name,
-        record.len(),
-        case.plan.columns().len()
-    );
-}
-
-/// Equal rows, NaN equal to itself.
-fn same(a: &[(Col, Val)], b: &[(Col, Val)]) -> bool {
-    fn val(a: &Val, b: &Val) -> bool {
-        match (a, b) {
-            (Val::Double(x), Val::Double(y)) => x.to_bits() == y.to_bits(),
-            (Val::List(x), Val::List(y)) => {
-                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| val(a, b))
-            }
-            _ => a == b,
-        }
-    }
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((ca, va), (cb, vb))| ca == cb && val(va, vb))
+    let columns = case.plan.columns().len();
+    let bound = 2 * (record.len() + 1) * (columns + 1);
+    assert_bounded(case.name, out, record.len(), columns, bound);
 }

@@ -14,6 +14,7 @@
 //! [`wire::parse`]: tributary_decode::wire::parse
 
 pub mod avro;
+mod decoded;
 pub mod frame;
 pub mod json;
 pub mod protobuf;

@@ -29,7 +29,8 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor, Value as Proto};
 use tributary_config::FlattenConfig;
@@ -116,6 +117,51 @@ fn batch(settings: &BatchSettings, schemas: &Schemas, items: &[SourceItem]) -> u
     batch.num_rows()
 }
 
+/// `payloads` as source items at positions 0, 1, ...
+fn source_items<P: AsRef<[u8]>>(payloads: &[P]) -> Vec<SourceItem> {
+    payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| SourceItem::Message(Message::new(i as u64, p.as_ref().to_vec())))
+        .collect()
+}
+
+/// A registry client that knows only `schemas`.
+fn fixed_client(
+    flatten: &FlattenConfig,
+    schemas: impl IntoIterator<Item = (SchemaRef, SchemaType, String)>,
+) -> Client {
+    Client::fixed(
+        schemas,
+        ClientOptions {
+            rules: flatten_rules(flatten),
+            reader: None,
+            capacity: 16,
+            unknown_ttl: std::time::Duration::from_secs(1),
+            max_backoff: std::time::Duration::from_secs(1),
+        },
+    )
+}
+
+/// A group of [`RECORDS`] records with our decode + flatten of `items`
+/// already in it; the caller adds the baselines and finishes it.
+fn decode_group<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+    settings: &BatchSettings,
+    schemas: &Schemas,
+    items: &[SourceItem],
+) -> BenchmarkGroup<'c, WallTime> {
+    assert_eq!(batch(settings, schemas, items) as u64, RECORDS);
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(RECORDS));
+    group.sample_size(10);
+    group.bench_function("tributary decode+flatten into Arrow", |b| {
+        b.iter(|| black_box(batch(settings, schemas, items)))
+    });
+    group
+}
+
 fn decode_flatten(c: &mut Criterion) {
     let flatten = FlattenConfig {
         explode: Some("messages".into()),
@@ -140,39 +186,23 @@ fn decode_flatten(c: &mut Criterion) {
         },
     )
     .expect("in memory");
-    let items: Vec<SourceItem> = frames
-        .iter()
-        .enumerate()
-        .map(|(i, f)| SourceItem::Message(Message::new(i as u64, f.clone())))
-        .collect();
-    let client = Client::fixed(
+    let items = source_items(&frames);
+    let client = fixed_client(
+        &flatten,
         [(v1.clone(), ids[0]), (v2.clone(), ids[1])]
             .map(|(d, id)| (SchemaRef::Uuid(id), SchemaType::Avro, d.text().to_string())),
-        ClientOptions {
-            rules: flatten_rules(&flatten),
-            reader: None,
-            capacity: 16,
-            unknown_ttl: std::time::Duration::from_secs(1),
-            max_backoff: std::time::Duration::from_secs(1),
-        },
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
     let schemas = runtime.block_on(Schemas::resolve(Some(&client), &items, |_, _, _| {}));
-    assert_eq!(batch(&settings, &schemas, &items) as u64, RECORDS);
     assert_eq!(arrow_avro_decode(&frames, &ids), frames.len());
 
     let writers = [
         Schema::parse_str(sample::AVRO_SCHEMA_V1).expect("v1"),
         Schema::parse_str(&sample::avro_schema_v2()).expect("v2"),
     ];
-    let mut group = c.benchmark_group("glue_avro_envelopes");
-    group.throughput(Throughput::Elements(RECORDS));
-    group.sample_size(10);
-    group.bench_function("tributary decode+flatten into Arrow", |b| {
-        b.iter(|| black_box(batch(&settings, &schemas, &items)))
-    });
+    let mut group = decode_group(c, "glue_avro_envelopes", &settings, &schemas, &items);
     group.bench_function("arrow-avro Decoder, nested, no flattening", |b| {
         b.iter(|| black_box(arrow_avro_decode(&frames, &ids)))
     });
@@ -214,33 +244,23 @@ fn decode_flatten(c: &mut Criterion) {
             message
         })
         .collect();
-    let items: Vec<SourceItem> = messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| SourceItem::Message(Message::new(i as u64, m.clone())))
-        .collect();
-    let client = Client::fixed(
+    let items = source_items(&messages);
+    let client = fixed_client(
+        &flatten,
         [(
             SchemaRef::ConfluentId(PROTO_ID),
             SchemaType::Protobuf,
             proto.text().to_string(),
         )],
-        ClientOptions {
-            rules: flatten_rules(&flatten),
-            reader: None,
-            capacity: 16,
-            unknown_ttl: std::time::Duration::from_secs(1),
-            max_backoff: std::time::Duration::from_secs(1),
-        },
     );
     let schemas = runtime.block_on(Schemas::resolve(Some(&client), &items, |_, _, _| {}));
-    assert_eq!(batch(&settings, &schemas, &items) as u64, RECORDS);
-    let mut group = c.benchmark_group("confluent_protobuf_envelopes");
-    group.throughput(Throughput::Elements(RECORDS));
-    group.sample_size(10);
-    group.bench_function("tributary decode+flatten into Arrow", |b| {
-        b.iter(|| black_box(batch(&settings, &schemas, &items)))
-    });
+    let mut group = decode_group(
+        c,
+        "confluent_protobuf_envelopes",
+        &settings,
+        &schemas,
+        &items,
+    );
     group.bench_function("prost-reflect DynamicMessage decode (baseline)", |b| {
         b.iter(|| {
             for message in &messages {
@@ -260,19 +280,8 @@ fn decode_flatten(c: &mut Criterion) {
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    let items: Vec<SourceItem> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| SourceItem::Message(Message::new(i as u64, l.to_vec())))
-        .collect();
-    let no_schemas = Schemas::default();
-    assert_eq!(batch(&settings, &no_schemas, &items) as u64, RECORDS);
-    let mut group = c.benchmark_group("json_lines");
-    group.throughput(Throughput::Elements(RECORDS));
-    group.sample_size(10);
-    group.bench_function("tributary decode+flatten into Arrow", |b| {
-        b.iter(|| black_box(batch(&settings, &no_schemas, &items)))
-    });
+    let items = source_items(&lines);
+    let mut group = decode_group(c, "json_lines", &settings, &Schemas::default(), &items);
     group.bench_function("serde_json Value (baseline)", |b| {
         b.iter(|| {
             for line in &lines {

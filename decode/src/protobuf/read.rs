@@ -235,7 +235,6 @@ impl<'a> Reading<'a> {
                     let Some(sink) = sink.as_deref_mut() else {
                         return Err(wire.invalid("an explode path inside an element"));
                     };
-                    let mut values = Vec::new();
                     match &**element {
                         Element::Message(inner) => {
                             expect(&wire, LEN)?;
@@ -254,6 +253,7 @@ impl<'a> Reading<'a> {
                             emitted?;
                         }
                         Element::Scalar(col, kind) => {
+                            let mut values = Vec::new();
                             list_items(&mut wire, kind, number, wire_type, &mut values)?;
                             for value in values {
                                 sink.start_element();
