@@ -8,7 +8,8 @@
 //! | `GET /subjects/{s}/versions` | version numbers |
 //! | `GET /subjects/{s}/versions/{v\|latest}` | `{"subject", "id", "version", "schema", "guid"}` |
 //! | `GET /subjects/{s}/versions/{v}/schema` | the definition itself |
-//! | `DELETE /subjects/{s}/versions/{v}[?permanent=true]` | the version number |
+//! | `GET /subjects/{s}/versions/{v}/referencedby` | ids of the schemas that import it by reference |
+//! | `DELETE /subjects/{s}/versions/{v}[?permanent=true]` | the version number (42206 while referenced) |
 //! | `DELETE /subjects/{s}[?permanent=true]` | the version numbers |
 //! | `GET /schemas/ids/{id}`, `/schemas/guids/{uuid}`, `/schemas/fingerprints/{hex16}` | `{"schema", "id", "guid"}` |
 //! | `GET/PUT/DELETE /config`, `/config/{s}` | `{"compatibilityLevel"}` (`PUT` takes and answers `{"compatibility"}`) |
@@ -58,7 +59,7 @@ use responses::{ApiError, reply};
 use schemas::{schema_by_fingerprint, schema_by_guid, schema_by_id};
 use subjects::{
     delete_subject, delete_version, get_version, get_version_schema, list_subjects, list_versions,
-    lookup, register,
+    lookup, referenced_by, register,
 };
 use telemetry::count;
 
@@ -134,8 +135,12 @@ pub fn router(registry: Arc<SchemaRegistry>, auth: Auth, telemetry: RegistryTele
             get(get_version_schema),
         )
         .route(
+            "/subjects/{subject}/versions/{version}/referencedby",
+            get(referenced_by),
+        )
+        .route(
             "/schemas/types",
-            get(|| async { reply(json!(["AVRO", "JSON"])) }),
+            get(|| async { reply(json!(["AVRO", "JSON", "PROTOBUF"])) }),
         )
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/guids/{guid}", get(schema_by_guid))

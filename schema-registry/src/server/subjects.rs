@@ -104,6 +104,24 @@ pub(super) async fn get_version_schema(
     Ok(response)
 }
 
+pub(super) async fn referenced_by(
+    State(api): Shared,
+    Path((subject, version)): Path<(String, String)>,
+) -> ApiResult {
+    let version = VersionRef::parse(&version)?;
+    let found = api
+        .registry
+        .version(&subject, version, true)
+        .await
+        .map_err(|e| api.failed(e))?;
+    let ids = api
+        .registry
+        .referenced_by(&subject, found.version)
+        .await
+        .map_err(|e| api.failed(e))?;
+    Ok(reply(json!(ids)))
+}
+
 pub(super) async fn delete_version(
     State(api): Shared,
     Path((subject, version)): Path<(String, String)>,

@@ -66,6 +66,21 @@ pub enum RegistryError {
         /// The version.
         version: u32,
     },
+    /// A delete of a version that versions of other schemas import by
+    /// reference (soft-deleted ones included): Confluent's registry refuses
+    /// it too, since those schemas could no longer be read.
+    #[error(
+        "version {version} of subject `{subject}` is imported by reference by schema id(s) {}; delete the versions that reference it permanently first",
+        ids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    ReferenceExists {
+        /// The subject.
+        subject: String,
+        /// The version.
+        version: u32,
+        /// The ids of the schemas that reference it.
+        ids: Vec<u32>,
+    },
     /// The subject has no subject-level compatibility level.
     #[error("subject `{subject}` has no subject-level compatibility configured")]
     SubjectCompatibilityNotConfigured {
@@ -164,6 +179,7 @@ impl RegistryError {
             RegistryError::Incompatible { .. } => 409,
             RegistryError::InvalidSchema { .. } | RegistryError::InvalidReference { .. } => 42201,
             RegistryError::InvalidVersion { .. } => 42202,
+            RegistryError::ReferenceExists { .. } => 42206,
             RegistryError::InvalidCompatibility { .. } => 42203,
             RegistryError::InvalidSubject { .. } => 42208,
             RegistryError::Store { .. }

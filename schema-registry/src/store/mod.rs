@@ -290,5 +290,43 @@ mod tests {
         let avro = r#"{"type":"record","name":"R","fields":[]}"#;
         let refused = r.parse(SchemaType::Avro, avro, vec![reference(1)]).await;
         assert_eq!(refused.unwrap_err().code(), 42201);
+
+        // The referenced version cannot be deleted, softly or as a subject,
+        // while a version (soft-deleted or not) imports it.
+        assert_eq!(
+            r.referenced_by("meta.proto", 1).await.unwrap(),
+            [registered.schema.id]
+        );
+        let version = VersionRef::Number(1);
+        for refused in [
+            r.delete_version("meta.proto", version, false).await,
+            r.delete_subject("meta.proto", false).await.map(|_| 1),
+        ] {
+            let refused = refused.unwrap_err();
+            assert_eq!(refused.code(), 42206, "{refused}");
+            let id = registered.schema.id.to_string();
+            assert!(refused.to_string().contains(&id), "{refused}");
+        }
+        r.delete_version("e", version, false).await.unwrap();
+        let still = r.delete_version("meta.proto", version, false).await;
+        assert_eq!(still.unwrap_err().code(), 42206);
+        // Once the importing version is gone for good, the referenced one
+        // may go, and the other replica agrees.
+        r.delete_version("e", version, true).await.unwrap();
+        assert!(
+            other
+                .referenced_by("meta.proto", 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        other
+            .delete_version("meta.proto", version, false)
+            .await
+            .unwrap();
+        other
+            .delete_version("meta.proto", version, true)
+            .await
+            .unwrap();
     }
 }

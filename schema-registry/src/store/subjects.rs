@@ -2,7 +2,7 @@
 //! deleting (soft, then permanently) versions, and testing a definition
 //! against them, from the states a subject's objects record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -247,6 +247,9 @@ impl SchemaRegistry {
         let Some((&n, &state)) = found else {
             return Err(version_not_found(subject, version));
         };
+        if permanent == state.deleted {
+            self.refuse_if_referenced(subject, &[n]).await?;
+        }
         match (permanent, state.deleted) {
             (false, true) => Err(RegistryError::VersionSoftDeleted {
                 subject: subject.to_string(),
@@ -292,6 +295,7 @@ impl SchemaRegistry {
                     subject: subject.to_string(),
                 });
             }
+            self.refuse_if_referenced(subject, &soft_deleted).await?;
             for &n in &soft_deleted {
                 self.mark(subject, "purged", n).await?;
             }
@@ -305,11 +309,54 @@ impl SchemaRegistry {
                     subject: subject.to_string(),
                 });
             }
+            self.refuse_if_referenced(subject, &live).await?;
             for &n in &live {
                 self.mark(subject, "deleted", n).await?;
             }
             Ok(live)
         }
+    }
+
+    /// The ids of the schemas whose versions (soft-deleted ones included)
+    /// import version `version` of `subject` by reference. It reads every
+    /// subject's listing, which is fine for what needs it: deletes and
+    /// `GET .../referencedby`.
+    pub async fn referenced_by(&self, subject: &str, version: u32) -> Result<Vec<u32>> {
+        let mut ids = BTreeSet::new();
+        for other in self.subjects(true).await? {
+            let versions = match self.versions(&other, true).await {
+                Ok(versions) => versions,
+                // Deleted since it was listed.
+                Err(RegistryError::SubjectNotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            for v in versions {
+                let references = v.schema.definition.references();
+                if references
+                    .iter()
+                    .any(|r| r.subject == subject && r.version == version)
+                {
+                    ids.insert(v.schema.id);
+                }
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Fails with [`RegistryError::ReferenceExists`] when a schema imports
+    /// one of `versions` of `subject`.
+    async fn refuse_if_referenced(&self, subject: &str, versions: &[u32]) -> Result<()> {
+        for &version in versions {
+            let ids = self.referenced_by(subject, version).await?;
+            if !ids.is_empty() {
+                return Err(RegistryError::ReferenceExists {
+                    subject: subject.to_string(),
+                    version,
+                    ids,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Tests `definition` against `subject`: against one version with
