@@ -19,6 +19,7 @@ mod pipeline;
 mod registry;
 mod registry_formats;
 mod registry_ingest;
+mod retention;
 mod rowfile_fastavro;
 mod s3;
 mod scale_out;
