@@ -123,7 +123,8 @@ fn retention_expires_partitions_and_tenants_everywhere_while_ingest_and_compacto
     std::fs::write(input.join("a.ndjson"), records(0, 3_000, now_ms)).unwrap();
     let first = expected(0..3_000, 0, today);
     wait_for(Duration::from_secs(120), "the compactor's retention", || {
-        (table_rows(&table) == first).then_some(())
+        let created = !s3::object_keys(&table, "_delta_log/").is_empty();
+        (created && table_rows(&table) == first).then_some(())
     });
 
     // Staged rows and dead letters (one names the tenant initech): the
