@@ -88,7 +88,7 @@ async fn run(rows: u64, dir: &std::path::Path) -> anyhow::Result<()> {
     // (a) The 10 oldest partitions.
     config.retention = RetentionConfig {
         max_age_days: Some(89),
-        ..RetentionConfig::new()
+        ..RetentionConfig::default()
     };
     let (a, a_time) = timed(&config, &lake, today).await?;
     // (b) One tenant's rows in the next 10 partitions.
@@ -98,7 +98,7 @@ async fn run(rows: u64, dir: &std::path::Path) -> anyhow::Result<()> {
             value: "t-3".into(),
             keep_days: 79,
         }],
-        ..RetentionConfig::new()
+        ..RetentionConfig::default()
     };
     let (b, b_time) = timed(&config, &lake, today).await?;
 

@@ -84,7 +84,7 @@ pub struct CompactConfig {
     /// Not a key: the `[retention]` section, which
     /// [`Config::complete`](crate::Config::complete) copies here for the
     /// long-running compactor's schedule.
-    #[serde(skip, default = "crate::RetentionConfig::new")]
+    #[serde(skip)]
     pub retention: crate::RetentionConfig,
 }
 
@@ -151,7 +151,7 @@ impl Default for CompactConfig {
             vacuum_retention_ms: default_vacuum_retention_ms(),
             erasure_ledger_keep_ms: default_erasure_ledger_keep_ms(),
             event_time_column: None,
-            retention: crate::RetentionConfig::new(),
+            retention: crate::RetentionConfig::default(),
         }
     }
 }

@@ -89,7 +89,7 @@ pub struct Config {
     pub events: EventsConfig,
     /// How long rows are kept (`tributary retention`, and the long-running
     /// compactor every `retention.interval_ms`).
-    #[serde(default = "RetentionConfig::new")]
+    #[serde(default)]
     pub retention: RetentionConfig,
 }
 

@@ -62,9 +62,9 @@ fn default_rules_object() -> String {
     DEFAULT_RULES_OBJECT.into()
 }
 
-impl RetentionConfig {
+impl Default for RetentionConfig {
     /// No rules, with every setting at its default.
-    pub fn new() -> Self {
+    fn default() -> Self {
         Self {
             max_age_days: None,
             interval_ms: default_interval_ms(),
@@ -73,7 +73,9 @@ impl RetentionConfig {
             tenants: Vec::new(),
         }
     }
+}
 
+impl RetentionConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         if self.max_age_days == Some(0) {
             return Err(invalid(
@@ -166,7 +168,10 @@ mod tests {
         let tenant = parse("[[retention.tenants]]\ncolumn = \"a\"\nvalue = \"x\"\nkeep_days = 0\n")
             .unwrap_err()
             .to_string();
-        assert!(tenant.contains("retention.tenants[0].keep_days"), "{tenant}");
+        assert!(
+            tenant.contains("retention.tenants[0].keep_days"),
+            "{tenant}"
+        );
         let escape = parse("rules_object = \"../other/rules.json\"\n")
             .unwrap_err()
             .to_string();

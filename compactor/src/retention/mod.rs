@@ -151,7 +151,10 @@ pub async fn retention(
     lake: &Lake,
     options: &RetentionOptions,
 ) -> Result<RetentionReport> {
-    let run_id = format!("retention-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"));
+    let run_id = format!(
+        "retention-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ")
+    );
     let mut phase = Instant::now();
     let mut lap = |report: &mut RetentionReport, name: &str| {
         let ms = phase.elapsed().as_millis() as u64;
@@ -176,27 +179,13 @@ pub async fn retention(
     let mut state = load_state(lake).await?;
 
     if !rules.is_empty() {
-        let target = (!options.dry_run).then_some(config.target_file_bytes);
-        report.table = table::expire_table(
-            config,
-            lake,
-            &cutoffs,
-            target,
-            &run_id,
-            options.show_progress,
-            &mut state,
-            options.grace,
-        )
-        .await?;
+        report.table =
+            table::expire_table(config, lake, &cutoffs, options, &run_id, &mut state).await?;
         lap(&mut report, "table");
 
-        report.row_files = row_files::expire_row_files(
-            lake,
-            &cutoffs,
-            options.dry_run,
-            options.show_progress,
-        )
-        .await?;
+        report.row_files =
+            row_files::expire_row_files(lake, &cutoffs, options.dry_run, options.show_progress)
+                .await?;
         lap(&mut report, "staged_and_dead_letters");
     }
 
@@ -220,7 +209,8 @@ pub async fn retention(
         + t.tenants.rows_erased
         + report.row_files.staged_rows_expired
         + report.row_files.dead_letters_expired;
-    report.bytes_touched = t.bytes_removed + t.tenants.bytes_rewritten + report.row_files.bytes_read;
+    report.bytes_touched =
+        t.bytes_removed + t.tenants.bytes_rewritten + report.row_files.bytes_read;
     Ok(report)
 }
 

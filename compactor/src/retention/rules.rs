@@ -313,7 +313,7 @@ mod tests {
         let config = RetentionConfig {
             max_age_days: Some(90),
             tenants: vec![rule("account", "acme", 30), rule("account", "initech", 5)],
-            ..RetentionConfig::new()
+            ..RetentionConfig::default()
         };
         let path = Path::from("_tributary/retention/rules.json");
         let object = br#"{"tenants": [{"column": "account", "value": "acme", "keep_days": 3},

@@ -22,7 +22,7 @@ use tributary_config::CompactConfig;
 use tributary_lake::Lake;
 
 use super::rules::{Cutoffs, parse_date};
-use super::{State, save_state};
+use super::{RetentionOptions, State, save_state};
 use crate::error::Result;
 use crate::events::Operation;
 use crate::partition::{TablePartition, table_partition_columns};
@@ -62,18 +62,17 @@ struct Plan {
 /// Times a run plans again after losing a commit race.
 const ATTEMPTS: u32 = 5;
 
-/// Removes what has expired from the table. With `target_file_bytes`
-/// `None` (a dry run) only counts.
+/// Removes what has expired from the table (a dry run only counts),
+/// recording in `state` what the commit leaves to delete.
 pub(crate) async fn expire_table(
     config: &CompactConfig,
     lake: &Lake,
     cutoffs: &Cutoffs,
-    target_file_bytes: Option<u64>,
+    options: &RetentionOptions,
     run_id: &str,
-    show_progress: bool,
     state: &mut State,
-    grace: std::time::Duration,
 ) -> Result<TableExpiry> {
+    let target_file_bytes = (!options.dry_run).then_some(config.target_file_bytes);
     let Some(mut table) = lake.load_table().await? else {
         return Ok(TableExpiry::default());
     };
@@ -87,7 +86,7 @@ pub(crate) async fn expire_table(
             cutoffs,
             target_file_bytes,
             &mut leases,
-            show_progress,
+            options.show_progress,
         )
         .await;
         let (actions, mut expiry) = match planned {
@@ -108,11 +107,13 @@ pub(crate) async fn expire_table(
         // The state names the files the commit removes, and the log entries
         // it leaves to expire, before the commit can land: a run killed
         // after it deletes them when run again.
-        let after = chrono::Utc::now().timestamp_millis() + grace.as_millis() as i64;
-        state.pending_deletes.extend(actions.iter().filter_map(|a| match a {
-            Action::Remove(r) => Some((r.path.clone(), after)),
-            _ => None,
-        }));
+        let after = chrono::Utc::now().timestamp_millis() + options.grace.as_millis() as i64;
+        state
+            .pending_deletes
+            .extend(actions.iter().filter_map(|a| match a {
+                Action::Remove(r) => Some((r.path.clone(), after)),
+                _ => None,
+            }));
         state.expire_log = true;
         save_state(lake, state).await?;
         let change = Change {

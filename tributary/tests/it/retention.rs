@@ -17,7 +17,10 @@ const DAYS: u64 = 30;
 
 /// Record `i`: days before now of its event time, and its tenant.
 fn shape(i: u64) -> (u64, &'static str) {
-    (i % DAYS, ["acme", "initech", "globex"][(i / DAYS % 3) as usize])
+    (
+        i % DAYS,
+        ["acme", "initech", "globex"][(i / DAYS % 3) as usize],
+    )
 }
 
 /// Records `first..first + count` as envelope lines of 5 messages, dated
@@ -31,7 +34,10 @@ fn records(first: u64, count: u64, now_ms: i64) -> String {
             .map(|&i| {
                 let (days, tenant) = shape(i);
                 let ts = now_ms - days as i64 * 86_400_000 - (i % 600) as i64 * 1_000;
-                format!(r#"{{"id":"r{i}","user":"u{:03}","account":"{tenant}","ts":{ts}}}"#, i % 41)
+                format!(
+                    r#"{{"id":"r{i}","user":"u{:03}","account":"{tenant}","ts":{ts}}}"#,
+                    i % 41
+                )
             })
             .collect();
         lines.push_str(&format!("{{\"messages\":[{}]}}\n", messages.join(",")));
@@ -122,10 +128,14 @@ fn retention_expires_partitions_and_tenants_everywhere_while_ingest_and_compacto
     // The compactor applies the rules on its schedule, as of today.
     std::fs::write(input.join("a.ndjson"), records(0, 3_000, now_ms)).unwrap();
     let first = expected(0..3_000, 0, today);
-    wait_for(Duration::from_secs(120), "the compactor's retention", || {
-        let created = !s3::object_keys(&table, "_delta_log/").is_empty();
-        (created && table_rows(&table) == first).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(120),
+        "the compactor's retention",
+        || {
+            let created = !s3::object_keys(&table, "_delta_log/").is_empty();
+            (created && table_rows(&table) == first).then_some(())
+        },
+    );
 
     // Staged rows and dead letters (one names the tenant initech): the
     // compactor is stopped while they arrive.
@@ -169,12 +179,17 @@ fn retention_expires_partitions_and_tenants_everywhere_while_ingest_and_compacto
     let report = run(false);
     for (what, value) in [
         ("partitions removed", &report["table"]["partitions_removed"]),
-        ("table files rewritten", &report["table"]["tenants"]["files_rewritten"]),
+        (
+            "table files rewritten",
+            &report["table"]["tenants"]["files_rewritten"],
+        ),
         ("staged rows", &report["row_files"]["staged_rows_expired"]),
         ("log entries", &report["log_entries_expired"]),
         ("objects deleted", &report["objects_deleted"]),
     ] {
-        let n = value.as_array().map_or_else(|| value.as_u64().unwrap(), |a| a.len() as u64);
+        let n = value
+            .as_array()
+            .map_or_else(|| value.as_u64().unwrap(), |a| a.len() as u64);
         assert!(n >= 1, "{what}: {report}");
     }
     assert_eq!(report["row_files"]["dead_letters_expired"], 1, "{report}");
@@ -183,19 +198,29 @@ fn retention_expires_partitions_and_tenants_everywhere_while_ingest_and_compacto
         dry["table"]["partitions_removed"], report["table"]["partitions_removed"],
         "{dry}\n{report}"
     );
-    assert_eq!(dry["rows_expired"], report["rows_expired"], "{dry}\n{report}");
-    assert_eq!(report["oldest_event_date"], (today - chrono::Days::new(14)).to_string());
+    assert_eq!(
+        dry["rows_expired"], report["rows_expired"],
+        "{dry}\n{report}"
+    );
+    assert_eq!(
+        report["oldest_event_date"],
+        (today - chrono::Days::new(14)).to_string()
+    );
     for phase in ["rules", "table", "staged_and_dead_letters", "expire_log"] {
         assert!(report["timings_ms"][phase].is_u64(), "{report}");
     }
 
     // The compactor compacts what is left staged.
     processes.spawn(tributary().args(["compact", "--config", config]));
-    wait_for(Duration::from_secs(60), "every staged file compacted", || {
-        s3::object_keys(&table, "_tributary/staging/")
-            .is_empty()
-            .then_some(())
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "every staged file compacted",
+        || {
+            s3::object_keys(&table, "_tributary/staging/")
+                .is_empty()
+                .then_some(())
+        },
+    );
     drop(processes);
 
     let mut all = expected(0..3_000, 6, today);
@@ -220,7 +245,9 @@ fn retention_expires_partitions_and_tenants_everywhere_while_ingest_and_compacto
     assert!(!objects_holding(&table, &["r0"]).is_empty());
     let letters = objects_holding(&table, &["globex"]);
     assert!(
-        letters.iter().any(|k| k.contains("_tributary/dead-letter/")),
+        letters
+            .iter()
+            .any(|k| k.contains("_tributary/dead-letter/")),
         "{letters:?}"
     );
 }
