@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use deltalake::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
+use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array, Int64Array, StringArray};
 use deltalake::arrow::record_batch::RecordBatch;
 use serde_json::json;
 use tributary_compactor::files::TableFile;
@@ -215,6 +215,7 @@ async fn timed(
         grace: Duration::ZERO,
         today,
         show_progress: false,
+        lease_wait: Duration::ZERO,
     };
     let started = Instant::now();
     let report = retention(config, lake, &options).await?;
@@ -248,7 +249,10 @@ async fn stage(lake: &Lake, rows: u64, today: chrono::NaiveDate) -> anyhow::Resu
             ),
             (
                 "date",
-                text(&|_, m| (today - chrono::Days::new(m % DATES)).to_string()),
+                Arc::new(Date32Array::from_iter_values(mixed.iter().map(|m| {
+                    let date = today - chrono::Days::new(m % DATES);
+                    (date - chrono::NaiveDate::default()).num_days() as i32
+                }))) as ArrayRef,
             ),
             ("user_id", text(&|_, m| format!("u-{:07}", m % 1_000_000))),
             ("tenant", text(&|n, _| format!("t-{}", n % TENANTS))),

@@ -128,6 +128,8 @@ impl Upkeep {
             self.next_retention = Some(Instant::now() + every);
             match retention(config, lake, &RetentionOptions::new(config, false)).await {
                 Ok(report) => telemetry.retention_ran(&report),
+                // Another compactor's run, or the CronJob's.
+                Err(crate::Error::Lake(tributary_lake::Error::LeaseHeld { .. })) => {}
                 Err(error) => telemetry.upkeep_failed("retention", &error),
             }
         }

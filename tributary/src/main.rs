@@ -441,6 +441,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut options =
                 tributary_compactor::retention::RetentionOptions::new(&config.compact, dry_run);
             options.show_progress = true;
+            options.lease_wait = Duration::from_millis(config.compact.lease_ms * 20);
             if let Some(day) = as_of {
                 options.today = day;
             }

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tributary_config::{CompactConfig, TenantRule};
 use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
+use tributary_lake::lease::{Lease, owner_id};
 
 mod row_files;
 pub mod rules;
@@ -57,6 +58,9 @@ pub struct RetentionOptions {
     pub today: NaiveDate,
     /// Show progress on stderr (the command line; not the compactor).
     pub show_progress: bool,
+    /// How long to wait for another process's run to end (one run at a
+    /// time per table: the lease `retention`); zero tries once.
+    pub lease_wait: Duration,
 }
 
 impl RetentionOptions {
@@ -67,6 +71,7 @@ impl RetentionOptions {
             grace: Duration::from_millis(config.retention.grace_ms),
             today: chrono::Utc::now().date_naive(),
             show_progress: false,
+            lease_wait: Duration::ZERO,
         }
     }
 }
@@ -145,18 +150,48 @@ async fn save_state(lake: &Lake, state: &State) -> Result<()> {
     Ok(())
 }
 
-/// Applies the retention rules of `config.retention` and the rules object.
+/// The lease a run holds, so that runs (the compactors', the CronJob's)
+/// never interleave their state.
+pub const RUN_LEASE: &str = "retention";
+
+/// Applies the retention rules of `config.retention` and the rules object,
+/// holding [`RUN_LEASE`] (except a dry run). Fails with
+/// `LeaseHeld` when another run holds it past `options.lease_wait`.
 pub async fn retention(
     config: &CompactConfig,
     lake: &Lake,
     options: &RetentionOptions,
+) -> Result<RetentionReport> {
+    if options.dry_run {
+        return run(config, lake, options, None).await;
+    }
+    let store = lake.store().as_ref();
+    // A run renews the lease between its phases; a phase may take minutes.
+    let duration = Duration::from_millis(config.lease_ms.saturating_mul(10));
+    let mut lease =
+        Lease::acquire(store, RUN_LEASE, owner_id(), duration, options.lease_wait).await?;
+    let result = run(config, lake, options, Some(&mut lease)).await;
+    if let Err(error) = lease.release(store).await {
+        tracing::warn!(%error, "could not release the retention lease; it will expire");
+    }
+    result
+}
+
+async fn run(
+    config: &CompactConfig,
+    lake: &Lake,
+    options: &RetentionOptions,
+    mut lease: Option<&mut Lease>,
 ) -> Result<RetentionReport> {
     let run_id = format!(
         "retention-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ")
     );
     let mut phase = Instant::now();
-    let mut lap = |report: &mut RetentionReport, name: &str| {
+    let mut lap = async |report: &mut RetentionReport, name: &str| -> Result<()> {
+        if let Some(lease) = lease.as_deref_mut() {
+            lease.renew(lake.store().as_ref()).await?;
+        }
         let ms = phase.elapsed().as_millis() as u64;
         report.timings_ms.insert(name.to_string(), ms);
         if options.show_progress {
@@ -164,6 +199,7 @@ pub async fn retention(
         }
         tracing::info!(run = %run_id, phase = name, ms, "retention phase done");
         phase = Instant::now();
+        Ok(())
     };
     let rules = Rules::load(&config.retention, lake).await?;
     let cutoffs = Cutoffs::new(&rules, options.today);
@@ -175,27 +211,27 @@ pub async fn retention(
         tenant_rules: rules.tenants.clone(),
         ..Default::default()
     };
-    lap(&mut report, "rules");
+    lap(&mut report, "rules").await?;
     let mut state = load_state(lake).await?;
 
     if !rules.is_empty() {
         report.table =
             table::expire_table(config, lake, &cutoffs, options, &run_id, &mut state).await?;
-        lap(&mut report, "table");
+        lap(&mut report, "table").await?;
 
         report.row_files =
             row_files::expire_row_files(lake, &cutoffs, options.dry_run, options.show_progress)
                 .await?;
-        lap(&mut report, "staged_and_dead_letters");
+        lap(&mut report, "staged_and_dead_letters").await?;
     }
 
     if !options.dry_run {
         delete_after_grace(lake, &mut state, &mut report).await?;
-        lap(&mut report, "delete_replaced");
+        lap(&mut report, "delete_replaced").await?;
         if state.expire_log {
             report.log_entries_expired = expire_log(config, lake).await?;
             state.expire_log = false;
-            lap(&mut report, "expire_log");
+            lap(&mut report, "expire_log").await?;
         }
         save_state(lake, &state).await?;
     }

@@ -28,7 +28,8 @@ pub struct RowFileExpiry {
     pub staged_files_rewritten: u64,
     /// Staged rows removed.
     pub staged_rows_expired: u64,
-    /// Dead-letter files read.
+    /// Dead-letter files read (those written before some rule's cut-off;
+    /// no rule reaches the others).
     pub dead_letter_files_scanned: u64,
     /// Dead-letter files deleted (past the table-wide age, or left empty).
     pub dead_letter_files_deleted: u64,
@@ -126,6 +127,10 @@ pub(crate) async fn expire_row_files(
             p.step();
         }
         let written = meta.last_modified.date_naive();
+        // Written on or after every cut-off: no rule reaches its letters.
+        if cutoffs.latest().is_none_or(|latest| written >= latest) {
+            continue;
+        }
         let Some(file) = read(lake, &meta.location).await? else {
             continue;
         };

@@ -183,6 +183,11 @@ impl Cutoffs {
         expired
     }
 
+    /// The latest cut-off of any rule: nothing dated on or after it expires.
+    pub fn latest(&self) -> Option<NaiveDate> {
+        self.tenants.iter().map(|(_, c)| *c).chain(self.table).max()
+    }
+
     /// Whether a dead letter written on `written` (UTC) has expired under
     /// the table-wide age: its event was on that day or before.
     pub fn letter_expired(&self, written: NaiveDate) -> bool {
@@ -300,6 +305,7 @@ mod tests {
     #[test]
     fn dead_letters_expire_by_their_day_and_the_tenant_in_their_payload() {
         let c = cutoffs();
+        assert_eq!(c.latest(), Some(date("2026-11-23")));
         assert!(c.letter_expired(date("2026-10-30")));
         assert!(!c.letter_expired(date("2026-11-29")));
         let payload = br#"{"account":"acme","msg":"x"}"#;
