@@ -20,10 +20,12 @@ use deltalake::table::state::DeltaTableState;
 use serde::Serialize;
 use tributary_config::CompactConfig;
 use tributary_lake::Lake;
+use tributary_lake::columns::table_columns;
+use tributary_lake::rowfile::ColumnType;
 
 use super::rules::{Cutoffs, parse_date};
 use super::{RetentionOptions, State, save_state};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::partition::{TablePartition, table_partition_columns};
 use crate::progress::Progress;
@@ -76,6 +78,7 @@ pub(crate) async fn expire_table(
     let Some(mut table) = lake.load_table().await? else {
         return Ok(TableExpiry::default());
     };
+    check_tenant_columns(&table, cutoffs)?;
     let mut attempt = 1;
     loop {
         let mut leases = PartitionLeases::default();
@@ -244,6 +247,27 @@ fn plan(state: &DeltaTableState, cutoffs: &Cutoffs) -> Plan {
     let candidates: u64 = plan.groups.values().map(|c| c.len() as u64).sum();
     plan.expiry.tenants.pruned_by_statistics = plan.expiry.tenants.files_scanned - candidates;
     plan
+}
+
+/// Fails when a tenant rule names a column of the table that is not a
+/// string column: its values could never match, and every file dated past
+/// the rule would be read at every run for nothing.
+fn check_tenant_columns(table: &DeltaTable, cutoffs: &Cutoffs) -> Result<()> {
+    let columns = table_columns(table)?;
+    for (rule, _) in &cutoffs.tenants {
+        let found = columns.iter().find(|(name, _)| *name == rule.column);
+        if let Some((_, kind)) = found.filter(|(_, kind)| *kind != ColumnType::String) {
+            return Err(Error::RetentionRules {
+                path: format!("the tenant rule {}={:?}", rule.column, rule.value),
+                source: format!(
+                    "column {} is of type {kind}, not a string column",
+                    rule.column
+                )
+                .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The event date of a partition (its `date` value).
