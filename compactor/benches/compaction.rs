@@ -223,6 +223,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
         compact,
         service: Default::default(),
         events: Default::default(),
+        retention: tributary_config::RetentionConfig::default(),
     };
     config.validate()?;
     config.complete();

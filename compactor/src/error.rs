@@ -44,6 +44,15 @@ pub enum Error {
     /// An erasure request cannot be carried out as asked.
     #[error("forget: {0}")]
     Forget(String),
+    /// The retention rules object (or the retention state) is not valid.
+    #[error("retention: {path} is not valid")]
+    RetentionRules {
+        /// The object.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Event delivery's own state is unreadable.
     #[error("events: {0}")]
     Events(String),

@@ -8,7 +8,7 @@
 //! several compactors divide the work, in [`share`].
 //!
 //! Every operation (the round, [`optimize`](mod@optimize) and vacuum, [`rewrite`]s,
-//! [`forget`]) builds on the [`table`] kernel (fixed columns, creating and
+//! [`forget`], [`retention`]) builds on the [`table`] kernel (fixed columns, creating and
 //! evolving the table, the commit) and the [`partition`]ing, writes files
 //! through [`files`], and returns a `Serialize` report; none calls
 //! another's internals.
@@ -25,6 +25,7 @@ pub mod forget;
 pub mod optimize;
 pub mod partition;
 pub mod progress;
+pub mod retention;
 pub mod rewrite;
 pub mod run;
 pub mod share;

@@ -71,6 +71,13 @@ pub struct Candidate {
     remove: Remove,
 }
 
+impl Candidate {
+    /// The table partition the file belongs to.
+    pub fn partition(&self) -> &TablePartition {
+        &self.partition
+    }
+}
+
 /// The lease that guards rewrites of one table partition's files:
 /// `table/date=2026-11-22` (`table/date=2026-11-22/_hour=7/…` with more
 /// partition columns).

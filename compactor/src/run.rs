@@ -10,6 +10,7 @@ use tributary_lake::Lake;
 use crate::compact::compact_round;
 use crate::forget::requests::unfinished_summary;
 use crate::optimize::{optimize, vacuum};
+use crate::retention::{RetentionOptions, retention};
 use crate::share::Share;
 use crate::telemetry::CompactorTelemetry;
 
@@ -81,9 +82,12 @@ pub async fn run(
 /// logged, and never stops compaction: the next round tries again.
 /// Checkpoints and log cleanup happen at commit time (`maintain_log`). Every
 /// minute the erasure ledger is read for the unfinished requests' gauges.
+/// Every `retention.interval_ms` (from the first round on) the retention
+/// rules are applied, as `tributary retention` does.
 struct Upkeep {
     next_vacuum: Option<Instant>,
     next_erasure_check: Instant,
+    next_retention: Option<Instant>,
 }
 
 impl Upkeep {
@@ -91,6 +95,7 @@ impl Upkeep {
         Self {
             next_vacuum: vacuum_interval(config).map(|every| Instant::now() + every),
             next_erasure_check: Instant::now(),
+            next_retention: retention_interval(config).map(|_| Instant::now()),
         }
     }
 
@@ -117,6 +122,17 @@ impl Upkeep {
                 Err(error) => telemetry.upkeep_failed("vacuum", &error),
             }
         }
+        if let (Some(next), Some(every)) = (self.next_retention, retention_interval(config))
+            && Instant::now() >= next
+        {
+            self.next_retention = Some(Instant::now() + every);
+            match retention(config, lake, &RetentionOptions::new(config, false)).await {
+                Ok(report) => telemetry.retention_ran(&report),
+                // Another compactor's run, or the CronJob's.
+                Err(crate::Error::Lake(tributary_lake::Error::LeaseHeld { .. })) => {}
+                Err(error) => telemetry.upkeep_failed("retention", &error),
+            }
+        }
         if Instant::now() >= self.next_erasure_check {
             self.next_erasure_check = Instant::now() + ERASURE_CHECK_INTERVAL;
             match unfinished_summary(lake).await {
@@ -125,6 +141,11 @@ impl Upkeep {
             }
         }
     }
+}
+
+fn retention_interval(config: &CompactConfig) -> Option<Duration> {
+    let every = config.retention.interval_ms;
+    (every > 0).then(|| Duration::from_millis(every))
 }
 
 fn vacuum_interval(config: &CompactConfig) -> Option<Duration> {

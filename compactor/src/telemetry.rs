@@ -31,6 +31,9 @@
 //! | `tributary_compactor_optimized_files_total` | counter | small table files merged into larger ones by the compactor's upkeep (and removed from the table) |
 //! | `tributary_compactor_optimize_added_files_total` | counter | files written in their place |
 //! | `tributary_compactor_vacuumed_files_total` | counter | removed and orphaned data files deleted by the upkeep's vacuum |
+//! | `tributary_compactor_retention_expired_rows_total` | counter | rows expired by retention rules, by `place` (`table`, `staged`, `dead_letter`) |
+//! | `tributary_compactor_retention_expired_partitions_total` | counter | table partitions removed whole by the table-wide maximum age |
+//! | `tributary_compactor_retention_oldest_event_date_seconds` | gauge | midnight (UTC) of the earliest event date the table holds, in seconds since the Unix epoch, after the last retention run (0 for an empty table) |
 //! | `tributary_compactor_upkeep_failures_total` | counter | upkeep runs (optimize, vacuum) that failed; tried again later, compaction goes on |
 //! | `tributary_compactor_events_delivered_total` | counter | data availability events delivered, by `kind` and `sink` |
 //! | `tributary_compactor_event_delivery_failures_total` | counter | failed delivery attempts, by `sink` (retried with backoff) |
@@ -46,6 +49,7 @@ use prometheus::{
 use crate::compact::CompactionMetrics;
 use crate::error::Error;
 use crate::optimize::{OptimizeReport, VacuumReport};
+use crate::retention::RetentionReport;
 
 /// The compactor's metrics, registered in a Prometheus [`Registry`].
 #[derive(Debug, Clone)]
@@ -86,6 +90,9 @@ pub struct CompactorTelemetry {
     complete_until: IntGauge,
     erasure_requests_unfinished: IntGauge,
     oldest_erasure_request_age: IntGauge,
+    retention_expired_rows: IntCounterVec,
+    retention_expired_partitions: IntCounter,
+    retention_oldest_event_date: IntGauge,
 }
 
 /// Buckets of the commit duration histogram, in seconds: a local commit takes
@@ -244,6 +251,19 @@ impl CompactorTelemetry {
                 "oldest_erasure_request_age_seconds",
                 "Age of the oldest unfinished erasure request (0 when none); GDPR allows a month.",
             )?,
+            retention_expired_rows: counters(
+                "retention_expired_rows_total",
+                "Rows expired by retention rules, by place (table, staged, dead_letter).",
+                &["place"],
+            )?,
+            retention_expired_partitions: counter(
+                "retention_expired_partitions_total",
+                "Table partitions removed whole by the table-wide maximum age.",
+            )?,
+            retention_oldest_event_date: gauge(
+                "retention_oldest_event_date_seconds",
+                "Midnight (UTC) of the earliest event date in the table after the last retention run, in seconds since the Unix epoch.",
+            )?,
         })
     }
 
@@ -368,6 +388,40 @@ impl CompactorTelemetry {
         let files = report.files_deleted.len() as u64;
         self.vacuumed_files.inc_by(files);
         tracing::info!(files, "vacuumed the table");
+    }
+
+    /// Records a retention run (the compactor's, or `tributary retention`'s
+    /// when it pushes metrics).
+    pub fn retention_ran(&self, report: &RetentionReport) {
+        let table = report.table.rows_removed + report.table.tenants.rows_erased;
+        for (place, rows) in [
+            ("table", table),
+            ("staged", report.row_files.staged_rows_expired),
+            ("dead_letter", report.row_files.dead_letters_expired),
+        ] {
+            self.retention_expired_rows
+                .with_label_values(&[place])
+                .inc_by(rows);
+        }
+        self.retention_expired_partitions
+            .inc_by(report.table.partitions_removed.len() as u64);
+        let oldest = report
+            .oldest_event_date
+            .as_deref()
+            .and_then(crate::retention::rules::parse_date)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(0, |t| t.and_utc().timestamp());
+        self.retention_oldest_event_date.set(oldest);
+        if report.rows_expired > 0 || report.objects_deleted > 0 {
+            tracing::info!(
+                rows_expired = report.rows_expired,
+                partitions_removed = report.table.partitions_removed.len(),
+                files_rewritten = report.table.tenants.files_rewritten,
+                objects_deleted = report.objects_deleted,
+                oldest_event_date = report.oldest_event_date.as_deref().unwrap_or(""),
+                "applied retention rules"
+            );
+        }
     }
 
     /// Records an upkeep `operation` that failed with `error`.

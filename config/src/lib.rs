@@ -41,6 +41,7 @@ mod kinesis;
 mod lake;
 mod load;
 mod registry;
+mod retention;
 mod service;
 
 pub use compact::CompactConfig;
@@ -61,6 +62,7 @@ pub use kinesis::{KinesisSourceConfig, KinesisStart};
 pub use lake::{HOUR_COLUMN, LakeConfig, S3Config};
 pub use load::ENV_PREFIX;
 pub use registry::{RegistryConfig, RegistryFile, RegistryToken, TokenScope};
+pub use retention::{DEFAULT_RULES_OBJECT, RetentionConfig, TenantRule};
 pub use service::ServiceConfig;
 
 use serde::Deserialize;
@@ -85,6 +87,10 @@ pub struct Config {
     /// Data availability events that `tributary compact` delivers.
     #[serde(default)]
     pub events: EventsConfig,
+    /// How long rows are kept (`tributary retention`, and the long-running
+    /// compactor every `retention.interval_ms`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 impl Config {
@@ -107,6 +113,7 @@ impl Config {
         }
         self.compact.validate()?;
         self.events.validate()?;
+        self.retention.validate()?;
         self.service.validate()
     }
 
@@ -128,6 +135,7 @@ impl Config {
             self.compact.sort_columns = Some(columns.collect());
         }
         self.compact.event_time_column = event_time;
+        self.compact.retention = self.retention.clone();
         if let Some(kafka) = self.ingest.as_mut().and_then(|i| i.kafka.as_mut()) {
             kafka.delete_marker = (
                 self.compact.delete_column.clone(),

@@ -126,6 +126,29 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         grace_minutes: u64,
     },
+    /// Apply the retention rules (`[retention]` and its rules object): remove
+    /// table partitions past `retention.max_age_days` in one commit, rewrite
+    /// the files that hold a tenant's rows past its rule, drop expired rows
+    /// from staged row files and expired dead letters, delete the replaced
+    /// files after the grace period and expire the Delta log entries that
+    /// could still describe them. Prints a JSON report; progress on stderr.
+    Retention {
+        /// The TOML configuration file (see config/README.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// Report what would expire without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Minutes files removed from the table are kept for running readers
+        /// before they are deleted (0 deletes them at once). Default:
+        /// `retention.grace_ms`.
+        #[arg(long)]
+        grace_minutes: Option<u64>,
+        /// Apply the rules as of this day (`YYYY-MM-DD`, UTC) instead of
+        /// today: with `--dry-run`, what will have expired by then.
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+    },
     /// Ask a running process's HTTP endpoint for a health path and exit 0 if
     /// it answers 200, else 1 (container health checks in images without curl).
     Probe {
@@ -405,6 +428,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 keys: read_identifiers(keys.as_deref())?,
             };
             let report = run_forget(&config, &lake, input, request_id, dry_run, grace).await?;
+            print_json(&report)
+        }
+        Command::Retention {
+            config,
+            dry_run,
+            grace_minutes,
+            as_of,
+        } => {
+            let config = Config::load(&config)?;
+            let lake = Lake::open(&config.lake)?;
+            let mut options =
+                tributary_compactor::retention::RetentionOptions::new(&config.compact, dry_run);
+            options.show_progress = true;
+            options.lease_wait = Duration::from_millis(config.compact.lease_ms * 20);
+            if let Some(day) = as_of {
+                options.today = day;
+            }
+            if let Some(minutes) = grace_minutes {
+                options.grace = Duration::from_secs(minutes * 60);
+            }
+            let report =
+                tributary_compactor::retention::retention(&config.compact, &lake, &options).await?;
             print_json(&report)
         }
         Command::Probe { addr, path } => service::probe(addr, &path).await,

@@ -99,6 +99,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
         compact: Default::default(),
         service: Default::default(),
         events: Default::default(),
+        retention: tributary_config::RetentionConfig::default(),
     };
     config.validate()?;
     config.complete();

@@ -70,6 +70,12 @@ pub enum Operation {
         /// The request's id.
         request_id: String,
     },
+    /// A retention run: expired partitions removed, tenants' expired rows
+    /// rewritten away.
+    Retention {
+        /// The run's id.
+        run_id: String,
+    },
     /// Partitions declared complete, or completed again by late rows
     /// (no data: the commit moves [`complete`]'s frontier).
     Complete {
@@ -242,6 +248,10 @@ pub(crate) fn summarize(
         Operation::Forget { request_id } => {
             summary.request_id = Some(request_id.clone());
             "forget"
+        }
+        Operation::Retention { run_id } => {
+            summary.request_id = Some(run_id.clone());
+            "retention"
         }
         Operation::Complete { completed } => {
             summary.completed = completed.clone();

@@ -559,7 +559,7 @@ async fn delete_after_grace(
 /// Writes a checkpoint at the latest version and deletes every log entry and
 /// checkpoint before it: their `add` statistics may hold identifiers. Time
 /// travel to versions before the erasure ends here, as erasure requires.
-async fn expire_log(config: &CompactConfig, lake: &Lake) -> Result<u64> {
+pub(crate) async fn expire_log(config: &CompactConfig, lake: &Lake) -> Result<u64> {
     let Some(table) = lake.load_table().await? else {
         return Ok(0);
     };

@@ -19,6 +19,7 @@ mod pipeline;
 mod registry;
 mod registry_formats;
 mod registry_ingest;
+mod retention;
 mod rowfile_fastavro;
 mod s3;
 mod scale_out;
@@ -70,11 +71,15 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("python prints UTF-8")
 }
 
-/// The binary under test. Its HTTP endpoint listens on a free port unless a
-/// test sets `TRIBUTARY_SERVICE__LISTEN_ADDR` itself, so that processes of
-/// tests running side by side never clash.
+/// The binary under test (`TRIBUTARY_TEST_BIN` when set: a copy that a
+/// build in a shared target directory cannot replace mid-run). Its HTTP
+/// endpoint listens on a free port unless a test sets
+/// `TRIBUTARY_SERVICE__LISTEN_ADDR` itself, so that processes of tests
+/// running side by side never clash.
 pub fn tributary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    let binary = std::env::var_os("TRIBUTARY_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_tributary").into());
+    let mut cmd = Command::new(binary);
     cmd.env("TRIBUTARY_LOG", "warn")
         .env("TRIBUTARY_SERVICE__LISTEN_ADDR", "127.0.0.1:0");
     cmd
