@@ -1,8 +1,16 @@
-//! Verification: every object under the table read, and what still holds
-//! an identifier found (and, for data files the table no longer references,
-//! deleted after the grace period).
+//! Verification: the objects under the table that could still hold an
+//! identifier read, and what still holds one found (and, for data files the
+//! table no longer references, deleted after the grace period).
+//!
+//! A table data file is not read when the request's planning ruled it out
+//! (statistics or bloom filters of the subject and key columns exclude every
+//! identifier; [`proven_clean`]) and the table still references it. Everything
+//! else is read in full: files the rewrite wrote, files the planning read,
+//! files committed since the planning (a concurrent compaction's), files the
+//! table no longer references, checkpoints, and every object that is not
+//! Parquet (log entries, staged row files, dead letters, requests).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,34 +23,65 @@ use tributary_lake::Lake;
 use tributary_lake::rowfile::RowFile;
 
 use super::requests::read_object;
-use super::{ForgetReport, Matcher, Verification};
+use super::{Matcher, Verification};
 use crate::error::{Error, Result};
 use crate::files::TableFile;
 use crate::optimize::MIN_ORPHAN_AGE;
 use crate::partition::TablePartition;
 use crate::progress::Progress;
+use crate::rewrite::Pruned;
 use crate::table::delta_error;
 
-/// Reads every object under the table and lists those that still hold an
-/// identifier: Parquet files (data and checkpoints) value by value, row files
-/// value by value and payload bytes, everything else (log JSON, requests,
-/// leases) as text.
+/// What the planning of a request proved: the table files it ruled out for
+/// every identifier of the request, and why.
+pub(super) type Planned = HashMap<Path, Pruned>;
+
+/// Why `meta` need not be read, or `None` when it must be: only a data file
+/// that the table references now (`active`) and that the planning ruled out
+/// is proven clean, by the planning's reason. Data files are immutable, so a
+/// proof about a path holds for as long as the path exists; a file
+/// committed after the planning has no proof and is read.
+pub(super) fn proven_clean(
+    meta: &ObjectMeta,
+    active: &HashSet<Path>,
+    planned: &Planned,
+) -> Option<Pruned> {
+    if !active.contains(&meta.location) {
+        return None;
+    }
+    planned.get(&meta.location).copied()
+}
+
+/// Reads every object under the table that is not proven clean
+/// ([`proven_clean`]) and lists those that still hold an identifier: Parquet
+/// files (data and checkpoints) value by value, row files value by value and
+/// payload bytes, everything else (log JSON, requests, leases) as text.
 pub(super) async fn verify(
     lake: &Lake,
     matcher: &Matcher,
+    planned: &Planned,
 ) -> Result<(Verification, Vec<ObjectMeta>)> {
+    let active = active_files(lake).await?;
     let objects: Vec<_> = lake
         .store()
         .list(None)
         .try_collect()
         .await
         .map_err(|e| tributary_lake::Error::store(&Path::from(""), e))?;
+    let mut verification = Verification::default();
+    let mut to_read = Vec::new();
+    for meta in objects {
+        match proven_clean(&meta, &active, planned) {
+            Some(reason) => verification.count_proven_clean(reason, meta.size),
+            None => to_read.push(meta),
+        }
+    }
     // Objects are read concurrently, each on a runtime worker, so decoding
     // uses every core.
-    let total = objects.len() as u64;
+    let total = to_read.len() as u64;
     let matcher = Arc::new(matcher.clone());
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-    let mut checked = futures::stream::iter(objects)
+    let mut checked = futures::stream::iter(to_read)
         .map(|meta| {
             let (lake, matcher) = (lake.clone(), matcher.clone());
             tokio::spawn(async move {
@@ -51,7 +90,6 @@ pub(super) async fn verify(
             })
         })
         .buffer_unordered(parallelism);
-    let mut verification = Verification::default();
     let mut found_in = Vec::new();
     let mut progress = Progress::new("objects verified", total);
     while let Some(result) = checked.next().await {
@@ -70,6 +108,19 @@ pub(super) async fn verify(
     }
     verification.objects_with_matches.sort();
     Ok((verification, found_in))
+}
+
+/// The data files the table references now (none without a table).
+async fn active_files(lake: &Lake) -> Result<HashSet<Path>> {
+    let Some(table) = lake.load_table().await? else {
+        return Ok(HashSet::new());
+    };
+    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+    Ok(state
+        .log_data()
+        .iter()
+        .map(|f| f.object_store_path())
+        .collect())
 }
 
 /// Whether the object holds an identifier; `None` when it is gone.
@@ -101,13 +152,12 @@ pub(super) async fn object_holds(
 /// another request) removed more than `grace` ago, and files no commit ever
 /// referenced (a crashed writer's output) older than [`MIN_ORPHAN_AGE`] —
 /// younger ones may be a running writer's output about to be committed.
-/// What is left stays in the report's matches.
+/// Returns the paths deleted.
 pub(super) async fn delete_unreferenced_matches(
     lake: &Lake,
     found: Vec<ObjectMeta>,
     grace: Duration,
-    report: &mut ForgetReport,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let data_files: Vec<ObjectMeta> = found
         .into_iter()
         .filter(|m| {
@@ -116,10 +166,10 @@ pub(super) async fn delete_unreferenced_matches(
         })
         .collect();
     let Some(table) = lake.load_table().await? else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if data_files.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
     let active: HashSet<Path> = state
@@ -132,7 +182,7 @@ pub(super) async fn delete_unreferenced_matches(
         .try_collect()
         .await
         .map_err(|e| delta_error(lake, "read", e))?;
-    let removed_at: std::collections::HashMap<Path, i64> = tombstones
+    let removed_at: HashMap<Path, i64> = tombstones
         .iter()
         .map(|t| {
             (
@@ -142,6 +192,7 @@ pub(super) async fn delete_unreferenced_matches(
         })
         .collect();
     let now = chrono::Utc::now();
+    let mut deleted = Vec::new();
     for meta in data_files {
         let path = meta.location;
         if active.contains(&path) {
@@ -160,13 +211,9 @@ pub(super) async fn delete_unreferenced_matches(
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(tributary_lake::Error::store(&path, e).into()),
         }
-        report.objects_deleted += 1;
-        report
-            .verification
-            .objects_with_matches
-            .retain(|name| name != path.as_ref());
+        deleted.push(path.to_string());
     }
-    Ok(())
+    Ok(deleted)
 }
 
 pub(super) fn row_file_holds(bytes: &[u8], name: &str, matcher: &Matcher) -> Result<bool> {
