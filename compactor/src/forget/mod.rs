@@ -319,8 +319,15 @@ pub async fn forget_batch(
     phases.end("record", "record", None).await;
 
     let erase = erasures(lake, &matcher);
-    let rewrite_time =
-        erase_from_table(config, lake, &erase, &options, &mut members, &mut pass.table).await?;
+    let rewrite_time = erase_from_table(
+        config,
+        lake,
+        &erase,
+        &options,
+        &mut members,
+        &mut pass.table,
+    )
+    .await?;
     // Planning: the snapshot, statistics, bloom filters, leases; rewrite:
     // reading and writing the files left, and the commit.
     phases
@@ -328,15 +335,11 @@ pub async fn forget_batch(
         .await;
 
     erase_from_row_files(lake, &matcher, &erase, dry_run, &mut pass).await?;
-    phases
-        .end("staged_and_dead_letters", "staged", None)
-        .await;
+    phases.end("staged_and_dead_letters", "staged", None).await;
 
     if !dry_run {
         delete_after_grace(lake, &mut members).await?;
-        phases
-            .end("delete_replaced", "delete_replaced", None)
-            .await;
+        phases.end("delete_replaced", "delete_replaced", None).await;
         pass.log_entries_expired = expire_log(config, lake).await?;
         phases.end("expire_log", "log", None).await;
     }
@@ -434,7 +437,11 @@ fn matcher_of(input: &ForgetInput) -> Matcher {
 
 /// Stores a report beside its request, then marks the request complete
 /// (moving it to `<id>.done.json`) or saves its progress.
-async fn store_report(lake: &Lake, request: &mut StoredRequest, report: &ForgetReport) -> Result<()> {
+async fn store_report(
+    lake: &Lake,
+    request: &mut StoredRequest,
+    report: &ForgetReport,
+) -> Result<()> {
     let body = serde_json::to_vec_pretty(report).map_err(|e| Error::Forget(e.to_string()))?;
     let path = report_path(&request.id);
     lake.store()

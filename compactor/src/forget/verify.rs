@@ -292,3 +292,155 @@ pub(super) fn array_holds(array: &ArrayRef, matcher: &Matcher) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{ArrayRef, Date32Array, Int64Array, StringArray};
+    use deltalake::arrow::record_batch::RecordBatch;
+    use tributary_config::{CompactConfig, LakeConfig};
+    use tributary_lake::rowfile::{self, Codec};
+    use tributary_lake::{Lake, PartitionId, chain};
+
+    use super::*;
+    use crate::forget::{ForgetInput, erasures, matcher_of};
+    use crate::rewrite::{RewriteReport, candidates};
+
+    /// Stages rows `first..first + users.len()` (one per user) and compacts
+    /// them: one more table file.
+    async fn add_file(config: &CompactConfig, lake: &Lake, first: u64, users: &[&str]) {
+        let partition = PartitionId::new("test", "p0");
+        let last = first + users.len() as u64 - 1;
+        let text = |values: Vec<String>| Arc::new(StringArray::from(values)) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "_key",
+                text((first..=last).map(|n| format!("k{n}")).collect()),
+            ),
+            (
+                "_position",
+                Arc::new(Int64Array::from_iter_values(
+                    (first..=last).map(|n| n as i64),
+                )) as ArrayRef,
+            ),
+            (
+                "date",
+                Arc::new(Date32Array::from(vec![20_787; users.len()])) as ArrayRef,
+            ),
+            (
+                "user_id",
+                text(users.iter().map(|u| u.to_string()).collect()),
+            ),
+            (
+                "ts",
+                Arc::new(Int64Array::from(vec![1_795_000_000_000; users.len()])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let file = rowfile::write(
+            &batch,
+            Codec::Zstd,
+            chain::file_metadata(&partition, first, last),
+        )
+        .unwrap();
+        chain::stage(lake.store().as_ref(), &partition, first, file)
+            .await
+            .unwrap();
+        crate::compact_until_empty(config, lake).await.unwrap();
+    }
+
+    fn meta(path: &str) -> ObjectMeta {
+        ObjectMeta {
+            location: Path::from(path),
+            last_modified: chrono::Utc::now(),
+            size: 1,
+            e_tag: None,
+            version: None,
+        }
+    }
+
+    #[test]
+    fn only_a_planned_file_the_table_still_references_is_proven_clean() {
+        let planned: Planned = [
+            (Path::from("a.parquet"), Pruned::Statistics),
+            (Path::from("b.parquet"), Pruned::BloomFilter),
+        ]
+        .into_iter()
+        .collect();
+        let active: HashSet<Path> = ["a.parquet", "b.parquet", "new.parquet"]
+            .into_iter()
+            .map(Path::from)
+            .collect();
+        let clean = |path| proven_clean(&meta(path), &active, &planned);
+        assert_eq!(clean("a.parquet"), Some(Pruned::Statistics));
+        assert_eq!(clean("b.parquet"), Some(Pruned::BloomFilter));
+        // Committed after the planning: never planned, so read.
+        assert_eq!(clean("new.parquet"), None);
+        // Planned, but removed from the table since: read.
+        let active: HashSet<Path> = [Path::from("b.parquet")].into_iter().collect();
+        assert_eq!(proven_clean(&meta("a.parquet"), &active, &planned), None);
+        assert_eq!(
+            proven_clean(
+                &meta("_delta_log/00000000000000000001.json"),
+                &active,
+                &planned
+            ),
+            None
+        );
+    }
+
+    /// A compaction that commits a file holding the subject between a
+    /// request's planning and its verification: the planning's proofs cover
+    /// the files it saw, the new file is read and its match found.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_committed_after_the_planning_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&LakeConfig {
+            table_uri: dir.path().join("table").display().to_string(),
+            s3: Default::default(),
+            subject_columns: vec!["user_id".into()],
+            ..LakeConfig::new("")
+        })
+        .unwrap();
+        let config = CompactConfig::default();
+        add_file(&config, &lake, 0, &["u-1", "u-2"]).await;
+        add_file(&config, &lake, 2, &["u-3", "u-4"]).await;
+
+        let input = ForgetInput {
+            subjects: vec!["late".into()],
+            keys: vec![],
+        };
+        let matcher = matcher_of(&input);
+        let table = lake.load_table().await.unwrap().unwrap();
+        let mut planning = RewriteReport::default();
+        let found = candidates(
+            table.snapshot().unwrap(),
+            &erasures(&lake, &matcher),
+            &mut planning,
+        );
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(planning.files_scanned, 2, "{planning:?}");
+        assert_eq!(planning.pruned.len(), 2);
+        let planned: Planned = planning.pruned.into_iter().collect();
+
+        add_file(&config, &lake, 4, &["late", "u-5"]).await;
+        let (verification, found) = verify(&lake, &matcher, &planned).await.unwrap();
+        assert_eq!(verification.proven_clean_by_statistics, 2);
+        assert_eq!(verification.proven_clean_by_bloom_filter, 0);
+        let new_file = active_files(&lake)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| !planned.contains_key(p))
+            .unwrap();
+        assert!(
+            verification
+                .objects_with_matches
+                .contains(&new_file.to_string()),
+            "{verification:?}"
+        );
+        assert_eq!(found.len(), verification.objects_with_matches.len());
+    }
+}

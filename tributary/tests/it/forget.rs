@@ -17,7 +17,7 @@ use crate::{S3_STORAGE_OPTIONS, run_ok, run_python, s3, table_keys, tributary};
 /// third-party readers: pyarrow for Parquet (data and checkpoints, every
 /// string value, JSON text parsed), fastavro for row files (values and
 /// payload bytes), JSON line by line for everything else.
-fn objects_holding(table: &Path, identifiers: &[&str]) -> Vec<String> {
+pub(crate) fn objects_holding(table: &Path, identifiers: &[&str]) -> Vec<String> {
     let out = run_python(
         &format!(
             r#"
