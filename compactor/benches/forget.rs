@@ -124,8 +124,14 @@ async fn run(
         _ => {
             eprintln!("staging {rows} rows in {staged_files} row files, compacting ...");
             let started = Instant::now();
-            stage(&lake, rows).await?;
-            tributary_compactor::compact_until_empty(&config, &lake).await?;
+            // In chunks of whole compaction rounds, so that the staged rows
+            // never take much disk beside the table.
+            let chunk = config.max_files_per_commit as u64 * ROWS_PER_FILE * 2;
+            for first in (0..rows).step_by(chunk as usize) {
+                stage(&lake, first, (first + chunk).min(rows)).await?;
+                tributary_compactor::compact_until_empty(&config, &lake).await?;
+                eprintln!("{} rows compacted", (first + chunk).min(rows));
+            }
             std::fs::write(&built, rows.to_string())?;
             eprintln!("table built in {:.0} s", started.elapsed().as_secs_f64());
             rows
@@ -369,14 +375,13 @@ async fn first_keys(lake: &Lake, path: &Path, size: u64, n: usize) -> anyhow::Re
     Ok(keys.iter().flatten().take(n).map(str::to_string).collect())
 }
 
-/// Stages `rows` synthetic rows as row files of one source partition.
-async fn stage(lake: &Lake, rows: u64) -> anyhow::Result<()> {
+/// Stages synthetic rows `first..end` as row files of one source partition.
+async fn stage(lake: &Lake, mut first: u64, end: u64) -> anyhow::Result<()> {
     let partition = PartitionId::new("bench", "synthetic");
     const LEVELS: [&str; 4] = ["DEBUG", "INFO", "WARN", "ERROR"];
     const MESSAGES: [&str; 4] = ["request served", "cache miss", "slow upstream", "retrying"];
-    let mut first = 0;
-    while first < rows {
-        let last = (first + ROWS_PER_FILE).min(rows) - 1;
+    while first < end {
+        let last = (first + ROWS_PER_FILE).min(end) - 1;
         // A cheap mix so users and dates are spread, not in runs.
         let mixed: Vec<u64> = (first..=last)
             .map(|n| n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20)

@@ -744,6 +744,9 @@ async fn erase_from_row_files(
 async fn delete_after_grace(lake: &Lake, members: &mut [Member]) -> Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
     let mut active: Option<HashSet<Path>> = None;
+    // The requests of a batch share their replaced files: each is deleted
+    // once, and counted for every request.
+    let mut deleted: HashSet<Path> = HashSet::new();
     for member in members {
         let Some(request) = member.stored.as_mut() else {
             continue;
@@ -763,10 +766,14 @@ async fn delete_after_grace(lake: &Lake, members: &mut [Member]) -> Result<()> {
             if active.as_ref().is_some_and(|a| a.contains(&path)) {
                 continue;
             }
-            match lake.store().delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => report.objects_deleted += 1,
-                Err(e) => return Err(tributary_lake::Error::store(&path, e).into()),
+            if !deleted.contains(&path) {
+                match lake.store().delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(tributary_lake::Error::store(&path, e).into()),
+                }
+                deleted.insert(path);
             }
+            report.objects_deleted += 1;
         }
         save_request(lake, request).await?;
     }
