@@ -561,6 +561,7 @@ async fn forget_inbox(
             }
         }
     }
+    requests.sort_by(|a, b| a.id.cmp(&b.id));
     let outcomes = forget_batch(&config.compact, lake, &requests, dry_run, grace)
         .await
         .with_context(|| format!("the pass over {} inbox request(s) failed", requests.len()))?;

@@ -50,11 +50,12 @@ fn inbox_requests_share_one_pass_and_each_gets_its_own_report() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reports: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+    let mut reports: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    reports.sort_by_key(|r| r["request_id"].as_str().map(str::to_string));
     assert_eq!(reports.len(), 2, "{reports:?}");
     for (report, id, other, keys) in [
         (&reports[0], "req-a", "req-b", 2),
