@@ -568,10 +568,11 @@ async fn forget_inbox(
     for (id, outcome) in outcomes {
         let result = async {
             let report = outcome?;
-            if report.complete && !dry_run {
-                if let Some(location) = locations.get(&id) {
-                    store.delete(location).await?;
-                }
+            if report.complete
+                && !dry_run
+                && let Some(location) = locations.get(&id)
+            {
+                store.delete(location).await?;
             }
             print_json(&report)
         }
