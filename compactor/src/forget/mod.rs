@@ -315,7 +315,10 @@ pub async fn forget_batch(
         keys: requests_of(&members, |m| &m.keys),
     });
     // Pass-wide figures, copied into every request's report.
-    let mut pass = ForgetReport::default();
+    let mut pass = ForgetReport {
+        dry_run,
+        ..Default::default()
+    };
     phases.end("record", "record", None).await;
 
     let erase = erasures(lake, &matcher);
@@ -376,25 +379,26 @@ pub async fn forget_batch(
     }
 
     for (member, held) in members.into_iter().zip(holding) {
-        let id = member.report.request_id.clone();
-        let mut report = member.report;
-        report.table = pass.table.clone();
-        report.staged_files_scanned = pass.staged_files_scanned;
-        report.staged_files_rewritten = pass.staged_files_rewritten;
-        report.staged_rows_erased = pass.staged_rows_erased;
-        report.dead_letter_files_rewritten = pass.dead_letter_files_rewritten;
-        report.dead_letters_erased = pass.dead_letters_erased;
-        report.log_entries_expired = pass.log_entries_expired;
-        report.verification = Verification {
-            objects_with_matches: held.into_iter().collect(),
-            ..pass.verification.clone()
+        let own = member.report;
+        let id = own.request_id.clone();
+        let mut objects_with_matches: Vec<String> = held.into_iter().collect();
+        objects_with_matches.sort();
+        // The request's own figures; the rest are the pass's.
+        let report = ForgetReport {
+            request_id: own.request_id,
+            subjects_requested: own.subjects_requested,
+            keys_requested: own.keys_requested,
+            objects_deleted: own.objects_deleted,
+            objects_pending_delete: own.objects_pending_delete,
+            batched_with: ids.iter().filter(|other| **other != id).cloned().collect(),
+            complete: objects_with_matches.is_empty(),
+            verification: Verification {
+                objects_with_matches,
+                ..pass.verification.clone()
+            },
+            timings_ms: phases.timings_ms.clone(),
+            ..pass.clone()
         };
-        report.verification.objects_with_matches.sort();
-        report.timings_ms = phases.timings_ms.clone();
-        if ids.len() > 1 {
-            report.batched_with = ids.iter().filter(|b| **b != id).cloned().collect();
-        }
-        report.complete = report.verification.objects_with_matches.is_empty();
         let outcome = match member.stored {
             Some(mut stored) => store_report(lake, &mut stored, &report)
                 .await
