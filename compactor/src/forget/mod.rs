@@ -10,7 +10,8 @@
 //!   ─► replaced table files deleted once the grace period has passed
 //!   ─► checkpoint, then every older log entry deleted (their statistics
 //!      may hold the identifiers)
-//!   ─► verification: every object under the table read
+//!   ─► verification: every object under the table read, except table
+//!      files the planning proved clean (verify.rs)
 //!   ─► data files the table no longer references that hold a match
 //!      (removed by other operations, or a crashed writer's) deleted
 //!      after the grace period; the run is complete when no match is left
@@ -21,7 +22,10 @@
 //! unfinished request drops matching staged rows by hash. A complete request
 //! moves to `<id>.done.json`, beside its report `<id>.report.json`. Every step can be
 //! repeated, so a killed run is finished by running it again with the same
-//! request id (and the same identifiers).
+//! request id (and the same identifiers). Several requests run in one pass
+//! ([`forget_batch`], `forget --inbox`): one planning, rewrite, staged-row
+//! pass and verification for all, a stored request, report and done file
+//! each.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -42,9 +46,11 @@ use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::rowfile::{self, Codec, RowFile};
 
+mod phases;
 pub mod requests;
 mod verify;
 
+use phases::Phases;
 pub use requests::StoredRequest;
 use requests::{finish_request, read_object, record_request, report_path, save_request};
 use verify::{Planned, delete_unreferenced_matches, object_holds, verify};
@@ -457,46 +463,6 @@ async fn store_report(
         finish_request(lake, request).await
     } else {
         save_request(lake, request).await
-    }
-}
-
-/// The phases of a run: their times, and the crash tests' pause hook.
-struct Phases {
-    started: Instant,
-    pause_after: Option<String>,
-    label: String,
-    timings_ms: BTreeMap<String, u64>,
-}
-
-impl Phases {
-    fn new() -> Phases {
-        Phases {
-            started: Instant::now(),
-            pause_after: std::env::var(PAUSE_AFTER_VARIABLE).ok(),
-            label: String::new(),
-            timings_ms: BTreeMap::new(),
-        }
-    }
-
-    /// Ends phase `name` (as [`PAUSE_AFTER_VARIABLE`] names it): its time
-    /// goes to `timing`, less `part`, which goes to its own name. Then waits
-    /// to be killed when the hook names this phase.
-    async fn end(&mut self, name: &str, timing: &str, part: Option<(&str, Duration)>) {
-        let mut elapsed = self.started.elapsed();
-        if let Some((part, time)) = part {
-            elapsed = elapsed.saturating_sub(time);
-            self.timings_ms
-                .insert(part.to_string(), time.as_millis() as u64);
-        }
-        self.timings_ms
-            .insert(timing.to_string(), elapsed.as_millis() as u64);
-        tracing::info!(request = %self.label, phase = name, "forget phase done");
-        if self.pause_after.as_deref() == Some(name) {
-            // For the crash tests: wait here to be killed.
-            eprintln!("forget paused after phase {name}");
-            std::future::pending::<()>().await;
-        }
-        self.started = Instant::now();
     }
 }
 
