@@ -250,6 +250,13 @@ async fn run(
             report: reports.swap_remove(0),
             timings_ms,
         });
+        if let Some(case) = measured.last() {
+            // Kept on stderr as each case ends, should a later one fail.
+            eprintln!(
+                "{}: {:.2} s, {} files rewritten, phases (ms) {:?}",
+                case.name, case.secs, case.report.table.files_rewritten, case.timings_ms
+            );
+        }
     }
     print_results(rows, table_files_count, table_bytes, &measured);
     Ok(())
