@@ -358,13 +358,21 @@ pub async fn forget_batch(
     pass.verification = verification;
     // Which request's identifiers each object holds: with one request,
     // its; with several, each object found is read again per request
-    // (objects are found only when something is left, which is rare).
+    // (objects are found only when something is left, which is rare). An
+    // object no request claims on the second read (gone since) counts for
+    // every request: a report never says complete while an object it read
+    // held an identifier.
     let mut holding: Vec<HashSet<String>> = vec![HashSet::new(); members.len()];
     for meta in &found {
-        for (member, held) in members.iter().zip(&mut holding) {
-            let holds = members.len() == 1
-                || object_holds(lake, meta, &member.matcher).await? == Some(true);
-            if holds {
+        let mut claimed = vec![members.len() == 1; members.len()];
+        if members.len() > 1 {
+            for (member, claim) in members.iter().zip(&mut claimed) {
+                *claim = object_holds(lake, meta, &member.matcher).await? == Some(true);
+            }
+        }
+        let any = claimed.contains(&true);
+        for (held, claim) in holding.iter_mut().zip(claimed) {
+            if claim || !any {
                 held.insert(meta.location.to_string());
             }
         }
