@@ -1,28 +1,45 @@
-//! Erasure benchmark (issue 7): `tributary forget` on a table of many files.
+//! Erasure benchmark (issues 7 and 17): `tributary forget` on a table of
+//! many files.
 //!
-//! Stages synthetic log rows (unique keys, a million users) as row files,
-//! compacts them into a table of at least 200 Parquet files, then times:
+//! Stages synthetic log rows (unique keys, a million users, ten dates) as
+//! row files and compacts them into a table of at least 200 Parquet files
+//! (or reuses the one kept in `TRIBUTARY_BENCH_DIR`), then times, in one
+//! process:
 //!
-//! * (a) forgetting 1,000 record keys taken from 10 of the table's files:
-//!   how many files are read and rewritten, and the time;
-//! * (b) forgetting 100 subjects spread over the whole table;
-//! * the baseline: a forget that must rewrite every file (one key from each),
-//!   i.e. a full-table rewrite through the same code, in the same process.
+//! * `keys`: forgetting 1,000 record keys taken from 10 of the table's
+//!   files: files pruned, read and rewritten, the verification's reads and
+//!   proofs, and the time of each phase;
+//! * `batch100`, `batch1000`: 100 and 1,000 requests of one subject each in
+//!   one pass ([`forget_batch`], what `forget --inbox` runs);
+//! * `separate`: the baseline, requests of one subject each run one after
+//!   the other (`TRIBUTARY_BENCH_SEPARATE`, default 100 runs);
+//! * `full`: a request naming one key of every file (a full-table rewrite),
+//!   only when `TRIBUTARY_BENCH_CASES` names it.
+//!
+//! Every case erases identifiers no earlier case or run erased (keys are
+//! taken from the table as it is; subjects from a counter kept beside the
+//! table), so the kept table can serve any number of runs.
 //!
 //! `cargo bench -p tributary-compactor --bench forget`; `TRIBUTARY_BENCH_ROWS`
 //! (default 10,000,000) sets the table's size, `TRIBUTARY_BENCH_DIR` keeps the
-//! lake in a directory of your choice. Prints a table, then one line of JSON.
+//! lake in a directory of your choice (a table already there is reused: its
+//! row count is what it was built with), `TRIBUTARY_BENCH_CASES` picks cases
+//! (comma-separated; default `keys,batch100,batch1000,separate`). Prints a
+//! table, then one line of JSON.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use deltalake::arrow::array::{ArrayRef, AsArray, Int64Array, StringArray};
+use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array, Int64Array, StringArray};
 use deltalake::arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use serde_json::json;
 use tributary_compactor::files::TableFile;
-use tributary_compactor::forget::{ForgetInput, ForgetOptions, ForgetReport, forget};
+use tributary_compactor::forget::{
+    ForgetInput, ForgetOptions, ForgetReport, ForgetRequest, forget, forget_batch,
+};
 use tributary_config::{CompactConfig, LakeConfig};
 use tributary_lake::rowfile::{self, Codec};
 use tributary_lake::{Lake, PartitionId, chain};
@@ -40,14 +57,23 @@ const DATES: u64 = 10;
 const USERS: u64 = 1_000_000;
 /// Table files wanted at least; each compaction round writes one per date.
 const MIN_TABLE_FILES: u64 = 200;
+/// Days since the epoch of the first date (2026-11-10).
+const FIRST_DAY: i32 = 20_767;
 
 fn main() -> anyhow::Result<()> {
-    let rows: u64 = std::env::var("TRIBUTARY_BENCH_ROWS")
-        .ok()
-        .map(|v| v.replace('_', "").parse())
-        .transpose()
-        .context("TRIBUTARY_BENCH_ROWS must be a number")?
-        .unwrap_or(10_000_000);
+    let number = |name: &str, default: u64| -> anyhow::Result<u64> {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.replace('_', "").parse())
+            .transpose()
+            .with_context(|| format!("{name} must be a number"))
+            .map(|v| v.unwrap_or(default))
+    };
+    let rows = number("TRIBUTARY_BENCH_ROWS", 10_000_000)?;
+    let separate = number("TRIBUTARY_BENCH_SEPARATE", 100)?;
+    let cases = std::env::var("TRIBUTARY_BENCH_CASES")
+        .unwrap_or_else(|_| "keys,batch100,batch1000,separate".into());
+    let cases: Vec<String> = cases.split(',').map(|c| c.trim().to_string()).collect();
     let temp = tempfile::tempdir()?;
     let dir = std::env::var_os("TRIBUTARY_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -55,10 +81,28 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(rows, &dir))
+    runtime.block_on(run(rows, separate, &cases, &dir))
 }
 
-async fn run(rows: u64, dir: &std::path::Path) -> anyhow::Result<()> {
+/// One measured case.
+struct Case {
+    name: String,
+    requests: u64,
+    secs: f64,
+    peak_rss: f64,
+    /// The report of the (first) request, for a batch the pass's figures.
+    report: ForgetReport,
+    /// Phase times summed over the runs of the case.
+    timings_ms: BTreeMap<String, u64>,
+}
+
+async fn run(
+    rows: u64,
+    separate: u64,
+    cases: &[String],
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
     let lake = Lake::open(&LakeConfig {
         table_uri: dir.join("table").display().to_string(),
         s3: Default::default(),
@@ -71,148 +115,247 @@ async fn run(rows: u64, dir: &std::path::Path) -> anyhow::Result<()> {
         sort_columns: Some(vec!["user_id".into(), "ts".into()]),
         ..CompactConfig::default()
     };
-    eprintln!("staging {rows} rows in {staged_files} row files, compacting ...");
-    let started = Instant::now();
-    stage(&lake, rows).await?;
-    let compacted = tributary_compactor::compact_until_empty(&config, &lake).await?;
-    eprintln!(
-        "table: {} files, {:.1} MB, built in {:.0} s",
-        compacted.table_files,
-        compacted.table_bytes as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
-    config.checkpoint_interval = u64::MAX;
-
-    // (a) 1,000 keys from 10 files.
-    let files = table_files(&lake).await?;
-    let mut keys = Vec::new();
-    for (path, size) in files.iter().step_by((files.len() / 10).max(1)).take(10) {
-        keys.extend(first_keys(&lake, path, *size, 100).await?);
-    }
-    let (a, a_time, a_rss) = timed(
-        &config,
-        &lake,
-        "keys",
-        ForgetInput {
-            subjects: vec![],
-            keys,
-        },
-    )
-    .await?;
-
-    // (b) 100 subjects spread over the table.
-    let subjects = (0..100).map(|u| format!("u-{u:07}")).collect();
-    let (b, b_time, b_rss) = timed(
-        &config,
-        &lake,
-        "subjects",
-        ForgetInput {
-            subjects,
-            keys: vec![],
-        },
-    )
-    .await?;
-
-    // Baseline: a forget that rewrites every file.
-    let files = table_files(&lake).await?;
-    let mut keys = Vec::new();
-    for (path, size) in &files {
-        keys.extend(first_keys(&lake, path, *size, 1).await?);
-    }
-    let (full, full_time, full_rss) = timed(
-        &config,
-        &lake,
-        "full",
-        ForgetInput {
-            subjects: vec![],
-            keys,
-        },
-    )
-    .await?;
-
-    println!(
-        "\nForget: table of {rows} rows in {} files ({:.1} MB)\n",
-        compacted.table_files,
-        compacted.table_bytes as f64 / 1e6
-    );
-    println!(
-        "{:<34}{:>12}{:>12}{:>14}",
-        "", "(a) keys", "(b) subj.", "full rewrite"
-    );
-    let line = |name: &str, f: &dyn Fn(&ForgetReport) -> String| {
-        println!("{name:<34}{:>12}{:>12}{:>14}", f(&a), f(&b), f(&full));
+    let built = dir.join("built-rows");
+    let rows = match std::fs::read_to_string(&built) {
+        Ok(kept) if lake.load_table().await?.is_some() => {
+            eprintln!("reusing the table in {}", dir.display());
+            kept.trim().parse().context("built-rows is not a number")?
+        }
+        _ => {
+            eprintln!("staging {rows} rows in {staged_files} row files, compacting ...");
+            let started = Instant::now();
+            // In chunks of whole compaction rounds, so that the staged rows
+            // never take much disk beside the table.
+            let chunk = config.max_files_per_commit as u64 * ROWS_PER_FILE * 2;
+            for first in (0..rows).step_by(chunk as usize) {
+                stage(&lake, first, (first + chunk).min(rows)).await?;
+                tributary_compactor::compact_until_empty(&config, &lake).await?;
+                eprintln!("{} rows compacted", (first + chunk).min(rows));
+            }
+            std::fs::write(&built, rows.to_string())?;
+            eprintln!("table built in {:.0} s", started.elapsed().as_secs_f64());
+            rows
+        }
     };
-    line("identifiers", &|r| {
-        (r.keys_requested + r.subjects_requested).to_string()
-    });
-    line("files pruned by statistics", &|r| {
-        r.table.pruned_by_statistics.to_string()
-    });
-    line("files pruned by bloom filter", &|r| {
-        r.table.pruned_by_bloom_filter.to_string()
-    });
-    line("files read", &|r| r.table.files_read.to_string());
-    line("files rewritten", &|r| r.table.files_rewritten.to_string());
-    line("rows erased", &|r| r.table.rows_erased.to_string());
-    line("MB rewritten", &|r| {
-        format!("{:.1}", r.table.bytes_rewritten as f64 / 1e6)
-    });
-    line("verification MB read", &|r| {
-        format!("{:.1}", r.verification.bytes_read as f64 / 1e6)
-    });
-    line("complete", &|r| r.complete.to_string());
-    println!(
-        "{:<34}{:>12.1}{:>12.1}{:>14.1}",
-        "wall time (s)",
-        a_time.as_secs_f64(),
-        b_time.as_secs_f64(),
-        full_time.as_secs_f64()
-    );
-    println!(
-        "{:<34}{:>12.2}{:>12.2}{:>14.2}",
-        "time ÷ full rewrite",
-        a_time.as_secs_f64() / full_time.as_secs_f64(),
-        b_time.as_secs_f64() / full_time.as_secs_f64(),
-        1.0
-    );
-    println!(
-        "{:<34}{:>12.0}{:>12.0}{:>14.0}",
-        "peak RSS (MB)",
-        a_rss / 1e6,
-        b_rss / 1e6,
-        full_rss / 1e6
-    );
-    println!(
-        "\n{}",
-        json!({
-            "bench": "forget", "rows": rows, "table_files": compacted.table_files,
-            "table_bytes": compacted.table_bytes,
-            "keys": {"secs": a_time.as_secs_f64(), "peak_rss_bytes": a_rss, "report": a},
-            "subjects": {"secs": b_time.as_secs_f64(), "peak_rss_bytes": b_rss, "report": b},
-            "full_rewrite": {"secs": full_time.as_secs_f64(), "peak_rss_bytes": full_rss, "report": full},
-        })
-    );
+    config.checkpoint_interval = u64::MAX;
+    let files = table_files(&lake).await?;
+    let table_bytes: u64 = files.iter().map(|(_, size)| size).sum();
+    let table_files_count = files.len();
+    // Subjects no earlier run erased.
+    let next_user = dir.join("next-user");
+    let mut user: u64 = std::fs::read_to_string(&next_user)
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let mut subjects = |n: u64| -> anyhow::Result<Vec<String>> {
+        let picked = (user..user + n)
+            .map(|u| format!("u-{:07}", (u * 7_919) % USERS))
+            .collect();
+        user += n;
+        std::fs::write(&next_user, user.to_string())?;
+        Ok(picked)
+    };
+
+    let mut measured = Vec::new();
+    for case in cases {
+        let case = case.as_str();
+        let batch = |subjects: Vec<String>| -> Vec<ForgetRequest> {
+            subjects
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| ForgetRequest {
+                    id: format!("{case}-{}-{i}", std::process::id()),
+                    input: ForgetInput {
+                        subjects: vec![s],
+                        keys: vec![],
+                    },
+                })
+                .collect()
+        };
+        let requests = match case {
+            "keys" => {
+                let files = table_files(&lake).await?;
+                let mut keys = Vec::new();
+                for (path, size) in files.iter().step_by((files.len() / 10).max(1)).take(10) {
+                    keys.extend(first_keys(&lake, path, *size, 100).await?);
+                }
+                vec![ForgetRequest {
+                    id: format!("keys-{}", std::process::id()),
+                    input: ForgetInput {
+                        subjects: vec![],
+                        keys,
+                    },
+                }]
+            }
+            "batch100" => batch(subjects(100)?),
+            "batch1000" => batch(subjects(1_000)?),
+            "separate" => batch(subjects(separate)?),
+            "full" => {
+                let mut keys = Vec::new();
+                for (path, size) in &table_files(&lake).await? {
+                    keys.extend(first_keys(&lake, path, *size, 1).await?);
+                }
+                vec![ForgetRequest {
+                    id: format!("full-{}", std::process::id()),
+                    input: ForgetInput {
+                        subjects: vec![],
+                        keys,
+                    },
+                }]
+            }
+            other => anyhow::bail!("unknown case {other:?}"),
+        };
+        eprintln!("forget {case} ({} requests) ...", requests.len());
+        reset_peak_rss();
+        let started = Instant::now();
+        let mut reports = Vec::new();
+        if case == "separate" {
+            for request in &requests {
+                let options = ForgetOptions {
+                    request_id: request.id.clone(),
+                    dry_run: false,
+                    grace: Duration::ZERO,
+                };
+                reports.push(forget(&config, &lake, &request.input, &options).await?);
+            }
+        } else {
+            for (id, report) in
+                forget_batch(&config, &lake, &requests, false, Duration::ZERO).await?
+            {
+                reports.push(report.with_context(|| format!("request {id}"))?);
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let incomplete = reports.iter().filter(|r| !r.complete).count();
+        if incomplete > 0 {
+            eprintln!("{case}: {incomplete} request(s) not complete");
+        }
+        let mut timings_ms = BTreeMap::new();
+        // A batch's reports share the pass's timings: count them once.
+        let runs = if case == "separate" {
+            &reports[..]
+        } else {
+            &reports[..1]
+        };
+        for report in runs {
+            for (phase, ms) in &report.timings_ms {
+                *timings_ms.entry(phase.clone()).or_insert(0) += ms;
+            }
+        }
+        measured.push(Case {
+            name: case.to_string(),
+            requests: requests.len() as u64,
+            secs,
+            peak_rss: proc_status_bytes("VmHWM")? as f64,
+            report: reports.swap_remove(0),
+            timings_ms,
+        });
+        if let Some(case) = measured.last() {
+            // Kept on stderr as each case ends, should a later one fail.
+            eprintln!(
+                "{}: {:.2} s, {} files rewritten, phases (ms) {:?}",
+                case.name, case.secs, case.report.table.files_rewritten, case.timings_ms
+            );
+        }
+    }
+    print_results(rows, table_files_count, table_bytes, &measured);
     Ok(())
 }
 
-/// Runs one request; returns its report, wall time and peak RSS.
-async fn timed(
-    config: &CompactConfig,
-    lake: &Lake,
-    id: &str,
-    input: ForgetInput,
-) -> anyhow::Result<(ForgetReport, Duration, f64)> {
-    eprintln!("forget {id} ...");
-    reset_peak_rss();
-    let options = ForgetOptions {
-        request_id: id.into(),
-        dry_run: false,
-        grace: Duration::ZERO,
+fn print_results(rows: u64, files: usize, bytes: u64, cases: &[Case]) {
+    println!(
+        "\nForget: table of {rows} rows in {files} files ({:.1} MB)\n",
+        bytes as f64 / 1e6
+    );
+    print!("{:<38}", "");
+    for case in cases {
+        print!("{:>12}", case.name);
+    }
+    println!();
+    let line = |name: &str, f: &dyn Fn(&Case) -> String| {
+        print!("{name:<38}");
+        for case in cases {
+            print!("{:>12}", f(case));
+        }
+        println!();
     };
-    let started = Instant::now();
-    let report = forget(config, lake, &input, &options).await?;
-    let elapsed = started.elapsed();
-    Ok((report, elapsed, proc_status_bytes("VmHWM")? as f64))
+    line("requests", &|c| c.requests.to_string());
+    line("identifiers (per request)", &|c| {
+        (c.report.keys_requested + c.report.subjects_requested).to_string()
+    });
+    line("files pruned: statistics / bloom", &|c| {
+        format!(
+            "{}/{}",
+            c.report.table.pruned_by_statistics, c.report.table.pruned_by_bloom_filter
+        )
+    });
+    line("files read / rewritten", &|c| {
+        format!(
+            "{}/{}",
+            c.report.table.files_read, c.report.table.files_rewritten
+        )
+    });
+    line("rows erased", &|c| c.report.table.rows_erased.to_string());
+    line("MB rewritten", &|c| {
+        format!("{:.1}", c.report.table.bytes_rewritten as f64 / 1e6)
+    });
+    line("verification: objects read", &|c| {
+        c.report.verification.objects_read.to_string()
+    });
+    line("verification: MB read", &|c| {
+        format!("{:.1}", c.report.verification.bytes_read as f64 / 1e6)
+    });
+    line("verification: proven clean stat/bloom", &|c| {
+        format!(
+            "{}/{}",
+            c.report.verification.proven_clean_by_statistics,
+            c.report.verification.proven_clean_by_bloom_filter
+        )
+    });
+    line("complete", &|c| c.report.complete.to_string());
+    for phase in [
+        "record",
+        "planning",
+        "rewrite",
+        "staged",
+        "delete_replaced",
+        "log",
+        "verification",
+        "delete_unreferenced",
+    ] {
+        line(&format!("{phase} (s)"), &|c| {
+            format!(
+                "{:.2}",
+                c.timings_ms.get(phase).copied().unwrap_or(0) as f64 / 1e3
+            )
+        });
+    }
+    line("wall time (s)", &|c| format!("{:.2}", c.secs));
+    line("s per request", &|c| {
+        format!("{:.3}", c.secs / c.requests as f64)
+    });
+    if let Some(separate) = cases.iter().find(|c| c.name == "separate") {
+        let per_run = separate.secs / separate.requests as f64;
+        line("time ÷ same requests run separately", &|c| {
+            format!("{:.3}", c.secs / (per_run * c.requests as f64))
+        });
+    }
+    line("peak RSS (MB)", &|c| format!("{:.0}", c.peak_rss / 1e6));
+    let json_cases: serde_json::Map<String, serde_json::Value> = cases
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                json!({"requests": c.requests, "secs": c.secs, "peak_rss_bytes": c.peak_rss,
+                       "timings_ms": c.timings_ms, "report": c.report}),
+            )
+        })
+        .collect();
+    println!(
+        "\n{}",
+        json!({"bench": "forget", "rows": rows, "table_files": files, "table_bytes": bytes,
+               "cases": json_cases})
+    );
 }
 
 /// The table's data files and their sizes.
@@ -239,14 +382,13 @@ async fn first_keys(lake: &Lake, path: &Path, size: u64, n: usize) -> anyhow::Re
     Ok(keys.iter().flatten().take(n).map(str::to_string).collect())
 }
 
-/// Stages `rows` synthetic rows as row files of one source partition.
-async fn stage(lake: &Lake, rows: u64) -> anyhow::Result<()> {
+/// Stages synthetic rows `first..end` as row files of one source partition.
+async fn stage(lake: &Lake, mut first: u64, end: u64) -> anyhow::Result<()> {
     let partition = PartitionId::new("bench", "synthetic");
     const LEVELS: [&str; 4] = ["DEBUG", "INFO", "WARN", "ERROR"];
     const MESSAGES: [&str; 4] = ["request served", "cache miss", "slow upstream", "retrying"];
-    let mut first = 0;
-    while first < rows {
-        let last = (first + ROWS_PER_FILE).min(rows) - 1;
+    while first < end {
+        let last = (first + ROWS_PER_FILE).min(end) - 1;
         // A cheap mix so users and dates are spread, not in runs.
         let mixed: Vec<u64> = (first..=last)
             .map(|n| n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20)
@@ -266,7 +408,9 @@ async fn stage(lake: &Lake, rows: u64) -> anyhow::Result<()> {
             ),
             (
                 "date",
-                text(&|_, m| format!("2026-11-{:02}", 10 + m % DATES)),
+                Arc::new(Date32Array::from_iter_values(
+                    mixed.iter().map(|m| FIRST_DAY + (m % DATES) as i32),
+                )) as ArrayRef,
             ),
             ("user_id", text(&|_, m| format!("u-{:07}", m % USERS))),
             (

@@ -15,7 +15,7 @@
 //! rewrote the same files concurrently bring removed rows back.
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::BooleanArray;
@@ -60,6 +60,26 @@ pub struct RewriteReport {
     pub rows_erased: u64,
     /// Bytes of the replaced files.
     pub bytes_rewritten: u64,
+    /// The files planning ruled out, each with the reason: what a forget's
+    /// verification trusts instead of reading them.
+    #[serde(skip)]
+    pub pruned: Vec<(Path, Pruned)>,
+    /// Time spent reading and writing the files pruning left (the rest of
+    /// a rewrite's time is planning).
+    #[serde(skip)]
+    pub rewrite_time: Duration,
+}
+
+/// Why planning ruled a table file out: it proves that no row of the file
+/// holds any of the values in the erased columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pruned {
+    /// The file's min/max statistics of every erased column exclude every
+    /// value.
+    Statistics,
+    /// The bloom filters of every row group exclude every value.
+    BloomFilter,
 }
 
 /// A table file whose statistics say it may hold a matching row.
@@ -114,6 +134,9 @@ pub fn candidates(
         });
         if !may_hold {
             report.pruned_by_statistics += 1;
+            report
+                .pruned
+                .push((file.object_store_path(), Pruned::Statistics));
             continue;
         }
         let partition = TablePartition::of(&file, &columns);
@@ -203,9 +226,11 @@ pub async fn rewrite(
         }
         if !may_hold {
             report.pruned_by_bloom_filter += 1;
+            report.pruned.push((candidate.path, Pruned::BloomFilter));
             continue;
         }
         report.files_read += 1;
+        let reading = Instant::now();
         let mut rows = file.rows(candidate.partition.clone())?;
         let mut writer = target_file_bytes
             .map(|target| TableWriter::new(lake, state, rows.schema().clone(), &[], target));
@@ -240,6 +265,7 @@ pub async fn rewrite(
             if let Some(writer) = writer {
                 writer.abort().await;
             }
+            report.rewrite_time += reading.elapsed();
             continue;
         }
         report.files_rewritten += 1;
@@ -249,6 +275,7 @@ pub async fn rewrite(
             actions.extend(writer.finish().await?.into_iter().map(Action::Add));
             actions.push(Action::Remove(candidate.remove));
         }
+        report.rewrite_time += reading.elapsed();
     }
     Ok(actions)
 }

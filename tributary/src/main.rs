@@ -543,9 +543,10 @@ struct InboxRequest {
     keys: Vec<String>,
 }
 
-/// Runs every `<request-id>.json` in `inbox`; deletes each once complete.
-/// A request that fails is reported and the others still run; the command
-/// fails at the end if any did.
+/// Runs every `<request-id>.json` in `inbox` in one pass (one planning, one
+/// table rewrite, one verification; a report per request); deletes each
+/// once complete. A request that fails is reported and the others still
+/// run; the command fails at the end if any did.
 async fn forget_inbox(
     config: &Config,
     lake: &Lake,
@@ -553,8 +554,11 @@ async fn forget_inbox(
     dry_run: bool,
     grace: Duration,
 ) -> anyhow::Result<()> {
+    use std::collections::HashMap;
+
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
+    use tributary_compactor::forget::{ForgetInput, ForgetRequest, forget_batch};
 
     let inbox_lake = Lake::open(&tributary_config::LakeConfig {
         table_uri: inbox.to_string(),
@@ -569,6 +573,8 @@ async fn forget_inbox(
         .await
         .context("cannot list the inbox")?;
     let mut failed = 0;
+    let mut requests = Vec::new();
+    let mut locations = HashMap::new();
     for meta in objects {
         let Some(id) = meta
             .location
@@ -578,17 +584,40 @@ async fn forget_inbox(
             continue;
         };
         let id = id.to_string();
-        let result = async {
+        let read = async {
+            tributary_compactor::forget::validate_request_id(&id).map_err(anyhow::Error::msg)?;
             let body = tributary_lake::read_object(store.as_ref(), &meta.location).await?;
             let request: InboxRequest = serde_json::from_slice(&body)
                 .with_context(|| format!("inbox request {id}.json is not valid"))?;
-            let input = tributary_compactor::forget::ForgetInput {
+            anyhow::Ok(ForgetInput {
                 subjects: request.subjects,
                 keys: request.keys,
-            };
-            let report = run_forget(config, lake, input, id.clone(), dry_run, grace).await?;
-            if report.complete && !dry_run {
-                store.delete(&meta.location).await?;
+            })
+        }
+        .await;
+        match read {
+            Ok(input) => {
+                locations.insert(id.clone(), meta.location);
+                requests.push(ForgetRequest { id, input });
+            }
+            Err(error) => {
+                tracing::error!(request = %id, error = format!("{error:#}"), "erasure request failed");
+                failed += 1;
+            }
+        }
+    }
+    requests.sort_by(|a, b| a.id.cmp(&b.id));
+    let outcomes = forget_batch(&config.compact, lake, &requests, dry_run, grace)
+        .await
+        .with_context(|| format!("the pass over {} inbox request(s) failed", requests.len()))?;
+    for (id, outcome) in outcomes {
+        let result = async {
+            let report = outcome?;
+            if report.complete
+                && !dry_run
+                && let Some(location) = locations.get(&id)
+            {
+                store.delete(location).await?;
             }
             print_json(&report)
         }

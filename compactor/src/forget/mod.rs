@@ -10,7 +10,8 @@
 //!   ─► replaced table files deleted once the grace period has passed
 //!   ─► checkpoint, then every older log entry deleted (their statistics
 //!      may hold the identifiers)
-//!   ─► verification: every object under the table read
+//!   ─► verification: every object under the table read, except table
+//!      files the planning proved clean (verify.rs)
 //!   ─► data files the table no longer references that hold a match
 //!      (removed by other operations, or a crashed writer's) deleted
 //!      after the grace period; the run is complete when no match is left
@@ -21,9 +22,12 @@
 //! unfinished request drops matching staged rows by hash. A complete request
 //! moves to `<id>.done.json`, beside its report `<id>.report.json`. Every step can be
 //! repeated, so a killed run is finished by running it again with the same
-//! request id (and the same identifiers).
+//! request id (and the same identifiers). Several requests run in one pass
+//! ([`forget_batch`], `forget --inbox`): one planning, rewrite, staged-row
+//! pass and verification for all, a stored request, report and done file
+//! each.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,17 +46,19 @@ use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::rowfile::{self, Codec, RowFile};
 
+mod phases;
 pub mod requests;
 mod verify;
 
+use phases::Phases;
 pub use requests::StoredRequest;
 use requests::{finish_request, read_object, record_request, report_path, save_request};
-use verify::{delete_unreferenced_matches, verify};
+use verify::{Planned, delete_unreferenced_matches, object_holds, verify};
 
 use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::files::matching_rows;
-use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
+use crate::rewrite::{self, Erase, PartitionLeases, Pruned, RewriteReport};
 use crate::table::{Change, KEY_COLUMN, commit, delta_error, maintain_log};
 
 /// What to erase.
@@ -105,6 +111,10 @@ pub struct ForgetReport {
     pub objects_pending_delete: u64,
     /// Delta log entries and checkpoints deleted.
     pub log_entries_expired: u64,
+    /// The other requests that ran in the same pass (`--inbox`): the
+    /// table, staged-row, log and verification figures are the pass's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batched_with: Vec<String>,
     /// The verification pass.
     pub verification: Verification,
     /// Milliseconds per phase.
@@ -120,9 +130,27 @@ pub struct Verification {
     pub objects_read: u64,
     /// Bytes read.
     pub bytes_read: u64,
+    /// Table files not read: the planning's statistics proved they hold no
+    /// identifier in the subject and key columns.
+    pub proven_clean_by_statistics: u64,
+    /// Table files not read: the planning's bloom filters proved it.
+    pub proven_clean_by_bloom_filter: u64,
+    /// Bytes of the files proven clean.
+    pub bytes_proven_clean: u64,
     /// Objects that still hold an identifier (paths only). Replaced files in
     /// their grace period show up here until they are deleted.
     pub objects_with_matches: Vec<String>,
+}
+
+impl Verification {
+    /// Counts a table file proven clean by `reason` instead of read.
+    fn count_proven_clean(&mut self, reason: Pruned, bytes: u64) {
+        match reason {
+            Pruned::Statistics => self.proven_clean_by_statistics += 1,
+            Pruned::BloomFilter => self.proven_clean_by_bloom_filter += 1,
+        }
+        self.bytes_proven_clean += bytes;
+    }
 }
 
 /// The identifiers of a request, ready to match.
@@ -202,6 +230,15 @@ pub fn validate_request_id(id: &str) -> std::result::Result<(), String> {
 /// to be killed.
 pub const PAUSE_AFTER_VARIABLE: &str = "TRIBUTARY_FORGET_PAUSE_AFTER";
 
+/// One request of a batch ([`forget_batch`]).
+#[derive(Debug, Clone)]
+pub struct ForgetRequest {
+    /// The request id: `[A-Za-z0-9_.-]`, at most 100 characters.
+    pub id: String,
+    /// What to erase.
+    pub input: ForgetInput,
+}
+
 /// Runs (or resumes) a request.
 pub async fn forget(
     config: &CompactConfig,
@@ -209,79 +246,232 @@ pub async fn forget(
     input: &ForgetInput,
     options: &ForgetOptions,
 ) -> Result<ForgetReport> {
-    let matcher = Matcher {
-        subjects: input.subjects.iter().cloned().collect(),
-        keys: input.keys.iter().cloned().collect(),
+    let request = ForgetRequest {
+        id: options.request_id.clone(),
+        input: input.clone(),
     };
-    let mut report = ForgetReport {
-        request_id: options.request_id.clone(),
-        dry_run: options.dry_run,
-        subjects_requested: matcher.subjects.len() as u64,
-        keys_requested: matcher.keys.len() as u64,
+    let batch = forget_batch(config, lake, &[request], options.dry_run, options.grace).await?;
+    match batch.into_iter().next() {
+        Some((_, report)) => report,
+        None => Err(Error::Forget("a request of one gave no report".into())),
+    }
+}
+
+/// Runs (or resumes) several requests in one pass: each is recorded on its
+/// own, then one planning, one table rewrite (one commit), one pass over
+/// staged rows and dead letters, one log expiry and one verification serve
+/// them all; each gets its own report, stored beside its request, and is
+/// complete once no object holds one of its identifiers. A request that
+/// cannot be recorded (its id exists with other identifiers) fails alone
+/// and is left out of the pass; an error of the pass fails the call.
+/// Returns each request's id and outcome, in order.
+pub async fn forget_batch(
+    config: &CompactConfig,
+    lake: &Lake,
+    requests: &[ForgetRequest],
+    dry_run: bool,
+    grace: Duration,
+) -> Result<Vec<(String, Result<ForgetReport>)>> {
+    let mut phases = Phases::new();
+    let mut outcomes = Vec::new();
+    let mut members = Vec::new();
+    for request in requests {
+        let matcher = matcher_of(&request.input);
+        let stored = if dry_run {
+            None
+        } else {
+            match record_request(lake, &matcher, &request.id).await {
+                Ok(stored) => Some(stored),
+                Err(error) => {
+                    outcomes.push((request.id.clone(), Err(error)));
+                    continue;
+                }
+            }
+        };
+        let report = ForgetReport {
+            request_id: request.id.clone(),
+            dry_run,
+            subjects_requested: matcher.subjects.len() as u64,
+            keys_requested: matcher.keys.len() as u64,
+            ..Default::default()
+        };
+        members.push(Member {
+            matcher,
+            stored,
+            report,
+        });
+    }
+    if members.is_empty() {
+        return Ok(outcomes);
+    }
+    let ids: Vec<String> = members
+        .iter()
+        .map(|m| m.report.request_id.clone())
+        .collect();
+    // The batch's name in the Delta commit and its event: the ids, which
+    // hold no comma.
+    let options = ForgetOptions {
+        request_id: ids.join(","),
+        dry_run,
+        grace,
+    };
+    phases.label = options.request_id.clone();
+    let matcher = matcher_of(&ForgetInput {
+        subjects: requests_of(&members, |m| &m.subjects),
+        keys: requests_of(&members, |m| &m.keys),
+    });
+    // Pass-wide figures, copied into every request's report.
+    let mut pass = ForgetReport {
+        dry_run,
         ..Default::default()
     };
-    let mut phase = Instant::now();
-    let pause_after = std::env::var(PAUSE_AFTER_VARIABLE).ok();
-    let mut lap = async |report: &mut ForgetReport, name: &str| {
-        report
-            .timings_ms
-            .insert(name.to_string(), phase.elapsed().as_millis() as u64);
-        tracing::info!(request = %options.request_id, phase = name, "forget phase done");
-        if pause_after.as_deref() == Some(name) {
-            // For the crash tests: wait here to be killed.
-            eprintln!("forget paused after phase {name}");
-            std::future::pending::<()>().await;
-        }
-        phase = Instant::now();
-    };
-
-    let mut request = if options.dry_run {
-        None
-    } else {
-        Some(record_request(lake, &matcher, &options.request_id).await?)
-    };
-    lap(&mut report, "record").await;
+    phases.end("record", "record", None).await;
 
     let erase = erasures(lake, &matcher);
-    erase_from_table(config, lake, &erase, options, request.as_mut(), &mut report).await?;
-    lap(&mut report, "table").await;
+    let rewrite_time = erase_from_table(
+        config,
+        lake,
+        &erase,
+        &options,
+        &mut members,
+        &mut pass.table,
+    )
+    .await?;
+    // Planning: the snapshot, statistics, bloom filters, leases; rewrite:
+    // reading and writing the files left, and the commit.
+    phases
+        .end("table", "planning", Some(("rewrite", rewrite_time)))
+        .await;
 
-    erase_from_row_files(lake, &matcher, &erase, options.dry_run, &mut report).await?;
-    lap(&mut report, "staged_and_dead_letters").await;
+    erase_from_row_files(lake, &matcher, &erase, dry_run, &mut pass).await?;
+    phases.end("staged_and_dead_letters", "staged", None).await;
 
-    if let Some(request) = &mut request {
-        delete_after_grace(lake, request, &mut report).await?;
-        save_request(lake, request).await?;
-        lap(&mut report, "delete_replaced").await;
-
-        report.log_entries_expired = expire_log(config, lake).await?;
-        lap(&mut report, "expire_log").await;
+    if !dry_run {
+        delete_after_grace(lake, &mut members).await?;
+        phases.end("delete_replaced", "delete_replaced", None).await;
+        pass.log_entries_expired = expire_log(config, lake).await?;
+        phases.end("expire_log", "log", None).await;
     }
 
-    let (verification, found) = verify(lake, &matcher).await?;
-    report.verification = verification;
-    lap(&mut report, "verify").await;
-    if !options.dry_run {
-        delete_unreferenced_matches(lake, found, options.grace, &mut report).await?;
-        lap(&mut report, "delete_unreferenced").await;
-    }
-    report.complete = report.verification.objects_with_matches.is_empty();
-
-    if let Some(request) = &mut request {
-        let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::Forget(e.to_string()))?;
-        let path = report_path(&request.id);
-        lake.store()
-            .put(&path, PutPayload::from(body))
-            .await
-            .map_err(|e| tributary_lake::Error::store(&path, e))?;
-        request.complete = report.complete;
-        if request.complete {
-            finish_request(lake, request).await?;
-        } else {
-            save_request(lake, request).await?;
+    let planned: Planned = pass.table.pruned.iter().cloned().collect();
+    let (verification, found) = verify(lake, &matcher, &planned).await?;
+    pass.verification = verification;
+    // Which request's identifiers each object holds: with one request,
+    // its; with several, each object found is read again per request
+    // (objects are found only when something is left, which is rare). An
+    // object no request claims on the second read (gone since) counts for
+    // every request: a report never says complete while an object it read
+    // held an identifier.
+    let mut holding: Vec<HashSet<String>> = vec![HashSet::new(); members.len()];
+    for meta in &found {
+        let mut claimed = vec![members.len() == 1; members.len()];
+        if members.len() > 1 {
+            for (member, claim) in members.iter().zip(&mut claimed) {
+                *claim = object_holds(lake, meta, &member.matcher).await? == Some(true);
+            }
+        }
+        let any = claimed.contains(&true);
+        for (held, claim) in holding.iter_mut().zip(claimed) {
+            if claim || !any {
+                held.insert(meta.location.to_string());
+            }
         }
     }
-    Ok(report)
+    phases.end("verify", "verification", None).await;
+    if !dry_run {
+        let deleted = delete_unreferenced_matches(lake, found, grace).await?;
+        for (member, held) in members.iter_mut().zip(&mut holding) {
+            for path in &deleted {
+                if held.remove(path) {
+                    member.report.objects_deleted += 1;
+                }
+            }
+        }
+        phases
+            .end("delete_unreferenced", "delete_unreferenced", None)
+            .await;
+    }
+
+    for (member, held) in members.into_iter().zip(holding) {
+        let own = member.report;
+        let id = own.request_id.clone();
+        let mut objects_with_matches: Vec<String> = held.into_iter().collect();
+        objects_with_matches.sort();
+        // The request's own figures; the rest are the pass's.
+        let report = ForgetReport {
+            request_id: own.request_id,
+            subjects_requested: own.subjects_requested,
+            keys_requested: own.keys_requested,
+            objects_deleted: own.objects_deleted,
+            objects_pending_delete: own.objects_pending_delete,
+            batched_with: ids.iter().filter(|other| **other != id).cloned().collect(),
+            complete: objects_with_matches.is_empty(),
+            verification: Verification {
+                objects_with_matches,
+                ..pass.verification.clone()
+            },
+            timings_ms: phases.timings_ms.clone(),
+            ..pass.clone()
+        };
+        let outcome = match member.stored {
+            Some(mut stored) => store_report(lake, &mut stored, &report)
+                .await
+                .map(|()| report),
+            None => Ok(report),
+        };
+        outcomes.push((id, outcome));
+    }
+    let order: HashMap<&str, usize> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
+        .collect();
+    outcomes.sort_by_key(|(id, _)| order.get(id.as_str()).copied());
+    Ok(outcomes)
+}
+
+/// A request of a running batch.
+struct Member {
+    matcher: Matcher,
+    /// The recorded request (none in a dry run).
+    stored: Option<StoredRequest>,
+    /// Its own part of the report.
+    report: ForgetReport,
+}
+
+/// The identifiers of every member, once each.
+fn requests_of(members: &[Member], of: impl Fn(&Matcher) -> &HashSet<String>) -> Vec<String> {
+    let all: HashSet<&String> = members.iter().flat_map(|m| of(&m.matcher)).collect();
+    all.into_iter().cloned().collect()
+}
+
+/// The matcher of a request's identifiers.
+fn matcher_of(input: &ForgetInput) -> Matcher {
+    Matcher {
+        subjects: input.subjects.iter().cloned().collect(),
+        keys: input.keys.iter().cloned().collect(),
+    }
+}
+
+/// Stores a report beside its request, then marks the request complete
+/// (moving it to `<id>.done.json`) or saves its progress.
+async fn store_report(
+    lake: &Lake,
+    request: &mut StoredRequest,
+    report: &ForgetReport,
+) -> Result<()> {
+    let body = serde_json::to_vec_pretty(report).map_err(|e| Error::Forget(e.to_string()))?;
+    let path = report_path(&request.id);
+    lake.store()
+        .put(&path, PutPayload::from(body))
+        .await
+        .map_err(|e| tributary_lake::Error::store(&path, e))?;
+    request.complete = report.complete;
+    if request.complete {
+        finish_request(lake, request).await
+    } else {
+        save_request(lake, request).await
+    }
 }
 
 /// What to erase from table files: each subject column by the subjects,
@@ -309,22 +499,24 @@ fn erasures(lake: &Lake, matcher: &Matcher) -> Vec<Erase> {
 const ATTEMPTS: u32 = 5;
 
 /// Rewrites the table files that hold a match, under partition leases, in
-/// one commit. The files it replaces are added to the request's pending
-/// deletes before the commit, so that a run killed right after the commit
-/// still deletes them when it is run again.
+/// one commit, and returns the time spent reading and writing files and
+/// committing (the rest is planning). The files it replaces are added to
+/// each recorded request's pending deletes before the commit, so that a run
+/// killed right after the commit still deletes them when it is run again.
 async fn erase_from_table(
     config: &CompactConfig,
     lake: &Lake,
     erase: &[Erase],
     options: &ForgetOptions,
-    mut request: Option<&mut StoredRequest>,
-    report: &mut ForgetReport,
-) -> Result<()> {
+    members: &mut [Member],
+    table_report: &mut RewriteReport,
+) -> Result<Duration> {
+    let mut rewrite_time = Duration::ZERO;
     let Some(mut table) = lake.load_table().await? else {
-        return Ok(());
+        return Ok(rewrite_time);
     };
     if erase.is_empty() {
-        return Ok(());
+        return Ok(rewrite_time);
     }
     let mut attempt = 1;
     loop {
@@ -340,7 +532,7 @@ async fn erase_from_table(
             true,
         )
         .await;
-        let (actions, table_report) = match result {
+        let (actions, planned) = match result {
             Ok(done) => done,
             Err(error) => {
                 leases.release(lake).await;
@@ -352,7 +544,13 @@ async fn erase_from_table(
                 return Err(error);
             }
         };
-        report.table = table_report;
+        rewrite_time += planned.rewrite_time;
+        *table_report = planned;
+        if actions.is_empty() {
+            leases.release(lake).await;
+            return Ok(rewrite_time);
+        }
+        let committing = Instant::now();
         let removed: Vec<String> = actions
             .iter()
             .filter_map(|a| match a {
@@ -360,16 +558,13 @@ async fn erase_from_table(
                 _ => None,
             })
             .collect();
-        if actions.is_empty() {
-            leases.release(lake).await;
-            return Ok(());
-        }
-        if let Some(request) = request.as_deref_mut() {
-            request.pending_deletes.extend(removed);
+        let delete_after_ms =
+            chrono::Utc::now().timestamp_millis() + options.grace.as_millis() as i64;
+        for request in members.iter_mut().filter_map(|m| m.stored.as_mut()) {
+            request.pending_deletes.extend(removed.iter().cloned());
             request.pending_deletes.sort();
             request.pending_deletes.dedup();
-            request.delete_after_ms =
-                chrono::Utc::now().timestamp_millis() + options.grace.as_millis() as i64;
+            request.delete_after_ms = delete_after_ms;
             save_request(lake, request).await?;
         }
         let operation = DeltaOperation::Delete {
@@ -386,8 +581,9 @@ async fn erase_from_table(
         };
         let committed = commit(config, lake, &table, &mut leases, change).await;
         leases.release(lake).await;
+        rewrite_time += committing.elapsed();
         match committed {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(rewrite_time),
             Err(error) if error.is_commit_conflict() && attempt < ATTEMPTS => {
                 tracing::info!(%error, attempt, "forget commit conflicted; planning again");
                 attempt += 1;
@@ -520,19 +716,51 @@ async fn erase_from_row_files(
     Ok(())
 }
 
-/// Deletes the request's replaced files once their grace period has passed,
-/// except any the table still references (recorded before a commit that
-/// then failed).
-async fn delete_after_grace(
-    lake: &Lake,
-    request: &mut StoredRequest,
-    report: &mut ForgetReport,
-) -> Result<()> {
-    if chrono::Utc::now().timestamp_millis() < request.delete_after_ms {
-        report.objects_pending_delete = request.pending_deletes.len() as u64;
-        return Ok(());
+/// Deletes each recorded request's replaced files once their grace period
+/// has passed, except any the table still references (recorded before a
+/// commit that then failed), and saves the requests.
+async fn delete_after_grace(lake: &Lake, members: &mut [Member]) -> Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut active: Option<HashSet<Path>> = None;
+    // The requests of a batch share their replaced files: each is deleted
+    // once, and counted for every request.
+    let mut deleted: HashSet<Path> = HashSet::new();
+    for member in members {
+        let Some(request) = member.stored.as_mut() else {
+            continue;
+        };
+        let report = &mut member.report;
+        if now < request.delete_after_ms {
+            report.objects_pending_delete = request.pending_deletes.len() as u64;
+            save_request(lake, request).await?;
+            continue;
+        }
+        if active.is_none() && !request.pending_deletes.is_empty() {
+            active = Some(table_files(lake).await?);
+        }
+        for file in std::mem::take(&mut request.pending_deletes) {
+            let path = Path::from_url_path(&file)
+                .map_err(|e| Error::Forget(format!("replaced file {file:?}: {e}")))?;
+            if active.as_ref().is_some_and(|a| a.contains(&path)) {
+                continue;
+            }
+            if !deleted.contains(&path) {
+                match lake.store().delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(tributary_lake::Error::store(&path, e).into()),
+                }
+                deleted.insert(path);
+            }
+            report.objects_deleted += 1;
+        }
+        save_request(lake, request).await?;
     }
-    let active: HashSet<Path> = match lake.load_table().await? {
+    Ok(())
+}
+
+/// The data files the table references (none without a table).
+async fn table_files(lake: &Lake) -> Result<HashSet<Path>> {
+    Ok(match lake.load_table().await? {
         Some(table) => table
             .snapshot()
             .map_err(|e| delta_error(lake, "read", e))?
@@ -541,19 +769,7 @@ async fn delete_after_grace(
             .map(|f| f.object_store_path())
             .collect(),
         None => HashSet::new(),
-    };
-    for file in std::mem::take(&mut request.pending_deletes) {
-        let path = Path::from_url_path(&file)
-            .map_err(|e| Error::Forget(format!("replaced file {file:?}: {e}")))?;
-        if active.contains(&path) {
-            continue;
-        }
-        match lake.store().delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => report.objects_deleted += 1,
-            Err(e) => return Err(tributary_lake::Error::store(&path, e).into()),
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Writes a checkpoint at the latest version and deletes every log entry and

@@ -1,8 +1,16 @@
-//! Verification: every object under the table read, and what still holds
-//! an identifier found (and, for data files the table no longer references,
-//! deleted after the grace period).
+//! Verification: the objects under the table that could still hold an
+//! identifier read, and what still holds one found (and, for data files the
+//! table no longer references, deleted after the grace period).
+//!
+//! A table data file is not read when the request's planning ruled it out
+//! (statistics or bloom filters of the subject and key columns exclude every
+//! identifier; [`proven_clean`]) and the table still references it. Everything
+//! else is read in full: files the rewrite wrote, files the planning read,
+//! files committed since the planning (a concurrent compaction's), files the
+//! table no longer references, checkpoints, and every object that is not
+//! Parquet (log entries, staged row files, dead letters, requests).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,34 +23,65 @@ use tributary_lake::Lake;
 use tributary_lake::rowfile::RowFile;
 
 use super::requests::read_object;
-use super::{ForgetReport, Matcher, Verification};
+use super::{Matcher, Verification};
 use crate::error::{Error, Result};
 use crate::files::TableFile;
 use crate::optimize::MIN_ORPHAN_AGE;
 use crate::partition::TablePartition;
 use crate::progress::Progress;
+use crate::rewrite::Pruned;
 use crate::table::delta_error;
 
-/// Reads every object under the table and lists those that still hold an
-/// identifier: Parquet files (data and checkpoints) value by value, row files
-/// value by value and payload bytes, everything else (log JSON, requests,
-/// leases) as text.
+/// What the planning of a request proved: the table files it ruled out for
+/// every identifier of the request, and why.
+pub(super) type Planned = HashMap<Path, Pruned>;
+
+/// Why `meta` need not be read, or `None` when it must be: only a data file
+/// that the table references now (`active`) and that the planning ruled out
+/// is proven clean, by the planning's reason. Data files are immutable, so a
+/// proof about a path holds for as long as the path exists; a file
+/// committed after the planning has no proof and is read.
+pub(super) fn proven_clean(
+    meta: &ObjectMeta,
+    active: &HashSet<Path>,
+    planned: &Planned,
+) -> Option<Pruned> {
+    if !active.contains(&meta.location) {
+        return None;
+    }
+    planned.get(&meta.location).copied()
+}
+
+/// Reads every object under the table that is not proven clean
+/// ([`proven_clean`]) and lists those that still hold an identifier: Parquet
+/// files (data and checkpoints) value by value, row files value by value and
+/// payload bytes, everything else (log JSON, requests, leases) as text.
 pub(super) async fn verify(
     lake: &Lake,
     matcher: &Matcher,
+    planned: &Planned,
 ) -> Result<(Verification, Vec<ObjectMeta>)> {
+    let active = active_files(lake).await?;
     let objects: Vec<_> = lake
         .store()
         .list(None)
         .try_collect()
         .await
         .map_err(|e| tributary_lake::Error::store(&Path::from(""), e))?;
+    let mut verification = Verification::default();
+    let mut to_read = Vec::new();
+    for meta in objects {
+        match proven_clean(&meta, &active, planned) {
+            Some(reason) => verification.count_proven_clean(reason, meta.size),
+            None => to_read.push(meta),
+        }
+    }
     // Objects are read concurrently, each on a runtime worker, so decoding
     // uses every core.
-    let total = objects.len() as u64;
+    let total = to_read.len() as u64;
     let matcher = Arc::new(matcher.clone());
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-    let mut checked = futures::stream::iter(objects)
+    let mut checked = futures::stream::iter(to_read)
         .map(|meta| {
             let (lake, matcher) = (lake.clone(), matcher.clone());
             tokio::spawn(async move {
@@ -51,7 +90,6 @@ pub(super) async fn verify(
             })
         })
         .buffer_unordered(parallelism);
-    let mut verification = Verification::default();
     let mut found_in = Vec::new();
     let mut progress = Progress::new("objects verified", total);
     while let Some(result) = checked.next().await {
@@ -70,6 +108,19 @@ pub(super) async fn verify(
     }
     verification.objects_with_matches.sort();
     Ok((verification, found_in))
+}
+
+/// The data files the table references now (none without a table).
+async fn active_files(lake: &Lake) -> Result<HashSet<Path>> {
+    let Some(table) = lake.load_table().await? else {
+        return Ok(HashSet::new());
+    };
+    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+    Ok(state
+        .log_data()
+        .iter()
+        .map(|f| f.object_store_path())
+        .collect())
 }
 
 /// Whether the object holds an identifier; `None` when it is gone.
@@ -101,13 +152,12 @@ pub(super) async fn object_holds(
 /// another request) removed more than `grace` ago, and files no commit ever
 /// referenced (a crashed writer's output) older than [`MIN_ORPHAN_AGE`] —
 /// younger ones may be a running writer's output about to be committed.
-/// What is left stays in the report's matches.
+/// Returns the paths deleted.
 pub(super) async fn delete_unreferenced_matches(
     lake: &Lake,
     found: Vec<ObjectMeta>,
     grace: Duration,
-    report: &mut ForgetReport,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let data_files: Vec<ObjectMeta> = found
         .into_iter()
         .filter(|m| {
@@ -116,10 +166,10 @@ pub(super) async fn delete_unreferenced_matches(
         })
         .collect();
     let Some(table) = lake.load_table().await? else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if data_files.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
     let active: HashSet<Path> = state
@@ -132,7 +182,7 @@ pub(super) async fn delete_unreferenced_matches(
         .try_collect()
         .await
         .map_err(|e| delta_error(lake, "read", e))?;
-    let removed_at: std::collections::HashMap<Path, i64> = tombstones
+    let removed_at: HashMap<Path, i64> = tombstones
         .iter()
         .map(|t| {
             (
@@ -142,6 +192,7 @@ pub(super) async fn delete_unreferenced_matches(
         })
         .collect();
     let now = chrono::Utc::now();
+    let mut deleted = Vec::new();
     for meta in data_files {
         let path = meta.location;
         if active.contains(&path) {
@@ -160,13 +211,9 @@ pub(super) async fn delete_unreferenced_matches(
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(tributary_lake::Error::store(&path, e).into()),
         }
-        report.objects_deleted += 1;
-        report
-            .verification
-            .objects_with_matches
-            .retain(|name| name != path.as_ref());
+        deleted.push(path.to_string());
     }
-    Ok(())
+    Ok(deleted)
 }
 
 pub(super) fn row_file_holds(bytes: &[u8], name: &str, matcher: &Matcher) -> Result<bool> {
@@ -243,5 +290,157 @@ pub(super) fn array_holds(array: &ArrayRef, matcher: &Matcher) -> bool {
             array_holds(map.keys(), matcher) || array_holds(map.values(), matcher)
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{ArrayRef, Date32Array, Int64Array, StringArray};
+    use deltalake::arrow::record_batch::RecordBatch;
+    use tributary_config::{CompactConfig, LakeConfig};
+    use tributary_lake::rowfile::{self, Codec};
+    use tributary_lake::{Lake, PartitionId, chain};
+
+    use super::*;
+    use crate::forget::{ForgetInput, erasures, matcher_of};
+    use crate::rewrite::{RewriteReport, candidates};
+
+    /// Stages rows `first..first + users.len()` (one per user) and compacts
+    /// them: one more table file.
+    async fn add_file(config: &CompactConfig, lake: &Lake, first: u64, users: &[&str]) {
+        let partition = PartitionId::new("test", "p0");
+        let last = first + users.len() as u64 - 1;
+        let text = |values: Vec<String>| Arc::new(StringArray::from(values)) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "_key",
+                text((first..=last).map(|n| format!("k{n}")).collect()),
+            ),
+            (
+                "_position",
+                Arc::new(Int64Array::from_iter_values(
+                    (first..=last).map(|n| n as i64),
+                )) as ArrayRef,
+            ),
+            (
+                "date",
+                Arc::new(Date32Array::from(vec![20_787; users.len()])) as ArrayRef,
+            ),
+            (
+                "user_id",
+                text(users.iter().map(|u| u.to_string()).collect()),
+            ),
+            (
+                "ts",
+                Arc::new(Int64Array::from(vec![1_795_000_000_000; users.len()])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let file = rowfile::write(
+            &batch,
+            Codec::Zstd,
+            chain::file_metadata(&partition, first, last),
+        )
+        .unwrap();
+        chain::stage(lake.store().as_ref(), &partition, first, file)
+            .await
+            .unwrap();
+        crate::compact_until_empty(config, lake).await.unwrap();
+    }
+
+    fn meta(path: &str) -> ObjectMeta {
+        ObjectMeta {
+            location: Path::from(path),
+            last_modified: chrono::Utc::now(),
+            size: 1,
+            e_tag: None,
+            version: None,
+        }
+    }
+
+    #[test]
+    fn only_a_planned_file_the_table_still_references_is_proven_clean() {
+        let planned: Planned = [
+            (Path::from("a.parquet"), Pruned::Statistics),
+            (Path::from("b.parquet"), Pruned::BloomFilter),
+        ]
+        .into_iter()
+        .collect();
+        let active: HashSet<Path> = ["a.parquet", "b.parquet", "new.parquet"]
+            .into_iter()
+            .map(Path::from)
+            .collect();
+        let clean = |path| proven_clean(&meta(path), &active, &planned);
+        assert_eq!(clean("a.parquet"), Some(Pruned::Statistics));
+        assert_eq!(clean("b.parquet"), Some(Pruned::BloomFilter));
+        // Committed after the planning: never planned, so read.
+        assert_eq!(clean("new.parquet"), None);
+        // Planned, but removed from the table since: read.
+        let active: HashSet<Path> = [Path::from("b.parquet")].into_iter().collect();
+        assert_eq!(proven_clean(&meta("a.parquet"), &active, &planned), None);
+        assert_eq!(
+            proven_clean(
+                &meta("_delta_log/00000000000000000001.json"),
+                &active,
+                &planned
+            ),
+            None
+        );
+    }
+
+    /// A compaction that commits a file holding the subject between a
+    /// request's planning and its verification: the planning's proofs cover
+    /// the files it saw, the new file is read and its match found.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_committed_after_the_planning_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&LakeConfig {
+            table_uri: dir.path().join("table").display().to_string(),
+            s3: Default::default(),
+            subject_columns: vec!["user_id".into()],
+            ..LakeConfig::new("")
+        })
+        .unwrap();
+        let config = CompactConfig::default();
+        add_file(&config, &lake, 0, &["u-1", "u-2"]).await;
+        add_file(&config, &lake, 2, &["u-3", "u-4"]).await;
+
+        let input = ForgetInput {
+            subjects: vec!["late".into()],
+            keys: vec![],
+        };
+        let matcher = matcher_of(&input);
+        let table = lake.load_table().await.unwrap().unwrap();
+        let mut planning = RewriteReport::default();
+        let found = candidates(
+            table.snapshot().unwrap(),
+            &erasures(&lake, &matcher),
+            &mut planning,
+        );
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(planning.files_scanned, 2, "{planning:?}");
+        assert_eq!(planning.pruned.len(), 2);
+        let planned: Planned = planning.pruned.into_iter().collect();
+
+        add_file(&config, &lake, 4, &["late", "u-5"]).await;
+        let (verification, found) = verify(&lake, &matcher, &planned).await.unwrap();
+        assert_eq!(verification.proven_clean_by_statistics, 2);
+        assert_eq!(verification.proven_clean_by_bloom_filter, 0);
+        let new_file = active_files(&lake)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| !planned.contains_key(p))
+            .unwrap();
+        assert!(
+            verification
+                .objects_with_matches
+                .contains(&new_file.to_string()),
+            "{verification:?}"
+        );
+        assert_eq!(found.len(), verification.objects_with_matches.len());
     }
 }
