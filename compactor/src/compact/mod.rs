@@ -41,6 +41,7 @@ use crate::table::{
     Change, KEY_COLUMN, add_new_columns, commit, create_table, delta_error, system_columns,
     table_size,
 };
+use crate::text_index::INDEX_COLUMN;
 use rows::{Target, convert_file, merge_rows};
 
 mod rows;
@@ -251,6 +252,13 @@ pub async fn compact_round(
             target.push((column.clone(), ColumnType::String));
         }
     }
+    // The free-text index of the redact columns, filled in by the writer.
+    if !lake.redact_columns().is_empty() && !target.iter().any(|(n, _)| n == INDEX_COLUMN) {
+        target.push((
+            INDEX_COLUMN.into(),
+            ColumnType::List(Box::new(ColumnType::String)),
+        ));
+    }
     let arrow_schema: SchemaRef = Arc::new(Schema::new(
         target
             .iter()
@@ -394,6 +402,7 @@ pub async fn compact_round(
             lake,
             &mut table,
             &erase,
+            None,
             target,
             &mut leases,
             false,

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use deltalake::arrow::array::{AsArray, BinaryArray, BooleanArray};
 use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Action;
@@ -42,8 +43,11 @@ use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::rowfile::{self, Codec, RowFile};
 
+mod matcher;
 pub mod requests;
 mod verify;
+
+pub use matcher::{Matcher, REDACTED, Residue};
 
 pub use requests::StoredRequest;
 use requests::{finish_request, read_object, record_request, report_path, save_request};
@@ -52,7 +56,7 @@ use verify::{delete_unreferenced_matches, verify};
 use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::files::matching_rows;
-use crate::rewrite::{self, Erase, PartitionLeases, RewriteReport};
+use crate::rewrite::{self, Erase, FreeText, PartitionLeases, RewriteReport};
 use crate::table::{Change, KEY_COLUMN, commit, delta_error, maintain_log};
 
 /// What to erase.
@@ -97,8 +101,16 @@ pub struct ForgetReport {
     pub staged_rows_erased: u64,
     /// Dead-letter files rewritten.
     pub dead_letter_files_rewritten: u64,
-    /// Dead letters whose payload was erased.
+    /// Dead letters whose payload was erased (or whose text was redacted).
     pub dead_letters_erased: u64,
+    /// Values of staged rows' redact columns and of dead letters' text
+    /// columns in which an identifier was replaced.
+    pub row_file_values_redacted: u64,
+    /// Objects and columns a phase read that still hold an identifier after
+    /// it (a column that is neither a subject nor a redact column: add it to
+    /// `lake.redact_columns`, or erase those rows by key). The request is
+    /// not complete while there is any.
+    pub residue: Vec<Residue>,
     /// Replaced table files deleted.
     pub objects_deleted: u64,
     /// Replaced table files left for the grace period.
@@ -123,61 +135,9 @@ pub struct Verification {
     /// Objects that still hold an identifier (paths only). Replaced files in
     /// their grace period show up here until they are deleted.
     pub objects_with_matches: Vec<String>,
-}
-
-/// The identifiers of a request, ready to match.
-#[derive(Debug, Clone, Default)]
-pub struct Matcher {
-    subjects: HashSet<String>,
-    keys: HashSet<String>,
-}
-
-impl Matcher {
-    /// Whether `text` is an identifier, or JSON text (a Delta log line, the
-    /// statistics in a checkpoint) holding one as a string.
-    fn text_holds(&self, text: &str) -> bool {
-        if self.subjects.contains(text) || self.keys.contains(text) {
-            return true;
-        }
-        let json = text.starts_with('{') || text.starts_with('[');
-        json && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| self.json_holds(&v))
-    }
-
-    fn json_holds(&self, value: &serde_json::Value) -> bool {
-        match value {
-            serde_json::Value::String(s) => self.text_holds(s),
-            serde_json::Value::Array(items) => items.iter().any(|v| self.json_holds(v)),
-            serde_json::Value::Object(map) => map
-                .iter()
-                .any(|(k, v)| self.text_holds(k) || self.json_holds(v)),
-            _ => false,
-        }
-    }
-
-    /// Whether raw bytes (a dead letter's payload, an object that is not
-    /// JSON) contain an identifier anywhere.
-    fn bytes_hold(&self, bytes: &[u8]) -> bool {
-        self.subjects
-            .iter()
-            .chain(&self.keys)
-            .any(|id| !id.is_empty() && bytes.windows(id.len()).any(|w| w == id.as_bytes()))
-    }
-
-    /// Whether an object's text holds an identifier: line by line as JSON
-    /// when it is JSON (Delta log entries), else as raw bytes.
-    fn object_holds(&self, bytes: &[u8]) -> bool {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                text.lines().any(
-                    |line| match serde_json::from_str::<serde_json::Value>(line) {
-                        Ok(value) => self.json_holds(&value),
-                        Err(_) => self.bytes_hold(line.as_bytes()),
-                    },
-                )
-            }
-            Err(_) => self.bytes_hold(bytes),
-        }
-    }
+    /// The same, with the column that holds it (empty for an object that is
+    /// not rows).
+    pub residue: Vec<Residue>,
 }
 
 /// Checks a request id.
@@ -209,10 +169,7 @@ pub async fn forget(
     input: &ForgetInput,
     options: &ForgetOptions,
 ) -> Result<ForgetReport> {
-    let matcher = Matcher {
-        subjects: input.subjects.iter().cloned().collect(),
-        keys: input.keys.iter().cloned().collect(),
-    };
+    let matcher = Matcher::new(input.subjects.iter().cloned(), input.keys.iter().cloned())?;
     let mut report = ForgetReport {
         request_id: options.request_id.clone(),
         dry_run: options.dry_run,
@@ -243,7 +200,21 @@ pub async fn forget(
     lap(&mut report, "record").await;
 
     let erase = erasures(lake, &matcher);
-    erase_from_table(config, lake, &erase, options, request.as_mut(), &mut report).await?;
+    let text = FreeText {
+        matcher: Arc::new(matcher.clone()),
+        redact_columns: lake.redact_columns().to_vec(),
+    };
+    erase_from_table(
+        config,
+        lake,
+        &erase,
+        &text,
+        options,
+        request.as_mut(),
+        &mut report,
+    )
+    .await?;
+    report.residue = report.table.residue.clone();
     lap(&mut report, "table").await;
 
     erase_from_row_files(lake, &matcher, &erase, options.dry_run, &mut report).await?;
@@ -265,7 +236,10 @@ pub async fn forget(
         delete_unreferenced_matches(lake, found, options.grace, &mut report).await?;
         lap(&mut report, "delete_unreferenced").await;
     }
-    report.complete = report.verification.objects_with_matches.is_empty();
+    report.residue.sort();
+    report.residue.dedup();
+    report.complete =
+        report.verification.objects_with_matches.is_empty() && report.residue.is_empty();
 
     if let Some(request) = &mut request {
         let body = serde_json::to_vec_pretty(&report).map_err(|e| Error::Forget(e.to_string()))?;
@@ -316,6 +290,7 @@ async fn erase_from_table(
     config: &CompactConfig,
     lake: &Lake,
     erase: &[Erase],
+    text: &FreeText,
     options: &ForgetOptions,
     mut request: Option<&mut StoredRequest>,
     report: &mut ForgetReport,
@@ -323,7 +298,7 @@ async fn erase_from_table(
     let Some(mut table) = lake.load_table().await? else {
         return Ok(());
     };
-    if erase.is_empty() {
+    if erase.is_empty() && text.redact_columns.is_empty() {
         return Ok(());
     }
     let mut attempt = 1;
@@ -335,6 +310,7 @@ async fn erase_from_table(
             lake,
             &mut table,
             erase,
+            Some(text),
             target,
             &mut leases,
             true,
@@ -397,16 +373,35 @@ async fn erase_from_table(
     }
 }
 
+/// What [`erase_rows`] left of a row file.
+struct ErasedRows {
+    rows: RecordBatch,
+    /// Staged rows removed, or dead letters whose payload was blanked.
+    erased: u64,
+    /// Values in which an identifier was replaced.
+    redacted: u64,
+    /// Columns that still hold an identifier.
+    residue: Vec<String>,
+}
+
 /// `rows` of a staged row file without the rows whose value in an erased
-/// column is erased; or, for a dead-letter file, with the payload of those
-/// rows and of rows whose payload holds an identifier blanked. Also how many
-/// rows changed.
+/// column is erased and with every identifier in the redact columns
+/// replaced; or, for a dead-letter file, with the payload of those rows and
+/// of rows whose payload holds an identifier blanked, and every identifier
+/// in its text columns (reason, error) replaced.
+///
+/// A dead letter's payload is erased whole rather than redacted: it is the
+/// raw message, which failed to decode, so nothing says whose record it is
+/// (a payload naming the subject may be the subject's own record, all of it
+/// their data), and its encoding (Avro or Protobuf length prefixes,
+/// compressed frames) is not text that can be edited in place.
 fn erase_rows(
     rows: &RecordBatch,
     matcher: &Matcher,
     erase: &[Erase],
+    redact_columns: &[String],
     dead_letters: bool,
-) -> std::result::Result<(RecordBatch, u64), ArrowError> {
+) -> std::result::Result<ErasedRows, ArrowError> {
     let mut matches = vec![false; rows.num_rows()];
     for e in erase {
         if let Some(matching) = matching_rows(rows, &e.column, &e.values) {
@@ -420,30 +415,58 @@ fn erase_rows(
         .index_of("payload")
         .ok()
         .filter(|_| dead_letters);
-    let Some(payload) = payload else {
-        let keep: BooleanArray = matches.iter().map(|m| Some(!m)).collect();
-        let changed = keep.false_count() as u64;
-        return Ok((filter_record_batch(rows, &keep)?, changed));
+    let (rows, erased, text_columns) = match payload {
+        None => {
+            let keep: BooleanArray = matches.iter().map(|m| Some(!m)).collect();
+            let erased = keep.false_count() as u64;
+            (
+                filter_record_batch(rows, &keep)?,
+                erased,
+                redact_columns.to_vec(),
+            )
+        }
+        Some(payload) => {
+            let text_columns: Vec<String> = rows
+                .schema()
+                .fields()
+                .iter()
+                .filter(|f| f.data_type() == &DataType::Utf8)
+                .map(|f| f.name().clone())
+                .collect();
+            let Some(payloads) = rows.column(payload).as_binary_opt::<i32>() else {
+                return Ok(ErasedRows {
+                    residue: matcher.columns_holding(rows, &[]),
+                    rows: rows.clone(),
+                    erased: 0,
+                    redacted: 0,
+                });
+            };
+            let mut erased = 0;
+            let blanked: BinaryArray = payloads
+                .iter()
+                .zip(&matches)
+                .map(|(bytes, matched)| {
+                    if *matched || bytes.is_some_and(|b| matcher.bytes_hold(b)) {
+                        erased += 1;
+                        bytes.map(|_| &b""[..])
+                    } else {
+                        bytes
+                    }
+                })
+                .collect();
+            let mut columns = rows.columns().to_vec();
+            columns[payload] = Arc::new(blanked);
+            let rows = RecordBatch::try_new(rows.schema(), columns)?;
+            (rows, erased, text_columns)
+        }
     };
-    let Some(payloads) = rows.column(payload).as_binary_opt::<i32>() else {
-        return Ok((rows.clone(), 0));
-    };
-    let mut changed = 0;
-    let blanked: BinaryArray = payloads
-        .iter()
-        .zip(&matches)
-        .map(|(bytes, matched)| {
-            if *matched || bytes.is_some_and(|b| matcher.bytes_hold(b)) {
-                changed += 1;
-                bytes.map(|_| &b""[..])
-            } else {
-                bytes
-            }
-        })
-        .collect();
-    let mut columns = rows.columns().to_vec();
-    columns[payload] = Arc::new(blanked);
-    Ok((RecordBatch::try_new(rows.schema(), columns)?, changed))
+    let (rows, redacted) = rewrite::redact(&rows, matcher, &text_columns)?;
+    Ok(ErasedRows {
+        residue: matcher.columns_holding(&rows, &[]),
+        rows,
+        erased,
+        redacted,
+    })
 }
 
 /// Every `.avro` object under `_tributary/<dir>/`.
@@ -462,9 +485,9 @@ async fn row_files(lake: &Lake, dir: &str) -> Result<Vec<(Path, u64)>> {
         .collect())
 }
 
-/// Rewrites staged row files without the matching rows, and dead letters
-/// with the payloads that hold an identifier blanked (the entry itself, its
-/// position and reason, stay).
+/// Rewrites staged row files without the matching rows and with the redact
+/// columns redacted, and dead letters with the payloads that hold an
+/// identifier blanked (the entry itself, its position and reason, stay).
 async fn erase_from_row_files(
     lake: &Lake,
     matcher: &Matcher,
@@ -484,23 +507,35 @@ async fn erase_from_row_files(
                 report.staged_files_scanned += 1;
             }
             let file = RowFile::read(&bytes, path.as_ref())?;
-            let (rows, changed) =
-                erase_rows(&file.batch, matcher, erase, dead_letters).map_err(|source| {
-                    Error::Arrow {
-                        path: path.to_string(),
-                        source,
-                    }
-                })?;
-            if changed == 0 {
+            let erased = erase_rows(
+                &file.batch,
+                matcher,
+                erase,
+                lake.redact_columns(),
+                dead_letters,
+            )
+            .map_err(|source| Error::Arrow {
+                path: path.to_string(),
+                source,
+            })?;
+            report
+                .residue
+                .extend(erased.residue.iter().map(|column| Residue {
+                    object: path.to_string(),
+                    column: column.clone(),
+                }));
+            if erased.erased == 0 && erased.redacted == 0 {
                 continue;
             }
+            report.row_file_values_redacted += erased.redacted;
             if dead_letters {
                 report.dead_letter_files_rewritten += 1;
-                report.dead_letters_erased += changed;
+                report.dead_letters_erased += erased.erased;
             } else {
                 report.staged_files_rewritten += 1;
-                report.staged_rows_erased += changed;
+                report.staged_rows_erased += erased.erased;
             }
+            let rows = erased.rows;
             if dry_run {
                 continue;
             }
