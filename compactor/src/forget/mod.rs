@@ -43,10 +43,12 @@ use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::rowfile::{self, Codec, RowFile};
 
+pub mod audit;
 mod matcher;
 pub mod requests;
 mod verify;
 
+pub use audit::{AuditReport, audit};
 pub use matcher::{Matcher, REDACTED, Residue};
 
 pub use requests::StoredRequest;

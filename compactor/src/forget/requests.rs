@@ -62,7 +62,7 @@ pub fn identifier_hash(identifier: &str) -> String {
 }
 
 /// The digest a hex hash (as requests store them) names.
-fn digest_of_hex(hex: &str) -> Option<Digest> {
+pub(super) fn digest_of_hex(hex: &str) -> Option<Digest> {
     let mut digest = [0u8; 32];
     if hex.len() != 64 {
         return None;
@@ -186,7 +186,7 @@ pub async fn erasure_ledger(lake: &Lake, keep_ms: u64) -> Result<Option<HashedId
         hashed.add(&request, None)?;
     }
     let since = chrono::Utc::now().timestamp_millis() - i64::try_from(keep_ms).unwrap_or(i64::MAX);
-    for request in completed(lake).await? {
+    for request in completed_requests(lake).await? {
         if request.created_at_ms >= since {
             hashed.add(&request, Some(request.created_at_ms.saturating_mul(1000)))?;
         }
@@ -213,7 +213,7 @@ async fn unfinished(lake: &Lake) -> Result<Vec<StoredRequest>> {
 
 /// Every completed request (`<id>.done.json`). They never change once
 /// written, so each is read once per process.
-async fn completed(lake: &Lake) -> Result<Vec<StoredRequest>> {
+pub(super) async fn completed_requests(lake: &Lake) -> Result<Vec<StoredRequest>> {
     requests(lake, true).await
 }
 

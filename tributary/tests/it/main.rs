@@ -10,6 +10,7 @@ mod crash;
 mod events;
 mod faults;
 mod forget;
+mod forget_text;
 mod kafka;
 mod kafka_tls;
 mod kinesis;
