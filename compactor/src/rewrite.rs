@@ -62,6 +62,15 @@ pub struct FreeText {
     pub redact_columns: Vec<String>,
 }
 
+/// What a rewrite erases: rows by value, and (for forget) free text.
+#[derive(Debug, Clone, Copy)]
+pub struct Erasure<'a> {
+    /// Rows to remove.
+    pub rows: &'a [Erase],
+    /// Text to search and redact in every file read.
+    pub text: Option<&'a FreeText>,
+}
+
 impl FreeText {
     /// Whether any column is redacted (else no file is read for free text
     /// alone).
@@ -120,18 +129,20 @@ pub fn partition_lease_name(partition: &TablePartition) -> String {
 /// redact column that is null in every row of a file rules that out.
 pub fn candidates(
     state: &DeltaTableState,
-    erase: &[Erase],
-    text: Option<&FreeText>,
+    erasure: Erasure<'_>,
     report: &mut RewriteReport,
 ) -> Vec<Candidate> {
-    let redact_columns = text.filter(|t| t.redacts()).map(|t| &t.redact_columns);
+    let redact_columns = erasure
+        .text
+        .filter(|t| t.redacts())
+        .map(|t| &t.redact_columns);
     let mut found = Vec::new();
     let columns = table_partition_columns(state);
     for file in state.log_data().iter() {
         report.files_scanned += 1;
         let stats: Option<serde_json::Value> =
             file.stats().and_then(|s| serde_json::from_str(&s).ok());
-        let may_hold = erase.iter().any(|e| {
+        let may_hold = erasure.rows.iter().any(|e| {
             let bound = |kind: &str| {
                 stats
                     .as_ref()
@@ -180,8 +191,7 @@ pub async fn rewrite_under_leases(
     config: &CompactConfig,
     lake: &Lake,
     table: &mut DeltaTable,
-    erase: &[Erase],
-    text: Option<&FreeText>,
+    erasure: Erasure<'_>,
     target_file_bytes: Option<u64>,
     leases: &mut PartitionLeases,
     show_progress: bool,
@@ -193,7 +203,7 @@ pub async fn rewrite_under_leases(
             .map_err(|e| delta_error(lake, "read", e))?;
         let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
         let mut report = RewriteReport::default();
-        let found = candidates(state, erase, text, &mut report);
+        let found = candidates(state, erasure, &mut report);
         let needed = partitions(&found);
         if target_file_bytes.is_none() || leases.covers(&needed) {
             let mut progress =
@@ -202,8 +212,7 @@ pub async fn rewrite_under_leases(
                 lake,
                 state,
                 found,
-                erase,
-                text,
+                erasure,
                 target_file_bytes,
                 &mut report,
                 progress.as_mut(),
@@ -225,17 +234,16 @@ pub fn partitions(candidates: &[Candidate]) -> BTreeSet<TablePartition> {
 /// Returns the `remove` and `add` actions to commit. The new files keep the
 /// old files' row order. With `target_file_bytes` `None` (a dry run) it only
 /// counts: the report says what a rewrite would do.
-#[allow(clippy::too_many_arguments)]
 pub async fn rewrite(
     lake: &Lake,
     state: &DeltaTableState,
     candidates: Vec<Candidate>,
-    erase: &[Erase],
-    text: Option<&FreeText>,
+    erasure: Erasure<'_>,
     target_file_bytes: Option<u64>,
     report: &mut RewriteReport,
     mut progress: Option<&mut Progress>,
 ) -> Result<Vec<Action>> {
+    let Erasure { rows: erase, text } = erasure;
     let mut actions = Vec::new();
     for candidate in candidates {
         if let Some(progress) = progress.as_deref_mut() {

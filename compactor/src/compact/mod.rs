@@ -35,7 +35,7 @@ use crate::events::Operation;
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
 use crate::forget::requests::erasure_ledger;
 use crate::partition::{check_cardinality, partition_columns};
-use crate::rewrite::{self, Erase, PartitionLeases};
+use crate::rewrite::{self, Erase, Erasure, PartitionLeases};
 use crate::share::Share;
 use crate::table::{
     Change, KEY_COLUMN, add_new_columns, commit, create_table, delta_error, system_columns,
@@ -401,8 +401,10 @@ pub async fn compact_round(
             config,
             lake,
             &mut table,
-            &erase,
-            None,
+            Erasure {
+                rows: &erase,
+                text: None,
+            },
             target,
             &mut leases,
             false,

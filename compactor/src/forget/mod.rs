@@ -58,7 +58,7 @@ use verify::{delete_unreferenced_matches, verify};
 use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::files::matching_rows;
-use crate::rewrite::{self, Erase, FreeText, PartitionLeases, RewriteReport};
+use crate::rewrite::{self, Erase, Erasure, FreeText, PartitionLeases, RewriteReport};
 use crate::table::{Change, KEY_COLUMN, commit, delta_error, maintain_log};
 
 /// What to erase.
@@ -311,8 +311,10 @@ async fn erase_from_table(
             config,
             lake,
             &mut table,
-            erase,
-            Some(text),
+            Erasure {
+                rows: erase,
+                text: Some(text),
+            },
             target,
             &mut leases,
             true,
