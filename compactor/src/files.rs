@@ -345,7 +345,17 @@ impl TableFile {
             // The file predates the column: no row holds a value in it.
             return Ok(false);
         };
-        for row_group in 0..metadata.num_row_groups() {
+        self.blooms_may_hold(index, values.iter()).await
+    }
+
+    /// Whether a row group's bloom filter on leaf column `index` may hold
+    /// one of `values`; true when a row group has no filter.
+    async fn blooms_may_hold<'v>(
+        &mut self,
+        index: usize,
+        values: impl Iterator<Item = &'v String> + Clone,
+    ) -> Result<bool> {
+        for row_group in 0..self.builder.metadata().num_row_groups() {
             let filter = self
                 .builder
                 .get_row_group_column_bloom_filter(row_group, index)
@@ -353,7 +363,9 @@ impl TableFile {
                 .map_err(|e| parquet_error(&self.path, e))?;
             match filter {
                 None => return Ok(true),
-                Some(filter) if values.iter().any(|v| filter.check(v.as_str())) => return Ok(true),
+                Some(filter) if values.clone().any(|v| filter.check(v.as_str())) => {
+                    return Ok(true);
+                }
                 Some(_) => {}
             }
         }
@@ -399,21 +411,13 @@ impl TableFile {
         if identifiers.iter().any(|id| !indexable(id)) {
             return Ok(Mention::Maybe);
         }
-        for row_group in 0..metadata.num_row_groups() {
-            let filter = self
-                .builder
-                .get_row_group_column_bloom_filter(row_group, index)
-                .await
-                .map_err(|e| parquet_error(&self.path, e))?;
-            match filter {
-                None => return Ok(Mention::Maybe),
-                Some(filter) if identifiers.iter().any(|id| filter.check(id.as_str())) => {
-                    return Ok(Mention::Maybe);
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(Mention::No)
+        Ok(
+            if self.blooms_may_hold(index, identifiers.into_iter()).await? {
+                Mention::Maybe
+            } else {
+                Mention::No
+            },
+        )
     }
 
     /// The file's rows as a stream of batches, each with the partition

@@ -157,14 +157,13 @@ pub fn candidates(
                 _ => true,
             }
         }) || redact_columns.is_some_and(|columns| {
-            columns.iter().any(|c| {
-                let count = |kind: &str, s: &serde_json::Value| s[kind].as_i64();
-                let all_null = stats.as_ref().is_some_and(|s| {
-                    count("numRecords", s).is_some()
-                        && s["nullCount"][c].as_i64() == count("numRecords", s)
-                });
-                !all_null
-            })
+            let count = |key: &dyn Fn(&serde_json::Value) -> &serde_json::Value| {
+                stats.as_ref().and_then(|s| key(s).as_i64())
+            };
+            let rows = count(&|s| &s["numRecords"]);
+            columns
+                .iter()
+                .any(|c| rows.is_none() || count(&|s| &s["nullCount"][c]) != rows)
         });
         if !may_hold {
             report.pruned_by_statistics += 1;

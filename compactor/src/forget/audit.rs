@@ -30,7 +30,7 @@ use serde::Serialize;
 use tributary_lake::Lake;
 use tributary_lake::rowfile::RowFile;
 
-use super::requests::{Digest, completed_requests, digest_of_hex, identifier_digest, read_object};
+use super::requests::{Digest, completed_requests, identifier_digest, read_object};
 use crate::error::{Error, Result};
 use crate::files::TableFile;
 use crate::partition::TablePartition;
@@ -89,12 +89,7 @@ pub async fn audit(lake: &Lake) -> Result<AuditReport> {
             (&request.key_hashes, "key"),
         ] {
             for hash in hashes {
-                let digest = digest_of_hex(hash).ok_or_else(|| {
-                    Error::Forget(format!(
-                        "request {} holds `{hash}`, which is not a hex SHA-256 hash",
-                        request.id
-                    ))
-                })?;
+                let digest = request.digest(hash)?;
                 ledger
                     .entry(digest)
                     .or_default()

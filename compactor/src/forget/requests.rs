@@ -45,6 +45,18 @@ pub struct StoredRequest {
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
 
+impl StoredRequest {
+    /// The digest of `hash`, one of the request's hashes.
+    pub(super) fn digest(&self, hash: &str) -> Result<Digest> {
+        digest_of_hex(hash).ok_or_else(|| {
+            Error::Forget(format!(
+                "request {} holds `{hash}`, which is not a hex SHA-256 hash",
+                self.id
+            ))
+        })
+    }
+}
+
 /// SHA-256 of an identifier.
 pub fn identifier_digest(identifier: &str) -> Digest {
     Sha256::digest(identifier.as_bytes()).into()
@@ -62,7 +74,7 @@ pub fn identifier_hash(identifier: &str) -> String {
 }
 
 /// The digest a hex hash (as requests store them) names.
-pub(super) fn digest_of_hex(hex: &str) -> Option<Digest> {
+fn digest_of_hex(hex: &str) -> Option<Digest> {
     let mut digest = [0u8; 32];
     if hex.len() != 64 {
         return None;
@@ -293,12 +305,7 @@ impl HashedIdentifiers {
             (&mut self.keys, &request.key_hashes),
         ] {
             for hash in hashes {
-                let digest = digest_of_hex(hash).ok_or_else(|| {
-                    Error::Forget(format!(
-                        "request {} holds `{hash}`, which is not a hex SHA-256 hash",
-                        request.id
-                    ))
-                })?;
+                let digest = request.digest(hash)?;
                 map.entry(digest)
                     .and_modify(|old| *old = widest(*old))
                     .or_insert(until);
