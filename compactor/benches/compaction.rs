@@ -73,6 +73,12 @@ struct Settings {
     /// key and subject columns are hashed and looked up. Default 0 (no
     /// ledger: rows are not hashed).
     ledger_subjects: u64,
+    /// `TRIBUTARY_BENCH_REDACT_COLUMNS`: `lake.redact_columns`, comma
+    /// separated (e.g. `messages_message`, whose sample texts hold no
+    /// identifier, or `messages_message,messages_user_email,messages_user_id`,
+    /// where every row has an e-mail address and an id to index). Default:
+    /// none (no free-text index).
+    redact_columns: Vec<String>,
 }
 
 impl Settings {
@@ -98,6 +104,13 @@ impl Settings {
             memory_budget_bytes: number("TRIBUTARY_BENCH_MEMORY_BUDGET_BYTES")?,
             dir: std::env::var_os("TRIBUTARY_BENCH_DIR").map(PathBuf::from),
             ledger_subjects: number("TRIBUTARY_BENCH_LEDGER_SUBJECTS")?.unwrap_or(0),
+            redact_columns: std::env::var("TRIBUTARY_BENCH_REDACT_COLUMNS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect(),
         };
         if settings.rows == 0 || settings.batch_rows == 0 {
             bail!("TRIBUTARY_BENCH_ROWS and TRIBUTARY_BENCH_BATCH_ROWS must be at least 1");
@@ -144,6 +157,7 @@ struct Report {
     baseline: Measured,
     baseline_bytes: u64,
     ledger_subjects: u64,
+    redact_columns: Vec<String>,
 }
 
 /// Wall-clock and CPU time of one measured phase.
@@ -193,6 +207,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
             table_uri: table.display().to_string(),
             s3: Default::default(),
             subject_columns: SUBJECT_COLUMNS.map(String::from).to_vec(),
+            redact_columns: settings.redact_columns.clone(),
             ..LakeConfig::new("")
         },
         ingest: Some(IngestConfig {
@@ -318,6 +333,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
         baseline,
         baseline_bytes,
         ledger_subjects: settings.ledger_subjects,
+        redact_columns: settings.redact_columns.clone(),
     })
 }
 
@@ -401,10 +417,21 @@ fn parquet_file_facts(path: &Path) -> anyhow::Result<(u64, u64, Vec<String>)> {
     Ok((rows, bytes, bloom.unwrap_or_default()))
 }
 
+/// The rows of a table file, without the free-text index (so that the
+/// baseline encodes the same columns with and without redact columns).
 fn read_parquet(path: &Path) -> anyhow::Result<Vec<RecordBatch>> {
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    let index = tributary_compactor::text_index::INDEX_COLUMN;
+    reader
+        .map(|batch| {
+            let mut batch = batch?;
+            if let Ok(i) = batch.schema().index_of(index) {
+                batch.remove_column(i);
+            }
+            Ok(batch)
+        })
+        .collect()
 }
 
 /// The baseline: `batches` to Parquet in memory with default writer
@@ -583,6 +610,7 @@ impl Report {
             "target_rows_per_core_sec": TARGET_ROWS_PER_CORE_SEC,
             "target_met": rows_per_core >= TARGET_ROWS_PER_CORE_SEC,
             "ledger_subjects": self.ledger_subjects,
+            "redact_columns": self.redact_columns,
         });
         println!("{figures}");
     }

@@ -30,7 +30,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use serde_json::json;
 use tributary_compactor::files::TableFile;
 use tributary_compactor::retention::{RetentionOptions, RetentionReport, retention};
-use tributary_compactor::rewrite::{self, Erase, RewriteReport};
+use tributary_compactor::rewrite::{self, Erase, Erasure, RewriteReport};
 use tributary_config::{CompactConfig, LakeConfig, RetentionConfig, TenantRule};
 use tributary_lake::rowfile::{self, Codec};
 use tributary_lake::{Lake, PartitionId, chain};
@@ -115,18 +115,22 @@ async fn run(rows: u64, dir: &std::path::Path) -> anyhow::Result<()> {
         let key = batch.column_by_name("_key").context("no _key")?;
         keys.insert(key.as_string::<i32>().value(0).to_string());
     }
-    let erase = [Erase {
+    let every_key = [Erase {
         column: "_key".into(),
         values: keys,
     }];
+    let erase = Erasure {
+        rows: &every_key,
+        text: None,
+    };
     let mut full = RewriteReport::default();
     let started = Instant::now();
-    let candidates = rewrite::candidates(state, &erase, &mut full);
+    let candidates = rewrite::candidates(state, erase, &mut full);
     rewrite::rewrite(
         &lake,
         state,
         candidates,
-        &erase,
+        erase,
         Some(config.target_file_bytes),
         &mut full,
         None,

@@ -31,6 +31,7 @@ pub mod run;
 pub mod share;
 pub mod table;
 pub mod telemetry;
+pub mod text_index;
 
 pub use compact::{CompactionMetrics, compact_round, compact_until_empty};
 pub use error::{Error, Result};

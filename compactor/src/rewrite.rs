@@ -4,8 +4,12 @@
 //! ```text
 //! every file in the snapshot
 //!   ─► statistics: skip files whose min/max of the column excludes every value
-//!   ─► bloom filters: skip files no row group of which may hold a value
-//!   ─► read, drop matching rows, write the rest (same layout and order)
+//!      (and, with free text, whose redact columns are all null)
+//!   ─► bloom filters: skip files no row group of which may hold a value, and
+//!      whose free-text index (crate::text_index) rules every identifier out
+//!   ─► read, drop matching rows, redact the redact columns, search every
+//!      other column (a match left there is residue), write the rest (same
+//!      layout and order)
 //!   ─► `remove` (dataChange) + `add` actions for the caller's commit
 //! ```
 //!
@@ -15,11 +19,13 @@
 //! rewrote the same files concurrently bring removed rows back.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::{Action, Remove};
 use deltalake::table::state::DeltaTableState;
 use object_store::path::Path;
@@ -29,10 +35,12 @@ use tributary_lake::Lake;
 use tributary_lake::lease::{Lease, owner_id};
 
 use crate::error::{Error, Result};
-use crate::files::{TableFile, TableWriter, matching_rows};
+use crate::files::{Mention, TableFile, TableWriter, matching_rows};
+use crate::forget::{Matcher, Residue};
 use crate::partition::{TablePartition, table_partition_columns};
 use crate::progress::Progress;
 use crate::table::delta_error;
+use crate::text_index::INDEX_COLUMN;
 
 /// Rows to remove: those whose `column` holds one of `values`.
 #[derive(Debug, Clone)]
@@ -41,6 +49,34 @@ pub struct Erase {
     pub column: String,
     /// The values to remove.
     pub values: HashSet<String>,
+}
+
+/// Free text a forget rewrite searches: every string value of every file
+/// it reads, for the identifiers as substrings; occurrences in the redact
+/// columns are replaced, occurrences elsewhere are residue.
+#[derive(Debug, Clone)]
+pub struct FreeText {
+    /// The request's identifiers.
+    pub matcher: Arc<Matcher>,
+    /// `lake.redact_columns`.
+    pub redact_columns: Vec<String>,
+}
+
+/// What a rewrite erases: rows by value, and (for forget) free text.
+#[derive(Debug, Clone, Copy)]
+pub struct Erasure<'a> {
+    /// Rows to remove.
+    pub rows: &'a [Erase],
+    /// Text to search and redact in every file read.
+    pub text: Option<&'a FreeText>,
+}
+
+impl FreeText {
+    /// Whether any column is redacted (else no file is read for free text
+    /// alone).
+    fn redacts(&self) -> bool {
+        !self.redact_columns.is_empty() && self.matcher.identifiers().next().is_some()
+    }
 }
 
 /// What a rewrite did, for reports and metrics.
@@ -60,6 +96,16 @@ pub struct RewriteReport {
     pub rows_erased: u64,
     /// Bytes of the replaced files.
     pub bytes_rewritten: u64,
+    /// Values of redact columns in which an identifier was replaced.
+    pub values_redacted: u64,
+    /// Files read because they hold free text but no free-text index (or
+    /// one that does not cover every redact column): written before
+    /// `lake.redact_columns` named their columns.
+    pub read_without_index: u64,
+    /// Columns of files read that still hold an identifier after the
+    /// rewrite (columns that are neither subject nor redact columns): the
+    /// new file when the file was rewritten.
+    pub residue: Vec<Residue>,
     /// The files planning ruled out, each with the reason: what a forget's
     /// verification trusts instead of reading them.
     #[serde(skip)]
@@ -71,14 +117,16 @@ pub struct RewriteReport {
 }
 
 /// Why planning ruled a table file out: it proves that no row of the file
-/// holds any of the values in the erased columns.
+/// holds any of the values in the erased columns, nor (with redact columns)
+/// any identifier-shaped mention of them in the free text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pruned {
     /// The file's min/max statistics of every erased column exclude every
     /// value.
     Statistics,
-    /// The bloom filters of every row group exclude every value.
+    /// The bloom filters of every row group exclude every value, the
+    /// free-text index's (`_redact_tokens`) included.
     BloomFilter,
 }
 
@@ -105,19 +153,25 @@ pub fn partition_lease_name(partition: &TablePartition) -> String {
     format!("table/{}", partition.path())
 }
 
-/// Files of `state` whose statistics do not rule out every value of `erase`.
+/// Files of `state` whose statistics do not rule out every value of
+/// `erase`, nor (with `text`) every mention in a redact column: only a
+/// redact column that is null in every row of a file rules that out.
 pub fn candidates(
     state: &DeltaTableState,
-    erase: &[Erase],
+    erasure: Erasure<'_>,
     report: &mut RewriteReport,
 ) -> Vec<Candidate> {
+    let redact_columns = erasure
+        .text
+        .filter(|t| t.redacts())
+        .map(|t| &t.redact_columns);
     let mut found = Vec::new();
     let columns = table_partition_columns(state);
     for file in state.log_data().iter() {
         report.files_scanned += 1;
         let stats: Option<serde_json::Value> =
             file.stats().and_then(|s| serde_json::from_str(&s).ok());
-        let may_hold = erase.iter().any(|e| {
+        let may_hold = erasure.rows.iter().any(|e| {
             let bound = |kind: &str| {
                 stats
                     .as_ref()
@@ -131,6 +185,14 @@ pub fn candidates(
                     .any(|v| min.as_str() <= v.as_str() && v.as_str() <= max.as_str()),
                 _ => true,
             }
+        }) || redact_columns.is_some_and(|columns| {
+            let count = |key: &dyn Fn(&serde_json::Value) -> &serde_json::Value| {
+                stats.as_ref().and_then(|s| key(s).as_i64())
+            };
+            let rows = count(&|s| &s["numRecords"]);
+            columns
+                .iter()
+                .any(|c| rows.is_none() || count(&|s| &s["nullCount"][c]) != rows)
         });
         if !may_hold {
             report.pruned_by_statistics += 1;
@@ -160,7 +222,7 @@ pub async fn rewrite_under_leases(
     config: &CompactConfig,
     lake: &Lake,
     table: &mut DeltaTable,
-    erase: &[Erase],
+    erasure: Erasure<'_>,
     target_file_bytes: Option<u64>,
     leases: &mut PartitionLeases,
     show_progress: bool,
@@ -172,7 +234,7 @@ pub async fn rewrite_under_leases(
             .map_err(|e| delta_error(lake, "read", e))?;
         let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
         let mut report = RewriteReport::default();
-        let found = candidates(state, erase, &mut report);
+        let found = candidates(state, erasure, &mut report);
         let needed = partitions(&found);
         if target_file_bytes.is_none() || leases.covers(&needed) {
             let mut progress =
@@ -181,7 +243,7 @@ pub async fn rewrite_under_leases(
                 lake,
                 state,
                 found,
-                erase,
+                erasure,
                 target_file_bytes,
                 &mut report,
                 progress.as_mut(),
@@ -198,19 +260,21 @@ pub fn partitions(candidates: &[Candidate]) -> BTreeSet<TablePartition> {
     candidates.iter().map(|c| c.partition.clone()).collect()
 }
 
-/// Rewrites the candidates that hold matching rows, in files of at most
-/// `target_file_bytes`. Returns the `remove` and `add` actions to commit. The
-/// new files keep the old files' row order. With `target_file_bytes` `None`
-/// (a dry run) it only counts: the report says what a rewrite would do.
+/// Rewrites the candidates that hold matching rows (or, with `text`,
+/// mentions in a redact column), in files of at most `target_file_bytes`.
+/// Returns the `remove` and `add` actions to commit. The new files keep the
+/// old files' row order. With `target_file_bytes` `None` (a dry run) it only
+/// counts: the report says what a rewrite would do.
 pub async fn rewrite(
     lake: &Lake,
     state: &DeltaTableState,
     candidates: Vec<Candidate>,
-    erase: &[Erase],
+    erasure: Erasure<'_>,
     target_file_bytes: Option<u64>,
     report: &mut RewriteReport,
     mut progress: Option<&mut Progress>,
 ) -> Result<Vec<Action>> {
+    let Erasure { rows: erase, text } = erasure;
     let mut actions = Vec::new();
     for candidate in candidates {
         if let Some(progress) = progress.as_deref_mut() {
@@ -224,6 +288,19 @@ pub async fn rewrite(
                 break;
             }
         }
+        if !may_hold && let Some(text) = text.filter(|t| t.redacts()) {
+            match file
+                .may_mention(&text.redact_columns, text.matcher.identifiers())
+                .await?
+            {
+                Mention::No => {}
+                Mention::Maybe => may_hold = true,
+                Mention::Unindexed => {
+                    report.read_without_index += 1;
+                    may_hold = true;
+                }
+            }
+        }
         if !may_hold {
             report.pruned_by_bloom_filter += 1;
             report.pruned.push((candidate.path, Pruned::BloomFilter));
@@ -234,7 +311,8 @@ pub async fn rewrite(
         let mut rows = file.rows(candidate.partition.clone())?;
         let mut writer = target_file_bytes
             .map(|target| TableWriter::new(lake, state, rows.schema().clone(), &[], target));
-        let mut erased = 0u64;
+        let (mut erased, mut redacted) = (0u64, 0u64);
+        let mut residue: BTreeSet<String> = BTreeSet::new();
         while let Some(batch) = rows.next().await? {
             let mut keep = vec![true; batch.num_rows()];
             for e in erase {
@@ -256,12 +334,33 @@ pub async fn rewrite(
                     }
                 })?
             };
+            let batch = match text {
+                Some(text) => {
+                    let (batch, changed) = redact(&batch, &text.matcher, &text.redact_columns)
+                        .map_err(|source| Error::Arrow {
+                            path: candidate.path.to_string(),
+                            source,
+                        })?;
+                    redacted += changed;
+                    residue.extend(text.matcher.columns_holding(&batch, &[INDEX_COLUMN]));
+                    batch
+                }
+                None => batch,
+            };
             if let Some(writer) = &mut writer {
                 writer.write(&batch).await?;
             }
         }
-        if erased == 0 {
-            // A bloom filter false positive: keep the file as it is.
+        report.values_redacted += redacted;
+        if erased == 0 && redacted == 0 {
+            // A bloom filter false positive, or a file holding identifiers
+            // only where they are not erased: keep the file as it is.
+            report
+                .residue
+                .extend(residue.into_iter().map(|column| Residue {
+                    object: candidate.path.to_string(),
+                    column,
+                }));
             if let Some(writer) = writer {
                 writer.abort().await;
             }
@@ -271,13 +370,49 @@ pub async fn rewrite(
         report.files_rewritten += 1;
         report.rows_erased += erased;
         report.bytes_rewritten += candidate.size;
-        if let Some(writer) = writer {
-            actions.extend(writer.finish().await?.into_iter().map(Action::Add));
-            actions.push(Action::Remove(candidate.remove));
+        let objects = match writer {
+            Some(writer) => {
+                let adds = writer.finish().await?;
+                let paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+                actions.extend(adds.into_iter().map(Action::Add));
+                actions.push(Action::Remove(candidate.remove));
+                paths
+            }
+            None => vec![candidate.path.to_string()],
+        };
+        for column in residue {
+            report.residue.extend(objects.iter().map(|object| Residue {
+                object: object.clone(),
+                column: column.clone(),
+            }));
         }
         report.rewrite_time += reading.elapsed();
     }
     Ok(actions)
+}
+
+/// `batch` with every identifier in `columns` (string columns) replaced by
+/// [`crate::forget::REDACTED`], and how many values changed.
+pub fn redact(
+    batch: &RecordBatch,
+    matcher: &Matcher,
+    columns: &[String],
+) -> std::result::Result<(RecordBatch, u64), deltalake::arrow::error::ArrowError> {
+    let mut arrays = batch.columns().to_vec();
+    let mut changed = 0;
+    for name in columns {
+        let Ok(i) = batch.schema().index_of(name) else {
+            continue;
+        };
+        if let Some((array, n)) = matcher.redact_array(&arrays[i]) {
+            arrays[i] = array;
+            changed += n;
+        }
+    }
+    if changed == 0 {
+        return Ok((batch.clone(), 0));
+    }
+    Ok((RecordBatch::try_new(batch.schema(), arrays)?, changed))
 }
 
 /// The partition leases a rewrite holds until its commit lands.

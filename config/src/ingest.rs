@@ -257,7 +257,14 @@ impl Default for BatchConfig {
 }
 
 /// Column names Tributary adds to every row; flattened columns may not use them.
-pub const RESERVED_COLUMNS: [&str; 5] = ["_hour", "_key", "_partition", "_position", "date"];
+pub const RESERVED_COLUMNS: [&str; 6] = [
+    "_hour",
+    "_key",
+    "_partition",
+    "_position",
+    "_redact_tokens",
+    "date",
+];
 
 /// Prefixes of the metadata columns sources add to rows (`_kafka_offset`,
 /// `_kinesis_sequence`, …); flattened columns may not start with them.

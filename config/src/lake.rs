@@ -22,6 +22,14 @@ pub struct LakeConfig {
     /// `tributary forget` erases by their values. Default: none.
     #[serde(default)]
     pub subject_columns: Vec<String>,
+    /// Free-text columns (e.g. `messages_message`) that may mention people:
+    /// `tributary forget` replaces every occurrence of a request's
+    /// identifiers in them by `[redacted]` (the row stays, its other values
+    /// untouched), and compaction indexes their identifier-like tokens in the
+    /// hidden column `_redact_tokens` (with a bloom filter) so that files
+    /// that cannot mention a subject are not read. Default: none.
+    #[serde(default)]
+    pub redact_columns: Vec<String>,
     /// How a new table is partitioned: `"date"` (the event's UTC day, a
     /// Delta `date` column), optionally followed by `"hour"` (the event's UTC
     /// hour, 0–23, in the integer column `_hour`) and by low-cardinality
@@ -56,6 +64,7 @@ impl LakeConfig {
             table_uri: table_uri.into(),
             s3: S3Config::default(),
             subject_columns: Vec::new(),
+            redact_columns: Vec::new(),
             partition_by: default_partition_by(),
             max_partition_values: default_max_partition_values(),
         }
@@ -177,6 +186,26 @@ impl LakeConfig {
                 "column names must not be empty",
             ));
         }
+        for column in &self.redact_columns {
+            let problem = if column.trim().is_empty() {
+                Some("column names must not be empty")
+            } else if crate::is_reserved_column(column) {
+                Some("names a column Tributary reserves")
+            } else if self.partition_by.contains(column) {
+                Some(
+                    "is a partition column (lake.partition_by): its values are object paths, which cannot be redacted",
+                )
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(invalid(
+                    "lake.redact_columns",
+                    format!("{:?}", self.redact_columns),
+                    format!("`{column}` {problem}"),
+                ));
+            }
+        }
         let spec = format!("{:?}", self.partition_by);
         if self.partition_by.first().map(String::as_str) != Some("date") {
             return Err(invalid(
@@ -280,6 +309,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lake.s3.connect_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn redact_columns_are_read_and_checked() {
+        let config = load("[lake]\ntable_uri = \"/tmp/t\"\nredact_columns = [\"msg\"]\n").unwrap();
+        assert_eq!(config.lake.redact_columns, ["msg"]);
+        for bad in ["_key", "date", ""] {
+            let err = load(&format!(
+                "[lake]\ntable_uri = \"/tmp/t\"\nredact_columns = [\"{bad}\"]\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("lake.redact_columns"), "{err}");
+        }
     }
 
     #[test]

@@ -20,7 +20,14 @@ pub const FRAMED: u8 = 0x80;
 
 /// Ingest's reserved columns (`tributary_config::RESERVED_COLUMNS`) and
 /// prefixes (`SOURCE_COLUMN_PREFIXES`).
-const RESERVED: [&str; 5] = ["_hour", "_key", "_partition", "_position", "date"];
+const RESERVED: [&str; 6] = [
+    "_hour",
+    "_key",
+    "_partition",
+    "_position",
+    "_redact_tokens",
+    "date",
+];
 
 /// Every Avro type and logical type the decoder reads, in unions, maps,
 /// nested arrays and an explode path (`items`). `holes` is an array whose

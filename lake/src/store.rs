@@ -34,6 +34,7 @@ pub struct Lake {
     table_url: Url,
     storage_options: HashMap<String, String>,
     subject_columns: Vec<String>,
+    redact_columns: Vec<String>,
     partition_columns: Vec<String>,
     max_partition_values: usize,
 }
@@ -75,6 +76,7 @@ impl Lake {
             table_url,
             storage_options: HashMap::new(),
             subject_columns: config.subject_columns.clone(),
+            redact_columns: config.redact_columns.clone(),
             partition_columns: config.partition_columns(),
             max_partition_values: config.max_partition_values,
         })
@@ -109,6 +111,7 @@ impl Lake {
             table_url,
             storage_options,
             subject_columns: config.subject_columns.clone(),
+            redact_columns: config.redact_columns.clone(),
             partition_columns: config.partition_columns(),
             max_partition_values: config.max_partition_values,
         })
@@ -130,6 +133,12 @@ impl Lake {
     /// (`lake.subject_columns`).
     pub fn subject_columns(&self) -> &[String] {
         &self.subject_columns
+    }
+
+    /// The free-text columns whose mentions of a subject are redacted
+    /// (`lake.redact_columns`).
+    pub fn redact_columns(&self) -> &[String] {
+        &self.redact_columns
     }
 
     /// The partition columns of a new table (`lake.partition_by`, with

@@ -102,7 +102,7 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
         /// A file of subject ids, one per line (`-` for stdin).
-        #[arg(long, required_unless_present_any = ["keys", "inbox"])]
+        #[arg(long, required_unless_present_any = ["keys", "inbox", "audit"])]
         subjects: Option<PathBuf>,
         /// A file of record keys, one per line (`-` for stdin).
         #[arg(long)]
@@ -121,6 +121,12 @@ enum Command {
         /// Report what would change without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Change nothing: read every object under the table and look for
+        /// the identifiers of every completed request (by their hashes in
+        /// the ledger: as whole values and whole tokens of text). Prints a
+        /// JSON report and fails (exit code 1) when any is left.
+        #[arg(long, conflicts_with_all = ["subjects", "keys", "request_id", "inbox", "dry_run"])]
+        audit: bool,
         /// Minutes replaced table files are kept for running readers before
         /// they are deleted (0 deletes them at once).
         #[arg(long, default_value_t = 60)]
@@ -399,6 +405,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             request_id,
             inbox,
             dry_run,
+            audit,
             grace_minutes,
         } => {
             let config = Config::load(&config)?;
@@ -417,6 +424,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let grace = Duration::from_secs(grace_minutes * 60);
             let lake = Lake::open(&config.lake)?;
+            if audit {
+                let report = tributary_compactor::forget::audit(&lake).await?;
+                print_json(&report)?;
+                if !report.clean {
+                    anyhow::bail!(
+                        "the audit found identifiers of completed requests in {} place(s); see the report",
+                        report.residue.len()
+                    );
+                }
+                return Ok(());
+            }
             if let Some(inbox) = inbox {
                 return forget_inbox(&config, &lake, &inbox, dry_run, grace).await;
             }

@@ -35,12 +35,13 @@ use crate::events::Operation;
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
 use crate::forget::requests::erasure_ledger;
 use crate::partition::{check_cardinality, partition_columns};
-use crate::rewrite::{self, Erase, PartitionLeases};
+use crate::rewrite::{self, Erase, Erasure, PartitionLeases};
 use crate::share::Share;
 use crate::table::{
     Change, KEY_COLUMN, add_new_columns, commit, create_table, delta_error, system_columns,
     table_size,
 };
+use crate::text_index::INDEX_COLUMN;
 use rows::{Target, convert_file, merge_rows};
 
 mod rows;
@@ -251,6 +252,13 @@ pub async fn compact_round(
             target.push((column.clone(), ColumnType::String));
         }
     }
+    // The free-text index of the redact columns, filled in by the writer.
+    if !lake.redact_columns().is_empty() && !target.iter().any(|(n, _)| n == INDEX_COLUMN) {
+        target.push((
+            INDEX_COLUMN.into(),
+            ColumnType::List(Box::new(ColumnType::String)),
+        ));
+    }
     let arrow_schema: SchemaRef = Arc::new(Schema::new(
         target
             .iter()
@@ -393,7 +401,10 @@ pub async fn compact_round(
             config,
             lake,
             &mut table,
-            &erase,
+            Erasure {
+                rows: &erase,
+                text: None,
+            },
             target,
             &mut leases,
             false,

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use deltalake::arrow::array::{AsArray, BinaryArray, BooleanArray};
 use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::datatypes::DataType;
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Action;
@@ -46,10 +47,14 @@ use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::rowfile::{self, Codec, RowFile};
 
+pub mod audit;
+mod matcher;
 mod phases;
 pub mod requests;
 mod verify;
 
+pub use audit::{AuditReport, audit};
+pub use matcher::{Matcher, REDACTED, Residue};
 use phases::Phases;
 pub use requests::StoredRequest;
 use requests::{finish_request, read_object, record_request, report_path, save_request};
@@ -58,7 +63,7 @@ use verify::{Planned, delete_unreferenced_matches, object_holds, verify};
 use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::files::matching_rows;
-use crate::rewrite::{self, Erase, PartitionLeases, Pruned, RewriteReport};
+use crate::rewrite::{self, Erase, Erasure, FreeText, PartitionLeases, Pruned, RewriteReport};
 use crate::table::{Change, KEY_COLUMN, commit, delta_error, maintain_log};
 
 /// What to erase.
@@ -103,8 +108,16 @@ pub struct ForgetReport {
     pub staged_rows_erased: u64,
     /// Dead-letter files rewritten.
     pub dead_letter_files_rewritten: u64,
-    /// Dead letters whose payload was erased.
+    /// Dead letters whose payload was erased (or whose text was redacted).
     pub dead_letters_erased: u64,
+    /// Values of staged rows' redact columns and of dead letters' text
+    /// columns in which an identifier was replaced.
+    pub row_file_values_redacted: u64,
+    /// Objects and columns a phase read that still hold an identifier after
+    /// it (a column that is neither a subject nor a redact column: add it to
+    /// `lake.redact_columns`, or erase those rows by key). The request is
+    /// not complete while there is any.
+    pub residue: Vec<Residue>,
     /// Replaced table files deleted.
     pub objects_deleted: u64,
     /// Replaced table files left for the grace period.
@@ -140,6 +153,9 @@ pub struct Verification {
     /// Objects that still hold an identifier (paths only). Replaced files in
     /// their grace period show up here until they are deleted.
     pub objects_with_matches: Vec<String>,
+    /// The same, with the column that holds it (empty for an object that is
+    /// not rows).
+    pub residue: Vec<Residue>,
 }
 
 impl Verification {
@@ -150,61 +166,6 @@ impl Verification {
             Pruned::BloomFilter => self.proven_clean_by_bloom_filter += 1,
         }
         self.bytes_proven_clean += bytes;
-    }
-}
-
-/// The identifiers of a request, ready to match.
-#[derive(Debug, Clone, Default)]
-pub struct Matcher {
-    subjects: HashSet<String>,
-    keys: HashSet<String>,
-}
-
-impl Matcher {
-    /// Whether `text` is an identifier, or JSON text (a Delta log line, the
-    /// statistics in a checkpoint) holding one as a string.
-    fn text_holds(&self, text: &str) -> bool {
-        if self.subjects.contains(text) || self.keys.contains(text) {
-            return true;
-        }
-        let json = text.starts_with('{') || text.starts_with('[');
-        json && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| self.json_holds(&v))
-    }
-
-    fn json_holds(&self, value: &serde_json::Value) -> bool {
-        match value {
-            serde_json::Value::String(s) => self.text_holds(s),
-            serde_json::Value::Array(items) => items.iter().any(|v| self.json_holds(v)),
-            serde_json::Value::Object(map) => map
-                .iter()
-                .any(|(k, v)| self.text_holds(k) || self.json_holds(v)),
-            _ => false,
-        }
-    }
-
-    /// Whether raw bytes (a dead letter's payload, an object that is not
-    /// JSON) contain an identifier anywhere.
-    fn bytes_hold(&self, bytes: &[u8]) -> bool {
-        self.subjects
-            .iter()
-            .chain(&self.keys)
-            .any(|id| !id.is_empty() && bytes.windows(id.len()).any(|w| w == id.as_bytes()))
-    }
-
-    /// Whether an object's text holds an identifier: line by line as JSON
-    /// when it is JSON (Delta log entries), else as raw bytes.
-    fn object_holds(&self, bytes: &[u8]) -> bool {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                text.lines().any(
-                    |line| match serde_json::from_str::<serde_json::Value>(line) {
-                        Ok(value) => self.json_holds(&value),
-                        Err(_) => self.bytes_hold(line.as_bytes()),
-                    },
-                )
-            }
-            Err(_) => self.bytes_hold(bytes),
-        }
     }
 }
 
@@ -276,7 +237,13 @@ pub async fn forget_batch(
     let mut outcomes = Vec::new();
     let mut members = Vec::new();
     for request in requests {
-        let matcher = matcher_of(&request.input);
+        let matcher = match matcher_of(&request.input) {
+            Ok(matcher) => matcher,
+            Err(error) => {
+                outcomes.push((request.id.clone(), Err(error)));
+                continue;
+            }
+        };
         let stored = if dry_run {
             None
         } else {
@@ -319,7 +286,7 @@ pub async fn forget_batch(
     let matcher = matcher_of(&ForgetInput {
         subjects: requests_of(&members, |m| &m.subjects),
         keys: requests_of(&members, |m| &m.keys),
-    });
+    })?;
     // Pass-wide figures, copied into every request's report.
     let mut pass = ForgetReport {
         dry_run,
@@ -328,15 +295,21 @@ pub async fn forget_batch(
     phases.end("record", "record", None).await;
 
     let erase = erasures(lake, &matcher);
+    let text = FreeText {
+        matcher: Arc::new(matcher.clone()),
+        redact_columns: lake.redact_columns().to_vec(),
+    };
     let rewrite_time = erase_from_table(
         config,
         lake,
         &erase,
+        &text,
         &options,
         &mut members,
         &mut pass.table,
     )
     .await?;
+    pass.residue = pass.table.residue.clone();
     // Planning: the snapshot, statistics, bloom filters, leases; rewrite:
     // reading and writing the files left, and the commit.
     phases
@@ -367,7 +340,8 @@ pub async fn forget_batch(
         let mut claimed = vec![members.len() == 1; members.len()];
         if members.len() > 1 {
             for (member, claim) in members.iter().zip(&mut claimed) {
-                *claim = object_holds(lake, meta, &member.matcher).await? == Some(true);
+                let columns = object_holds(lake, meta, &member.matcher).await?;
+                *claim = columns.is_some_and(|columns| !columns.is_empty());
             }
         }
         let any = claimed.contains(&true);
@@ -392,11 +366,23 @@ pub async fn forget_batch(
             .await;
     }
 
+    // What the table rewrite and the staged-row pass left: the pass's, so
+    // every request's (a request is never called complete while an object
+    // it read holds any identifier of the pass).
+    pass.residue.sort();
+    pass.residue.dedup();
     for (member, held) in members.into_iter().zip(holding) {
         let own = member.report;
         let id = own.request_id.clone();
         let mut objects_with_matches: Vec<String> = held.into_iter().collect();
         objects_with_matches.sort();
+        let residue = pass
+            .verification
+            .residue
+            .iter()
+            .filter(|r| objects_with_matches.contains(&r.object))
+            .cloned()
+            .collect();
         // The request's own figures; the rest are the pass's.
         let report = ForgetReport {
             request_id: own.request_id,
@@ -405,9 +391,10 @@ pub async fn forget_batch(
             objects_deleted: own.objects_deleted,
             objects_pending_delete: own.objects_pending_delete,
             batched_with: ids.iter().filter(|other| **other != id).cloned().collect(),
-            complete: objects_with_matches.is_empty(),
+            complete: objects_with_matches.is_empty() && pass.residue.is_empty(),
             verification: Verification {
                 objects_with_matches,
+                residue,
                 ..pass.verification.clone()
             },
             timings_ms: phases.timings_ms.clone(),
@@ -446,11 +433,8 @@ fn requests_of(members: &[Member], of: impl Fn(&Matcher) -> &HashSet<String>) ->
 }
 
 /// The matcher of a request's identifiers.
-fn matcher_of(input: &ForgetInput) -> Matcher {
-    Matcher {
-        subjects: input.subjects.iter().cloned().collect(),
-        keys: input.keys.iter().cloned().collect(),
-    }
+fn matcher_of(input: &ForgetInput) -> Result<Matcher> {
+    Matcher::new(input.subjects.iter().cloned(), input.keys.iter().cloned())
 }
 
 /// Stores a report beside its request, then marks the request complete
@@ -507,6 +491,7 @@ async fn erase_from_table(
     config: &CompactConfig,
     lake: &Lake,
     erase: &[Erase],
+    text: &FreeText,
     options: &ForgetOptions,
     members: &mut [Member],
     table_report: &mut RewriteReport,
@@ -515,7 +500,7 @@ async fn erase_from_table(
     let Some(mut table) = lake.load_table().await? else {
         return Ok(rewrite_time);
     };
-    if erase.is_empty() {
+    if erase.is_empty() && text.redact_columns.is_empty() {
         return Ok(rewrite_time);
     }
     let mut attempt = 1;
@@ -526,7 +511,10 @@ async fn erase_from_table(
             config,
             lake,
             &mut table,
-            erase,
+            Erasure {
+                rows: erase,
+                text: Some(text),
+            },
             target,
             &mut leases,
             true,
@@ -593,16 +581,35 @@ async fn erase_from_table(
     }
 }
 
+/// What [`erase_rows`] left of a row file.
+struct ErasedRows {
+    rows: RecordBatch,
+    /// Staged rows removed, or dead letters whose payload was blanked.
+    erased: u64,
+    /// Values in which an identifier was replaced.
+    redacted: u64,
+    /// Columns that still hold an identifier.
+    residue: Vec<String>,
+}
+
 /// `rows` of a staged row file without the rows whose value in an erased
-/// column is erased; or, for a dead-letter file, with the payload of those
-/// rows and of rows whose payload holds an identifier blanked. Also how many
-/// rows changed.
+/// column is erased and with every identifier in the redact columns
+/// replaced; or, for a dead-letter file, with the payload of those rows and
+/// of rows whose payload holds an identifier blanked, and every identifier
+/// in its text columns (reason, error) replaced.
+///
+/// A dead letter's payload is erased whole rather than redacted: it is the
+/// raw message, which failed to decode, so nothing says whose record it is
+/// (a payload naming the subject may be the subject's own record, all of it
+/// their data), and its encoding (Avro or Protobuf length prefixes,
+/// compressed frames) is not text that can be edited in place.
 fn erase_rows(
     rows: &RecordBatch,
     matcher: &Matcher,
     erase: &[Erase],
+    redact_columns: &[String],
     dead_letters: bool,
-) -> std::result::Result<(RecordBatch, u64), ArrowError> {
+) -> std::result::Result<ErasedRows, ArrowError> {
     let mut matches = vec![false; rows.num_rows()];
     for e in erase {
         if let Some(matching) = matching_rows(rows, &e.column, &e.values) {
@@ -616,30 +623,58 @@ fn erase_rows(
         .index_of("payload")
         .ok()
         .filter(|_| dead_letters);
-    let Some(payload) = payload else {
-        let keep: BooleanArray = matches.iter().map(|m| Some(!m)).collect();
-        let changed = keep.false_count() as u64;
-        return Ok((filter_record_batch(rows, &keep)?, changed));
+    let (rows, erased, text_columns) = match payload {
+        None => {
+            let keep: BooleanArray = matches.iter().map(|m| Some(!m)).collect();
+            let erased = keep.false_count() as u64;
+            (
+                filter_record_batch(rows, &keep)?,
+                erased,
+                redact_columns.to_vec(),
+            )
+        }
+        Some(payload) => {
+            let text_columns: Vec<String> = rows
+                .schema()
+                .fields()
+                .iter()
+                .filter(|f| f.data_type() == &DataType::Utf8)
+                .map(|f| f.name().clone())
+                .collect();
+            let Some(payloads) = rows.column(payload).as_binary_opt::<i32>() else {
+                return Ok(ErasedRows {
+                    residue: matcher.columns_holding(rows, &[]),
+                    rows: rows.clone(),
+                    erased: 0,
+                    redacted: 0,
+                });
+            };
+            let mut erased = 0;
+            let blanked: BinaryArray = payloads
+                .iter()
+                .zip(&matches)
+                .map(|(bytes, matched)| {
+                    if *matched || bytes.is_some_and(|b| matcher.bytes_hold(b)) {
+                        erased += 1;
+                        bytes.map(|_| &b""[..])
+                    } else {
+                        bytes
+                    }
+                })
+                .collect();
+            let mut columns = rows.columns().to_vec();
+            columns[payload] = Arc::new(blanked);
+            let rows = RecordBatch::try_new(rows.schema(), columns)?;
+            (rows, erased, text_columns)
+        }
     };
-    let Some(payloads) = rows.column(payload).as_binary_opt::<i32>() else {
-        return Ok((rows.clone(), 0));
-    };
-    let mut changed = 0;
-    let blanked: BinaryArray = payloads
-        .iter()
-        .zip(&matches)
-        .map(|(bytes, matched)| {
-            if *matched || bytes.is_some_and(|b| matcher.bytes_hold(b)) {
-                changed += 1;
-                bytes.map(|_| &b""[..])
-            } else {
-                bytes
-            }
-        })
-        .collect();
-    let mut columns = rows.columns().to_vec();
-    columns[payload] = Arc::new(blanked);
-    Ok((RecordBatch::try_new(rows.schema(), columns)?, changed))
+    let (rows, redacted) = rewrite::redact(&rows, matcher, &text_columns)?;
+    Ok(ErasedRows {
+        residue: matcher.columns_holding(&rows, &[]),
+        rows,
+        erased,
+        redacted,
+    })
 }
 
 /// Every `.avro` object under `_tributary/<dir>/`.
@@ -658,9 +693,9 @@ async fn row_files(lake: &Lake, dir: &str) -> Result<Vec<(Path, u64)>> {
         .collect())
 }
 
-/// Rewrites staged row files without the matching rows, and dead letters
-/// with the payloads that hold an identifier blanked (the entry itself, its
-/// position and reason, stay).
+/// Rewrites staged row files without the matching rows and with the redact
+/// columns redacted, and dead letters with the payloads that hold an
+/// identifier blanked (the entry itself, its position and reason, stay).
 async fn erase_from_row_files(
     lake: &Lake,
     matcher: &Matcher,
@@ -680,23 +715,35 @@ async fn erase_from_row_files(
                 report.staged_files_scanned += 1;
             }
             let file = RowFile::read(&bytes, path.as_ref())?;
-            let (rows, changed) =
-                erase_rows(&file.batch, matcher, erase, dead_letters).map_err(|source| {
-                    Error::Arrow {
-                        path: path.to_string(),
-                        source,
-                    }
-                })?;
-            if changed == 0 {
+            let erased = erase_rows(
+                &file.batch,
+                matcher,
+                erase,
+                lake.redact_columns(),
+                dead_letters,
+            )
+            .map_err(|source| Error::Arrow {
+                path: path.to_string(),
+                source,
+            })?;
+            report
+                .residue
+                .extend(erased.residue.iter().map(|column| Residue {
+                    object: path.to_string(),
+                    column: column.clone(),
+                }));
+            if erased.erased == 0 && erased.redacted == 0 {
                 continue;
             }
+            report.row_file_values_redacted += erased.redacted;
             if dead_letters {
                 report.dead_letter_files_rewritten += 1;
-                report.dead_letters_erased += changed;
+                report.dead_letters_erased += erased.erased;
             } else {
                 report.staged_files_rewritten += 1;
-                report.staged_rows_erased += changed;
+                report.staged_rows_erased += erased.erased;
             }
+            let rows = erased.rows;
             if dry_run {
                 continue;
             }

@@ -45,6 +45,18 @@ pub struct StoredRequest {
 /// A SHA-256 digest.
 pub type Digest = [u8; 32];
 
+impl StoredRequest {
+    /// The digest of `hash`, one of the request's hashes.
+    pub(super) fn digest(&self, hash: &str) -> Result<Digest> {
+        digest_of_hex(hash).ok_or_else(|| {
+            Error::Forget(format!(
+                "request {} holds `{hash}`, which is not a hex SHA-256 hash",
+                self.id
+            ))
+        })
+    }
+}
+
 /// SHA-256 of an identifier.
 pub fn identifier_digest(identifier: &str) -> Digest {
     Sha256::digest(identifier.as_bytes()).into()
@@ -186,7 +198,7 @@ pub async fn erasure_ledger(lake: &Lake, keep_ms: u64) -> Result<Option<HashedId
         hashed.add(&request, None)?;
     }
     let since = chrono::Utc::now().timestamp_millis() - i64::try_from(keep_ms).unwrap_or(i64::MAX);
-    for request in completed(lake).await? {
+    for request in completed_requests(lake).await? {
         if request.created_at_ms >= since {
             hashed.add(&request, Some(request.created_at_ms.saturating_mul(1000)))?;
         }
@@ -213,7 +225,7 @@ async fn unfinished(lake: &Lake) -> Result<Vec<StoredRequest>> {
 
 /// Every completed request (`<id>.done.json`). They never change once
 /// written, so each is read once per process.
-async fn completed(lake: &Lake) -> Result<Vec<StoredRequest>> {
+pub(super) async fn completed_requests(lake: &Lake) -> Result<Vec<StoredRequest>> {
     requests(lake, true).await
 }
 
@@ -293,12 +305,7 @@ impl HashedIdentifiers {
             (&mut self.keys, &request.key_hashes),
         ] {
             for hash in hashes {
-                let digest = digest_of_hex(hash).ok_or_else(|| {
-                    Error::Forget(format!(
-                        "request {} holds `{hash}`, which is not a hex SHA-256 hash",
-                        request.id
-                    ))
-                })?;
+                let digest = request.digest(hash)?;
                 map.entry(digest)
                     .and_modify(|old| *old = widest(*old))
                     .or_insert(until);

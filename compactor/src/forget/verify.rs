@@ -14,8 +14,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deltalake::arrow::array::{Array, ArrayRef, AsArray};
-use deltalake::arrow::datatypes::DataType;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -23,7 +21,7 @@ use tributary_lake::Lake;
 use tributary_lake::rowfile::RowFile;
 
 use super::requests::read_object;
-use super::{Matcher, Verification};
+use super::{Matcher, Residue, Verification};
 use crate::error::{Error, Result};
 use crate::files::TableFile;
 use crate::optimize::MIN_ORPHAN_AGE;
@@ -94,19 +92,26 @@ pub(super) async fn verify(
     let mut progress = Progress::new("objects verified", total);
     while let Some(result) = checked.next().await {
         progress.step();
-        let Some((meta, found)) = result.map_err(Error::Worker)?? else {
+        let Some((meta, columns)) = result.map_err(Error::Worker)?? else {
             continue;
         };
         verification.objects_read += 1;
         verification.bytes_read += meta.size;
-        if found {
+        if !columns.is_empty() {
             verification
                 .objects_with_matches
                 .push(meta.location.to_string());
+            verification
+                .residue
+                .extend(columns.into_iter().map(|column| Residue {
+                    object: meta.location.to_string(),
+                    column,
+                }));
             found_in.push(meta);
         }
     }
     verification.objects_with_matches.sort();
+    verification.residue.sort();
     Ok((verification, found_in))
 }
 
@@ -123,12 +128,13 @@ async fn active_files(lake: &Lake) -> Result<HashSet<Path>> {
         .collect())
 }
 
-/// Whether the object holds an identifier; `None` when it is gone.
+/// The columns of the object that hold an identifier (one empty name for an
+/// object that is not rows: log JSON, requests); `None` when it is gone.
 pub(super) async fn object_holds(
     lake: &Lake,
     meta: &ObjectMeta,
     matcher: &Matcher,
-) -> Result<Option<bool>> {
+) -> Result<Option<Vec<String>>> {
     let name = meta.location.as_ref();
     if name.ends_with(".parquet") {
         return parquet_holds(lake, &meta.location, meta.size, matcher)
@@ -143,7 +149,12 @@ pub(super) async fn object_holds(
     if name.ends_with(".avro") {
         row_file_holds(&bytes, name, matcher).map(Some)
     } else {
-        Ok(Some(matcher.object_holds(&bytes)))
+        let found = matcher.object_holds(&bytes);
+        Ok(Some(if found {
+            vec![String::new()]
+        } else {
+            Vec::new()
+        }))
     }
 }
 
@@ -216,9 +227,10 @@ pub(super) async fn delete_unreferenced_matches(
     Ok(deleted)
 }
 
-pub(super) fn row_file_holds(bytes: &[u8], name: &str, matcher: &Matcher) -> Result<bool> {
+/// The columns of a row file that hold an identifier.
+pub(super) fn row_file_holds(bytes: &[u8], name: &str, matcher: &Matcher) -> Result<Vec<String>> {
     let file = RowFile::read(bytes, name)?;
-    Ok(file.batch.columns().iter().any(|c| array_holds(c, matcher)))
+    Ok(matcher.columns_holding(&file.batch, &[]))
 }
 
 pub(super) async fn parquet_holds(
@@ -226,19 +238,18 @@ pub(super) async fn parquet_holds(
     path: &Path,
     size: u64,
     matcher: &Matcher,
-) -> Result<bool> {
+) -> Result<Vec<String>> {
     let file = match TableFile::open(lake, path.clone(), size).await {
         Ok(file) => file,
-        Err(Error::Parquet { .. }) if !lake_has(lake, path).await? => return Ok(false),
+        Err(Error::Parquet { .. }) if !lake_has(lake, path).await? => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut rows = file.rows(TablePartition::default())?;
+    let mut columns = std::collections::BTreeSet::new();
     while let Some(batch) = rows.next().await? {
-        if batch.columns().iter().any(|c| array_holds(c, matcher)) {
-            return Ok(true);
-        }
+        columns.extend(matcher.columns_holding(&batch, &[]));
     }
-    Ok(false)
+    Ok(columns.into_iter().collect())
 }
 
 pub(super) async fn lake_has(lake: &Lake, path: &Path) -> Result<bool> {
@@ -246,50 +257,6 @@ pub(super) async fn lake_has(lake: &Lake, path: &Path) -> Result<bool> {
         Ok(_) => Ok(true),
         Err(object_store::Error::NotFound { .. }) => Ok(false),
         Err(e) => Err(tributary_lake::Error::store(path, e).into()),
-    }
-}
-
-/// Whether any string or binary value in `array` (at any depth) holds an
-/// identifier.
-pub(super) fn array_holds(array: &ArrayRef, matcher: &Matcher) -> bool {
-    match array.data_type() {
-        DataType::Utf8 => array
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .any(|s| matcher.text_holds(s)),
-        DataType::LargeUtf8 => array
-            .as_string::<i64>()
-            .iter()
-            .flatten()
-            .any(|s| matcher.text_holds(s)),
-        DataType::Utf8View => array
-            .as_string_view()
-            .iter()
-            .flatten()
-            .any(|s| matcher.text_holds(s)),
-        DataType::Binary => array
-            .as_binary::<i32>()
-            .iter()
-            .flatten()
-            .any(|b| matcher.bytes_hold(b)),
-        DataType::LargeBinary => array
-            .as_binary::<i64>()
-            .iter()
-            .flatten()
-            .any(|b| matcher.bytes_hold(b)),
-        DataType::List(_) => array_holds(array.as_list::<i32>().values(), matcher),
-        DataType::LargeList(_) => array_holds(array.as_list::<i64>().values(), matcher),
-        DataType::Struct(_) => array
-            .as_struct()
-            .columns()
-            .iter()
-            .any(|c| array_holds(c, matcher)),
-        DataType::Map(_, _) => {
-            let map = array.as_map();
-            array_holds(map.keys(), matcher) || array_holds(map.values(), matcher)
-        }
-        _ => false,
     }
 }
 
@@ -306,7 +273,7 @@ mod tests {
 
     use super::*;
     use crate::forget::{ForgetInput, erasures, matcher_of};
-    use crate::rewrite::{RewriteReport, candidates};
+    use crate::rewrite::{Erasure, RewriteReport, candidates};
 
     /// Stages rows `first..first + users.len()` (one per user) and compacts
     /// them: one more table file.
@@ -412,12 +379,15 @@ mod tests {
             subjects: vec!["late".into()],
             keys: vec![],
         };
-        let matcher = matcher_of(&input);
+        let matcher = matcher_of(&input).unwrap();
         let table = lake.load_table().await.unwrap().unwrap();
         let mut planning = RewriteReport::default();
         let found = candidates(
             table.snapshot().unwrap(),
-            &erasures(&lake, &matcher),
+            Erasure {
+                rows: &erasures(&lake, &matcher),
+                text: None,
+            },
             &mut planning,
         );
         assert!(found.is_empty(), "{found:?}");

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::partition::{TablePartition, table_partition_columns};
 use crate::progress::Progress;
-use crate::rewrite::{self, Candidate, PartitionLeases, RewriteReport};
+use crate::rewrite::{self, Candidate, Erasure, PartitionLeases, RewriteReport};
 use crate::table::{Change, PARTITION_COLUMN, commit, delta_error};
 
 /// What the table part did.
@@ -187,7 +187,10 @@ async fn plan_under_leases(
                 lake,
                 state,
                 candidates,
-                &erase,
+                Erasure {
+                    rows: &erase,
+                    text: None,
+                },
                 target_file_bytes,
                 &mut expiry.tenants,
                 progress.as_mut(),
@@ -237,11 +240,17 @@ fn plan(state: &DeltaTableState, cutoffs: &Cutoffs) -> Plan {
         // Statistics prune within the group's own partitions only; the
         // counts of `candidates` over the whole snapshot are not kept.
         let mut scratch = RewriteReport::default();
-        let found: Vec<Candidate> =
-            rewrite::candidates(state, &cutoffs.erasures(first), &mut scratch)
-                .into_iter()
-                .filter(|c| group_of.get(c.partition()) == Some(&first))
-                .collect();
+        let found: Vec<Candidate> = rewrite::candidates(
+            state,
+            Erasure {
+                rows: &cutoffs.erasures(first),
+                text: None,
+            },
+            &mut scratch,
+        )
+        .into_iter()
+        .filter(|c| group_of.get(c.partition()) == Some(&first))
+        .collect();
         plan.groups.insert(first, found);
     }
     let candidates: u64 = plan.groups.values().map(|c| c.len() as u64).sum();

@@ -11,6 +11,7 @@ mod events;
 mod faults;
 mod forget;
 mod forget_batch;
+mod forget_text;
 mod kafka;
 mod kafka_tls;
 mod kinesis;
