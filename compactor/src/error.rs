@@ -44,6 +44,17 @@ pub enum Error {
     /// An erasure request cannot be carried out as asked.
     #[error("forget: {0}")]
     Forget(String),
+    /// Ingest's decoding could not be set up (for a dead-letter replay).
+    #[error(transparent)]
+    Ingest(#[from] tributary_ingest::Error),
+    /// A dead-letter file cannot be replayed as asked.
+    #[error("dead-letter replay of {path}: {reason}")]
+    Replay {
+        /// The dead-letter (or remainder) file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// Event delivery's own state is unreadable.
     #[error("events: {0}")]
     Events(String),
