@@ -73,12 +73,13 @@ pub fn replay_letters(
     let row_file = if rows == 0 {
         None
     } else {
-        let metadata = file_metadata(replay, 0, last)
-            .into_iter()
-            .chain([first_event_time_metadata(
-                &batch,
-                settings.event_time_field.as_deref(),
-            )]);
+        let metadata =
+            file_metadata(replay, 0, last)
+                .into_iter()
+                .chain([first_event_time_metadata(
+                    &batch,
+                    settings.event_time_field.as_deref(),
+                )]);
         Some(rowfile::write(&batch, settings.codec, metadata)?)
     };
     Ok(Replayed {

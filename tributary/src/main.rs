@@ -242,7 +242,9 @@ enum DeadLettersCommand {
 
 /// An age such as `90s`, `30m`, `12h` or `7d`.
 fn parse_age(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits
         .parse()

@@ -151,7 +151,9 @@ pub async fn replay(
         if listed.contains(&remainder) {
             // A replay stopped after it decided this file: finish it,
             // whatever the selection is now.
-            replayer.file(&meta.location, &remainder, None, &listed).await?;
+            replayer
+                .file(&meta.location, &remainder, None, &listed)
+                .await?;
         } else if selection.file(&partition, &meta) {
             replayer
                 .file(&meta.location, &remainder, Some(selection), &listed)
@@ -251,7 +253,9 @@ impl<'a> Replayer<'a> {
         let chain_id = PartitionId::new(REPLAY_STREAM, &format!("{source}/{name}"));
         let last = (letters.len() as u64).saturating_sub(1);
         let Some(selection) = selection else {
-            return self.resume(path, remainder, &source, &chain_id, last, &letters).await;
+            return self
+                .resume(path, remainder, &source, &chain_id, last, &letters)
+                .await;
         };
         let mut selected = Vec::new();
         for (index, letter) in letters.iter().enumerate() {
@@ -530,7 +534,9 @@ fn remainder_letters(letters: &[StoredLetter], replayed: &Replayed) -> Vec<Store
 /// The source partition of a dead-letter file from its path
 /// (`_tributary/dead-letter/<stream>/<partition>/<name>`).
 fn source_partition(path: &Path) -> Option<PartitionId> {
-    let (stream, partition) = partition_of(path).split_once('/').map(|(s, p)| (s.to_string(), p.to_string()))?;
+    let (stream, partition) = partition_of(path)
+        .split_once('/')
+        .map(|(s, p)| (s.to_string(), p.to_string()))?;
     PartitionId::from_safe_parts(&stream, &partition)
 }
 
@@ -597,6 +603,9 @@ mod tests {
             failed: vec![(1, failed.clone()), (3, letter(4, "decode"))],
         };
         let kept = remainder_letters(&letters, &replayed);
-        assert_eq!(kept, vec![failed, letter(3, "malformed_json"), letter(4, "decode")]);
+        assert_eq!(
+            kept,
+            vec![failed, letter(3, "malformed_json"), letter(4, "decode")]
+        );
     }
 }
