@@ -179,3 +179,123 @@ fn build(
     let batch = RecordBatch::try_new(batch.schema(), columns)?;
     Ok((batch, replayed, failed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::datatypes::Int64Type;
+    use tributary_config::FlattenConfig;
+    use tributary_decode::flatten::Flattener;
+    use tributary_lake::rowfile::{Codec, RowFile};
+
+    fn settings(key_field: Option<&str>) -> BatchSettings {
+        BatchSettings {
+            flattener: Flattener::new(&FlattenConfig {
+                explode: Some("messages".into()),
+                ..Default::default()
+            }),
+            key_field: key_field.map(str::to_string),
+            event_time_field: None,
+            codec: Codec::Zstd,
+            dead_letter_max_payload_bytes: 1 << 20,
+            max_message_bytes: 1 << 20,
+            validate_json: false,
+        }
+    }
+
+    fn letter(position: u64, element: Option<u64>, payload: &[u8]) -> StoredLetter {
+        StoredLetter {
+            position,
+            element,
+            reason: "flatten".into(),
+            error: "before".into(),
+            payload: payload.to_vec(),
+            payload_bytes: payload.len() as u64,
+            schema_header: None,
+        }
+    }
+
+    const TWO: &[u8] = br#"{"messages":[{"id":"k0"},{"id":"k1"}]}"#;
+
+    fn replay(
+        key_field: Option<&str>,
+        letters: &[(u64, StoredLetter)],
+    ) -> (Replayed, Vec<(String, i64)>) {
+        let (source, chain) = (PartitionId::new("s", "f"), PartitionId::new("r", "x"));
+        let mut types = ColumnTypes::default();
+        let replayed = replay_letters(
+            &source,
+            &chain,
+            9,
+            &settings(key_field),
+            &Schemas::default(),
+            &mut types,
+            letters,
+        )
+        .unwrap();
+        let rows = match &replayed.row_file {
+            None => Vec::new(),
+            Some(bytes) => {
+                let file = RowFile::read(bytes, "t").unwrap();
+                let keys = file.batch.column(0).as_string::<i32>().clone();
+                let positions = file.batch.column(1).as_primitive::<Int64Type>().clone();
+                (0..keys.len())
+                    .map(|i| (keys.value(i).to_string(), positions.value(i)))
+                    .collect()
+            }
+        };
+        (replayed, rows)
+    }
+
+    #[test]
+    fn rows_carry_the_letters_index_and_the_original_key() {
+        let letters = [(3, letter(40, None, TWO)), (5, letter(50, Some(1), TWO))];
+        let (replayed, rows) = replay(Some("messages_id"), &letters);
+        // The element letter gives its element's row only.
+        let expected = [("k0", 3), ("k1", 3), ("k1", 5)];
+        let expected: Vec<_> = expected.iter().map(|(k, p)| (k.to_string(), *p)).collect();
+        assert_eq!(rows, expected);
+        assert_eq!((replayed.rows, replayed.replayed), (3, vec![3, 5]));
+        assert!(replayed.failed.is_empty());
+        // Without a key field the key names the source partition and the
+        // original position, as ingest would have.
+        let (_, rows) = replay(None, &letters[1..]);
+        assert_eq!(rows, vec![("s/f/50/1".to_string(), 5)]);
+    }
+
+    #[test]
+    fn letters_that_fail_again_carry_their_new_reason() {
+        let letters = [
+            (0, letter(7, None, b"{not json")),
+            (1, letter(8, Some(4), TWO)),
+            (
+                2,
+                letter(
+                    9,
+                    None,
+                    br#"{"messages":[{"id":"k2"},{"id":{"x":1},"id_x":1}]}"#,
+                ),
+            ),
+        ];
+        let (replayed, rows) = replay(Some("messages_id"), &letters);
+        let failed: Vec<_> = replayed
+            .failed
+            .iter()
+            .map(|(i, l)| (*i, l.position, l.element, l.reason.as_str()))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![
+                (0, 7, None, "malformed_json"),
+                // An element the message does not have is not dropped.
+                (1, 8, Some(4), "flatten"),
+                // Of a whole message, only the element that fails.
+                (2, 9, Some(1), "flatten"),
+            ]
+        );
+        assert_eq!(rows, vec![("k2".to_string(), 2)]);
+        assert_eq!(replayed.replayed, vec![2]);
+        assert!(replayed.failed[0].1.payload == b"{not json");
+    }
+}
