@@ -12,7 +12,8 @@
 //! it. Replay reuses it instead of keeping a ledger of its own: each
 //! dead-letter file `F` (`_tributary/dead-letter/<stream>/<partition>/<name>.avro`)
 //! is a source partition of the stream [`REPLAY_STREAM`], named after `F`'s
-//! path, whose positions are the indexes of `F`'s entries. All of `F`'s
+//! path and the last source position its header covers, whose positions
+//! are the indexes of `F`'s entries. All of `F`'s
 //! replayed rows go into *one* row file covering `[0, len(F) - 1]` (a
 //! dead-letter file holds at most one ingest batch, so this is bounded), so
 //! the chain tells with one look whether `F` was replayed: its row file
@@ -20,6 +21,12 @@
 //! at once, or one that staged again after the compactor deleted the first)
 //! has every row at or below the watermark, and the compactor drops it.
 //! The rows keep their `_key`; only `_position` is the chain's.
+//!
+//! Only files of committed batches are replayed: ingest writes a batch's
+//! dead letters *before* its row file (the commit point), so until the
+//! source partition's chain is staged past the file's last position, ingest
+//! may read the batch again (after a crash) and stage those messages
+//! itself. Such files are left for a later run (`files_not_committed`).
 //!
 //! # Steps for one file
 //!
@@ -67,7 +74,7 @@
 //! open requests and of the erasure ledger, and `forget` erases staged
 //! row files (the replay stream's too) and dead-letter files (R's too).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -131,6 +138,9 @@ pub struct ReplayReport {
     /// Remainders of files a stopped replay had not retired: this run
     /// finished those files; the remainders are replayed by the next run.
     pub remainders_waiting: u64,
+    /// Files of batches ingest has not staged yet (it may still stage
+    /// their messages itself): left for a later replay.
+    pub files_not_committed: u64,
 }
 
 /// Replays the dead letters `selection` picks with `config`'s decoder,
@@ -174,6 +184,9 @@ struct Replayer<'a> {
     pause_after: Option<(String, u64)>,
     /// Files worked on (selected letters, not already staged).
     worked: u64,
+    /// Where each source partition's chain is committed up to (resume
+    /// point: staged or in the table), as read once per run.
+    committed: HashMap<PartitionId, Option<u64>>,
 }
 
 impl<'a> Replayer<'a> {
@@ -201,6 +214,7 @@ impl<'a> Replayer<'a> {
             },
             pause_after,
             worked: 0,
+            committed: HashMap::new(),
         })
     }
 
@@ -248,9 +262,19 @@ impl<'a> Replayer<'a> {
             self.report.remainders_waiting += 1;
             return Ok(());
         }
+        let extent = chain::last_position(&metadata, path.as_ref())?;
+        if !metadata.contains_key(META_REPLAY_OF) && !self.batch_committed(&source, extent).await? {
+            // Ingest writes a batch's dead letters before its row file, the
+            // commit point: until that is staged, ingest may read the batch
+            // again and stage these messages itself.
+            self.report.files_not_committed += 1;
+            return Ok(());
+        }
         let letters = read_dead_letters(&bytes, path.as_ref())?;
         self.report.files_read += 1;
-        let chain_id = PartitionId::new(REPLAY_STREAM, &format!("{source}/{name}"));
+        // The extent is in the name so that a file written again at the
+        // same path for another extent has another chain.
+        let chain_id = PartitionId::new(REPLAY_STREAM, &format!("{source}/{name}/{extent}"));
         let last = (letters.len() as u64).saturating_sub(1);
         let Some(selection) = selection else {
             return self
@@ -348,6 +372,21 @@ impl<'a> Replayer<'a> {
         self.stage(chain_id, &replayed).await?;
         self.pause("staged").await;
         self.retire(path).await
+    }
+
+    /// Whether `source`'s chain has staged (or committed) past `last`.
+    async fn batch_committed(&mut self, source: &PartitionId, last: u64) -> Result<bool> {
+        let resume = match self.committed.get(source) {
+            Some(resume) => *resume,
+            None => {
+                let watermark = self.lake.watermark(self.table.as_ref(), source).await?;
+                let resume =
+                    chain::resume_after(self.lake.store().as_ref(), source, watermark).await?;
+                self.committed.insert(source.clone(), resume);
+                resume
+            }
+        };
+        Ok(resume.is_some_and(|r| r >= last))
     }
 
     /// Whether `chain_id`'s row file is staged or committed.
