@@ -256,3 +256,42 @@ pub fn read_dead_letters(bytes: &[u8], name: &str) -> crate::Result<Vec<StoredLe
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letters_round_trip_with_their_schema_header() {
+        let p = PartitionId::new("s", "p");
+        let letters = vec![
+            DeadLetter::new(3, Reason::UnknownSchema, "no such id", b"abcdef", 4)
+                .with_schema_header(Some(b"\x01uuid".to_vec())),
+            DeadLetter::new(5, Reason::Flatten, "bad", b"xy", 4).for_element(2),
+        ];
+        let file = encode(&p, 3, 5, &letters, Codec::Zstd).unwrap();
+        let read = read_dead_letters(&file, "f").unwrap();
+        let expected: Vec<StoredLetter> = letters.iter().map(StoredLetter::from).collect();
+        assert_eq!(read, expected);
+        assert_eq!(read[0].schema_header.as_deref(), Some(&b"\x01uuid"[..]));
+        // Cut at 4 of 6 bytes: not whole, so not replayable.
+        assert!(!read[0].is_whole() && read[1].is_whole());
+    }
+
+    #[test]
+    fn files_from_before_the_schema_header_read_without_one() {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![7])),
+            Arc::new(Int64Array::from(vec![None::<i64>])),
+            Arc::new(StringArray::from(vec!["decode"])),
+            Arc::new(StringArray::from(vec!["e"])),
+            Arc::new(BinaryArray::from_iter_values([b"x"])),
+            Arc::new(Int64Array::from(vec![1])),
+        ];
+        let old = Schema::new(dead_letter_schema().fields()[..6].to_vec());
+        let batch = RecordBatch::try_new(Arc::new(old), columns).unwrap();
+        let file = rowfile::write(&batch, Codec::Zstd, [("k", "v")]).unwrap();
+        let read = read_dead_letters(&file, "old").unwrap();
+        assert_eq!((read[0].position, read[0].schema_header.clone()), (7, None));
+    }
+}
