@@ -198,15 +198,8 @@ enum DeadLettersCommand {
     /// position, element, reason, error and payload size. Payloads are left
     /// out unless `--payload` is given: they may hold personal data.
     Show {
-        /// The TOML configuration file (see config/README.md).
-        #[arg(long)]
-        config: PathBuf,
-        /// Only this reason (`malformed_json`, `decode`, `unknown_schema`, ...).
-        #[arg(long)]
-        reason: Option<String>,
-        /// Only this stream (`app`) or source partition (`app/0`).
-        #[arg(long)]
-        partition: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Most entries printed.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -221,23 +214,48 @@ enum DeadLettersCommand {
     /// new reason. Safe to stop at any point and run again. Prints a JSON
     /// report; progress on stderr.
     Replay {
-        /// The TOML configuration file (see config/README.md).
-        #[arg(long)]
-        config: PathBuf,
-        /// Only this reason (`unknown_schema`, `decode`, ...).
-        #[arg(long)]
-        reason: Option<String>,
-        /// Only this stream (`app`) or source partition (`app/0`).
-        #[arg(long)]
-        partition: Option<String>,
-        /// Only dead-letter files written more than this long ago
-        /// (`30m`, `12h`, `7d`).
-        #[arg(long, value_parser = parse_age)]
-        older_than: Option<Duration>,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Decode and report, write nothing.
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// The configuration and which dead letters `show` and `replay` work on.
+#[derive(Debug, clap::Args)]
+struct SelectArgs {
+    /// The TOML configuration file (see config/README.md).
+    #[arg(long)]
+    config: PathBuf,
+    /// Only this reason (`malformed_json`, `decode`, `unknown_schema`, ...).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only this stream (`app`) or source partition (`app/0`).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Only dead-letter files written more than this long ago
+    /// (`30m`, `12h`, `7d`).
+    #[arg(long, value_parser = parse_age)]
+    older_than: Option<Duration>,
+}
+
+impl SelectArgs {
+    /// The configuration, the lake, and the selection.
+    fn open(self) -> anyhow::Result<(Config, Lake, tributary_compactor::dead_letters::Selection)> {
+        let config = Config::load(&self.config)?;
+        let lake = Lake::open(&config.lake)?;
+        let written_before = self
+            .older_than
+            .map(|age| chrono::TimeDelta::from_std(age).map(|age| chrono::Utc::now() - age))
+            .transpose()?;
+        let selection = tributary_compactor::dead_letters::Selection {
+            reason: self.reason,
+            partition: self.partition,
+            written_before,
+        };
+        Ok((config, lake, selection))
+    }
 }
 
 /// An age such as `90s`, `30m`, `12h` or `7d`.
@@ -479,26 +497,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 /// `tributary dead-letters list|show|replay`.
 async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
-    use tributary_compactor::dead_letters::{Filter, Selection, list, replay, show};
+    use tributary_compactor::dead_letters::{Filter, list, replay, show};
     match command {
         DeadLettersCommand::List { config } => {
             let lake = Lake::open(&Config::load(&config)?.lake)?;
             print_json(&list(&lake).await?)
         }
         DeadLettersCommand::Show {
-            config,
-            reason,
-            partition,
+            select,
             limit,
             payload,
         } => {
-            let lake = Lake::open(&Config::load(&config)?.lake)?;
+            let (_, lake, selection) = select.open()?;
             let filter = Filter {
-                selection: Selection {
-                    reason,
-                    partition,
-                    written_before: None,
-                },
+                selection,
                 limit,
                 payload,
             };
@@ -507,23 +519,8 @@ async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        DeadLettersCommand::Replay {
-            config,
-            reason,
-            partition,
-            older_than,
-            dry_run,
-        } => {
-            let config = Config::load(&config)?;
-            let lake = Lake::open(&config.lake)?;
-            let written_before = older_than
-                .map(|age| chrono::TimeDelta::from_std(age).map(|age| chrono::Utc::now() - age))
-                .transpose()?;
-            let selection = Selection {
-                reason,
-                partition,
-                written_before,
-            };
+        DeadLettersCommand::Replay { select, dry_run } => {
+            let (config, lake, selection) = select.open()?;
             let report =
                 replay::replay(&lake, config.require_ingest()?, &selection, dry_run).await?;
             print_json(&report)
