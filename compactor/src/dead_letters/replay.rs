@@ -648,3 +648,118 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod lake_tests {
+    use super::*;
+    use tributary_lake::dead_letter::{self, DeadLetter, Reason};
+    use tributary_lake::rowfile::Codec;
+
+    fn setup(dir: &std::path::Path) -> (Lake, IngestConfig) {
+        let text = format!(
+            "[lake]\ntable_uri = \"{}\"\n[ingest]\nstream = \"s\"\n[ingest.files]\npath = \"{}\"\n\
+             [ingest.flatten]\nexplode = \"messages\"\nkey_field = \"messages_id\"\n",
+            dir.join("table").display(),
+            dir.join("in").display()
+        );
+        let config = tributary_config::Config::from_toml_str(&text, std::iter::empty()).unwrap();
+        let lake = Lake::open(&config.lake).unwrap();
+        (lake, config.ingest.unwrap())
+    }
+
+    fn letter(position: u64, payload: &[u8]) -> DeadLetter {
+        DeadLetter::new(position, Reason::UnknownSchema, "before", payload, 1 << 20)
+    }
+
+    /// Stages a row file for `p` covering `[first, last]` (the batch's
+    /// commit point).
+    async fn commit_batch(lake: &Lake, p: &PartitionId, first: u64, last: u64) {
+        let batch = deltalake::arrow::record_batch::RecordBatch::try_from_iter([(
+            "_position",
+            std::sync::Arc::new(deltalake::arrow::array::Int64Array::from(vec![
+                first as i64,
+            ])) as deltalake::arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let file = tributary_lake::rowfile::write(
+            &batch,
+            Codec::Zstd,
+            chain::file_metadata(p, first, last),
+        )
+        .unwrap();
+        chain::stage(lake.store().as_ref(), p, first, file)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn letters_of_uncommitted_batches_wait_and_a_decided_file_stages_what_was_decided() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lake, config) = setup(dir.path());
+        let store = lake.store().as_ref();
+        let p = PartitionId::new("s", "p");
+        let good = br#"{"messages":[{"id":"k1"},{"id":"k2"}]}"#;
+        let letters = [letter(3, good), letter(7, b"{bad"), letter(9, good)];
+        let file = dead_letter::encode(&p, 0, 10, &letters, Codec::Zstd).unwrap();
+        chain::stage_dead_letters(store, &p, 0, 10, file)
+            .await
+            .unwrap();
+        let everything = Selection::default();
+
+        // Ingest has not staged the batch: it may still stage these itself.
+        let report = replay(&lake, &config, &everything, false).await.unwrap();
+        assert_eq!(report.files_not_committed, 1);
+        assert_eq!(report.replayed, 0);
+
+        // Committed; a stopped run had decided that only letter 0 becomes
+        // rows (letter 2 was not selected then) and wrote the remainder.
+        commit_batch(&lake, &p, 0, 10).await;
+        let path = p.dead_letter_file(0);
+        let remainder = remainder_path(&path);
+        let kept: Vec<StoredLetter> = letters[1..].iter().map(StoredLetter::from).collect();
+        let metadata = [
+            (META_REPLAY_OF.to_string(), path.to_string()),
+            (META_REPLAY_STAGED.to_string(), "0".to_string()),
+            (chain::META_LAST_POSITION.to_string(), "9".to_string()),
+        ];
+        let body = encode_stored(&kept, Codec::Zstd, metadata).unwrap();
+        store.put(&remainder, body.into()).await.unwrap();
+
+        let report = replay(&lake, &config, &everything, false).await.unwrap();
+        assert_eq!((report.replayed, report.staged_rows), (1, 2), "{report:?}");
+        assert_eq!((report.files_retired, report.remainders_waiting), (1, 1));
+        assert!(store.head(&path).await.is_err(), "the file is retired");
+        let staged = chain::staged_partitions(store).await.unwrap();
+        let replay_chain: Vec<_> = staged
+            .iter()
+            .filter(|id| id.stream() == REPLAY_STREAM)
+            .collect();
+        assert_eq!(replay_chain.len(), 1);
+
+        // The next run replays the remainder: letter 2 becomes rows, the
+        // bad one stays with its new reason.
+        let report = replay(&lake, &config, &everything, false).await.unwrap();
+        assert_eq!((report.replayed, report.staged_rows), (1, 2), "{report:?}");
+        assert_eq!(
+            report.still_failing,
+            BTreeMap::from([("malformed_json".to_string(), 1)])
+        );
+        let left: Vec<_> = dead_letter_files(&lake)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location.filename().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(left, vec!["00000000000000000000.r2.avro".to_string()]);
+        // A third run changes nothing.
+        let report = replay(&lake, &config, &everything, false).await.unwrap();
+        assert_eq!(
+            (
+                report.replayed,
+                report.remainder_files,
+                report.files_retired
+            ),
+            (0, 0, 0)
+        );
+    }
+}
