@@ -2,7 +2,7 @@
 //! replay` (the protocol around it, which makes it exactly once, is in
 //! `tributary_compactor::dead_letters::replay`).
 //!
-//! A stored dead letter goes through the same [`decode_message`] as a
+//! A stored dead letter goes through the same decoding step as a
 //! message read from its source, with the current registry, flattening and
 //! column types. Its rows keep what ingest would have given them, `_key`
 //! included (the fallback key names the *original* partition and position),
