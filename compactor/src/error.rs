@@ -53,6 +53,17 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Ingest's decoding could not be set up (for a dead-letter replay).
+    #[error(transparent)]
+    Ingest(#[from] tributary_ingest::Error),
+    /// A dead-letter file cannot be replayed as asked.
+    #[error("dead-letter replay of {path}: {reason}")]
+    Replay {
+        /// The dead-letter (or remainder) file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// Event delivery's own state is unreadable.
     #[error("events: {0}")]
     Events(String),

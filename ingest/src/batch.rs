@@ -277,37 +277,13 @@ pub fn build_batch(
                 &message.payload,
                 settings.dead_letter_max_payload_bytes,
             )
+            .with_schema_header(message.schema_header.clone())
         };
-        builder.begin_message(message.position);
-        // source → decode: the framing names the schema, which says how
-        // the data decodes into the builder.
-        let decoded = message
-            .frame(settings.max_message_bytes)
-            .map_err(|e| (Reason::Framing, e.to_string()))
-            .and_then(|frame| {
-                let format = format(&frame, schemas, settings.validate_json)?;
-                decoder
-                    .decode(format, &frame.payload, &mut builder)
-                    .map_err(|(reason, error)| match (format, frame.schema) {
-                        (
-                            Format::Avro(_) | Format::Protobuf(..) | Format::ValidatedJson(_),
-                            Some(r),
-                        ) => (reason, format!("{}: {error}", describe(r))),
-                        _ => (reason, error),
-                    })
-            });
-        if let Err(rejection) = decoded {
-            builder.abort_message();
-            dead_letters.push(letter(rejection));
-            continue;
-        }
-        for (name, value) in &message.columns {
-            builder.put_source(name, value.clone(), decoder.types());
-        }
-        match builder.end_message() {
-            Outcome::Rows => {}
-            Outcome::Rejected(rejection) => dead_letters.push(letter(rejection)),
-            Outcome::Elements(rejected) => dead_letters.extend(
+        match decode_message(&mut decoder, &mut builder, message, settings, schemas) {
+            Err(rejection) => dead_letters.push(letter(rejection)),
+            Ok(Outcome::Rows) => {}
+            Ok(Outcome::Rejected(rejection)) => dead_letters.push(letter(rejection)),
+            Ok(Outcome::Elements(rejected)) => dead_letters.extend(
                 rejected
                     .into_iter()
                     .map(|(i, rejection)| letter(rejection).for_element(u64::from(i))),
@@ -315,6 +291,44 @@ pub fn build_batch(
         }
     }
     Ok((builder.finish(&partition.to_string(), types)?, dead_letters))
+}
+
+/// Decodes and flattens one message into `builder` (begun and ended here),
+/// with its source columns. A message whose framing or data is bad is
+/// aborted (none of its rows are in) and its rejection returned.
+pub(crate) fn decode_message(
+    decoder: &mut Decoder<'_>,
+    builder: &mut BatchBuilder,
+    message: &Message,
+    settings: &BatchSettings,
+    schemas: &Schemas,
+) -> Result<Outcome, Rejection> {
+    builder.begin_message(message.position);
+    // source → decode: the framing names the schema, which says how
+    // the data decodes into the builder.
+    let decoded = message
+        .frame(settings.max_message_bytes)
+        .map_err(|e| (Reason::Framing, e.to_string()))
+        .and_then(|frame| {
+            let format = format(&frame, schemas, settings.validate_json)?;
+            decoder
+                .decode(format, &frame.payload, builder)
+                .map_err(|(reason, error)| match (format, frame.schema) {
+                    (
+                        Format::Avro(_) | Format::Protobuf(..) | Format::ValidatedJson(_),
+                        Some(r),
+                    ) => (reason, format!("{}: {error}", describe(r))),
+                    _ => (reason, error),
+                })
+        });
+    if let Err(rejection) = decoded {
+        builder.abort_message();
+        return Err(rejection);
+    }
+    for (name, value) in &message.columns {
+        builder.put_source(name, value.clone(), decoder.types());
+    }
+    Ok(builder.end_message())
 }
 
 /// The format of a message's data, as its framing and schema say (JSON

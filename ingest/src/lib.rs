@@ -11,6 +11,8 @@
 //!   rules) → its Arrow batch builder → stage (a row file written by
 //!   arrow-avro).
 //! * [`source`] reads partitions: files in a directory, or stdin.
+//! * [`replay`] decodes stored dead letters again, for `tributary
+//!   dead-letters replay`.
 //! * [`dead_letter`] records every message that could not become a row, with
 //!   its reason and position.
 //! * [`telemetry`] defines every metric ingest exports.
@@ -19,6 +21,7 @@
 pub mod batch;
 pub use tributary_lake::dead_letter;
 mod error;
+pub mod replay;
 pub mod run;
 pub mod schemas;
 pub mod source;

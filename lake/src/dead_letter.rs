@@ -3,8 +3,12 @@
 //! A batch's dead letters are written to
 //! `_tributary/dead-letter/<stream>/<partition>/<first>.avro` (an Avro file
 //! with columns `_position`, `element`, `reason`, `error`, `payload`,
-//! `payload_bytes`; `element` is the index of the rejected element of the
-//! explode path when only that element was rejected, else null)
+//! `payload_bytes`, `schema_header`; `element` is the index of the rejected
+//! element of the explode path when only that element was rejected, else
+//! null; `schema_header` is the Kafka `__value_schema_id` header that named
+//! the payload's schema, if any, so that `tributary dead-letters replay` can
+//! decode the payload as ingest would have; files written before it existed
+//! lack the column and read as `None`)
 //! *before* its row file is staged. The row file is the commit point: a crash
 //! in between re-reads the batch and rewrites the dead-letter file, so every
 //! rejected message is recorded at least once, identified by its position.
@@ -42,6 +46,8 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     /// The message's full length.
     pub payload_bytes: u64,
+    /// The Kafka `__value_schema_id` header that named the schema, if any.
+    pub schema_header: Option<Vec<u8>>,
 }
 
 impl DeadLetter {
@@ -63,6 +69,7 @@ impl DeadLetter {
             error: error.into(),
             payload: payload[..keep].to_vec(),
             payload_bytes: payload.len() as u64,
+            schema_header: None,
         }
     }
 }
@@ -72,6 +79,12 @@ impl DeadLetter {
     /// only.
     pub fn for_element(mut self, index: u64) -> Self {
         self.element = Some(index);
+        self
+    }
+
+    /// This dead letter with the schema header its message carried.
+    pub fn with_schema_header(mut self, header: Option<Vec<u8>>) -> Self {
+        self.schema_header = header;
         self
     }
 }
@@ -85,6 +98,7 @@ pub fn dead_letter_schema() -> Schema {
         Field::new("error", DataType::Utf8, false),
         Field::new("payload", DataType::Binary, false),
         Field::new("payload_bytes", DataType::Int64, false),
+        Field::new("schema_header", DataType::Binary, true),
     ])
 }
 
@@ -96,7 +110,18 @@ pub fn encode(
     letters: &[DeadLetter],
     codec: Codec,
 ) -> crate::Result<Bytes> {
-    let longs = |f: fn(&DeadLetter) -> u64| -> ArrayRef {
+    let stored: Vec<StoredLetter> = letters.iter().map(StoredLetter::from).collect();
+    encode_stored(&stored, codec, file_metadata(partition, first, last))
+}
+
+/// Encodes dead letters read back (or converted from [`DeadLetter`]s) as
+/// one file with header `metadata`.
+pub fn encode_stored<K: Into<String>, V: Into<String>>(
+    letters: &[StoredLetter],
+    codec: Codec,
+    metadata: impl IntoIterator<Item = (K, V)>,
+) -> crate::Result<Bytes> {
+    let longs = |f: fn(&StoredLetter) -> u64| -> ArrayRef {
         Arc::new(Int64Array::from_iter_values(
             letters.iter().map(|l| f(l) as i64),
         ))
@@ -116,6 +141,9 @@ pub fn encode(
             letters.iter().map(|l| l.payload.as_slice()),
         )),
         longs(|l| l.payload_bytes),
+        Arc::new(BinaryArray::from_iter(
+            letters.iter().map(|l| l.schema_header.as_deref()),
+        )),
     ];
     let batch =
         RecordBatch::try_new(Arc::new(dead_letter_schema()), columns).map_err(|source| {
@@ -124,7 +152,7 @@ pub fn encode(
                 source,
             }
         })?;
-    rowfile::write(&batch, codec, file_metadata(partition, first, last))
+    rowfile::write(&batch, codec, metadata)
 }
 
 /// A dead letter read back from its file.
@@ -142,6 +170,31 @@ pub struct StoredLetter {
     pub payload: Vec<u8>,
     /// The message's full length.
     pub payload_bytes: u64,
+    /// The Kafka `__value_schema_id` header that named the schema, if any.
+    pub schema_header: Option<Vec<u8>>,
+}
+
+impl StoredLetter {
+    /// Whether the whole message was kept (it was not cut at
+    /// `ingest.dead_letter_max_payload_bytes`, nor blanked by an erasure):
+    /// only then can it be decoded again.
+    pub fn is_whole(&self) -> bool {
+        self.payload.len() as u64 == self.payload_bytes
+    }
+}
+
+impl From<&DeadLetter> for StoredLetter {
+    fn from(letter: &DeadLetter) -> Self {
+        Self {
+            position: letter.position,
+            element: letter.element,
+            reason: letter.reason.as_str().to_string(),
+            error: letter.error.clone(),
+            payload: letter.payload.clone(),
+            payload_bytes: letter.payload_bytes,
+            schema_header: letter.schema_header.clone(),
+        }
+    }
 }
 
 /// Reads the dead letters of one file (ingest's or the compactor's); `name`
@@ -179,6 +232,16 @@ pub fn read_dead_letters(bytes: &[u8], name: &str) -> crate::Result<Vec<StoredLe
         .downcast_ref::<BinaryArray>()
         .cloned()
         .ok_or_else(|| corrupt("payload"))?;
+    // Written before the column existed: no headers.
+    let headers = match batch.column_by_name("schema_header") {
+        None => None,
+        Some(column) => Some(
+            column
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .ok_or_else(|| corrupt("schema_header"))?,
+        ),
+    };
     Ok((0..batch.num_rows())
         .map(|i| StoredLetter {
             position: positions.value(i) as u64,
@@ -187,6 +250,48 @@ pub fn read_dead_letters(bytes: &[u8], name: &str) -> crate::Result<Vec<StoredLe
             error: errors.value(i).to_string(),
             payload: payloads.value(i).to_vec(),
             payload_bytes: sizes.value(i) as u64,
+            schema_header: headers
+                .filter(|h| !h.is_null(i))
+                .map(|h| h.value(i).to_vec()),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letters_round_trip_with_their_schema_header() {
+        let p = PartitionId::new("s", "p");
+        let letters = vec![
+            DeadLetter::new(3, Reason::UnknownSchema, "no such id", b"abcdef", 4)
+                .with_schema_header(Some(b"\x01uuid".to_vec())),
+            DeadLetter::new(5, Reason::Flatten, "bad", b"xy", 4).for_element(2),
+        ];
+        let file = encode(&p, 3, 5, &letters, Codec::Zstd).unwrap();
+        let read = read_dead_letters(&file, "f").unwrap();
+        let expected: Vec<StoredLetter> = letters.iter().map(StoredLetter::from).collect();
+        assert_eq!(read, expected);
+        assert_eq!(read[0].schema_header.as_deref(), Some(&b"\x01uuid"[..]));
+        // Cut at 4 of 6 bytes: not whole, so not replayable.
+        assert!(!read[0].is_whole() && read[1].is_whole());
+    }
+
+    #[test]
+    fn files_from_before_the_schema_header_read_without_one() {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![7])),
+            Arc::new(Int64Array::from(vec![None::<i64>])),
+            Arc::new(StringArray::from(vec!["decode"])),
+            Arc::new(StringArray::from(vec!["e"])),
+            Arc::new(BinaryArray::from_iter_values([b"x"])),
+            Arc::new(Int64Array::from(vec![1])),
+        ];
+        let old = Schema::new(dead_letter_schema().fields()[..6].to_vec());
+        let batch = RecordBatch::try_new(Arc::new(old), columns).unwrap();
+        let file = rowfile::write(&batch, Codec::Zstd, [("k", "v")]).unwrap();
+        let read = read_dead_letters(&file, "old").unwrap();
+        assert_eq!((read[0].position, read[0].schema_header.clone()), (7, None));
+    }
 }

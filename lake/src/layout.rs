@@ -5,6 +5,8 @@
 //! <table>/date=YYYY-MM-DD/part-….parquet                        compacted rows
 //! <table>/_tributary/staging/<stream>/<partition>/<first>.avro      row files
 //! <table>/_tributary/dead-letter/<stream>/<partition>/<first>.avro  rejected messages
+//!        (`<first>-<last>.avro` another extent's, `<first>.compactor.avro` the compactor's,
+//!        `<name>.r<n>.avro` what a dead-letter replay of `<name>` left)
 //! <table>/_tributary/leases/<name>/<epoch>.json                    leases (see [`crate::lease`])
 //! <table>/_tributary/compacted/<stream>/<partition>/<last>.json     source positions of compacted batches
 //! ```

@@ -227,15 +227,8 @@ enum DeadLettersCommand {
     /// position, element, reason, error and payload size. Payloads are left
     /// out unless `--payload` is given: they may hold personal data.
     Show {
-        /// The TOML configuration file (see config/README.md).
-        #[arg(long)]
-        config: PathBuf,
-        /// Only this reason (`malformed_json`, `decode`, `unknown_schema`, ...).
-        #[arg(long)]
-        reason: Option<String>,
-        /// Only this stream (`app`) or source partition (`app/0`).
-        #[arg(long)]
-        partition: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Most entries printed.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -243,6 +236,74 @@ enum DeadLettersCommand {
         #[arg(long)]
         payload: bool,
     },
+    /// Run the selected dead letters through the current decoder, registry
+    /// and flattening (`[ingest]` of the config) into the table's staging,
+    /// exactly once, then retire them: a file is deleted once its letters
+    /// are rows or, when they fail again, in a remainder file with their
+    /// new reason. Safe to stop at any point and run again. Prints a JSON
+    /// report; progress on stderr.
+    Replay {
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Decode and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// The configuration and which dead letters `show` and `replay` work on.
+#[derive(Debug, clap::Args)]
+struct SelectArgs {
+    /// The TOML configuration file (see config/README.md).
+    #[arg(long)]
+    config: PathBuf,
+    /// Only this reason (`malformed_json`, `decode`, `unknown_schema`, ...).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only this stream (`app`) or source partition (`app/0`).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Only dead-letter files written more than this long ago
+    /// (`30m`, `12h`, `7d`).
+    #[arg(long, value_parser = parse_age)]
+    older_than: Option<Duration>,
+}
+
+impl SelectArgs {
+    /// The configuration, the lake, and the selection.
+    fn open(self) -> anyhow::Result<(Config, Lake, tributary_compactor::dead_letters::Selection)> {
+        let config = Config::load(&self.config)?;
+        let lake = Lake::open(&config.lake)?;
+        let written_before = self
+            .older_than
+            .map(|age| chrono::TimeDelta::from_std(age).map(|age| chrono::Utc::now() - age))
+            .transpose()?;
+        let selection = tributary_compactor::dead_letters::Selection {
+            reason: self.reason,
+            partition: self.partition,
+            written_before,
+        };
+        Ok((config, lake, selection))
+    }
+}
+
+/// An age such as `90s`, `30m`, `12h` or `7d`.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not an age like 30m, 12h or 7d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit is one of s, m, h, d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
 #[derive(Debug, Subcommand)]
@@ -497,25 +558,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// `tributary dead-letters list|show`.
+/// `tributary dead-letters list|show|replay`.
 async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
-    use tributary_compactor::dead_letters::{Filter, list, show};
+    use tributary_compactor::dead_letters::{Filter, list, replay, show};
     match command {
         DeadLettersCommand::List { config } => {
             let lake = Lake::open(&Config::load(&config)?.lake)?;
             print_json(&list(&lake).await?)
         }
         DeadLettersCommand::Show {
-            config,
-            reason,
-            partition,
+            select,
             limit,
             payload,
         } => {
-            let lake = Lake::open(&Config::load(&config)?.lake)?;
+            let (_, lake, selection) = select.open()?;
             let filter = Filter {
-                reason,
-                partition,
+                selection,
                 limit,
                 payload,
             };
@@ -523,6 +581,12 @@ async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&letter)?);
             }
             Ok(())
+        }
+        DeadLettersCommand::Replay { select, dry_run } => {
+            let (config, lake, selection) = select.open()?;
+            let report =
+                replay::replay(&lake, config.require_ingest()?, &selection, dry_run).await?;
+            print_json(&report)
         }
     }
 }

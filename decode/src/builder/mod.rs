@@ -404,6 +404,22 @@ impl BatchBuilder {
         }
     }
 
+    /// After [`end_message`](Self::end_message): keeps only the row of
+    /// element `index` of the message just ended (the one element a
+    /// dead-letter replay asks for; its siblings were rows already).
+    pub fn retain_element(&mut self, index: u32) {
+        for row in self.first_row..self.live.len() {
+            if self.element_of[row] != index {
+                self.live[row] = false;
+            }
+        }
+    }
+
+    /// The live rows of the current (or just ended) message.
+    pub fn message_rows(&self) -> usize {
+        self.live[self.first_row..].iter().filter(|l| **l).count()
+    }
+
     /// Ends the current message as a dead letter: none of its rows are in.
     pub fn abort_message(&mut self) {
         self.element = None;

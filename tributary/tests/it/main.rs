@@ -7,6 +7,7 @@
 mod bad_input;
 mod compaction;
 mod crash;
+mod dead_letter_replay;
 mod events;
 mod faults;
 mod forget;

@@ -1,6 +1,10 @@
-//! `tributary dead-letters list|show`: what the dead-letter store holds,
-//! counted by reason, source partition and day, and a sample of entries with
-//! their errors (payloads only when asked for: they may hold personal data).
+//! `tributary dead-letters list|show|replay`: what the dead-letter store
+//! holds, counted by reason, source partition and day; a sample of entries
+//! with their errors (payloads only when asked for: they may hold personal
+//! data); and [`replay`], which runs selected dead letters through the
+//! current decoder into the table exactly once.
+
+pub mod replay;
 
 use std::collections::BTreeMap;
 
@@ -53,13 +57,39 @@ pub struct Shown {
     pub payload: Option<String>,
 }
 
-/// Which dead letters `show` prints.
+/// Which dead letters `show` prints and `replay` replays.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub struct Selection {
     /// Only this reason.
     pub reason: Option<String>,
     /// Only this `<stream>` or `<stream>/<partition>`.
     pub partition: Option<String>,
+    /// Only files written before this time.
+    pub written_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Selection {
+    /// Whether the file at `meta` (of `partition`, `<stream>/<partition>`)
+    /// may hold selected letters.
+    fn file(&self, partition: &str, meta: &ObjectMeta) -> bool {
+        let partition_wanted = self
+            .partition
+            .as_deref()
+            .is_none_or(|p| partition == p || partition.starts_with(&format!("{p}/")));
+        partition_wanted && self.written_before.is_none_or(|t| meta.last_modified < t)
+    }
+
+    /// Whether a letter of a selected file with `reason` is selected.
+    fn reason(&self, reason: &str) -> bool {
+        self.reason.as_deref().is_none_or(|r| r == reason)
+    }
+}
+
+/// Which dead letters `show` prints.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Which ones.
+    pub selection: Selection,
     /// At most this many.
     pub limit: usize,
     /// Include payloads.
@@ -93,15 +123,11 @@ pub async fn show(lake: &Lake, filter: &Filter) -> Result<Vec<Shown>> {
     let mut shown = Vec::new();
     for meta in dead_letter_files(lake).await? {
         let partition = partition_of(&meta.location);
-        let wanted = filter
-            .partition
-            .as_deref()
-            .is_none_or(|p| partition == p || partition.starts_with(&format!("{p}/")));
-        if !wanted {
+        if !filter.selection.file(&partition, &meta) {
             continue;
         }
         for letter in read(lake, &meta.location).await? {
-            if filter.reason.as_deref().is_some_and(|r| r != letter.reason) {
+            if !filter.selection.reason(&letter.reason) {
                 continue;
             }
             if shown.len() >= filter.limit {
