@@ -4,12 +4,15 @@
 //! optimize and vacuum, rewrites, forget) each live in their own module and
 //! call these, never each other's internals.
 
+use std::collections::HashSet;
+
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::state::DeltaTableState;
+use object_store::path::Path;
 use tributary_config::{CompactConfig, HOUR_COLUMN};
 use tributary_lake::Lake;
 use tributary_lake::columns::{arrow_type, table_columns};
@@ -244,6 +247,19 @@ pub(crate) async fn create_table(
         .with_save_mode(SaveMode::Ignore)
         .await
         .map_err(|e| delta_error(lake, "create table", e))
+}
+
+/// The data files the table references now (none without a table).
+pub(crate) async fn referenced_files(lake: &Lake) -> Result<HashSet<Path>> {
+    let Some(table) = lake.load_table().await? else {
+        return Ok(HashSet::new());
+    };
+    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+    Ok(state
+        .log_data()
+        .iter()
+        .map(|f| f.object_store_path())
+        .collect())
 }
 
 pub(crate) fn delta_error(

@@ -31,40 +31,33 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltalake::arrow::array::{AsArray, BinaryArray, BooleanArray};
-use deltalake::arrow::compute::filter_record_batch;
-use deltalake::arrow::datatypes::DataType;
-use deltalake::arrow::error::ArrowError;
-use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Action;
 use deltalake::protocol::DeltaOperation;
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::Serialize;
 use tributary_config::CompactConfig;
 use tributary_lake::Lake;
-use tributary_lake::layout::TRIBUTARY_DIR;
-use tributary_lake::rowfile::{self, Codec, RowFile};
 
 pub mod audit;
 mod matcher;
 mod phases;
 pub mod requests;
+mod row_files;
 mod verify;
 
 pub use audit::{AuditReport, audit};
 pub use matcher::{Matcher, REDACTED, Residue};
 use phases::Phases;
 pub use requests::StoredRequest;
-use requests::{finish_request, read_object, record_request, report_path, save_request};
+use requests::{finish_request, record_request, report_path, save_request};
+use row_files::erase_from_row_files;
 use verify::{Planned, delete_unreferenced_matches, object_holds, verify};
 
 use crate::error::{Error, Result};
 use crate::events::Operation;
-use crate::files::matching_rows;
 use crate::rewrite::{self, Erase, Erasure, FreeText, PartitionLeases, Pruned, RewriteReport};
-use crate::table::{Change, KEY_COLUMN, commit, delta_error, maintain_log};
+use crate::table::{Change, KEY_COLUMN, commit, maintain_log, referenced_files};
 
 /// What to erase.
 #[derive(Debug, Clone, Default)]
@@ -581,188 +574,6 @@ async fn erase_from_table(
     }
 }
 
-/// What [`erase_rows`] left of a row file.
-struct ErasedRows {
-    rows: RecordBatch,
-    /// Staged rows removed, or dead letters whose payload was blanked.
-    erased: u64,
-    /// Values in which an identifier was replaced.
-    redacted: u64,
-    /// Columns that still hold an identifier.
-    residue: Vec<String>,
-}
-
-/// `rows` of a staged row file without the rows whose value in an erased
-/// column is erased and with every identifier in the redact columns
-/// replaced; or, for a dead-letter file, with the payload of those rows and
-/// of rows whose payload holds an identifier blanked, and every identifier
-/// in its text columns (reason, error) replaced.
-///
-/// A dead letter's payload is erased whole rather than redacted: it is the
-/// raw message, which failed to decode, so nothing says whose record it is
-/// (a payload naming the subject may be the subject's own record, all of it
-/// their data), and its encoding (Avro or Protobuf length prefixes,
-/// compressed frames) is not text that can be edited in place.
-fn erase_rows(
-    rows: &RecordBatch,
-    matcher: &Matcher,
-    erase: &[Erase],
-    redact_columns: &[String],
-    dead_letters: bool,
-) -> std::result::Result<ErasedRows, ArrowError> {
-    let mut matches = vec![false; rows.num_rows()];
-    for e in erase {
-        if let Some(matching) = matching_rows(rows, &e.column, &e.values) {
-            for (m, hit) in matches.iter_mut().zip(matching) {
-                *m |= hit;
-            }
-        }
-    }
-    let payload = rows
-        .schema()
-        .index_of("payload")
-        .ok()
-        .filter(|_| dead_letters);
-    let (rows, erased, text_columns) = match payload {
-        None => {
-            let keep: BooleanArray = matches.iter().map(|m| Some(!m)).collect();
-            let erased = keep.false_count() as u64;
-            (
-                filter_record_batch(rows, &keep)?,
-                erased,
-                redact_columns.to_vec(),
-            )
-        }
-        Some(payload) => {
-            let text_columns: Vec<String> = rows
-                .schema()
-                .fields()
-                .iter()
-                .filter(|f| f.data_type() == &DataType::Utf8)
-                .map(|f| f.name().clone())
-                .collect();
-            let Some(payloads) = rows.column(payload).as_binary_opt::<i32>() else {
-                return Ok(ErasedRows {
-                    residue: matcher.columns_holding(rows, &[]),
-                    rows: rows.clone(),
-                    erased: 0,
-                    redacted: 0,
-                });
-            };
-            let mut erased = 0;
-            let blanked: BinaryArray = payloads
-                .iter()
-                .zip(&matches)
-                .map(|(bytes, matched)| {
-                    if *matched || bytes.is_some_and(|b| matcher.bytes_hold(b)) {
-                        erased += 1;
-                        bytes.map(|_| &b""[..])
-                    } else {
-                        bytes
-                    }
-                })
-                .collect();
-            let mut columns = rows.columns().to_vec();
-            columns[payload] = Arc::new(blanked);
-            let rows = RecordBatch::try_new(rows.schema(), columns)?;
-            (rows, erased, text_columns)
-        }
-    };
-    let (rows, redacted) = rewrite::redact(&rows, matcher, &text_columns)?;
-    Ok(ErasedRows {
-        residue: matcher.columns_holding(&rows, &[]),
-        rows,
-        erased,
-        redacted,
-    })
-}
-
-/// Every `.avro` object under `_tributary/<dir>/`.
-async fn row_files(lake: &Lake, dir: &str) -> Result<Vec<(Path, u64)>> {
-    let prefix = Path::from(format!("{TRIBUTARY_DIR}/{dir}"));
-    let objects: Vec<_> = lake
-        .store()
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| tributary_lake::Error::store(&prefix, e))?;
-    Ok(objects
-        .into_iter()
-        .filter(|m| m.location.as_ref().ends_with(".avro"))
-        .map(|m| (m.location, m.size))
-        .collect())
-}
-
-/// Rewrites staged row files without the matching rows and with the redact
-/// columns redacted, and dead letters with the payloads that hold an
-/// identifier blanked (the entry itself, its position and reason, stay).
-async fn erase_from_row_files(
-    lake: &Lake,
-    matcher: &Matcher,
-    erase: &[Erase],
-    dry_run: bool,
-    report: &mut ForgetReport,
-) -> Result<()> {
-    for (dir, dead_letters) in [("staging", false), ("dead-letter", true)] {
-        for (path, _) in row_files(lake, dir).await? {
-            let bytes = match read_object(lake, &path).await {
-                Ok(bytes) => bytes,
-                // Compacted and deleted since the listing.
-                Err(Error::Lake(e)) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            };
-            if !dead_letters {
-                report.staged_files_scanned += 1;
-            }
-            let file = RowFile::read(&bytes, path.as_ref())?;
-            let erased = erase_rows(
-                &file.batch,
-                matcher,
-                erase,
-                lake.redact_columns(),
-                dead_letters,
-            )
-            .map_err(|source| Error::Arrow {
-                path: path.to_string(),
-                source,
-            })?;
-            report
-                .residue
-                .extend(erased.residue.iter().map(|column| Residue {
-                    object: path.to_string(),
-                    column: column.clone(),
-                }));
-            if erased.erased == 0 && erased.redacted == 0 {
-                continue;
-            }
-            report.row_file_values_redacted += erased.redacted;
-            if dead_letters {
-                report.dead_letter_files_rewritten += 1;
-                report.dead_letters_erased += erased.erased;
-            } else {
-                report.staged_files_rewritten += 1;
-                report.staged_rows_erased += erased.erased;
-            }
-            let rows = erased.rows;
-            if dry_run {
-                continue;
-            }
-            let metadata: Vec<(String, String)> = file
-                .metadata
-                .iter()
-                .filter(|(k, _)| !k.starts_with("avro."))
-                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-                .collect();
-            let body = rowfile::write(&rows, Codec::Zstd, metadata)?;
-            lake.store()
-                .put(&path, PutPayload::from(body))
-                .await
-                .map_err(|e| tributary_lake::Error::store(&path, e))?;
-        }
-    }
-    Ok(())
-}
-
 /// Deletes each recorded request's replaced files once their grace period
 /// has passed, except any the table still references (recorded before a
 /// commit that then failed), and saves the requests.
@@ -783,7 +594,7 @@ async fn delete_after_grace(lake: &Lake, members: &mut [Member]) -> Result<()> {
             continue;
         }
         if active.is_none() && !request.pending_deletes.is_empty() {
-            active = Some(table_files(lake).await?);
+            active = Some(referenced_files(lake).await?);
         }
         for file in std::mem::take(&mut request.pending_deletes) {
             let path = Path::from_url_path(&file)
@@ -803,20 +614,6 @@ async fn delete_after_grace(lake: &Lake, members: &mut [Member]) -> Result<()> {
         save_request(lake, request).await?;
     }
     Ok(())
-}
-
-/// The data files the table references (none without a table).
-async fn table_files(lake: &Lake) -> Result<HashSet<Path>> {
-    Ok(match lake.load_table().await? {
-        Some(table) => table
-            .snapshot()
-            .map_err(|e| delta_error(lake, "read", e))?
-            .log_data()
-            .iter()
-            .map(|f| f.object_store_path())
-            .collect(),
-        None => HashSet::new(),
-    })
 }
 
 /// Writes a checkpoint at the latest version and deletes every log entry and

@@ -28,7 +28,7 @@ use crate::optimize::MIN_ORPHAN_AGE;
 use crate::partition::TablePartition;
 use crate::progress::Progress;
 use crate::rewrite::Pruned;
-use crate::table::delta_error;
+use crate::table::{delta_error, referenced_files};
 
 /// What the planning of a request proved: the table files it ruled out for
 /// every identifier of the request, and why.
@@ -59,7 +59,7 @@ pub(super) async fn verify(
     matcher: &Matcher,
     planned: &Planned,
 ) -> Result<(Verification, Vec<ObjectMeta>)> {
-    let active = active_files(lake).await?;
+    let active = referenced_files(lake).await?;
     let objects: Vec<_> = lake
         .store()
         .list(None)
@@ -113,19 +113,6 @@ pub(super) async fn verify(
     verification.objects_with_matches.sort();
     verification.residue.sort();
     Ok((verification, found_in))
-}
-
-/// The data files the table references now (none without a table).
-async fn active_files(lake: &Lake) -> Result<HashSet<Path>> {
-    let Some(table) = lake.load_table().await? else {
-        return Ok(HashSet::new());
-    };
-    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
-    Ok(state
-        .log_data()
-        .iter()
-        .map(|f| f.object_store_path())
-        .collect())
 }
 
 /// The columns of the object that hold an identifier (one empty name for an
@@ -399,7 +386,7 @@ mod tests {
         let (verification, found) = verify(&lake, &matcher, &planned).await.unwrap();
         assert_eq!(verification.proven_clean_by_statistics, 2);
         assert_eq!(verification.proven_clean_by_bloom_filter, 0);
-        let new_file = active_files(&lake)
+        let new_file = referenced_files(&lake)
             .await
             .unwrap()
             .into_iter()

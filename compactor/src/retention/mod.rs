@@ -44,7 +44,7 @@ pub use table::TableExpiry;
 
 use crate::error::{Error, Result};
 use crate::forget::expire_log;
-use crate::table::delta_error;
+use crate::table::{delta_error, referenced_files};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -266,16 +266,7 @@ async fn delete_after_grace(
     if due.is_empty() {
         return Ok(());
     }
-    let active: std::collections::HashSet<Path> = match lake.load_table().await? {
-        Some(table) => table
-            .snapshot()
-            .map_err(|e| delta_error(lake, "read", e))?
-            .log_data()
-            .iter()
-            .map(|f| f.object_store_path())
-            .collect(),
-        None => Default::default(),
-    };
+    let active = referenced_files(lake).await?;
     for (file, _) in due {
         let path = Path::from_url_path(&file).map_err(|e| Error::RetentionRules {
             path: file.clone(),

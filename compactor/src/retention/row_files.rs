@@ -6,17 +6,15 @@
 use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::record_batch::RecordBatch;
-use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 use serde::Serialize;
 use tributary_lake::Lake;
-use tributary_lake::layout::TRIBUTARY_DIR;
-use tributary_lake::rowfile::{self, Codec, RowFile};
 
 use super::rules::Cutoffs;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::row_files;
 
 /// What the row-file part did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -41,44 +39,6 @@ pub struct RowFileExpiry {
     pub bytes_read: u64,
 }
 
-/// Every `.avro` object under `_tributary/<dir>/`.
-async fn row_files(lake: &Lake, dir: &str) -> Result<Vec<ObjectMeta>> {
-    let prefix = Path::from(format!("{TRIBUTARY_DIR}/{dir}"));
-    let mut objects: Vec<ObjectMeta> = lake
-        .store()
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| tributary_lake::Error::store(&prefix, e))?;
-    objects.retain(|m| m.location.extension() == Some("avro"));
-    Ok(objects)
-}
-
-/// Reads a row file; `None` when it went away since the listing (compacted).
-async fn read(lake: &Lake, path: &Path) -> Result<Option<RowFile>> {
-    match tributary_lake::read_object(lake.store().as_ref(), path).await {
-        Ok(bytes) => Ok(Some(RowFile::read(&bytes, path.as_ref())?)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Writes `rows` over the row file `file` at `path`, keeping its metadata.
-async fn rewrite(lake: &Lake, path: &Path, file: &RowFile, rows: &RecordBatch) -> Result<()> {
-    let metadata: Vec<(String, String)> = file
-        .metadata
-        .iter()
-        .filter(|(k, _)| !k.starts_with("avro."))
-        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-        .collect();
-    let body = rowfile::write(rows, Codec::Zstd, metadata)?;
-    lake.store()
-        .put(path, PutPayload::from(body))
-        .await
-        .map_err(|e| tributary_lake::Error::store(path, e))?;
-    Ok(())
-}
-
 /// `rows` without those `expired` marks.
 fn keep(rows: &RecordBatch, expired: &[bool], path: &Path) -> Result<RecordBatch> {
     let keep: BooleanArray = expired.iter().map(|e| Some(!e)).collect();
@@ -97,15 +57,15 @@ pub(crate) async fn expire_row_files(
     show_progress: bool,
 ) -> Result<RowFileExpiry> {
     let mut report = RowFileExpiry::default();
-    let staged = row_files(lake, "staging").await?;
-    let letters = row_files(lake, "dead-letter").await?;
+    let staged = row_files::list(lake, "staging").await?;
+    let letters = row_files::list(lake, "dead-letter").await?;
     let mut progress = show_progress
         .then(|| Progress::new("row files checked", (staged.len() + letters.len()) as u64));
     for meta in staged {
         if let Some(p) = progress.as_mut() {
             p.step();
         }
-        let Some(file) = read(lake, &meta.location).await? else {
+        let Some(file) = row_files::read(lake, &meta.location).await? else {
             continue;
         };
         report.staged_files_scanned += 1;
@@ -119,7 +79,7 @@ pub(crate) async fn expire_row_files(
         report.staged_rows_expired += count;
         if !dry_run {
             let rows = keep(&file.batch, &expired, &meta.location)?;
-            rewrite(lake, &meta.location, &file, &rows).await?;
+            row_files::rewrite(lake, &meta.location, &file, &rows).await?;
         }
     }
     for meta in letters {
@@ -131,7 +91,7 @@ pub(crate) async fn expire_row_files(
         if cutoffs.latest().is_none_or(|latest| written >= latest) {
             continue;
         }
-        let Some(file) = read(lake, &meta.location).await? else {
+        let Some(file) = row_files::read(lake, &meta.location).await? else {
             continue;
         };
         report.dead_letter_files_scanned += 1;
@@ -164,7 +124,7 @@ pub(crate) async fn expire_row_files(
             report.dead_letter_files_rewritten += 1;
             if !dry_run {
                 let kept = keep(&file.batch, &expired, &meta.location)?;
-                rewrite(lake, &meta.location, &file, &kept).await?;
+                row_files::rewrite(lake, &meta.location, &file, &kept).await?;
             }
         }
     }
