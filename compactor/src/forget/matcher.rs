@@ -1,6 +1,8 @@
-//! Finding a request's identifiers wherever a request reads: in every
-//! string value as a substring, in raw bytes (dead-letter payloads, objects
-//! that are not text) anywhere.
+//! Finding a request's identifiers wherever a request reads: subject ids in
+//! every string value as a substring, record keys as whole string values
+//! (a key such as `42` is not a person's name inside text, and would match
+//! every `"numRecords":42` of the log), and both in raw bytes (dead-letter
+//! payloads, objects that are not text) anywhere.
 //!
 //! In text an identifier counts where it is not glued to a letter or digit
 //! on either side: `p3@ex.org` is in `"mail sent to p3@ex.org."` and in
@@ -42,11 +44,14 @@ pub struct Residue {
 pub struct Matcher {
     pub(super) subjects: HashSet<String>,
     pub(super) keys: HashSet<String>,
-    /// Every non-empty identifier; `None` when there is none.
+    /// Every non-empty subject id, searched in text; `None` when there is
+    /// none.
     automaton: Option<AhoCorasick>,
     /// Per pattern: whether its first and its last character are letters or
     /// digits (only then must its neighbour not be one).
     edges: Vec<(bool, bool)>,
+    /// Every non-empty identifier, keys included, searched in raw bytes.
+    raw: Option<AhoCorasick>,
 }
 
 impl Matcher {
@@ -57,7 +62,8 @@ impl Matcher {
     ) -> Result<Matcher> {
         let subjects: HashSet<String> = subjects.into_iter().collect();
         let keys: HashSet<String> = keys.into_iter().collect();
-        let patterns: Vec<&String> = subjects
+        let patterns: Vec<&String> = subjects.iter().filter(|id| !id.is_empty()).collect();
+        let raw_patterns: Vec<&String> = subjects
             .iter()
             .chain(keys.difference(&subjects))
             .filter(|id| !id.is_empty())
@@ -69,18 +75,19 @@ impl Matcher {
                 (alnum(p.chars().next()), alnum(p.chars().next_back()))
             })
             .collect();
-        let automaton =
+        let search = |patterns: &[&String]| -> Result<Option<AhoCorasick>> {
             if patterns.is_empty() {
-                None
-            } else {
-                Some(AhoCorasick::new(&patterns).map_err(|e| {
-                    Error::Forget(format!("cannot build the identifier search: {e}"))
-                })?)
-            };
+                return Ok(None);
+            }
+            AhoCorasick::new(patterns)
+                .map(Some)
+                .map_err(|e| Error::Forget(format!("cannot build the identifier search: {e}")))
+        };
         Ok(Matcher {
+            automaton: search(&patterns)?,
+            raw: search(&raw_patterns)?,
             subjects,
             keys,
-            automaton,
             edges,
         })
     }
@@ -138,14 +145,19 @@ impl Matcher {
     /// whose strings are escaped (an identifier with a `"` or `\` in it) is
     /// also searched string by string.
     pub fn text_holds(&self, text: &str) -> bool {
-        let Some(automaton) = &self.automaton else {
-            return false;
-        };
-        if automaton.is_match(text) && !self.occurrences(text).is_empty() {
+        if self.keys.contains(text) {
             return true;
         }
+        if let Some(automaton) = &self.automaton
+            && automaton.is_match(text)
+            && !self.occurrences(text).is_empty()
+        {
+            return true;
+        }
+        // Keys are whole values, so inside JSON text they are found only
+        // by parsing it; so are subject ids written with escapes.
         let json = text.starts_with('{') || text.starts_with('[');
-        json && text.contains('\\')
+        json && (text.contains('\\') || !self.keys.is_empty())
             && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| self.json_holds(&v))
     }
 
@@ -163,7 +175,7 @@ impl Matcher {
     /// Whether raw bytes (a dead letter's payload, an object that is not
     /// text) contain an identifier anywhere.
     pub fn bytes_hold(&self, bytes: &[u8]) -> bool {
-        self.automaton.as_ref().is_some_and(|a| a.is_match(bytes))
+        self.raw.as_ref().is_some_and(|a| a.is_match(bytes))
     }
 
     /// Whether an object that is not a table of rows (a Delta log entry, a
@@ -173,7 +185,8 @@ impl Matcher {
         match std::str::from_utf8(bytes) {
             Ok(text) => {
                 self.text_holds(text)
-                    || (text.contains('\\') && text.lines().any(|line| self.text_holds(line)))
+                    || ((text.contains('\\') || !self.keys.is_empty())
+                        && text.lines().any(|line| self.text_holds(line)))
             }
             Err(_) => self.bytes_hold(bytes),
         }
@@ -225,7 +238,7 @@ impl Matcher {
     /// Whether any string or binary value in `array` (at any depth) holds an
     /// identifier.
     pub fn array_holds(&self, array: &ArrayRef) -> bool {
-        if self.automaton.is_none() {
+        if self.raw.is_none() {
             return false;
         }
         match array.data_type() {
@@ -290,6 +303,17 @@ mod tests {
 
     fn matcher(ids: &[&str]) -> Matcher {
         Matcher::new(ids.iter().map(|s| s.to_string()), []).unwrap()
+    }
+
+    #[test]
+    fn record_keys_are_whole_values_in_text_and_anywhere_in_bytes() {
+        let m = Matcher::new([], ["42".to_string()]).unwrap();
+        assert!(m.text_holds("42"));
+        assert!(!m.text_holds("took 42 ms"));
+        assert!(m.object_holds(br#"{"add":{"tags":{"_key":"42"}}}"#));
+        assert!(!m.object_holds(br#"{"add":{"stats":"{\"numRecords\":42}"}}"#));
+        assert!(m.bytes_hold(b"\x02\x0442\x00"));
+        assert_eq!(m.redact("took 42 ms"), None);
     }
 
     #[test]

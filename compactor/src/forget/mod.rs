@@ -359,9 +359,11 @@ pub async fn forget_batch(
             .await;
     }
 
-    // What the table rewrite and the staged-row pass left: the pass's, so
-    // every request's (a request is never called complete while an object
-    // it read holds any identifier of the pass).
+    // What the table rewrite and the staged-row pass left: verification
+    // reads each of those objects again (rewritten files and row files are
+    // never proven clean) and attributes what it finds to requests, so a
+    // request's residue is the part in objects still holding its own
+    // identifiers, and one request's residue never holds back another.
     pass.residue.sort();
     pass.residue.dedup();
     for (member, held) in members.into_iter().zip(holding) {
@@ -369,13 +371,15 @@ pub async fn forget_batch(
         let id = own.request_id.clone();
         let mut objects_with_matches: Vec<String> = held.into_iter().collect();
         objects_with_matches.sort();
-        let residue = pass
-            .verification
-            .residue
-            .iter()
-            .filter(|r| objects_with_matches.contains(&r.object))
-            .cloned()
-            .collect();
+        let its = |residue: &[Residue]| -> Vec<Residue> {
+            residue
+                .iter()
+                .filter(|r| objects_with_matches.contains(&r.object))
+                .cloned()
+                .collect()
+        };
+        let residue = its(&pass.residue);
+        let verification_residue = its(&pass.verification.residue);
         // The request's own figures; the rest are the pass's.
         let report = ForgetReport {
             request_id: own.request_id,
@@ -384,10 +388,11 @@ pub async fn forget_batch(
             objects_deleted: own.objects_deleted,
             objects_pending_delete: own.objects_pending_delete,
             batched_with: ids.iter().filter(|other| **other != id).cloned().collect(),
-            complete: objects_with_matches.is_empty() && pass.residue.is_empty(),
+            complete: objects_with_matches.is_empty(),
+            residue,
             verification: Verification {
                 objects_with_matches,
-                residue,
+                residue: verification_residue,
                 ..pass.verification.clone()
             },
             timings_ms: phases.timings_ms.clone(),

@@ -195,18 +195,31 @@ impl Cutoffs {
     }
 
     /// Whether a dead letter written on `written` whose payload is
-    /// `payload` has expired under a tenant rule: the payload holds the
-    /// tenant's value (as bytes, anywhere: a dead letter is not parsed) and
-    /// it was written before the rule's cut-off.
+    /// `payload` has expired under a tenant rule: it was written before the
+    /// rule's cut-off and the payload holds the tenant's value as bytes (a
+    /// dead letter is not parsed) not glued to a letter or digit, so that
+    /// `acme` does not remove the letters of `acmecorp`, nor `7` every
+    /// letter with a 17 in it (`acme-eu` still holds `acme` as a word).
     pub fn letter_expired_for_tenant(&self, written: NaiveDate, payload: &[u8]) -> bool {
-        self.tenants.iter().any(|(rule, cutoff)| {
-            written < *cutoff
-                && !rule.value.is_empty()
-                && payload
-                    .windows(rule.value.len())
-                    .any(|w| w == rule.value.as_bytes())
-        })
+        self.tenants
+            .iter()
+            .any(|(rule, cutoff)| written < *cutoff && holds_word(payload, rule.value.as_bytes()))
     }
+}
+
+/// Whether `value` occurs in `bytes` with no letter or digit (nor a byte of
+/// a multi-byte character) right before or after it, where its own edge is
+/// a letter or digit.
+fn holds_word(bytes: &[u8], value: &[u8]) -> bool {
+    let (Some(&first), Some(&last)) = (value.first(), value.last()) else {
+        return false;
+    };
+    let word = |b: u8| b.is_ascii_alphanumeric() || !b.is_ascii();
+    bytes.windows(value.len()).enumerate().any(|(at, w)| {
+        w == value
+            && !(word(first) && at > 0 && word(bytes[at - 1]))
+            && !(word(last) && bytes.get(at + value.len()).is_some_and(|&b| word(b)))
+    })
 }
 
 /// `date` as an Arrow `Date32`: days since 1970-01-01 (`NaiveDate`'s
@@ -312,6 +325,12 @@ mod tests {
         assert!(c.letter_expired_for_tenant(date("2026-11-20"), payload));
         assert!(!c.letter_expired_for_tenant(date("2026-11-25"), payload));
         assert!(!c.letter_expired_for_tenant(date("2026-11-20"), b"initech"));
+        // Only as a word: not inside another tenant's name.
+        let other = br#"{"account":"acmecorp","msg":"x"}"#;
+        assert!(!c.letter_expired_for_tenant(date("2026-11-20"), other));
+        assert!(!holds_word(b"took 17 ms", b"7"));
+        assert!(holds_word(b"n=7;", b"7"));
+        assert!(!holds_word("caf\u{e9}7".as_bytes(), b"7"));
     }
 
     #[test]
