@@ -249,6 +249,24 @@ pub(crate) async fn create_table(
         .map_err(|e| delta_error(lake, "create table", e))
 }
 
+/// Writes a checkpoint at the latest version and deletes every log entry and
+/// checkpoint before it: their `add` statistics may hold values an erasure
+/// or an expiry removed. Time travel to versions before it ends here, as
+/// erasure requires.
+pub(crate) async fn expire_log(config: &CompactConfig, lake: &Lake) -> Result<u64> {
+    let Some(table) = lake.load_table().await? else {
+        return Ok(0);
+    };
+    let Some(version) = table.version() else {
+        return Ok(0);
+    };
+    let expire_all = CompactConfig {
+        log_retention_ms: 0,
+        ..config.clone()
+    };
+    maintain_log(&expire_all, lake, table.log_store().as_ref(), version, true).await
+}
+
 /// The data files the table references now (none without a table).
 pub(crate) async fn referenced_files(lake: &Lake) -> Result<HashSet<Path>> {
     let Some(table) = lake.load_table().await? else {

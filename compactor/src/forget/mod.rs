@@ -57,7 +57,7 @@ use verify::{Planned, delete_unreferenced_matches, object_holds, verify};
 use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::rewrite::{self, Erase, Erasure, FreeText, PartitionLeases, Pruned, RewriteReport};
-use crate::table::{Change, KEY_COLUMN, commit, maintain_log, referenced_files};
+use crate::table::{Change, KEY_COLUMN, commit, expire_log, referenced_files};
 
 /// What to erase.
 #[derive(Debug, Clone, Default)]
@@ -619,21 +619,4 @@ async fn delete_after_grace(lake: &Lake, members: &mut [Member]) -> Result<()> {
         save_request(lake, request).await?;
     }
     Ok(())
-}
-
-/// Writes a checkpoint at the latest version and deletes every log entry and
-/// checkpoint before it: their `add` statistics may hold identifiers. Time
-/// travel to versions before the erasure ends here, as erasure requires.
-pub(crate) async fn expire_log(config: &CompactConfig, lake: &Lake) -> Result<u64> {
-    let Some(table) = lake.load_table().await? else {
-        return Ok(0);
-    };
-    let Some(version) = table.version() else {
-        return Ok(0);
-    };
-    let expire_all = CompactConfig {
-        log_retention_ms: 0,
-        ..config.clone()
-    };
-    maintain_log(&expire_all, lake, table.log_store().as_ref(), version, true).await
 }

@@ -43,8 +43,7 @@ pub use rules::{Cutoffs, Rules};
 pub use table::TableExpiry;
 
 use crate::error::{Error, Result};
-use crate::forget::expire_log;
-use crate::table::{delta_error, referenced_files};
+use crate::table::{delta_error, expire_log, referenced_files};
 
 /// How to run.
 #[derive(Debug, Clone)]
