@@ -213,6 +213,7 @@ mod tests {
             payload: payload.to_vec(),
             payload_bytes: payload.len() as u64,
             schema_header: None,
+            written_at_ms: None,
         }
     }
 

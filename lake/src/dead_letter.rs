@@ -3,12 +3,15 @@
 //! A batch's dead letters are written to
 //! `_tributary/dead-letter/<stream>/<partition>/<first>.avro` (an Avro file
 //! with columns `_position`, `element`, `reason`, `error`, `payload`,
-//! `payload_bytes`, `schema_header`; `element` is the index of the rejected
+//! `payload_bytes`, `schema_header`, `written_at`; `element` is the index of the rejected
 //! element of the explode path when only that element was rejected, else
 //! null; `schema_header` is the Kafka `__value_schema_id` header that named
 //! the payload's schema, if any, so that `tributary dead-letters replay` can
-//! decode the payload as ingest would have; files written before it existed
-//! lack the column and read as `None`)
+//! decode the payload as ingest would have; `written_at` is when ingest
+//! first wrote the letter, in ms since the epoch, kept through every
+//! rewrite of the file (forget, retention, a replay's remainder), which is
+//! what retention ages letters by; files written before either column
+//! existed lack it and read as `None`)
 //! *before* its row file is staged. The row file is the commit point: a crash
 //! in between re-reads the batch and rewrites the dead-letter file, so every
 //! rejected message is recorded at least once, identified by its position.
@@ -99,6 +102,7 @@ pub fn dead_letter_schema() -> Schema {
         Field::new("payload", DataType::Binary, false),
         Field::new("payload_bytes", DataType::Int64, false),
         Field::new("schema_header", DataType::Binary, true),
+        Field::new("written_at", DataType::Int64, true),
     ])
 }
 
@@ -110,7 +114,16 @@ pub fn encode(
     letters: &[DeadLetter],
     codec: Codec,
 ) -> crate::Result<Bytes> {
-    let stored: Vec<StoredLetter> = letters.iter().map(StoredLetter::from).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let stored: Vec<StoredLetter> = letters
+        .iter()
+        .map(|letter| StoredLetter {
+            written_at_ms: Some(now),
+            ..StoredLetter::from(letter)
+        })
+        .collect();
     encode_stored(&stored, codec, file_metadata(partition, first, last))
 }
 
@@ -144,6 +157,9 @@ pub fn encode_stored<K: Into<String>, V: Into<String>>(
         Arc::new(BinaryArray::from_iter(
             letters.iter().map(|l| l.schema_header.as_deref()),
         )),
+        Arc::new(Int64Array::from_iter(
+            letters.iter().map(|l| l.written_at_ms),
+        )),
     ];
     let batch =
         RecordBatch::try_new(Arc::new(dead_letter_schema()), columns).map_err(|source| {
@@ -172,6 +188,9 @@ pub struct StoredLetter {
     pub payload_bytes: u64,
     /// The Kafka `__value_schema_id` header that named the schema, if any.
     pub schema_header: Option<Vec<u8>>,
+    /// When ingest first wrote it (ms since the epoch); `None` in files
+    /// from before the column (their object's write time stands in).
+    pub written_at_ms: Option<i64>,
 }
 
 impl StoredLetter {
@@ -193,6 +212,7 @@ impl From<&DeadLetter> for StoredLetter {
             payload: letter.payload.clone(),
             payload_bytes: letter.payload_bytes,
             schema_header: letter.schema_header.clone(),
+            written_at_ms: None,
         }
     }
 }
@@ -242,6 +262,15 @@ pub fn read_dead_letters(bytes: &[u8], name: &str) -> crate::Result<Vec<StoredLe
                 .ok_or_else(|| corrupt("schema_header"))?,
         ),
     };
+    let written = match batch.column_by_name("written_at") {
+        None => None,
+        Some(column) => Some(
+            column
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| corrupt("written_at"))?,
+        ),
+    };
     Ok((0..batch.num_rows())
         .map(|i| StoredLetter {
             position: positions.value(i) as u64,
@@ -253,6 +282,7 @@ pub fn read_dead_letters(bytes: &[u8], name: &str) -> crate::Result<Vec<StoredLe
             schema_header: headers
                 .filter(|h| !h.is_null(i))
                 .map(|h| h.value(i).to_vec()),
+            written_at_ms: written.filter(|w| !w.is_null(i)).map(|w| w.value(i)),
         })
         .collect())
 }
@@ -271,9 +301,21 @@ mod tests {
         ];
         let file = encode(&p, 3, 5, &letters, Codec::Zstd).unwrap();
         let read = read_dead_letters(&file, "f").unwrap();
-        let expected: Vec<StoredLetter> = letters.iter().map(StoredLetter::from).collect();
+        let written_at_ms = read[0].written_at_ms;
+        let expected: Vec<StoredLetter> = letters
+            .iter()
+            .map(|l| StoredLetter {
+                written_at_ms,
+                ..StoredLetter::from(l)
+            })
+            .collect();
         assert_eq!(read, expected);
         assert_eq!(read[0].schema_header.as_deref(), Some(&b"\x01uuid"[..]));
+        assert!(
+            read[0]
+                .written_at_ms
+                .is_some_and(|at| at > 1_700_000_000_000)
+        );
         // Cut at 4 of 6 bytes: not whole, so not replayable.
         assert!(!read[0].is_whole() && read[1].is_whole());
     }
@@ -293,5 +335,6 @@ mod tests {
         let file = rowfile::write(&batch, Codec::Zstd, [("k", "v")]).unwrap();
         let read = read_dead_letters(&file, "old").unwrap();
         assert_eq!((read[0].position, read[0].schema_header.clone()), (7, None));
+        assert_eq!(read[0].written_at_ms, None);
     }
 }

@@ -622,6 +622,7 @@ mod tests {
             payload: b"x".to_vec(),
             payload_bytes: 1,
             schema_header: None,
+            written_at_ms: None,
         }
     }
 

@@ -1,8 +1,10 @@
 //! Expired rows outside the table: staged row files (rows dated past a
-//! rule, rewritten away) and dead letters (by the day their file was
-//! written: past the table-wide age the file is deleted; a tenant's, found
-//! by its value in the payload, removed from the file).
+//! rule, rewritten away) and dead letters (by the day ingest first wrote
+//! each, its `written_at`, which rewrites keep: past the table-wide age a
+//! letter is removed, and so is a tenant's, found by its value in the
+//! payload; a file left without letters is deleted).
 
+use chrono::NaiveDate;
 use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::record_batch::RecordBatch;
@@ -26,8 +28,7 @@ pub struct RowFileExpiry {
     pub staged_files_rewritten: u64,
     /// Staged rows removed.
     pub staged_rows_expired: u64,
-    /// Dead-letter files read (those written before some rule's cut-off;
-    /// no rule reaches the others).
+    /// Dead-letter files read (every one, when there is any rule).
     pub dead_letter_files_scanned: u64,
     /// Dead-letter files deleted (past the table-wide age, or left empty).
     pub dead_letter_files_deleted: u64,
@@ -86,9 +87,10 @@ pub(crate) async fn expire_row_files(
         if let Some(p) = progress.as_mut() {
             p.step();
         }
-        let written = meta.last_modified.date_naive();
-        // Written on or after every cut-off: no rule reaches its letters.
-        if cutoffs.latest().is_none_or(|latest| written >= latest) {
+        // No rule at all: nothing to read. Otherwise every file is read:
+        // a file rewritten since (by forget, retention or a replay's
+        // remainder) is younger than its letters.
+        if cutoffs.latest().is_none() {
             continue;
         }
         let Some(file) = row_files::read(lake, &meta.location).await? else {
@@ -96,17 +98,18 @@ pub(crate) async fn expire_row_files(
         };
         report.dead_letter_files_scanned += 1;
         report.bytes_read += meta.size;
-        let rows = file.batch.num_rows();
-        let expired: Vec<bool> = if cutoffs.letter_expired(written) {
-            vec![true; rows]
-        } else {
-            let payloads = dead_letter_payloads(&file.batch);
-            (0..rows)
-                .map(|i| {
-                    payloads.is_some_and(|p| cutoffs.letter_expired_for_tenant(written, p.value(i)))
-                })
-                .collect()
-        };
+        let written = written_days(&file.batch, meta.last_modified.date_naive());
+        let payloads = dead_letter_payloads(&file.batch);
+        let expired: Vec<bool> = written
+            .iter()
+            .enumerate()
+            .map(|(i, &written)| {
+                cutoffs.letter_expired(written)
+                    || payloads
+                        .is_some_and(|p| cutoffs.letter_expired_for_tenant(written, p.value(i)))
+            })
+            .collect();
+        let rows = expired.len();
         let count = expired.iter().filter(|e| **e).count();
         if count == 0 {
             continue;
@@ -131,10 +134,61 @@ pub(crate) async fn expire_row_files(
     Ok(report)
 }
 
+/// The day each letter of a dead-letter file was first written: its
+/// `written_at`, else (files from before that column, and the compactor's
+/// files of rejected rows) `file_day`, the object's write time.
+fn written_days(batch: &RecordBatch, file_day: NaiveDate) -> Vec<NaiveDate> {
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::datatypes::Int64Type;
+    let written = batch
+        .column_by_name("written_at")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>());
+    (0..batch.num_rows())
+        .map(|i| {
+            written
+                .filter(|w| !w.is_null(i))
+                .and_then(|w| chrono::DateTime::from_timestamp_millis(w.value(i)))
+                .map_or(file_day, |at| at.date_naive())
+        })
+        .collect()
+}
+
 /// The `payload` column of a dead-letter file.
 fn dead_letter_payloads(
     batch: &RecordBatch,
 ) -> Option<&deltalake::arrow::array::GenericBinaryArray<i32>> {
     use deltalake::arrow::array::AsArray;
     batch.column_by_name("payload")?.as_binary_opt::<i32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{ArrayRef, Int64Array};
+
+    use super::*;
+
+    #[test]
+    fn a_letter_is_as_old_as_its_written_at_else_as_its_file() {
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        let ms = day("2026-01-02")
+            .and_hms_opt(23, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        let written = Arc::new(Int64Array::from(vec![Some(ms), None])) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([("written_at", written)]).unwrap();
+        assert_eq!(
+            written_days(&batch, day("2026-11-30")),
+            [day("2026-01-02"), day("2026-11-30")]
+        );
+        // A file from before the column: the file's day for every letter.
+        let old = RecordBatch::try_from_iter([(
+            "_position",
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+        )])
+        .unwrap();
+        assert_eq!(written_days(&old, day("2026-11-30")), [day("2026-11-30")]);
+    }
 }
