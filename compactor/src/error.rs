@@ -41,9 +41,79 @@ pub enum Error {
         /// The source partition.
         partition: String,
     },
-    /// An erasure request cannot be carried out as asked.
-    #[error("forget: {0}")]
-    Forget(String),
+    /// A request id was recorded before with other identifiers.
+    #[error("forget: request {request_id} exists with other identifiers; use a new request id")]
+    RequestIdTaken {
+        /// The request id.
+        request_id: String,
+    },
+    /// A stored erasure request (or its report) is not what Tributary
+    /// writes.
+    #[error("forget: request object {path} is not valid")]
+    CorruptRequest {
+        /// The object.
+        path: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored erasure request holds a hash that is not a hex SHA-256.
+    #[error("forget: request {request_id} holds `{hash}`, which is not a hex SHA-256 hash")]
+    RequestHash {
+        /// The request id.
+        request_id: String,
+        /// The value found.
+        hash: String,
+    },
+    /// An erasure request or report could not be encoded as JSON.
+    #[error("forget: cannot encode {path}")]
+    EncodeRequest {
+        /// The object it was for.
+        path: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The search for a request's identifiers could not be built.
+    #[error("forget: cannot build the search for {identifiers} identifiers")]
+    IdentifierSearch {
+        /// How many identifiers (never the identifiers: they are personal
+        /// data).
+        identifiers: usize,
+        /// aho-corasick's error.
+        #[source]
+        source: aho_corasick::BuildError,
+    },
+    /// A replaced table file a request holds for deletion is not an object
+    /// path.
+    #[error("forget: request {request_id} holds replaced file {file:?}, which is not a valid path")]
+    ReplacedFilePath {
+        /// The request id.
+        request_id: String,
+        /// The recorded file.
+        file: String,
+        /// Why it is not a path.
+        #[source]
+        source: object_store::path::Error,
+    },
+    /// A batch ran a request but gave no outcome for it.
+    #[error("forget: the pass gave no report for request {request_id}")]
+    NoReport {
+        /// The request id.
+        request_id: String,
+    },
+    /// A row file (staged rows, dead letters) kept changing under its
+    /// rewrite: every attempt found another process's version in place.
+    #[error(
+        "{path} was changed by another process during each of {attempts} attempts to rewrite it; \
+         run again"
+    )]
+    RewriteContended {
+        /// The row file.
+        path: String,
+        /// Attempts made.
+        attempts: u32,
+    },
     /// The retention rules object (or the retention state) is not valid.
     #[error("retention: {path} is not valid")]
     RetentionRules {

@@ -27,7 +27,7 @@ pub mod partition;
 pub mod progress;
 pub mod retention;
 pub mod rewrite;
-mod row_files;
+pub mod row_files;
 pub mod run;
 pub mod share;
 pub mod table;

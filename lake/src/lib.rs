@@ -15,6 +15,7 @@ pub mod dead_letter;
 mod error;
 pub mod layout;
 pub mod lease;
+mod local;
 pub mod rowfile;
 mod store;
 

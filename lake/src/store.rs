@@ -19,6 +19,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::layout::PartitionId;
+use crate::local::LocalStore;
 
 /// One table's lake: the object store under the table root (where Tributary's
 /// `_tributary/…` objects live) and the Delta table's URL.
@@ -72,7 +73,7 @@ impl Lake {
         let store =
             LocalFileSystem::new_with_prefix(&path).map_err(|e| location_error(e.to_string()))?;
         Ok(Lake {
-            store: Arc::new(store),
+            store: Arc::new(LocalStore::new(store)),
             table_url,
             storage_options: HashMap::new(),
             subject_columns: config.subject_columns.clone(),

@@ -81,7 +81,10 @@ impl Matcher {
             }
             AhoCorasick::new(patterns)
                 .map(Some)
-                .map_err(|e| Error::Forget(format!("cannot build the identifier search: {e}")))
+                .map_err(|source| Error::IdentifierSearch {
+                    identifiers: patterns.len(),
+                    source,
+                })
         };
         Ok(Matcher {
             automaton: search(&patterns)?,

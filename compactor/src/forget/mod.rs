@@ -50,9 +50,9 @@ pub use audit::{AuditReport, audit};
 pub use matcher::{Matcher, REDACTED, Residue};
 use phases::Phases;
 pub use requests::StoredRequest;
-use requests::{finish_request, record_request, report_path, save_request};
+use requests::{encode, finish_request, record_request, report_path, save_request};
 use row_files::erase_from_row_files;
-use verify::{Planned, delete_unreferenced_matches, object_holds, verify};
+use verify::{Planned, delete_unreferenced_matches, verify};
 
 use crate::error::{Error, Result};
 use crate::events::Operation;
@@ -103,6 +103,10 @@ pub struct ForgetReport {
     pub dead_letter_files_rewritten: u64,
     /// Dead letters whose payload was erased (or whose text was redacted).
     pub dead_letters_erased: u64,
+    /// Staged row files and dead-letter files deleted by another process
+    /// (a compaction, a replay, retention) between this run's read and its
+    /// rewrite: left deleted, not recreated.
+    pub row_files_gone: u64,
     /// Values of staged rows' redact columns and of dead letters' text
     /// columns in which an identifier was replaced.
     pub row_file_values_redacted: u64,
@@ -207,7 +211,9 @@ pub async fn forget(
     let batch = forget_batch(config, lake, &[request], options.dry_run, options.grace).await?;
     match batch.into_iter().next() {
         Some((_, report)) => report,
-        None => Err(Error::Forget("a request of one gave no report".into())),
+        None => Err(Error::NoReport {
+            request_id: options.request_id.clone(),
+        }),
     }
 }
 
@@ -320,33 +326,36 @@ pub async fn forget_batch(
     }
 
     let planned: Planned = pass.table.pruned.iter().cloned().collect();
-    let (verification, found) = verify(lake, &matcher, &planned).await?;
+    // With several requests, verification also tells, in the same read of
+    // each object, which request's identifiers it holds.
+    let matchers: Vec<Matcher> = if members.len() > 1 {
+        members.iter().map(|m| m.matcher.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let (verification, found) = verify(lake, &matcher, &matchers, &planned).await?;
     pass.verification = verification;
-    // Which request's identifiers each object holds: with one request,
-    // its; with several, each object found is read again per request
-    // (objects are found only when something is left, which is rare). An
-    // object no request claims on the second read (gone since) counts for
-    // every request: a report never says complete while an object it read
-    // held an identifier.
+    // Which request's identifiers each object holds: with one request, its.
+    // An object no request claims counts for every request: a report never
+    // says complete while an object it read held an identifier.
     let mut holding: Vec<HashSet<String>> = vec![HashSet::new(); members.len()];
-    for meta in &found {
-        let mut claimed = vec![members.len() == 1; members.len()];
-        if members.len() > 1 {
-            for (member, claim) in members.iter().zip(&mut claimed) {
-                let columns = object_holds(lake, meta, &member.matcher).await?;
-                *claim = columns.is_some_and(|columns| !columns.is_empty());
-            }
-        }
+    for found in &found {
+        let claimed: Vec<bool> = if members.len() == 1 {
+            vec![true]
+        } else {
+            found.held_by.clone()
+        };
         let any = claimed.contains(&true);
-        for (held, claim) in holding.iter_mut().zip(claimed) {
-            if claim || !any {
-                held.insert(meta.location.to_string());
+        for (i, held) in holding.iter_mut().enumerate() {
+            if !any || claimed.get(i).copied().unwrap_or(false) {
+                held.insert(found.meta.location.to_string());
             }
         }
     }
     phases.end("verify", "verification", None).await;
     if !dry_run {
-        let deleted = delete_unreferenced_matches(lake, found, grace).await?;
+        let deleted =
+            delete_unreferenced_matches(lake, found.into_iter().map(|f| f.meta), grace).await?;
         for (member, held) in members.iter_mut().zip(&mut holding) {
             for path in &deleted {
                 if held.remove(path) {
@@ -442,8 +451,8 @@ async fn store_report(
     request: &mut StoredRequest,
     report: &ForgetReport,
 ) -> Result<()> {
-    let body = serde_json::to_vec_pretty(report).map_err(|e| Error::Forget(e.to_string()))?;
     let path = report_path(&request.id);
+    let body = encode(report, &path)?;
     lake.store()
         .put(&path, PutPayload::from(body))
         .await
@@ -544,13 +553,10 @@ async fn erase_from_table(
                 _ => None,
             })
             .collect();
-        let delete_after_ms =
-            chrono::Utc::now().timestamp_millis() + options.grace.as_millis() as i64;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let grace_ms = i64::try_from(options.grace.as_millis()).unwrap_or(i64::MAX);
         for request in members.iter_mut().filter_map(|m| m.stored.as_mut()) {
-            request.pending_deletes.extend(removed.iter().cloned());
-            request.pending_deletes.sort();
-            request.pending_deletes.dedup();
-            request.delete_after_ms = delete_after_ms;
+            request.add_pending_deletes(&removed, now_ms, grace_ms);
             save_request(lake, request).await?;
         }
         let operation = DeltaOperation::Delete {
@@ -579,9 +585,10 @@ async fn erase_from_table(
     }
 }
 
-/// Deletes each recorded request's replaced files once their grace period
-/// has passed, except any the table still references (recorded before a
-/// commit that then failed), and saves the requests.
+/// Deletes each recorded request's replaced files whose grace period has
+/// passed (each counted from the commit that removed it), except any the
+/// table still references (recorded before a commit that then failed), and
+/// saves the requests.
 async fn delete_after_grace(lake: &Lake, members: &mut [Member]) -> Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
     let mut active: Option<HashSet<Path>> = None;
@@ -593,17 +600,22 @@ async fn delete_after_grace(lake: &Lake, members: &mut [Member]) -> Result<()> {
             continue;
         };
         let report = &mut member.report;
-        if now < request.delete_after_ms {
-            report.objects_pending_delete = request.pending_deletes.len() as u64;
-            save_request(lake, request).await?;
-            continue;
-        }
-        if active.is_none() && !request.pending_deletes.is_empty() {
+        let (due, waiting): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut request.pending_deletes)
+                .into_iter()
+                .partition(|file| request.delete_after_ms_of(file) <= now);
+        request.pending_deletes = waiting;
+        report.objects_pending_delete = request.pending_deletes.len() as u64;
+        if active.is_none() && !due.is_empty() {
             active = Some(referenced_files(lake).await?);
         }
-        for file in std::mem::take(&mut request.pending_deletes) {
-            let path = Path::from_url_path(&file)
-                .map_err(|e| Error::Forget(format!("replaced file {file:?}: {e}")))?;
+        for file in due {
+            request.delete_after_ms_of.remove(&file);
+            let path = Path::from_url_path(&file).map_err(|source| Error::ReplacedFilePath {
+                request_id: request.id.clone(),
+                file: file.clone(),
+                source,
+            })?;
             if active.as_ref().is_some_and(|a| a.contains(&path)) {
                 continue;
             }

@@ -3,7 +3,7 @@
 //! request's progress. The compaction round reads the unfinished ones to drop
 //! matching staged rows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxHashMap;
 use std::sync::{LazyLock, Mutex};
@@ -31,12 +31,19 @@ pub struct StoredRequest {
     pub subject_hashes: Vec<String>,
     /// SHA-256 (hex) of each record key.
     pub key_hashes: Vec<String>,
-    /// Replaced table files waiting for the grace period, and when it ends.
+    /// Replaced table files waiting for the grace period.
     #[serde(default)]
     pub pending_deletes: Vec<String>,
-    /// When `pending_deletes` may be deleted, ms since the epoch.
+    /// When those of `pending_deletes` that `delete_after_ms_of` does not
+    /// name may be deleted, ms since the epoch (requests recorded before
+    /// per-file times).
     #[serde(default)]
     pub delete_after_ms: i64,
+    /// When each replaced file may be deleted, ms since the epoch: the
+    /// grace period counted from the commit that removed it from the table,
+    /// fixed then (a later commit of a resumed request does not move it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delete_after_ms_of: BTreeMap<String, i64>,
     /// Whether a verification found no copy left.
     #[serde(default)]
     pub complete: bool,
@@ -46,13 +53,33 @@ pub struct StoredRequest {
 pub type Digest = [u8; 32];
 
 impl StoredRequest {
+    /// Adds `files`, removed from the table by a commit now, to the pending
+    /// deletes, each due `grace` from now; files already pending keep
+    /// their time unless removed again (a commit that failed after they
+    /// were recorded).
+    pub(super) fn add_pending_deletes(&mut self, files: &[String], now_ms: i64, grace_ms: i64) {
+        for file in files {
+            self.delete_after_ms_of
+                .insert(file.clone(), now_ms.saturating_add(grace_ms));
+        }
+        self.pending_deletes.extend(files.iter().cloned());
+        self.pending_deletes.sort();
+        self.pending_deletes.dedup();
+    }
+
+    /// When the pending delete `file` is due, ms since the epoch.
+    pub(super) fn delete_after_ms_of(&self, file: &str) -> i64 {
+        self.delete_after_ms_of
+            .get(file)
+            .copied()
+            .unwrap_or(self.delete_after_ms)
+    }
+
     /// The digest of `hash`, one of the request's hashes.
     pub(super) fn digest(&self, hash: &str) -> Result<Digest> {
-        digest_of_hex(hash).ok_or_else(|| {
-            Error::Forget(format!(
-                "request {} holds `{hash}`, which is not a hex SHA-256 hash",
-                self.id
-            ))
+        digest_of_hex(hash).ok_or_else(|| Error::RequestHash {
+            request_id: self.id.clone(),
+            hash: hash.to_string(),
         })
     }
 }
@@ -102,7 +129,7 @@ pub(super) fn report_path(id: &str) -> Path {
 /// same request id again records it anew.
 pub(super) async fn finish_request(lake: &Lake, request: &StoredRequest) -> Result<()> {
     let done = done_path(&request.id);
-    let body = serde_json::to_vec_pretty(request).map_err(|e| Error::Forget(e.to_string()))?;
+    let body = encode(request, &done)?;
     lake.store()
         .put(&done, PutPayload::from(body))
         .await
@@ -136,10 +163,11 @@ pub(super) async fn record_request(
         key_hashes,
         pending_deletes: Vec::new(),
         delete_after_ms: 0,
+        delete_after_ms_of: BTreeMap::new(),
         complete: false,
     };
     let path = request_path(id);
-    let body = serde_json::to_vec_pretty(&request).map_err(|e| Error::Forget(e.to_string()))?;
+    let body = encode(&request, &path)?;
     let put = lake
         .store()
         .put_opts(
@@ -155,9 +183,9 @@ pub(super) async fn record_request(
             if existing.subject_hashes != request.subject_hashes
                 || existing.key_hashes != request.key_hashes
             {
-                return Err(Error::Forget(format!(
-                    "request {id} exists with other identifiers; use a new request id"
-                )));
+                return Err(Error::RequestIdTaken {
+                    request_id: id.to_string(),
+                });
             }
             Ok(existing)
         }
@@ -168,13 +196,23 @@ pub(super) async fn record_request(
 pub(super) async fn load_request(lake: &Lake, id: &str) -> Result<StoredRequest> {
     let path = request_path(id);
     let bytes = read_object(lake, &path).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Forget(format!("request object {path} is not valid: {e}")))
+    serde_json::from_slice(&bytes).map_err(|source| Error::CorruptRequest {
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// `value` as the JSON stored at `path`.
+pub(super) fn encode(value: &impl Serialize, path: &Path) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|source| Error::EncodeRequest {
+        path: path.to_string(),
+        source,
+    })
 }
 
 pub(super) async fn save_request(lake: &Lake, request: &StoredRequest) -> Result<()> {
     let path = request_path(&request.id);
-    let body = serde_json::to_vec_pretty(request).map_err(|e| Error::Forget(e.to_string()))?;
+    let body = encode(request, &path)?;
     lake.store()
         .put(&path, PutPayload::from(body))
         .await
@@ -257,12 +295,11 @@ async fn requests(lake: &Lake, done: bool) -> Result<Vec<StoredRequest>> {
             continue;
         }
         let bytes = read_object(lake, &meta.location).await?;
-        let request: StoredRequest = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Forget(format!(
-                "request object {} is not valid: {e}",
-                meta.location
-            ))
-        })?;
+        let request: StoredRequest =
+            serde_json::from_slice(&bytes).map_err(|source| Error::CorruptRequest {
+                path: meta.location.to_string(),
+                source,
+            })?;
         if done {
             lock(&DONE_CACHE).insert(cache_key, request.clone());
         }
@@ -346,5 +383,48 @@ pub fn is_forgotten(
         None => false,
         Some(None) => true,
         Some(Some(until)) => event_time_us.is_none_or(|t| t <= *until),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> StoredRequest {
+        StoredRequest {
+            id: "r".into(),
+            created_at_ms: 0,
+            subject_hashes: Vec::new(),
+            key_hashes: Vec::new(),
+            pending_deletes: Vec::new(),
+            delete_after_ms: 0,
+            delete_after_ms_of: BTreeMap::new(),
+            complete: false,
+        }
+    }
+
+    /// A resumed request's later commit does not push back the deletes of
+    /// the files an earlier commit removed (nor hasten its own).
+    #[test]
+    fn each_replaced_file_is_due_a_grace_period_after_its_own_removal() {
+        let mut r = request();
+        r.add_pending_deletes(&["a".into()], 1_000, 60_000);
+        r.add_pending_deletes(&["b".into()], 50_000, 60_000);
+        assert_eq!(r.pending_deletes, ["a", "b"]);
+        assert_eq!(r.delete_after_ms_of("a"), 61_000);
+        assert_eq!(r.delete_after_ms_of("b"), 110_000);
+        // Stored and read back.
+        let back: StoredRequest =
+            serde_json::from_slice(&encode(&r, &Path::from("x")).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    /// A request stored before per-file times: its one time applies.
+    #[test]
+    fn an_older_request_keeps_its_single_time() {
+        let old = r#"{"id":"r","created_at_ms":0,"subject_hashes":[],"key_hashes":[],
+            "pending_deletes":["a"],"delete_after_ms":42,"complete":false}"#;
+        let r: StoredRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(r.delete_after_ms_of("a"), 42);
     }
 }

@@ -14,7 +14,8 @@ use super::{ForgetReport, Matcher, Residue};
 use crate::error::{Error, Result};
 use crate::files::matching_rows;
 use crate::rewrite::{self, Erase};
-use crate::row_files;
+use crate::row_files::{self, Edit, Updated};
+
 /// What [`erase_rows`] left of a row file.
 struct ErasedRows {
     rows: RecordBatch,
@@ -114,6 +115,9 @@ fn erase_rows(
 /// Rewrites staged row files without the matching rows and with the redact
 /// columns redacted, and dead letters with the payloads that hold an
 /// identifier blanked (the entry itself, its position and reason, stay).
+/// Each rewrite is conditional on the version it was computed from
+/// ([`row_files::update`]): a concurrent retention run, replay or compaction
+/// cannot have its change undone, nor undo this one.
 pub(super) async fn erase_from_row_files(
     lake: &Lake,
     matcher: &Matcher,
@@ -124,23 +128,37 @@ pub(super) async fn erase_from_row_files(
     for (dir, dead_letters) in [("staging", false), ("dead-letter", true)] {
         for meta in row_files::list(lake, dir).await? {
             let path = meta.location;
-            let Some(file) = row_files::read(lake, &path).await? else {
-                continue;
+            let updated = row_files::update(lake, &path, dry_run, |read| {
+                let erased = erase_rows(
+                    &read.file.batch,
+                    matcher,
+                    erase,
+                    lake.redact_columns(),
+                    dead_letters,
+                )
+                .map_err(|source| Error::Arrow {
+                    path: path.to_string(),
+                    source,
+                })?;
+                let edit = if erased.erased == 0 && erased.redacted == 0 {
+                    Edit::Keep
+                } else {
+                    Edit::Write(erased.rows.clone())
+                };
+                Ok((edit, erased))
+            })
+            .await?;
+            let erased = match updated {
+                Updated::Edited(erased) => erased,
+                Updated::Missing => continue,
+                Updated::Gone => {
+                    report.row_files_gone += 1;
+                    continue;
+                }
             };
             if !dead_letters {
                 report.staged_files_scanned += 1;
             }
-            let erased = erase_rows(
-                &file.batch,
-                matcher,
-                erase,
-                lake.redact_columns(),
-                dead_letters,
-            )
-            .map_err(|source| Error::Arrow {
-                path: path.to_string(),
-                source,
-            })?;
             report
                 .residue
                 .extend(erased.residue.iter().map(|column| Residue {
@@ -157,9 +175,6 @@ pub(super) async fn erase_from_row_files(
             } else {
                 report.staged_files_rewritten += 1;
                 report.staged_rows_erased += erased.erased;
-            }
-            if !dry_run {
-                row_files::rewrite(lake, &path, &file, &erased.rows).await?;
             }
         }
     }

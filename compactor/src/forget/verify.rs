@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use deltalake::arrow::record_batch::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -50,15 +51,31 @@ pub(super) fn proven_clean(
     planned.get(&meta.location).copied()
 }
 
+/// An object that still holds an identifier, as [`verify`] found it.
+#[derive(Debug)]
+pub(super) struct Found {
+    /// The object.
+    pub(super) meta: ObjectMeta,
+    /// For each request of the batch (`requests` of [`verify`]), whether it
+    /// holds one of that request's identifiers; empty without `requests`.
+    pub(super) held_by: Vec<bool>,
+}
+
 /// Reads every object under the table that is not proven clean
 /// ([`proven_clean`]) and lists those that still hold an identifier: Parquet
 /// files (data and checkpoints) value by value, row files value by value and
 /// payload bytes, everything else (log JSON, requests, leases) as text.
+///
+/// `matcher` holds every identifier of the pass. With `requests` (a batch
+/// of several), an object is also searched for each request's own
+/// identifiers, in the same read, wherever `matcher` finds one (a Parquet
+/// file batch by batch), so that each object is read once per pass.
 pub(super) async fn verify(
     lake: &Lake,
     matcher: &Matcher,
+    requests: &[Matcher],
     planned: &Planned,
-) -> Result<(Verification, Vec<ObjectMeta>)> {
+) -> Result<(Verification, Vec<Found>)> {
     let active = referenced_files(lake).await?;
     let objects: Vec<_> = lake
         .store()
@@ -78,12 +95,13 @@ pub(super) async fn verify(
     // uses every core.
     let total = to_read.len() as u64;
     let matcher = Arc::new(matcher.clone());
+    let requests: Arc<[Matcher]> = requests.into();
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
     let mut checked = futures::stream::iter(to_read)
         .map(|meta| {
-            let (lake, matcher) = (lake.clone(), matcher.clone());
+            let (lake, matcher, requests) = (lake.clone(), matcher.clone(), requests.clone());
             tokio::spawn(async move {
-                let found = object_holds(&lake, &meta, &matcher).await?;
+                let found = object_holds(&lake, &meta, &matcher, &requests).await?;
                 Ok::<_, Error>(found.map(|found| (meta, found)))
             })
         })
@@ -92,7 +110,7 @@ pub(super) async fn verify(
     let mut progress = Progress::new("objects verified", total);
     while let Some(result) = checked.next().await {
         progress.step();
-        let Some((meta, columns)) = result.map_err(Error::Worker)?? else {
+        let Some((meta, Holding { columns, held_by })) = result.map_err(Error::Worker)?? else {
             continue;
         };
         verification.objects_read += 1;
@@ -107,7 +125,7 @@ pub(super) async fn verify(
                     object: meta.location.to_string(),
                     column,
                 }));
-            found_in.push(meta);
+            found_in.push(Found { meta, held_by });
         }
     }
     verification.objects_with_matches.sort();
@@ -115,16 +133,50 @@ pub(super) async fn verify(
     Ok((verification, found_in))
 }
 
-/// The columns of the object that hold an identifier (one empty name for an
-/// object that is not rows: log JSON, requests); `None` when it is gone.
+/// What an object holds.
+#[derive(Debug, Default)]
+pub(super) struct Holding {
+    /// The columns that hold an identifier (one empty name for an object
+    /// that is not rows: log JSON, requests).
+    pub(super) columns: Vec<String>,
+    /// Per request, whether the object holds one of its identifiers (only
+    /// searched where `columns` is not empty).
+    pub(super) held_by: Vec<bool>,
+}
+
+impl Holding {
+    /// Adds what `matcher` found in `batch`, and, when it found something,
+    /// which `requests` it belongs to.
+    fn add_batch(&mut self, batch: &RecordBatch, matcher: &Matcher, requests: &[Matcher]) {
+        let columns = matcher.columns_holding(batch, &[]);
+        if columns.is_empty() {
+            return;
+        }
+        self.columns.extend(columns);
+        self.held_by.resize(requests.len(), false);
+        for (held, request) in self.held_by.iter_mut().zip(requests) {
+            *held = *held || !request.columns_holding(batch, &[]).is_empty();
+        }
+    }
+
+    fn finish(mut self) -> Holding {
+        self.columns.sort();
+        self.columns.dedup();
+        self
+    }
+}
+
+/// What the object holds of `matcher`'s identifiers, and of each of
+/// `requests`' (see [`Holding`]), from one read; `None` when it is gone.
 pub(super) async fn object_holds(
     lake: &Lake,
     meta: &ObjectMeta,
     matcher: &Matcher,
-) -> Result<Option<Vec<String>>> {
+    requests: &[Matcher],
+) -> Result<Option<Holding>> {
     let name = meta.location.as_ref();
     if name.ends_with(".parquet") {
-        return parquet_holds(lake, &meta.location, meta.size, matcher)
+        return parquet_holds(lake, &meta.location, meta.size, matcher, requests)
             .await
             .map(Some);
     }
@@ -133,16 +185,15 @@ pub(super) async fn object_holds(
         Err(Error::Lake(e)) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e),
     };
+    let mut holding = Holding::default();
     if name.ends_with(".avro") {
-        row_file_holds(&bytes, name, matcher).map(Some)
-    } else {
-        let found = matcher.object_holds(&bytes);
-        Ok(Some(if found {
-            vec![String::new()]
-        } else {
-            Vec::new()
-        }))
+        let file = RowFile::read(&bytes, name)?;
+        holding.add_batch(&file.batch, matcher, requests);
+    } else if matcher.object_holds(&bytes) {
+        holding.columns.push(String::new());
+        holding.held_by = requests.iter().map(|r| r.object_holds(&bytes)).collect();
     }
+    Ok(Some(holding.finish()))
 }
 
 /// Deletes data files that hold a match but that the table no longer
@@ -153,7 +204,7 @@ pub(super) async fn object_holds(
 /// Returns the paths deleted.
 pub(super) async fn delete_unreferenced_matches(
     lake: &Lake,
-    found: Vec<ObjectMeta>,
+    found: impl IntoIterator<Item = ObjectMeta>,
     grace: Duration,
 ) -> Result<Vec<String>> {
     let data_files: Vec<ObjectMeta> = found
@@ -214,29 +265,26 @@ pub(super) async fn delete_unreferenced_matches(
     Ok(deleted)
 }
 
-/// The columns of a row file that hold an identifier.
-pub(super) fn row_file_holds(bytes: &[u8], name: &str, matcher: &Matcher) -> Result<Vec<String>> {
-    let file = RowFile::read(bytes, name)?;
-    Ok(matcher.columns_holding(&file.batch, &[]))
-}
-
-pub(super) async fn parquet_holds(
+async fn parquet_holds(
     lake: &Lake,
     path: &Path,
     size: u64,
     matcher: &Matcher,
-) -> Result<Vec<String>> {
+    requests: &[Matcher],
+) -> Result<Holding> {
     let file = match TableFile::open(lake, path.clone(), size).await {
         Ok(file) => file,
-        Err(Error::Parquet { .. }) if !lake_has(lake, path).await? => return Ok(Vec::new()),
+        Err(Error::Parquet { .. }) if !lake_has(lake, path).await? => {
+            return Ok(Holding::default());
+        }
         Err(e) => return Err(e),
     };
     let mut rows = file.rows(TablePartition::default())?;
-    let mut columns = std::collections::BTreeSet::new();
+    let mut holding = Holding::default();
     while let Some(batch) = rows.next().await? {
-        columns.extend(matcher.columns_holding(&batch, &[]));
+        holding.add_batch(&batch, matcher, requests);
     }
-    Ok(columns.into_iter().collect())
+    Ok(holding.finish())
 }
 
 pub(super) async fn lake_has(lake: &Lake, path: &Path) -> Result<bool> {
@@ -383,7 +431,7 @@ mod tests {
         let planned: Planned = planning.pruned.into_iter().collect();
 
         add_file(&config, &lake, 4, &["late", "u-5"]).await;
-        let (verification, found) = verify(&lake, &matcher, &planned).await.unwrap();
+        let (verification, found) = verify(&lake, &matcher, &[], &planned).await.unwrap();
         assert_eq!(verification.proven_clean_by_statistics, 2);
         assert_eq!(verification.proven_clean_by_bloom_filter, 0);
         let new_file = referenced_files(&lake)

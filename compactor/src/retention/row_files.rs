@@ -8,7 +8,6 @@ use chrono::NaiveDate;
 use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::record_batch::RecordBatch;
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
 use tributary_lake::Lake;
@@ -16,7 +15,7 @@ use tributary_lake::Lake;
 use super::rules::Cutoffs;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::row_files;
+use crate::row_files::{self, Edit, Updated};
 
 /// What the row-file part did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -36,6 +35,10 @@ pub struct RowFileExpiry {
     pub dead_letter_files_rewritten: u64,
     /// Dead letters removed.
     pub dead_letters_expired: u64,
+    /// Row files deleted by another process (a compaction, a dead-letter
+    /// replay) between this run's read and its rewrite: left deleted, not
+    /// recreated.
+    pub row_files_gone: u64,
     /// Bytes of the row files read.
     pub bytes_read: u64,
 }
@@ -50,7 +53,9 @@ fn keep(rows: &RecordBatch, expired: &[bool], path: &Path) -> Result<RecordBatch
 }
 
 /// Removes expired rows from staged row files and expired dead letters.
-/// With `dry_run`, only counts.
+/// With `dry_run`, only counts. Each rewrite is conditional on the version
+/// it was computed from ([`row_files::update`]), so a concurrent forget,
+/// replay or compaction is neither undone nor undoes it.
 pub(crate) async fn expire_row_files(
     lake: &Lake,
     cutoffs: &Cutoffs,
@@ -66,21 +71,31 @@ pub(crate) async fn expire_row_files(
         if let Some(p) = progress.as_mut() {
             p.step();
         }
-        let Some(file) = row_files::read(lake, &meta.location).await? else {
-            continue;
+        let path = &meta.location;
+        let updated = row_files::update(lake, path, dry_run, |read| {
+            let expired = cutoffs.expired_rows(&read.file.batch);
+            let count = expired.iter().filter(|e| **e).count() as u64;
+            let edit = if count == 0 {
+                Edit::Keep
+            } else {
+                Edit::Write(keep(&read.file.batch, &expired, path)?)
+            };
+            Ok((edit, (count, read.meta.size)))
+        })
+        .await?;
+        let (count, size) = match updated {
+            Updated::Edited(figures) => figures,
+            Updated::Missing => continue,
+            Updated::Gone => {
+                report.row_files_gone += 1;
+                continue;
+            }
         };
         report.staged_files_scanned += 1;
-        report.bytes_read += meta.size;
-        let expired = cutoffs.expired_rows(&file.batch);
-        let count = expired.iter().filter(|e| **e).count() as u64;
-        if count == 0 {
-            continue;
-        }
-        report.staged_files_rewritten += 1;
-        report.staged_rows_expired += count;
-        if !dry_run {
-            let rows = keep(&file.batch, &expired, &meta.location)?;
-            row_files::rewrite(lake, &meta.location, &file, &rows).await?;
+        report.bytes_read += size;
+        if count > 0 {
+            report.staged_files_rewritten += 1;
+            report.staged_rows_expired += count;
         }
     }
     for meta in letters {
@@ -93,42 +108,50 @@ pub(crate) async fn expire_row_files(
         if cutoffs.latest().is_none() {
             continue;
         }
-        let Some(file) = row_files::read(lake, &meta.location).await? else {
-            continue;
+        let path = &meta.location;
+        let updated = row_files::update(lake, path, dry_run, |read| {
+            let batch = &read.file.batch;
+            let written = written_days(batch, read.meta.last_modified.date_naive());
+            let payloads = dead_letter_payloads(batch);
+            let expired: Vec<bool> = written
+                .iter()
+                .enumerate()
+                .map(|(i, &written)| {
+                    cutoffs.letter_expired(written)
+                        || payloads
+                            .is_some_and(|p| cutoffs.letter_expired_for_tenant(written, p.value(i)))
+                })
+                .collect();
+            let count = expired.iter().filter(|e| **e).count();
+            let edit = if count == 0 {
+                Edit::Keep
+            } else if count == expired.len() {
+                Edit::Delete
+            } else {
+                Edit::Write(keep(batch, &expired, path)?)
+            };
+            let deleted = matches!(edit, Edit::Delete);
+            Ok((edit, (count as u64, deleted, read.meta.size)))
+        })
+        .await?;
+        let (count, deleted, size) = match updated {
+            Updated::Edited(figures) => figures,
+            Updated::Missing => continue,
+            Updated::Gone => {
+                report.row_files_gone += 1;
+                continue;
+            }
         };
         report.dead_letter_files_scanned += 1;
-        report.bytes_read += meta.size;
-        let written = written_days(&file.batch, meta.last_modified.date_naive());
-        let payloads = dead_letter_payloads(&file.batch);
-        let expired: Vec<bool> = written
-            .iter()
-            .enumerate()
-            .map(|(i, &written)| {
-                cutoffs.letter_expired(written)
-                    || payloads
-                        .is_some_and(|p| cutoffs.letter_expired_for_tenant(written, p.value(i)))
-            })
-            .collect();
-        let rows = expired.len();
-        let count = expired.iter().filter(|e| **e).count();
+        report.bytes_read += size;
         if count == 0 {
             continue;
         }
-        report.dead_letters_expired += count as u64;
-        if count == rows {
+        report.dead_letters_expired += count;
+        if deleted {
             report.dead_letter_files_deleted += 1;
-            if !dry_run {
-                match lake.store().delete(&meta.location).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(tributary_lake::Error::store(&meta.location, e).into()),
-                }
-            }
         } else {
             report.dead_letter_files_rewritten += 1;
-            if !dry_run {
-                let kept = keep(&file.batch, &expired, &meta.location)?;
-                row_files::rewrite(lake, &meta.location, &file, &kept).await?;
-            }
         }
     }
     Ok(report)
