@@ -311,11 +311,10 @@ mod tests {
             .put_opts(&path, PutPayload::from("v2"), version(&v1).into())
             .await
             .unwrap();
-        let read = |store: &LocalStore| {
-            let path = path.clone();
-            async move { store.get(&path).await?.bytes().await }
-        };
-        assert_eq!(read(&store).await.unwrap(), "v2");
+        async fn read(store: &LocalStore, path: &Path) -> object_store::Result<Bytes> {
+            store.get(path).await?.bytes().await
+        }
+        assert_eq!(read(&store, &path).await.unwrap(), "v2");
 
         // Stale: v1 was replaced by v2.
         let stale = store
@@ -326,7 +325,7 @@ mod tests {
             matches!(stale, object_store::Error::Precondition { .. }),
             "{stale}"
         );
-        assert_eq!(read(&store).await.unwrap(), "v2");
+        assert_eq!(read(&store, &path).await.unwrap(), "v2");
 
         // Deleted: not recreated.
         let v2 = store.head(&path).await.unwrap();
