@@ -393,6 +393,32 @@ mod tests {
         );
     }
 
+    /// One read tells every request of a batch apart: only the requests
+    /// whose own identifiers a batch holds claim the object.
+    #[test]
+    fn one_read_attributes_an_object_to_the_requests_it_holds() {
+        let matcher = |ids: &[&str]| {
+            Matcher::new(ids.iter().map(|s| s.to_string()), std::iter::empty()).unwrap()
+        };
+        let all = matcher(&["u-1", "u-2", "u-3"]);
+        let requests = [matcher(&["u-1"]), matcher(&["u-2"]), matcher(&["u-3"])];
+        let batch = |users: &[&str]| {
+            RecordBatch::try_from_iter([(
+                "user_id",
+                Arc::new(StringArray::from(users.to_vec())) as ArrayRef,
+            )])
+            .unwrap()
+        };
+        let mut holding = Holding::default();
+        holding.add_batch(&batch(&["a", "b"]), &all, &requests);
+        assert!(holding.held_by.is_empty(), "nothing found, nothing searched");
+        holding.add_batch(&batch(&["u-3", "b"]), &all, &requests);
+        holding.add_batch(&batch(&["mail to u-1"]), &all, &requests);
+        let holding = holding.finish();
+        assert_eq!(holding.columns, ["user_id"]);
+        assert_eq!(holding.held_by, [true, false, true]);
+    }
+
     /// A compaction that commits a file holding the subject between a
     /// request's planning and its verification: the planning's proofs cover
     /// the files it saw, the new file is read and its match found.
