@@ -411,7 +411,10 @@ mod tests {
         };
         let mut holding = Holding::default();
         holding.add_batch(&batch(&["a", "b"]), &all, &requests);
-        assert!(holding.held_by.is_empty(), "nothing found, nothing searched");
+        assert!(
+            holding.held_by.is_empty(),
+            "nothing found, nothing searched"
+        );
         holding.add_batch(&batch(&["u-3", "b"]), &all, &requests);
         holding.add_batch(&batch(&["mail to u-1"]), &all, &requests);
         let holding = holding.finish();

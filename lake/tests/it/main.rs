@@ -74,8 +74,8 @@ async fn stage_list_resume_delete(lake: &Lake) {
     assert_eq!(firsts, [100, 9_999, 20_000, 1_000_000]);
 }
 
-#[tokio::test]
-async fn local_directory_store() {
+/// A lake in a new local directory (kept while the guard lives).
+fn local_lake() -> (tempfile::TempDir, Lake) {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(&LakeConfig {
         table_uri: dir.path().join("table").display().to_string(),
@@ -84,6 +84,12 @@ async fn local_directory_store() {
         ..LakeConfig::new("")
     })
     .unwrap();
+    (dir, lake)
+}
+
+#[tokio::test]
+async fn local_directory_store() {
+    let (_dir, lake) = local_lake();
     stage_list_resume_delete(&lake).await;
 }
 
@@ -191,13 +197,6 @@ async fn s3_conditional_update() {
 
 #[tokio::test]
 async fn local_conditional_update() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&LakeConfig {
-        table_uri: dir.path().join("table").display().to_string(),
-        s3: S3Config::default(),
-        subject_columns: Vec::new(),
-        ..LakeConfig::new("")
-    })
-    .unwrap();
+    let (_dir, lake) = local_lake();
     conditional_update(&lake).await;
 }
