@@ -71,18 +71,15 @@ pub fn replay_letters(
     let (batch, replayed, failed) =
         build(source, settings, schemas, types, letters).map_err(arrow)?;
     let rows = batch.num_rows() as u64;
-    let row_file = if rows == 0 {
-        None
-    } else {
-        let metadata =
-            file_metadata(replay, range.0, range.1)
-                .into_iter()
-                .chain([first_event_time_metadata(
-                    &batch,
-                    settings.event_time_field.as_deref(),
-                )]);
-        Some(rowfile::write(&batch, settings.codec, metadata)?)
-    };
+    let row_file =
+        if rows == 0 {
+            None
+        } else {
+            let metadata = file_metadata(replay, range.0, range.1).into_iter().chain([
+                first_event_time_metadata(&batch, settings.event_time_field.as_deref()),
+            ]);
+            Some(rowfile::write(&batch, settings.codec, metadata)?)
+        };
     Ok(Replayed {
         rows,
         row_file,

@@ -61,26 +61,31 @@
 //! rerun shifts indexes, and the rerun would stage other letters than the
 //! ones decided (one carried in the remainder too, or an erased one).
 //!
-//! # Steps for one file
+//! # Steps
 //!
 //! ```text
-//!   (first, under the lease: every F that has a remainder R ─► resume)
-//!   read F; select letters (reason, partition, age; whole payloads only)
-//!        │ none selected ──► leave F alone
-//!        ▼
-//!   take the next free range [first, last] of S's replay chain;
-//!   decode the selected letters
-//!   (no rows and no new reason ──► leave F alone)
-//!        ▼
-//!   put R = F.r<n+1>.avro create-only: every letter not replayed, the ones
-//!   that failed again with their new reason; header: [first, last] and
-//!   the names of the letters that become rows (the decision)
-//!        ▼                                   ◄── resume: R exists; range
-//!   stage the row file of those letters          staged or committed? ──┐
-//!   at `first` on S's chain (create-only)        no: stage the decided  │
-//!        ▼                                       letters still in F,    │
-//!   delete F (retired); delete R if it holds     as they are now        │
-//!   no letter                                ◄──────────────────────────┘
+//!   1. every F whose remainder R exists (a stopped replay decided it),
+//!      whatever the selection is now:
+//!        R's range staged (a file at `first`) or committed (watermark ≥ first)?
+//!          yes ──► delete F (retired)
+//!          no  ──► stage the letters R's header names that F still holds
+//!                  whole, as they are now, at R's range ──► delete F
+//!   2. every other F the selection picks:
+//!        read F; select letters (reason, partition, age; whole payloads only)
+//!             │ none selected ──► leave F alone
+//!             ▼
+//!        take the next free range [first, last] of S's replay chain;
+//!        decode the selected letters
+//!        (no rows and no new reason ──► leave F alone)
+//!             ▼
+//!        put R = F.r<n+1>.avro create-only: every letter not replayed, the
+//!        ones that failed again with their new reason; header: [first,
+//!        last] and the names of the letters that become rows (the decision)
+//!             ▼
+//!        stage the row file of those letters at `first` on S's chain
+//!        (create-only)
+//!             ▼
+//!        delete F (retired); delete R if it holds no letter
 //! ```
 //!
 //! A `kill -9` anywhere leaves one of: nothing written (the rerun starts
@@ -93,12 +98,16 @@
 //! is either in R or named by R's header, never both), and none is lost: a
 //! letter is either a row (staged before F is deleted) or in R (written
 //! before anything is staged). Retiring is deleting F, which is idempotent.
-//! A second replay long after the first finds F gone, so there is nothing
-//! of it to stage again; R has another name and its letters other
-//! identities' decisions (its own range, later on the chain). Letters that
-//! fail again are never dropped: they are in R with their new reason, and R
-//! is an ordinary dead-letter file (listed, shown, erased by `forget`,
-//! expired by retention, replayable later).
+//! A second replay long after the first finds F gone: nothing of it can
+//! be staged again. One that finds F still there (its retirement was
+//! interrupted) finds R's range committed: the watermark of S's replay
+//! chain is a `txn` entry the log keeps for as long as the table, like a
+//! source partition's, so this holds however late the rerun comes. R's
+//! letters are the ones not staged; replayed later, they take a range of
+//! their own further on the chain. Letters that fail again are never
+//! dropped: they are in R with their new reason, and R is an ordinary
+//! dead-letter file (listed, shown, erased by `forget`, expired by
+//! retention, replayable later).
 //!
 //! Between the decision and the rerun, `forget` or retention may rewrite F
 //! (and R): a letter erased (payload blanked) or expired (dropped) since is
@@ -1141,7 +1150,9 @@ mod lake_tests {
         let store = lake.store().as_ref();
         let mut keys = Vec::new();
         for file in chain::staged_files(store, &replay_chain(p)).await.unwrap() {
-            let bytes = tributary_lake::read_object(store, &file.path).await.unwrap();
+            let bytes = tributary_lake::read_object(store, &file.path)
+                .await
+                .unwrap();
             let rows = RowFile::read(&bytes, "staged").unwrap().batch;
             let column = rows.column_by_name("_key").unwrap().as_string::<i32>();
             let file_keys = column.iter().map(|k| k.unwrap().to_string()).collect();
@@ -1189,7 +1200,10 @@ mod lake_tests {
         }
         assert!(!task.is_finished(), "the replay ended instead of pausing");
         task.abort();
-        assert!(lake.store().head(written).await.is_ok(), "{written} never appeared");
+        assert!(
+            lake.store().head(written).await.is_ok(),
+            "{written} never appeared"
+        );
     }
 
     /// Regression (issue 17 review): a replay stopped after writing its
@@ -1226,7 +1240,10 @@ mod lake_tests {
             ..Default::default()
         };
         replay_stopped_after(&lake, &config, &unknown, "decided", &remainder).await;
-        assert!(replayed_keys(&lake, &p).await.is_empty(), "nothing staged yet");
+        assert!(
+            replayed_keys(&lake, &p).await.is_empty(),
+            "nothing staged yet"
+        );
 
         // Retention drops the letters past 30 days from the file and its
         // remainder.
@@ -1250,9 +1267,18 @@ mod lake_tests {
         assert_eq!(report.files_retired, 1, "{report:?}");
         let keys = vec!["k3".to_string(), "k5".to_string()];
         assert_eq!(replayed_keys(&lake, &p).await, vec![(0, keys)]);
-        let left = read_dead_letters(&tributary_lake::read_object(store, &remainder).await.unwrap(), "r")
-            .unwrap();
-        assert_eq!(left, letters[1..2].to_vec(), "the remainder keeps the letter not selected");
+        let left = read_dead_letters(
+            &tributary_lake::read_object(store, &remainder)
+                .await
+                .unwrap(),
+            "r",
+        )
+        .unwrap();
+        assert_eq!(
+            left,
+            letters[1..2].to_vec(),
+            "the remainder keeps the letter not selected"
+        );
         assert!(store.head(&path).await.is_err(), "the file is retired");
     }
 
@@ -1273,9 +1299,12 @@ mod lake_tests {
                 .zip(ids)
                 .map(|(at, id)| stored(at, "unknown_schema", &envelope(id), now))
                 .collect();
-            let file =
-                encode_stored(&letters, Codec::Zstd, chain::file_metadata(&p, first, first + 9))
-                    .unwrap();
+            let file = encode_stored(
+                &letters,
+                Codec::Zstd,
+                chain::file_metadata(&p, first, first + 9),
+            )
+            .unwrap();
             chain::stage_dead_letters(store, &p, first, first + 9, file)
                 .await
                 .unwrap();
@@ -1316,7 +1345,11 @@ mod lake_tests {
 
         let report = replay(&lake, &config, &everything, false).await.unwrap();
         assert_eq!(report.files_already_staged, 1, "{report:?}");
-        assert_eq!((report.replayed, report.files_retired), (2, 2), "{report:?}");
+        assert_eq!(
+            (report.replayed, report.files_retired),
+            (2, 2),
+            "{report:?}"
+        );
         // The second file's rows go after the committed range.
         let keys = vec!["b0".to_string(), "b1".to_string()];
         assert_eq!(replayed_keys(&lake, &p).await, vec![(2, keys)]);

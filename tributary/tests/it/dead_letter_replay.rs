@@ -278,14 +278,12 @@ fn unknown_schema_dead_letters_replay_exactly_once_through_kill_9() {
     );
     // One replay chain per source partition, whatever number of files
     // and runs: one `txn` entry each in the log.
-    let replay_chains: Vec<String> = serde_json::from_str::<Vec<String>>(&run_python(
-        TXN_IDS_PY,
-        &[table.to_str().unwrap()],
-    ))
-    .unwrap()
-    .into_iter()
-    .filter(|id| id.starts_with("tributary/dead-letter-replay/"))
-    .collect();
+    let replay_chains: Vec<String> =
+        serde_json::from_str::<Vec<String>>(&run_python(TXN_IDS_PY, &[table.to_str().unwrap()]))
+            .unwrap()
+            .into_iter()
+            .filter(|id| id.starts_with("tributary/dead-letter-replay/"))
+            .collect();
     assert_eq!(replay_chains.len(), FILES, "{replay_chains:?}");
     drop(processes);
 }
