@@ -1161,6 +1161,17 @@ mod lake_tests {
         keys
     }
 
+    /// The compactor's config for the lake of [`setup`], with `extra`.
+    fn compact_config(dir: &std::path::Path, extra: &str) -> tributary_config::CompactConfig {
+        let text = format!(
+            "[lake]\ntable_uri = \"{}\"\n{extra}",
+            dir.join("table").display()
+        );
+        tributary_config::Config::from_toml_str(&text, std::iter::empty())
+            .unwrap()
+            .compact
+    }
+
     fn envelope(id: &str) -> Vec<u8> {
         format!(r#"{{"messages":[{{"id":"{id}"}}]}}"#).into_bytes()
     }
@@ -1247,13 +1258,7 @@ mod lake_tests {
 
         // Retention drops the letters past 30 days from the file and its
         // remainder.
-        let text = format!(
-            "[lake]\ntable_uri = \"{}\"\n[retention]\nmax_age_days = 30\n",
-            dir.path().join("table").display()
-        );
-        let compact = tributary_config::Config::from_toml_str(&text, std::iter::empty())
-            .unwrap()
-            .compact;
+        let compact = compact_config(dir.path(), "[retention]\nmax_age_days = 30\n");
         let options = crate::retention::RetentionOptions::new(&compact, false);
         let expired = crate::retention::retention(&compact, &lake, &options)
             .await
@@ -1331,13 +1336,7 @@ mod lake_tests {
         // it (the replay chain's watermark is 1; the staged file is gone).
         let staged = replay_chain(&p).staged_file(0);
         replay_stopped_after(&lake, &config, &everything, "staged", &staged).await;
-        let text = format!(
-            "[lake]\ntable_uri = \"{}\"\n",
-            dir.path().join("table").display()
-        );
-        let compact = tributary_config::Config::from_toml_str(&text, std::iter::empty())
-            .unwrap()
-            .compact;
+        let compact = compact_config(dir.path(), "");
         let metrics = crate::compact::compact_until_empty(&compact, &lake)
             .await
             .unwrap();
