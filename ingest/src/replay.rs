@@ -6,9 +6,9 @@
 //! message read from its source, with the current registry, flattening and
 //! column types. Its rows keep what ingest would have given them, `_key`
 //! included (the fallback key names the *original* partition and position),
-//! except `_position`, which is the letter's index in its dead-letter file:
-//! the replay is staged on a chain of its own whose positions are those
-//! indexes.
+//! except `_position`, which is the letter's place on the replay chain of
+//! its source partition (positions the replay assigns, see the compactor's
+//! module).
 
 use bytes::Bytes;
 use deltalake::arrow::array::{ArrayRef, Int64Array};
@@ -32,12 +32,12 @@ pub struct Replayed {
     pub rows: u64,
     /// The row file to stage, when there are rows.
     pub row_file: Option<Bytes>,
-    /// Indexes of the letters that became rows, all of them or some
-    /// elements (the others are in `failed`).
+    /// Replay-chain positions of the letters that became rows, all of them
+    /// or some elements (the others are in `failed`).
     pub replayed: Vec<u64>,
     /// Letters that fail again (with their new reason and error, and the
-    /// element, when only some elements of a message fail), by the index
-    /// of the letter they come from.
+    /// element, when only some elements of a message fail), by the
+    /// replay-chain position of the letter they come from.
     pub failed: Vec<(u64, StoredLetter)>,
 }
 
@@ -49,15 +49,16 @@ pub fn message_of(letter: &StoredLetter) -> SourceItem {
     SourceItem::Message(message)
 }
 
-/// Decodes `letters` (each with its index in its file; whole payloads only,
-/// see [`StoredLetter::is_whole`]) of source partition `source` with
-/// `schemas` already resolved for [`message_of`] each; the rows go to a row
-/// file of `replay` covering `[0, last]`. A letter of one element of the
-/// explode path gives that element's row only.
+/// Decodes `letters` (each with its position on the replay chain `replay`,
+/// within `range`; whole payloads only, see [`StoredLetter::is_whole`]) of
+/// source partition `source` with `schemas` already resolved for
+/// [`message_of`] each; the rows go to a row file of `replay` covering
+/// `range` (`[first, last]`). A letter of one element of the explode path
+/// gives that element's row only.
 pub fn replay_letters(
     source: &PartitionId,
     replay: &PartitionId,
-    last: u64,
+    range: (u64, u64),
     settings: &BatchSettings,
     schemas: &Schemas,
     types: &mut ColumnTypes,
@@ -70,18 +71,15 @@ pub fn replay_letters(
     let (batch, replayed, failed) =
         build(source, settings, schemas, types, letters).map_err(arrow)?;
     let rows = batch.num_rows() as u64;
-    let row_file = if rows == 0 {
-        None
-    } else {
-        let metadata =
-            file_metadata(replay, 0, last)
-                .into_iter()
-                .chain([first_event_time_metadata(
-                    &batch,
-                    settings.event_time_field.as_deref(),
-                )]);
-        Some(rowfile::write(&batch, settings.codec, metadata)?)
-    };
+    let row_file =
+        if rows == 0 {
+            None
+        } else {
+            let metadata = file_metadata(replay, range.0, range.1).into_iter().chain([
+                first_event_time_metadata(&batch, settings.event_time_field.as_deref()),
+            ]);
+            Some(rowfile::write(&batch, settings.codec, metadata)?)
+        };
     Ok(Replayed {
         rows,
         row_file,
@@ -105,11 +103,11 @@ fn build(
     )
     .with_capacity(letters.len());
     let mut decoder = Decoder::new(&settings.flattener, types);
-    // Per row: the index of the letter it comes from.
-    let mut indexes: Vec<i64> = Vec::new();
+    // Per row: the replay-chain position of the letter it comes from.
+    let mut positions: Vec<i64> = Vec::new();
     let mut replayed = Vec::new();
     let mut failed = Vec::new();
-    for (index, letter) in letters {
+    for (at, letter) in letters {
         let SourceItem::Message(message) = message_of(letter) else {
             continue;
         };
@@ -158,24 +156,24 @@ fn build(
         }
         let rows = builder.message_rows();
         if rows > 0 {
-            replayed.push(*index);
+            replayed.push(*at);
         }
-        indexes.extend(std::iter::repeat_n(*index as i64, rows));
-        failed.extend(failures.into_iter().map(|f| (*index, f)));
+        positions.extend(std::iter::repeat_n(*at as i64, rows));
+        failed.extend(failures.into_iter().map(|f| (*at, f)));
     }
     drop(decoder);
     let batch = builder.finish(&source.to_string(), types)?;
-    if batch.num_rows() != indexes.len() {
+    if batch.num_rows() != positions.len() {
         return Err(ArrowError::InvalidArgumentError(format!(
             "{} rows decoded but {} counted per dead letter",
             batch.num_rows(),
-            indexes.len()
+            positions.len()
         )));
     }
-    // `_position` (column 1, see `BatchBuilder::finish`) becomes the index
-    // of each row's letter: the replay chain's position.
+    // `_position` (column 1, see `BatchBuilder::finish`) becomes the
+    // replay-chain position of each row's letter.
     let mut columns = batch.columns().to_vec();
-    columns[1] = Arc::new(Int64Array::from(indexes)) as ArrayRef;
+    columns[1] = Arc::new(Int64Array::from(positions)) as ArrayRef;
     let batch = RecordBatch::try_new(batch.schema(), columns)?;
     Ok((batch, replayed, failed))
 }
@@ -228,7 +226,7 @@ mod tests {
         let replayed = replay_letters(
             &source,
             &chain,
-            9,
+            (0, 9),
             &settings(key_field),
             &Schemas::default(),
             &mut types,
@@ -250,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_carry_the_letters_index_and_the_original_key() {
+    fn rows_carry_the_letters_chain_position_and_the_original_key() {
         let letters = [(3, letter(40, None, TWO)), (5, letter(50, Some(1), TWO))];
         let (replayed, rows) = replay(Some("messages_id"), &letters);
         // The element letter gives its element's row only.
