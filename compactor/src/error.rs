@@ -126,13 +126,74 @@ pub enum Error {
     /// Ingest's decoding could not be set up (for a dead-letter replay).
     #[error(transparent)]
     Ingest(#[from] tributary_ingest::Error),
-    /// A dead-letter file cannot be replayed as asked.
-    #[error("dead-letter replay of {path}: {reason}")]
-    Replay {
-        /// The dead-letter (or remainder) file.
+    /// A dead-letter replay remainder written by an earlier version names
+    /// its letters by index, which a rewrite since may have shifted.
+    #[error(
+        "dead-letter replay of {path}: {remainder} was written by an earlier version that named \
+         the letters to stage by index, which a rewrite of the file since may have shifted; \
+         nothing of the file was staged: delete {remainder} and replay again"
+    )]
+    ReplayIndexedRemainder {
+        /// The dead-letter file.
         path: String,
-        /// Why.
+        /// Its remainder file.
+        remainder: String,
+    },
+    /// A replay remainder's header cannot be read as a decision.
+    #[error("dead-letter replay remainder {path} is corrupt: {problem}")]
+    ReplayCorruptRemainder {
+        /// The remainder file.
+        path: String,
+        /// What is wrong with its header.
+        problem: String,
+    },
+    /// A letter a replay decided to stage fails to decode on the rerun.
+    #[error(
+        "dead-letter replay of {path}: the remainder {remainder} decided that letter {letter} \
+         becomes rows (at {at} of {chain}), but it now fails ({reason}: {error}); the file is \
+         left as it is"
+    )]
+    ReplayDecidedLetterFails {
+        /// The dead-letter file.
+        path: String,
+        /// Its remainder file.
+        remainder: String,
+        /// The letter (source position, and element when one).
+        letter: String,
+        /// Its position on the replay chain.
+        at: u64,
+        /// The replay chain.
+        chain: String,
+        /// The dead-letter reason it fails with now.
         reason: String,
+        /// The decoding error.
+        error: String,
+    },
+    /// Another replay wrote the remainder while this one decoded.
+    #[error(
+        "dead-letter replay of {path}: {remainder} appeared while this replay decoded the file: \
+         another replay is running; run again once it is done"
+    )]
+    ReplayRaced {
+        /// The dead-letter file.
+        path: String,
+        /// Its remainder file.
+        remainder: String,
+    },
+    /// A row file on the replay chain covers another range than decided.
+    #[error(
+        "dead-letter replay: staged file {path} covers up to {existing_last}, not the decided \
+         {decided_last}: another replay wrote to this chain without holding the lease `{lease}`"
+    )]
+    ReplayChainClash {
+        /// The staged row file.
+        path: String,
+        /// The last position it covers.
+        existing_last: u64,
+        /// The last position the replay decided.
+        decided_last: u64,
+        /// The replay lease.
+        lease: &'static str,
     },
     /// Event delivery's own state is unreadable.
     #[error("events: {0}")]

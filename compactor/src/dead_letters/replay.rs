@@ -577,14 +577,9 @@ impl<'a> Replayer<'a> {
                     self.report.files_already_staged += 1;
                     return self.retire(path, remainder, !carries).await;
                 }
-                return Err(Error::Replay {
+                return Err(Error::ReplayIndexedRemainder {
                     path: path.to_string(),
-                    reason: format!(
-                        "{remainder} was written by an earlier version that named the letters \
-                         to stage by index, which a rewrite of the file since may have \
-                         shifted; nothing of the file was staged: delete {remainder} and \
-                         replay again"
-                    ),
+                    remainder: remainder.to_string(),
                 });
             }
         };
@@ -611,14 +606,14 @@ impl<'a> Replayer<'a> {
             .iter()
             .find(|(at, _)| !replayed.replayed.contains(at))
         {
-            let id = LetterId::of(letter);
-            return Err(Error::Replay {
+            return Err(Error::ReplayDecidedLetterFails {
                 path: path.to_string(),
-                reason: format!(
-                    "the remainder {remainder} decided that letter {id} becomes rows (at \
-                     {at} of {chain_id}), but it now fails ({}: {}); the file is left as it is",
-                    letter.reason, letter.error
-                ),
+                remainder: remainder.to_string(),
+                letter: LetterId::of(letter).to_string(),
+                at: *at,
+                chain: chain_id.to_string(),
+                reason: letter.reason.clone(),
+                error: letter.error.clone(),
             });
         }
         self.count(&replayed);
@@ -698,9 +693,9 @@ impl<'a> Replayer<'a> {
                 .get(key)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         };
-        let corrupt = |reason: String| Error::Replay {
+        let corrupt = |problem: String| Error::ReplayCorruptRemainder {
             path: remainder.to_string(),
-            reason,
+            problem,
         };
         if text(META_REPLAY_OF).as_deref() != Some(of.as_ref()) {
             return Err(corrupt(format!(
@@ -820,12 +815,9 @@ impl<'a> Replayer<'a> {
                 self.report.remainder_files += 1;
                 Ok(())
             }
-            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::Replay {
+            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::ReplayRaced {
                 path: of.to_string(),
-                reason: format!(
-                    "{remainder} appeared while this replay decoded the file: another replay \
-                     is running; run again once it is done"
-                ),
+                remainder: remainder.to_string(),
             }),
             Err(e) => Err(tributary_lake::Error::store(remainder, e).into()),
         }
@@ -854,13 +846,11 @@ impl<'a> Replayer<'a> {
             StageOutcome::AlreadyStaged { existing_last } if existing_last == decision.last => {
                 Ok(())
             }
-            StageOutcome::AlreadyStaged { existing_last } => Err(Error::Replay {
+            StageOutcome::AlreadyStaged { existing_last } => Err(Error::ReplayChainClash {
                 path: chain_id.staged_file(decision.first).to_string(),
-                reason: format!(
-                    "it covers up to {existing_last}, not the decided {}: another replay \
-                     wrote to this chain without holding the lease `{REPLAY_LEASE}`",
-                    decision.last
-                ),
+                existing_last,
+                decided_last: decision.last,
+                lease: REPLAY_LEASE,
             }),
         }
     }
