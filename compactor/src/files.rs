@@ -335,14 +335,7 @@ impl TableFile {
     /// in `column`. True when the file has no such column's bloom filter:
     /// only a filter can rule a value out.
     pub async fn may_contain(&mut self, column: &str, values: &HashSet<String>) -> Result<bool> {
-        let metadata = self.builder.metadata().clone();
-        let Some(index) = metadata
-            .file_metadata()
-            .schema_descr()
-            .columns()
-            .iter()
-            .position(|c| c.path().string() == column)
-        else {
+        let Some(index) = self.leaf_index(column) else {
             // The file predates the column: no row holds a value in it.
             return Ok(false);
         };
@@ -357,18 +350,11 @@ impl TableFile {
         column: &str,
         values: &HashSet<String>,
     ) -> Result<Vec<usize>> {
-        let metadata = self.builder.metadata().clone();
-        let Some(index) = metadata
-            .file_metadata()
-            .schema_descr()
-            .columns()
-            .iter()
-            .position(|c| c.path().string() == column)
-        else {
+        let Some(index) = self.leaf_index(column) else {
             return Ok(Vec::new());
         };
         let mut found = Vec::new();
-        for row_group in 0..metadata.num_row_groups() {
+        for row_group in 0..self.builder.metadata().num_row_groups() {
             let filter = self
                 .builder
                 .get_row_group_column_bloom_filter(row_group, index)
@@ -379,6 +365,17 @@ impl TableFile {
             }
         }
         Ok(found)
+    }
+
+    /// The index of leaf column `column` in the file's schema, if it has it.
+    fn leaf_index(&self, column: &str) -> Option<usize> {
+        self.builder
+            .metadata()
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().string() == column)
     }
 
     /// Only `columns` (those the file has) of only `row_groups`, as a

@@ -33,7 +33,6 @@ use deltalake::arrow::row::{Row, RowConverter, Rows, SortField};
 use deltalake::kernel::Action;
 use deltalake::table::state::DeltaTableState;
 use rustc_hash::FxHashMap;
-use serde::Serialize;
 use tributary_config::{CompactConfig, UpsertConfig};
 use tributary_lake::Lake;
 
@@ -156,7 +155,7 @@ impl Ranks {
 }
 
 /// What an upsert did to the table, for the round's metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct UpsertReport {
     /// Table rows replaced by a newer incoming version.
     pub(crate) rows_upserted: u64,
@@ -174,8 +173,6 @@ pub(crate) struct UpsertReport {
     pub(crate) pruned_by_bloom_filter: u64,
     /// Table files rewritten.
     pub(crate) files_rewritten: u64,
-    /// Bytes of those files.
-    pub(crate) bytes_rewritten: u64,
 }
 
 /// The result of probing a snapshot: per file, the keys whose rows go.
@@ -294,7 +291,6 @@ pub(crate) async fn upsert_under_leases(
     }
     report.rows_upserted = rewritten.rows_erased.saturating_sub(report.rows_deleted);
     report.files_rewritten = rewritten.files_rewritten;
-    report.bytes_rewritten = rewritten.bytes_rewritten;
     report.rows_older_than_table = drop_incoming.len() as u64;
     if !drop_incoming.is_empty() {
         kept.retain(|&at| key_of(at).is_none_or(|k| !drop_incoming.contains(k)));

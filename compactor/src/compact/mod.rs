@@ -82,6 +82,10 @@ pub struct CompactionMetrics {
     pub upsert_files_probed: u64,
     /// Upsert mode: row groups read for that.
     pub upsert_row_groups_read: u64,
+    /// Upsert mode: table files ruled out by their `_key` min/max.
+    pub upsert_pruned_by_statistics: u64,
+    /// Upsert mode: table files ruled out by their `_key` bloom filters.
+    pub upsert_pruned_by_bloom_filter: u64,
     /// Rows dropped because an unfinished `tributary forget` request names
     /// their key or subject.
     pub rows_forgotten: u64,
@@ -177,6 +181,8 @@ async fn rounds_until_empty(
         total.rows_older_than_round += round.rows_older_than_round;
         total.upsert_files_probed += round.upsert_files_probed;
         total.upsert_row_groups_read += round.upsert_row_groups_read;
+        total.upsert_pruned_by_statistics += round.upsert_pruned_by_statistics;
+        total.upsert_pruned_by_bloom_filter += round.upsert_pruned_by_bloom_filter;
         total.rows_forgotten += round.rows_forgotten;
         total.rows_deleted_from_table += round.rows_deleted_from_table;
         total.table_files_rewritten += round.table_files_rewritten;
@@ -430,6 +436,8 @@ pub async fn compact_round(
                 metrics.rows_older_than_table = report.rows_older_than_table;
                 metrics.upsert_files_probed = report.files_probed;
                 metrics.upsert_row_groups_read = report.row_groups_read;
+                metrics.upsert_pruned_by_statistics = report.pruned_by_statistics;
+                metrics.upsert_pruned_by_bloom_filter = report.pruned_by_bloom_filter;
                 metrics.table_files_rewritten = report.files_rewritten;
             }
             Err(error) => {
