@@ -216,6 +216,21 @@ pub enum Error {
         /// The configured ones.
         configured: Vec<String>,
     },
+    /// `[lake.upsert]` differs from the mode the table was created in.
+    #[error(
+        "the table at {url} was created {}, but the configuration asks for {}; a table keeps \
+         its mode (point lake.table_uri at a new table to change it)",
+        mode(table.as_deref()),
+        mode(configured.as_deref())
+    )]
+    UpsertMode {
+        /// The table.
+        url: String,
+        /// The order column its `tributary.upsert.orderBy` property records.
+        table: Option<String>,
+        /// `lake.upsert.order_by`.
+        configured: Option<String>,
+    },
     /// A round's rows give a partition column more values than
     /// `lake.max_partition_values`; the rows stay staged.
     #[error(
@@ -231,6 +246,14 @@ pub enum Error {
     /// A worker task failed.
     #[error("compaction worker stopped unexpectedly")]
     Worker(#[source] tokio::task::JoinError),
+}
+
+/// Names a table mode in [`Error::UpsertMode`].
+fn mode(order_by: Option<&str>) -> String {
+    match order_by {
+        Some(column) => format!("in upsert mode ordered by `{column}`"),
+        None => "insert-only".into(),
+    }
 }
 
 impl Error {

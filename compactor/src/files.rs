@@ -18,6 +18,7 @@ use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::Add;
 // parquet 59 deprecates ParquetObjectReader in favour of each user writing
 // its own object-store reader; it still works, and delta-rs uses it too.
+use deltalake::parquet::arrow::ProjectionMask;
 #[allow(deprecated)]
 use deltalake::parquet::arrow::async_reader::ParquetObjectReader;
 use deltalake::parquet::arrow::async_reader::{
@@ -334,18 +335,70 @@ impl TableFile {
     /// in `column`. True when the file has no such column's bloom filter:
     /// only a filter can rule a value out.
     pub async fn may_contain(&mut self, column: &str, values: &HashSet<String>) -> Result<bool> {
-        let metadata = self.builder.metadata().clone();
-        let Some(index) = metadata
+        let Some(index) = self.leaf_index(column) else {
+            // The file predates the column: no row holds a value in it.
+            return Ok(false);
+        };
+        self.blooms_may_hold(index, values.iter()).await
+    }
+
+    /// The row groups whose bloom filter on `column` may hold one of
+    /// `values`, every row group without a filter included (an upsert reads
+    /// only these). None when the file predates the column.
+    pub async fn row_groups_may_contain(
+        &mut self,
+        column: &str,
+        values: &HashSet<String>,
+    ) -> Result<Vec<usize>> {
+        let Some(index) = self.leaf_index(column) else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for row_group in 0..self.builder.metadata().num_row_groups() {
+            let filter = self
+                .builder
+                .get_row_group_column_bloom_filter(row_group, index)
+                .await
+                .map_err(|e| parquet_error(&self.path, e))?;
+            if filter.is_none_or(|f| values.iter().any(|v| f.check(v.as_str()))) {
+                found.push(row_group);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The index of leaf column `column` in the file's schema, if it has it.
+    fn leaf_index(&self, column: &str) -> Option<usize> {
+        self.builder
+            .metadata()
             .file_metadata()
             .schema_descr()
             .columns()
             .iter()
             .position(|c| c.path().string() == column)
-        else {
-            // The file predates the column: no row holds a value in it.
-            return Ok(false);
-        };
-        self.blooms_may_hold(index, values.iter()).await
+    }
+
+    /// Only `columns` (those the file has) of only `row_groups`, as a
+    /// stream of batches (without partition columns).
+    pub fn projected_rows(
+        self,
+        columns: &[&str],
+        row_groups: Vec<usize>,
+    ) -> Result<PartitionedRows> {
+        let mask = ProjectionMask::columns(self.builder.parquet_schema(), columns.iter().copied());
+        let stream = self
+            .builder
+            .with_projection(mask)
+            .with_row_groups(row_groups)
+            .with_batch_size(ROW_GROUP_ROWS)
+            .build()
+            .map_err(|e| parquet_error(&self.path, e))?;
+        Ok(PartitionedRows {
+            path: self.path,
+            schema: stream.schema().clone(),
+            stream,
+            partition: TablePartition::default(),
+        })
     }
 
     /// Whether a row group's bloom filter on leaf column `index` may hold

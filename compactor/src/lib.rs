@@ -33,6 +33,7 @@ pub mod share;
 pub mod table;
 pub mod telemetry;
 pub mod text_index;
+mod upsert;
 
 pub use compact::{CompactionMetrics, compact_round, compact_until_empty};
 pub use error::{Error, Result};
@@ -40,3 +41,4 @@ pub use optimize::{OptimizeReport, VacuumReport, optimize, vacuum};
 pub use run::run;
 pub use table::PARTITION_COLUMN;
 pub use telemetry::CompactorTelemetry;
+pub use upsert::ORDER_PROPERTY as UPSERT_ORDER_PROPERTY;

@@ -144,6 +144,16 @@ impl Candidate {
     pub fn partition(&self) -> &TablePartition {
         &self.partition
     }
+
+    /// The file's path under the table root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
 }
 
 /// The lease that guards rewrites of one table partition's files:

@@ -231,6 +231,7 @@ pub(crate) async fn create_table(
     lake: &Lake,
     columns: &[(String, ColumnType)],
     partition_columns: &[String],
+    upsert: Option<&tributary_config::UpsertConfig>,
 ) -> Result<DeltaTable> {
     let fields = columns
         .iter()
@@ -244,6 +245,8 @@ pub(crate) async fn create_table(
         .create()
         .with_columns(fields)
         .with_partition_columns(partition_columns.iter().cloned())
+        .with_configuration(crate::upsert::table_properties(upsert))
+        .with_raise_if_key_not_exists(false)
         .with_save_mode(SaveMode::Ignore)
         .await
         .map_err(|e| delta_error(lake, "create table", e))

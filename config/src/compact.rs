@@ -81,6 +81,10 @@ pub struct CompactConfig {
     /// partition column is computed from it.
     #[serde(skip)]
     pub event_time_column: Option<String>,
+    /// Not a key: `[lake.upsert]`, which
+    /// [`Config::complete`](crate::Config::complete) copies here.
+    #[serde(skip)]
+    pub upsert: Option<crate::UpsertConfig>,
     /// Not a key: the `[retention]` section, which
     /// [`Config::complete`](crate::Config::complete) copies here for the
     /// long-running compactor's schedule.
@@ -151,6 +155,7 @@ impl Default for CompactConfig {
             vacuum_retention_ms: default_vacuum_retention_ms(),
             erasure_ledger_keep_ms: default_erasure_ledger_keep_ms(),
             event_time_column: None,
+            upsert: None,
             retention: crate::RetentionConfig::default(),
         }
     }

@@ -294,7 +294,8 @@ impl IngestConfig {
             Source::Files(files) => files.validate()?,
             Source::Kafka(kafka) => {
                 kafka.validate()?;
-                if kafka.tombstones == Tombstones::Delete && self.flatten.key_field.is_none() {
+                if kafka.tombstones == Some(Tombstones::Delete) && self.flatten.key_field.is_none()
+                {
                     return Err(invalid(
                         "ingest.kafka.tombstones",
                         "delete",

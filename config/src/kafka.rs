@@ -46,10 +46,12 @@ pub struct KafkaSourceConfig {
     #[serde(default)]
     pub options_env: BTreeMap<String, String>,
     /// What a message with a key and no value (a log-compaction tombstone)
-    /// becomes: `dead_letter` (default; reason `no_value`) or `delete`, a
-    /// delete of the record whose key is the message's key.
+    /// becomes: `dead_letter` (reason `no_value`) or `delete`, a delete of
+    /// the record whose key is the message's key. Default: `delete` for an
+    /// upsert table (`[lake.upsert]`), else `dead_letter`
+    /// ([`Config::complete`](crate::Config::complete) fills it in).
     #[serde(default)]
-    pub tombstones: Tombstones,
+    pub tombstones: Option<Tombstones>,
     /// Not a key: `compact.delete_column` and `compact.delete_value`, which
     /// [`Config::complete`](crate::Config::complete) copies here: a
     /// tombstone becomes a row carrying them.

@@ -44,6 +44,10 @@ pub struct LakeConfig {
     /// partitioning by a high-cardinality column. Default 1000.
     #[serde(default = "default_max_partition_values")]
     pub max_partition_values: usize,
+    /// `[lake.upsert]`: upsert mode (at most one row per record key).
+    /// Default: absent, insert-only.
+    #[serde(default)]
+    pub upsert: Option<crate::UpsertConfig>,
 }
 
 /// The name of the hour partition column `lake.partition_by = [.., "hour"]`
@@ -67,6 +71,7 @@ impl LakeConfig {
             redact_columns: Vec::new(),
             partition_by: default_partition_by(),
             max_partition_values: default_max_partition_values(),
+            upsert: None,
         }
     }
 

@@ -43,6 +43,7 @@ mod load;
 mod registry;
 mod retention;
 mod service;
+mod upsert;
 
 pub use compact::CompactConfig;
 pub use error::{ConfigError, Result};
@@ -64,6 +65,7 @@ pub use load::ENV_PREFIX;
 pub use registry::{RegistryConfig, RegistryFile, RegistryToken, TokenScope};
 pub use retention::{DEFAULT_RULES_OBJECT, RetentionConfig, TenantRule};
 pub use service::ServiceConfig;
+pub use upsert::UpsertConfig;
 
 use serde::Deserialize;
 
@@ -108,6 +110,14 @@ impl Config {
                 "\"hour\" is the event time's hour: set ingest.flatten.event_time_field",
             ));
         }
+        if let Some(upsert) = &self.lake.upsert {
+            // A compactor's configuration may leave `[ingest]` out.
+            let keyless = self
+                .ingest
+                .as_ref()
+                .is_some_and(|i| i.flatten.key_field.is_none());
+            upsert.validate(&self.lake.partition_by, keyless)?;
+        }
         if let Some(ingest) = &self.ingest {
             ingest.validate()?;
         }
@@ -135,8 +145,13 @@ impl Config {
             self.compact.sort_columns = Some(columns.collect());
         }
         self.compact.event_time_column = event_time;
+        self.compact.upsert = self.lake.upsert.clone();
         self.compact.retention = self.retention.clone();
         if let Some(kafka) = self.ingest.as_mut().and_then(|i| i.kafka.as_mut()) {
+            // In upsert mode a tombstone deletes its key unless set otherwise.
+            if kafka.tombstones.is_none() && self.lake.upsert.is_some() {
+                kafka.tombstones = Some(Tombstones::Delete);
+            }
             kafka.delete_marker = (
                 self.compact.delete_column.clone(),
                 self.compact.delete_value.clone(),

@@ -42,6 +42,7 @@ use crate::table::{
     table_size,
 };
 use crate::text_index::INDEX_COLUMN;
+use crate::upsert::{self, Ranks};
 use rows::{Target, convert_file, merge_rows};
 
 mod rows;
@@ -68,6 +69,23 @@ pub struct CompactionMetrics {
     pub rows_deduplicated: u64,
     /// Delete tombstones among the rows read.
     pub tombstones: u64,
+    /// Upsert mode: table rows replaced by a newer version of their key.
+    pub rows_upserted: u64,
+    /// Upsert mode: rows dropped because the table holds a newer version
+    /// of their key.
+    pub rows_older_than_table: u64,
+    /// Upsert mode: rows dropped because a row of the same round with their
+    /// key ranks higher (also counted in `rows_deduplicated`).
+    pub rows_older_than_round: u64,
+    /// Upsert mode: table files whose row groups were read to find the
+    /// incoming keys' rows.
+    pub upsert_files_probed: u64,
+    /// Upsert mode: row groups read for that.
+    pub upsert_row_groups_read: u64,
+    /// Upsert mode: table files ruled out by their `_key` min/max.
+    pub upsert_pruned_by_statistics: u64,
+    /// Upsert mode: table files ruled out by their `_key` bloom filters.
+    pub upsert_pruned_by_bloom_filter: u64,
     /// Rows dropped because an unfinished `tributary forget` request names
     /// their key or subject.
     pub rows_forgotten: u64,
@@ -158,6 +176,13 @@ async fn rounds_until_empty(
         total.rows_dead_lettered += round.rows_dead_lettered;
         total.rows_deduplicated += round.rows_deduplicated;
         total.tombstones += round.tombstones;
+        total.rows_upserted += round.rows_upserted;
+        total.rows_older_than_table += round.rows_older_than_table;
+        total.rows_older_than_round += round.rows_older_than_round;
+        total.upsert_files_probed += round.upsert_files_probed;
+        total.upsert_row_groups_read += round.upsert_row_groups_read;
+        total.upsert_pruned_by_statistics += round.upsert_pruned_by_statistics;
+        total.upsert_pruned_by_bloom_filter += round.upsert_pruned_by_bloom_filter;
         total.rows_forgotten += round.rows_forgotten;
         total.rows_deleted_from_table += round.rows_deleted_from_table;
         total.table_files_rewritten += round.table_files_rewritten;
@@ -214,6 +239,7 @@ pub async fn compact_round(
     // Target schema: the table's columns as they are, then new columns widened
     // across every file of the round.
     let partition_columns = partition_columns(lake, table.as_ref())?;
+    upsert::check_mode(lake, table.as_ref(), config.upsert.as_ref())?;
     let mut target: Vec<(String, ColumnType)> = match &table {
         Some(t) => table_columns(t)?,
         None => system_columns(&partition_columns),
@@ -351,12 +377,23 @@ pub async fn compact_round(
     let forgotten = requests
         .clone()
         .map(|hashed| (hashed, lake.subject_columns().to_vec()));
-    let (batches, merged) = tokio::task::spawn_blocking(move || {
-        let merged = merge_rows(&batches, &delete, forgotten.as_ref(), event_time.as_deref());
-        (batches, merged)
+    let order_by = config.upsert.as_ref().map(|u| u.order_by.clone());
+    let (batches, mut merged, ranks) = tokio::task::spawn_blocking(move || {
+        let ranks = match order_by {
+            Some(column) => Some(Ranks::new(&column, &batches)?),
+            None => None,
+        };
+        let merged = merge_rows(
+            &batches,
+            &delete,
+            forgotten.as_ref(),
+            event_time.as_deref(),
+            ranks.as_ref(),
+        );
+        Ok::<_, Error>((batches, merged, ranks))
     })
     .await
-    .map_err(Error::Worker)?;
+    .map_err(Error::Worker)??;
     check_cardinality(
         &batches,
         &merged.kept,
@@ -366,14 +403,49 @@ pub async fn compact_round(
     metrics.rows_deduplicated = merged.duplicates;
     metrics.tombstones = merged.tombstones;
     metrics.rows_forgotten = merged.forgotten;
+    metrics.rows_older_than_round = merged.older;
 
     // Create the table, then evolve its schema, then write and commit data,
     // deletes and watermarks together.
     let table = match table {
         Some(t) => t,
-        None => create_table(lake, &target, &partition_columns).await?,
+        None => create_table(lake, &target, &partition_columns, config.upsert.as_ref()).await?,
     };
     let mut table = add_new_columns(lake, table, &target).await?;
+    // Upsert mode decides against the table first: rows the table holds a
+    // newer version of are not written.
+    let mut leases = PartitionLeases::default();
+    let mut rewritten = Vec::new();
+    if let Some(ranks) = &ranks {
+        let upserted = upsert::upsert_under_leases(
+            config,
+            lake,
+            &mut table,
+            &batches,
+            &mut merged.kept,
+            &merged.deleted_keys,
+            ranks,
+            &mut leases,
+        )
+        .await;
+        match upserted {
+            Ok((actions, report)) => {
+                rewritten = actions;
+                metrics.rows_upserted = report.rows_upserted;
+                metrics.rows_deleted_from_table = report.rows_deleted;
+                metrics.rows_older_than_table = report.rows_older_than_table;
+                metrics.upsert_files_probed = report.files_probed;
+                metrics.upsert_row_groups_read = report.row_groups_read;
+                metrics.upsert_pruned_by_statistics = report.pruned_by_statistics;
+                metrics.upsert_pruned_by_bloom_filter = report.pruned_by_bloom_filter;
+                metrics.table_files_rewritten = report.files_rewritten;
+            }
+            Err(error) => {
+                leases.release(lake).await;
+                return Err(error);
+            }
+        }
+    }
     let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
     let sort_columns = config.sort_columns.clone().unwrap_or_default();
     let mut writer = TableWriter::new(
@@ -384,14 +456,26 @@ pub async fn compact_round(
         config.target_file_bytes,
     );
     metrics.rows_written = merged.kept.len() as u64;
-    writer.write_sorted(batches, merged.kept).await?;
-    let adds = writer.finish().await?;
+    let written = async {
+        writer.write_sorted(batches, merged.kept).await?;
+        writer.finish().await
+    }
+    .await;
+    let adds = match written {
+        Ok(adds) => adds,
+        Err(error) => {
+            leases.release(lake).await;
+            discard_unreferenced(lake, &added_paths(&rewritten)).await;
+            return Err(error);
+        }
+    };
     metrics.parquet_files = adds.len() as u64;
     let new_files: HashSet<String> = adds.iter().map(|a| a.path.clone()).collect();
     let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+    actions.extend(rewritten);
 
-    let mut leases = PartitionLeases::default();
-    if !merged.deleted_keys.is_empty() {
+    let rewrites = ranks.is_some() || !merged.deleted_keys.is_empty();
+    if ranks.is_none() && !merged.deleted_keys.is_empty() {
         let erase = [Erase {
             column: KEY_COLUMN.into(),
             values: merged.deleted_keys,
@@ -421,11 +505,14 @@ pub async fn compact_round(
                 return Err(error);
             }
         }
-        // The table may have moved on while we waited for the leases: the
-        // round is only valid if no other compactor committed its partitions.
+    }
+    // The table may have moved on while we waited for the leases: the
+    // round is only valid if no other compactor committed its partitions.
+    if rewrites {
         for (partition, before) in &watermarks {
             if lake.watermark(Some(&table), partition).await? != *before {
                 leases.release(lake).await;
+                discard_unreferenced(lake, &added_paths(&actions)).await;
                 return Err(Error::RoundOvertaken {
                     partition: partition.to_string(),
                 });
@@ -438,7 +525,18 @@ pub async fn compact_round(
         .map(|(p, last)| Transaction::new(p.app_id(), *last as i64))
         .collect();
     let deletes = actions.iter().any(|a| matches!(a, Action::Remove(_)));
-    let operation = if !deletes {
+    let operation = if ranks.is_some() {
+        // Read-the-whole-table semantics: a concurrent commit that added
+        // files (another compactor's new version of a key) is a conflict,
+        // and the round runs again on the new snapshot.
+        DeltaOperation::Merge {
+            predicate: None,
+            merge_predicate: Some("record keys (upsert)".into()),
+            matched_predicates: Vec::new(),
+            not_matched_predicates: Vec::new(),
+            not_matched_by_source_predicates: Vec::new(),
+        }
+    } else if !deletes {
         DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(partition_columns.clone()),

@@ -3,6 +3,7 @@
 //! the round's rows (dedupe by key, tombstones, erasures) as indices.
 
 use std::collections::HashSet;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -26,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::forget::requests::{HashedIdentifiers, is_forgotten};
 use crate::partition::{hour_column, latest_event_time};
 use crate::table::KEY_COLUMN;
+use crate::upsert::Ranks;
 
 /// The columns rows are converted to in a round, and how.
 pub(crate) struct Target {
@@ -45,6 +47,9 @@ pub(crate) struct Merged {
     pub(crate) kept: Vec<(usize, usize)>,
     pub(crate) deleted_keys: HashSet<String>,
     pub(crate) duplicates: u64,
+    /// Upsert mode: rows dropped because a row of the round with the same
+    /// key ranks higher.
+    pub(crate) older: u64,
     pub(crate) tombstones: u64,
     pub(crate) forgotten: u64,
 }
@@ -54,19 +59,21 @@ pub(crate) struct Merged {
 /// key's earlier rows and is not kept itself. Rows whose key or subject (in
 /// the given subject columns) the erasure ledger names are dropped (for a
 /// completed request, only rows whose `event_time` column is at or before
-/// its time).
+/// its time). In upsert mode (`order`), a key's row is the one that ranks
+/// highest ([`Ranks`]) since its last tombstone, not the last one.
 pub(crate) fn merge_rows(
     batches: &[RecordBatch],
     delete: &(String, String),
     forgotten: Option<&(HashedIdentifiers, Vec<String>)>,
     event_time: Option<&str>,
+    order: Option<&Ranks>,
 ) -> Merged {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut last: FxHashMap<&str, (usize, usize)> =
         FxHashMap::with_capacity_and_hasher(rows, Default::default());
     let mut unkeyed = Vec::new();
     let mut deleted_keys = HashSet::new();
-    let (mut duplicates, mut tombstones, mut dropped) = (0, 0, 0);
+    let (mut duplicates, mut older, mut tombstones, mut dropped) = (0, 0, 0, 0);
     for (b, batch) in batches.iter().enumerate() {
         let string_column = |name: &str| batch.column_by_name(name)?.as_string_opt::<i32>();
         let keys = string_column(KEY_COLUMN);
@@ -105,6 +112,21 @@ pub(crate) fn merge_rows(
                     duplicates += 1;
                 }
                 deleted_keys.insert(key.to_string());
+            } else if let Some(ranks) = order {
+                match last.entry(key) {
+                    Entry::Vacant(entry) => {
+                        entry.insert((b, row));
+                    }
+                    Entry::Occupied(mut entry) => {
+                        duplicates += 1;
+                        let (kb, krow) = *entry.get();
+                        if ranks.rank(b, row) > ranks.rank(kb, krow) {
+                            entry.insert((b, row));
+                        } else {
+                            older += 1;
+                        }
+                    }
+                }
             } else if last.insert(key, (b, row)).is_some() {
                 duplicates += 1;
             }
@@ -116,6 +138,7 @@ pub(crate) fn merge_rows(
         kept,
         deleted_keys,
         duplicates,
+        older,
         tombstones,
         forgotten: dropped,
     }
@@ -297,7 +320,7 @@ mod tests {
                 (None, None, "u3"),
             ]),
         ];
-        let merged = merge_rows(&batches, &delete, None, None);
+        let merged = merge_rows(&batches, &delete, None, None, None);
         // The later `a`, both unkeyed rows, `c`; `b` deleted.
         assert_eq!(merged.kept, [(0, 2), (1, 0), (1, 2), (1, 3)]);
         assert_eq!(
@@ -312,7 +335,7 @@ mod tests {
             keys: FxHashMap::from_iter([(identifier_digest("a"), None)]),
         };
         let forgotten = (hashed, vec!["user".to_string()]);
-        let merged = merge_rows(&batches, &delete, Some(&forgotten), None);
+        let merged = merge_rows(&batches, &delete, Some(&forgotten), None, None);
         assert_eq!(merged.kept, [(0, 2), (1, 3)]);
         assert_eq!(merged.forgotten, 3);
     }
@@ -347,10 +370,91 @@ mod tests {
         };
         let forgotten = (hashed, vec!["user".to_string()]);
         let delete = ("_op".to_string(), "delete".to_string());
-        let merged = merge_rows(&[batch], &delete, Some(&forgotten), Some("ts"));
+        let merged = merge_rows(&[batch], &delete, Some(&forgotten), Some("ts"), None);
         // Times 50 and 100 and the row of unknown time go; 150 (after the
         // request) and the other subject's row stay.
         assert_eq!(merged.kept, [(0, 2), (0, 4)]);
         assert_eq!(merged.forgotten, 3);
+    }
+
+    /// Rows of `(key, _op, version, _position)` from source partition `p`.
+    fn versions(partition: &str, rows: &[(&str, Option<&str>, Option<i64>, i64)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(KEY_COLUMN, DataType::Utf8, true),
+            Field::new("_op", DataType::Utf8, true),
+            Field::new("version", DataType::Int64, true),
+            Field::new("_position", DataType::Int64, true),
+            Field::new("_partition", DataType::Utf8, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )),
+            Arc::new(deltalake::arrow::array::Int64Array::from(
+                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            )),
+            Arc::new(deltalake::arrow::array::Int64Array::from_iter_values(
+                rows.iter().map(|r| r.3),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|_| partition),
+            )),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[test]
+    fn upsert_keeps_the_highest_version_per_key_since_its_last_tombstone() {
+        let delete = ("_op".to_string(), "delete".to_string());
+        let del = Some("delete");
+        let batches = [
+            versions(
+                "p/0",
+                &[
+                    ("a", None, Some(2), 1),
+                    ("b", None, Some(5), 2),
+                    // An older re-send of `a` arriving later: ignored.
+                    ("a", None, Some(1), 3),
+                    // A tie on the version: the higher position wins.
+                    ("b", None, Some(5), 4),
+                    // A null version ranks lowest.
+                    ("c", None, None, 5),
+                ],
+            ),
+            versions(
+                "p/0",
+                &[
+                    ("c", None, Some(0), 6),
+                    ("d", None, Some(9), 7),
+                    // Deletes `d`; the older version after it comes back.
+                    ("d", del, None, 8),
+                    ("d", None, Some(3), 9),
+                    ("e", None, Some(1), 10),
+                    ("e", del, None, 11),
+                ],
+            ),
+        ];
+        let ranks = Ranks::new("version", &batches).unwrap();
+        let merged = merge_rows(&batches, &delete, None, None, Some(&ranks));
+        assert_eq!(merged.kept, [(0, 0), (0, 3), (1, 0), (1, 3)]);
+        assert_eq!(
+            (merged.duplicates, merged.older, merged.tombstones),
+            (5, 1, 2)
+        );
+        assert_eq!(
+            merged.deleted_keys,
+            HashSet::from(["d".to_string(), "e".to_string()])
+        );
+
+        // Insert mode on the same rows: the last row per key.
+        let merged = merge_rows(&batches, &delete, None, None, None);
+        assert_eq!(merged.kept, [(0, 2), (0, 3), (1, 0), (1, 3)]);
+
+        // Arrival order as the order column: the last row wins, as in insert
+        // mode.
+        let ranks = Ranks::new("_position", &batches).unwrap();
+        let merged = merge_rows(&batches, &delete, None, None, Some(&ranks));
+        assert_eq!(merged.kept, [(0, 2), (0, 3), (1, 0), (1, 3)]);
     }
 }

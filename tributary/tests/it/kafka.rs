@@ -487,7 +487,7 @@ fn lag_is_a_metric_and_sigterm_stages_and_commits() {
 }
 
 /// Runs `ingest --once` and waits for it to exit 0, for at most a minute.
-fn ingest_once(config: &Path) {
+pub(crate) fn ingest_once(config: &Path) {
     let mut child = tributary()
         .args(["ingest", "--once", "--config", config.to_str().unwrap()])
         .stdout(Stdio::null())
@@ -557,7 +557,12 @@ for key, value in json.load(open(sys.argv[3])):
 assert p.flush(60) == 0
 "#;
 
-fn produce_keyed(dir: &Path, broker: &Broker, topic: &str, pairs: &[(&str, Option<String>)]) {
+pub(crate) fn produce_keyed(
+    dir: &Path,
+    broker: &Broker,
+    topic: &str,
+    pairs: &[(&str, Option<String>)],
+) {
     let path = dir.join("keyed.json");
     std::fs::write(&path, serde_json::to_string(pairs).unwrap()).unwrap();
     run_python(

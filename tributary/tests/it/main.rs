@@ -29,6 +29,7 @@ mod s3;
 mod scale_out;
 mod typed;
 mod upkeep;
+mod upsert;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -122,7 +122,7 @@ pub(crate) async fn run(
         max_message_bytes: config.max_message_bytes,
         dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
         tombstones: match (kafka.tombstones, &config.flatten.key_field) {
-            (Tombstones::Delete, Some(key_field)) => Some(TombstoneDelete::new(
+            (Some(Tombstones::Delete), Some(key_field)) => Some(TombstoneDelete::new(
                 key_field,
                 config.flatten.explode.as_deref(),
                 kafka.delete_marker.clone(),

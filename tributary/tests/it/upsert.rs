@@ -1,0 +1,224 @@
+//! Upsert mode (`[lake.upsert]`) on tansu: updates, older re-sends arriving
+//! later, Kafka tombstones and a key moving to another day, over several
+//! compaction rounds and a compactor killed with SIGKILL; the table holds
+//! exactly the latest version of each live key, read with Python
+//! `deltalake`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::compaction::json;
+use crate::kafka::{Broker, config, ingest_once, produce_keyed};
+use crate::operations::Processes;
+use crate::{run_ok, run_python, table_keys, tributary};
+
+/// Day 1 and day 2 (2026-11-20 and 2026-11-21, UTC) in milliseconds.
+const DAY1: i64 = 1_795_478_400_000;
+const DAY2: i64 = DAY1 + 86_400_000;
+
+/// What was produced, in order, and the table it must end as.
+#[derive(Default)]
+struct Model {
+    /// Kafka (key, value) pairs; `None` is a tombstone.
+    pairs: Vec<(String, Option<String>)>,
+    /// Per live key: (version, sequence number, day).
+    table: BTreeMap<String, (i64, i64, i64)>,
+    /// Messages produced so far (the sequence number of the next).
+    sent: i64,
+}
+
+impl Model {
+    /// A record of key `k{i}` with version `v` on day `ts`: it replaces the
+    /// key's row unless that has a higher version (on a tie, the later one
+    /// wins: it has the higher position).
+    fn send(&mut self, i: usize, v: i64, ts: i64) {
+        let key = format!("k{i}");
+        let n = self.sent;
+        self.sent += 1;
+        let value =
+            format!(r#"{{"host":"h","messages":[{{"id":"{key}","v":{v},"n":{n},"ts":{ts}}}]}}"#);
+        self.pairs.push((key.clone(), Some(value)));
+        if self.table.get(&key).is_none_or(|&(old, _, _)| v >= old) {
+            self.table.insert(key, (v, n, ts));
+        }
+    }
+
+    /// A tombstone of key `k{i}`: the key is gone until a later record of
+    /// it, whatever that record's version.
+    fn delete(&mut self, i: usize) {
+        let key = format!("k{i}");
+        self.sent += 1;
+        self.pairs.push((key.clone(), None));
+        self.table.remove(&key);
+    }
+
+    /// Produces what was sent since the last call.
+    fn produce(&mut self, dir: &Path, broker: &Broker) {
+        let pairs: Vec<(&str, Option<String>)> = self
+            .pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        produce_keyed(dir, broker, "events", &pairs);
+        self.pairs.clear();
+    }
+
+    /// Asserts the table holds exactly one row per live key, the latest
+    /// version, on its day.
+    fn assert_table(&self, table: &Path) {
+        let out = run_python(
+            "import sys, json, deltalake\n\
+             t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table(\n\
+                 columns=['_key', 'messages_v', 'messages_n', 'date'])\n\
+             rows = sorted([r['_key'], r['messages_v'], r['messages_n'], str(r['date'])]\n\
+                 for r in t.to_pylist())\n\
+             print(json.dumps(rows))",
+            &[table.to_str().unwrap()],
+        );
+        let rows: Vec<(String, i64, i64, String)> = serde_json::from_str(out.trim()).unwrap();
+        let day = |ts: i64| {
+            chrono::DateTime::from_timestamp_millis(ts)
+                .unwrap()
+                .format("%Y-%m-%d")
+                .to_string()
+        };
+        let expected: Vec<(String, i64, i64, String)> = self
+            .table
+            .iter()
+            .map(|(k, &(v, n, ts))| (k.clone(), v, n, day(ts)))
+            .collect();
+        let mut sorted = expected.clone();
+        sorted.sort();
+        assert_eq!(rows.len(), sorted.len(), "rows in the table");
+        assert_eq!(rows, sorted);
+    }
+}
+
+#[test]
+fn upsert_on_kafka_keeps_the_latest_version_of_each_live_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("events", 1);
+    let table = dir.path().join("table");
+    let config = config(
+        dir.path(),
+        &broker,
+        "events",
+        &table,
+        "",
+        "max_records = 20\nmax_latency_ms = 300",
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[ingest]",
+        "[lake.upsert]\norder_by = \"messages_v\"\n\n[compact]\ninterval_ms = 100\n\n[ingest]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let compact = || json(&run_ok(&["compact", "--config", config_arg, "--once"]));
+    let mut model = Model::default();
+
+    // Round 1: 300 keys, version 1.
+    for i in 0..300 {
+        model.send(i, 1, DAY1);
+    }
+    model.produce(dir.path(), &broker);
+    ingest_once(&config);
+    compact();
+    model.assert_table(&table);
+
+    // Round 2: updates of k0–k99, then older re-sends of k0–k9 staged after
+    // them (dropped within the round).
+    for i in 0..100 {
+        model.send(i, 2, DAY1);
+    }
+    for i in 0..10 {
+        model.send(i, 0, DAY1);
+    }
+    model.produce(dir.path(), &broker);
+    ingest_once(&config);
+    let report = compact();
+    assert_eq!(report["rows_upserted"], 100, "{report}");
+    assert_eq!(report["rows_older_than_round"], 10, "{report}");
+    assert_eq!(report["rows_older_than_table"], 0, "{report}");
+    model.assert_table(&table);
+
+    // Round 3: older re-sends of compacted keys (the table's rows win),
+    // tombstones, a key created, deleted and re-created by an older
+    // version, keys moving to day 2, and same-version re-sends (the later
+    // one wins).
+    for i in 10..20 {
+        model.send(i, 1, DAY1);
+    }
+    for i in 20..30 {
+        model.delete(i);
+    }
+    model.send(300, 5, DAY1);
+    model.delete(300);
+    model.send(300, 1, DAY1);
+    for i in 30..40 {
+        model.send(i, 3, DAY2);
+    }
+    for i in 150..160 {
+        model.send(i, 1, DAY1);
+    }
+    model.produce(dir.path(), &broker);
+    ingest_once(&config);
+    let report = compact();
+    assert_eq!(report["rows_older_than_table"], 10, "{report}");
+    assert_eq!(report["rows_deleted_from_table"], 10, "{report}");
+    assert_eq!(report["rows_upserted"], 20, "{report}");
+    model.assert_table(&table);
+
+    // Round 4, many small rounds with the compactor killed with SIGKILL: newer versions of the even keys, older re-sends of
+    // the odd ones (a deleted key comes back with it), more tombstones.
+    for i in 0..300 {
+        model.send(i, if i % 2 == 0 { 4 } else { 0 }, DAY1);
+    }
+    for i in 40..45 {
+        model.delete(i);
+    }
+    model.produce(dir.path(), &broker);
+    ingest_once(&config);
+    // A compactor killed ever later, until one finishes: at least one kill
+    // lands between two of the rounds, and after every kill the table
+    // holds one row per key.
+    let staging = table.join("_tributary").join("staging");
+    let mut processes = Processes::default();
+    let mut killed_midway = false;
+    for step in 1..40 {
+        let before = files_under(&staging);
+        if before == 0 {
+            break;
+        }
+        // One staged file per round.
+        let pid = processes
+            .spawn(
+                tributary()
+                    .args(["compact", "--config", config_arg])
+                    .env("TRIBUTARY_COMPACT__MAX_FILES_PER_COMMIT", "1"),
+            )
+            .id();
+        std::thread::sleep(Duration::from_millis(150 * step));
+        processes.kill9(pid);
+        let after = files_under(&staging);
+        killed_midway |= after > 0 && after < before;
+        let keys = table_keys(&table);
+        let unique: HashSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "a key twice after a kill");
+    }
+    assert!(killed_midway, "no kill landed between two rounds");
+    compact();
+    model.assert_table(&table);
+}
+
+/// Files under `dir` (none if it does not exist).
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { files_under(&p) } else { 1 })
+        .sum()
+}
