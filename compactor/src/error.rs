@@ -150,8 +150,8 @@ pub enum Error {
     /// A letter a replay decided to stage fails to decode on the rerun.
     #[error(
         "dead-letter replay of {path}: the remainder {remainder} decided that letter {letter} \
-         becomes rows (at {at} of {chain}), but it now fails ({reason}: {error}); the file is \
-         left as it is"
+         becomes rows (at position {at} of the replay chain), but it now fails ({failure}); \
+         the file is left as it is"
     )]
     ReplayDecidedLetterFails {
         /// The dead-letter file.
@@ -162,12 +162,8 @@ pub enum Error {
         letter: String,
         /// Its position on the replay chain.
         at: u64,
-        /// The replay chain.
-        chain: String,
-        /// The dead-letter reason it fails with now.
-        reason: String,
-        /// The decoding error.
-        error: String,
+        /// The dead-letter reason and error it fails with now.
+        failure: String,
     },
     /// Another replay wrote the remainder while this one decoded.
     #[error(
