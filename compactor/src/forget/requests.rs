@@ -1,7 +1,9 @@
 //! The erasure-request ledger: `_tributary/forget/<id>.json` objects holding
 //! SHA-256 hashes of the identifiers (never the identifiers) and the
-//! request's progress. The compaction round reads the unfinished ones to drop
-//! matching staged rows.
+//! request's progress. Every compaction round reads the ledger
+//! ([`erasure_ledger`]) to drop the staged rows it names and to redact its
+//! subjects' mentions in the redact columns of other rows
+//! ([`redact_ledger_mentions`]).
 
 use std::collections::HashMap;
 
@@ -379,8 +381,8 @@ pub type MentionCache<'t> = FxHashMap<&'t str, Option<Option<i64>>>;
 impl HashedIdentifiers {
     /// `text` (a value of a redact column of a row with event time
     /// `event_time_us`) with every mention of a ledger subject replaced by
-    /// [`REDACTED`](super::REDACTED), as `tributary forget` redacts it; `None` when it
-    /// mentions none. A mention is a span of the text as the audit hashes
+    /// [`REDACTED`](super::REDACTED), as `tributary forget` redacts it;
+    /// `None` when it mentions none. A mention is a span of the text as the audit hashes
     /// them ([`for_each_span`] without the digit-or-`@` filter): a token, or
     /// 1 to 6 atoms of one, not glued to a letter or digit. A subject erased
     /// by a completed request is redacted only in rows at or before the

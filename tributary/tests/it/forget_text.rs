@@ -3,7 +3,7 @@
 //! --audit`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::compaction::{config, json};
 use crate::{S3_STORAGE_OPTIONS, run_ok, run_python, tributary};
@@ -126,6 +126,19 @@ print(json.dumps(rows))
         &[table.to_str().unwrap()],
     );
     serde_json::from_str(out.trim()).unwrap()
+}
+
+/// A local table under `dir` with `messages_msg` a redact column, holding
+/// records 0 to 999: (table, config file, input directory).
+fn redacting_table(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let table = dir.join("table");
+    let (config_path, input) = config(dir, &table, "");
+    set_redact(&config_path, true);
+    let config = config_path.to_str().unwrap();
+    std::fs::write(input.join("a.ndjson"), records(0, 1_000)).unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    (table, config_path, input)
 }
 
 fn forget(config: &str, subjects: &Path, extra: &[&str]) -> serde_json::Value {
@@ -264,13 +277,8 @@ fn forget_names_a_column_that_mentions_the_subject_but_is_not_redacted() {
 #[test]
 fn forget_audit_finds_identifiers_of_completed_requests_left_anywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("table");
-    let (config_path, input) = config(dir.path(), &table, "");
-    set_redact(&config_path, true);
+    let (table, config_path, _) = redacting_table(dir.path());
     let config = config_path.to_str().unwrap();
-    std::fs::write(input.join("a.ndjson"), records(0, 1_000)).unwrap();
-    run_ok(&["ingest", "--config", config, "--once"]);
-    run_ok(&["compact", "--config", config, "--once"]);
     let audit = || {
         tributary()
             .args(["forget", "--config", config, "--audit"])
@@ -366,13 +374,8 @@ print(json.dumps(sorted(zip(*(t.column(c).to_pylist() for c in t.column_names[:3
 #[test]
 fn a_replay_after_a_forget_brings_no_mention_back_and_the_audit_skips_later_records() {
     let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("table");
-    let (config_path, input) = config(dir.path(), &table, "");
-    set_redact(&config_path, true);
+    let (table, config_path, input) = redacting_table(dir.path());
     let config = config_path.to_str().unwrap();
-    std::fs::write(input.join("a.ndjson"), records(0, 1_000)).unwrap();
-    run_ok(&["ingest", "--config", config, "--once"]);
-    run_ok(&["compact", "--config", config, "--once"]);
     let subjects = dir.path().join("subjects.txt");
     std::fs::write(&subjects, format!("{SUBJECT}\n")).unwrap();
     let report = forget(config, &subjects, &["--request-id", "replayed"]);
