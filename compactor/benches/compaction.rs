@@ -69,9 +69,14 @@ struct Settings {
     /// Default: a temporary directory, removed afterwards.
     dir: Option<PathBuf>,
     /// `TRIBUTARY_BENCH_LEDGER_SUBJECTS`: subjects of a completed erasure
-    /// request in the ledger (none of them in the data), so that every row's
-    /// key and subject columns are hashed and looked up. Default 0 (no
-    /// ledger: rows are not hashed).
+    /// request in the ledger (none of them in the data's subject columns;
+    /// one, `origin`, is a word of the sample messages, so that with
+    /// `messages_message` a redact column a fifth of the messages are
+    /// redacted), so that every row's key and subject columns, and the
+    /// spans of its redact columns, are hashed and looked up. The same
+    /// staged rows are then also compacted twice without and twice with the
+    /// ledger (alternating, in this process) for the ledger's cost as a
+    /// ratio. Default 0 (no ledger: rows are not hashed).
     ledger_subjects: u64,
     /// `TRIBUTARY_BENCH_REDACT_COLUMNS`: `lake.redact_columns`, comma
     /// separated (e.g. `messages_message`, whose sample texts hold no
@@ -158,6 +163,9 @@ struct Report {
     baseline_bytes: u64,
     ledger_subjects: u64,
     redact_columns: Vec<String>,
+    /// Compaction of the same staged rows without, then with the ledger
+    /// (the sums of two runs each), and the values redacted with it.
+    ledger_cost: Option<(Measured, Measured, u64)>,
 }
 
 /// Wall-clock and CPU time of one measured phase.
@@ -266,9 +274,20 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
     }
     // The input files are no longer needed; free the page cache they hold.
     std::fs::remove_dir_all(&incoming)?;
-    if settings.ledger_subjects > 0 {
-        write_ledger(&table, settings.ledger_subjects)?;
-    }
+    let ledger_cost = if settings.ledger_subjects > 0 {
+        Some(
+            ledger_cost(
+                settings,
+                &config.compact,
+                &lake,
+                &table,
+                &dir.join("staged"),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
 
     eprintln!("compacting {} row files ...", staged.row_files);
     let peak_rss_is_process_peak = !reset_peak_rss();
@@ -334,11 +353,80 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
         baseline_bytes,
         ledger_subjects: settings.ledger_subjects,
         redact_columns: settings.redact_columns.clone(),
+        ledger_cost,
     })
 }
 
+/// Compacts the staged rows of `table` four times, alternating without and
+/// with the erasure ledger (each time from a copy of them), and returns the
+/// summed measures without and with it, and the values redacted with it.
+/// Leaves the staged rows and the ledger in place for the main run.
+async fn ledger_cost(
+    settings: &Settings,
+    compact: &CompactConfig,
+    lake: &Lake,
+    table: &Path,
+    copy: &Path,
+) -> anyhow::Result<(Measured, Measured, u64)> {
+    copy_dir(table, copy)?;
+    let zero = Measured {
+        wall: Duration::ZERO,
+        cpu: Duration::ZERO,
+    };
+    let (mut without, mut with, mut redacted) = (zero, zero, 0);
+    for ledger in [false, true, false, true] {
+        std::fs::remove_dir_all(table)?;
+        copy_dir(copy, table)?;
+        if ledger {
+            write_ledger(table, settings.ledger_subjects)?;
+        }
+        eprintln!(
+            "ledger cost: compacting {} the ledger ...",
+            if ledger { "with" } else { "without" }
+        );
+        let (compacted, took) =
+            measure_async(tributary_compactor::compact_until_empty(compact, lake)).await;
+        let compacted = compacted?;
+        if compacted.rows_written != settings.rows {
+            bail!(
+                "compaction wrote {} rows of {}",
+                compacted.rows_written,
+                settings.rows
+            );
+        }
+        let sum = if ledger { &mut with } else { &mut without };
+        sum.wall += took.wall;
+        sum.cpu += took.cpu;
+        if ledger {
+            redacted = compacted.mentions_redacted;
+        }
+    }
+    std::fs::remove_dir_all(table)?;
+    copy_dir(copy, table)?;
+    std::fs::remove_dir_all(copy)?;
+    write_ledger(table, settings.ledger_subjects)?;
+    Ok((without, with, redacted))
+}
+
+/// Copies the directory tree `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("cannot copy {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Puts a completed erasure request naming `subjects` subjects (none in the
-/// data) in the table's ledger, as `tributary forget` leaves one.
+/// data's subject columns; `origin` in its messages) in the table's ledger,
+/// as `tributary forget` leaves one.
 fn write_ledger(table: &Path, subjects: u64) -> anyhow::Result<()> {
     use tributary_compactor::forget::requests::identifier_hash;
     let ledger = table.join("_tributary/forget");
@@ -346,7 +434,10 @@ fn write_ledger(table: &Path, subjects: u64) -> anyhow::Result<()> {
     let request = json!({
         "id": "bench",
         "created_at_ms": chrono::Utc::now().timestamp_millis(),
-        "subject_hashes": (0..subjects).map(|i| identifier_hash(&format!("nobody-{i}"))).collect::<Vec<_>>(),
+        "subject_hashes": (1..subjects)
+            .map(|i| identifier_hash(&format!("nobody-{i}")))
+            .chain([identifier_hash("origin")])
+            .collect::<Vec<_>>(),
         "key_hashes": [identifier_hash("no-such-key")],
         "complete": true,
     });
@@ -578,7 +669,38 @@ impl Report {
             },
             thousands(rows_per_core)
         );
+        if let Some((without, with, redacted)) = &self.ledger_cost {
+            println!(
+                "Erasure ledger ({} subjects; redact columns: {}): the same rows compacted \
+                 twice without and twice with it: wall {:.2} s vs {:.2} s (ratio {:.3}), \
+                 CPU {:.2} s vs {:.2} s (ratio {:.3}); {} values redacted per run",
+                self.ledger_subjects,
+                if self.redact_columns.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    self.redact_columns.join(", ")
+                },
+                without.wall.as_secs_f64(),
+                with.wall.as_secs_f64(),
+                ratio(with.wall.as_secs_f64(), without.wall.as_secs_f64()),
+                without.cpu.as_secs_f64(),
+                with.cpu.as_secs_f64(),
+                ratio(with.cpu.as_secs_f64(), without.cpu.as_secs_f64()),
+                thousands(*redacted as f64),
+            );
+        }
         println!();
+        let ledger_cost = self.ledger_cost.as_ref().map(|(without, with, redacted)| {
+            json!({
+                "without_wall_secs": without.wall.as_secs_f64(),
+                "with_wall_secs": with.wall.as_secs_f64(),
+                "without_cpu_secs": without.cpu.as_secs_f64(),
+                "with_cpu_secs": with.cpu.as_secs_f64(),
+                "ratio_wall": ratio(with.wall.as_secs_f64(), without.wall.as_secs_f64()),
+                "ratio_cpu": ratio(with.cpu.as_secs_f64(), without.cpu.as_secs_f64()),
+                "values_redacted": redacted,
+            })
+        });
         let figures = json!({
             "bench": "compaction",
             "rows": self.rows,
@@ -611,6 +733,7 @@ impl Report {
             "target_met": rows_per_core >= TARGET_ROWS_PER_CORE_SEC,
             "ledger_subjects": self.ledger_subjects,
             "redact_columns": self.redact_columns,
+            "ledger_cost": ledger_cost,
         });
         println!("{figures}");
     }

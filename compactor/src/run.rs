@@ -1,5 +1,19 @@
 //! The long-running compactor: rounds until shut down, with backoff after a
-//! failed round, and the table's upkeep between rounds.
+//! failed round, and the table's upkeep between rounds; and, as its own
+//! task beside them, the retention rules on their schedule.
+//!
+//! ```text
+//! run ─┬─ compaction: round ─► upkeep (optimize, vacuum, erasure gauges) ─► round ...
+//!      └─ retention (spawned): run ─► sleep retention.interval_ms ─► run ...
+//!   shutdown: each finishes the round or run it is in, then both stop
+//! ```
+//!
+//! Retention runs apart so that a long run (a tenant rule rewriting many
+//! files) never delays compaction; the two meet only where they change the
+//! same partitions, under the partition leases every commit takes (a lost
+//! race is retried), and one retention run at a time holds the lease
+//! `retention` (another compactor's or the CronJob's run makes this one
+//! skip its turn).
 
 use std::time::{Duration, Instant};
 
@@ -27,8 +41,29 @@ const ERASURE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// counted and logged, and the round is tried again after a backoff; a round
 /// that lost a commit race to another compactor is tried again at once; a round is safe to repeat at any point
 /// (see [`compact`](crate::compact)). Shutdown is checked between rounds, so
-/// a round that has started finishes and commits.
+/// a round that has started finishes and commits. Meanwhile a spawned task
+/// applies the retention rules every `retention.interval_ms`; `run`
+/// returns once both have stopped.
 pub async fn run(
+    config: &CompactConfig,
+    lake: &Lake,
+    shutdown: watch::Receiver<bool>,
+    telemetry: &CompactorTelemetry,
+) {
+    let retention = tokio::spawn(retention_schedule(
+        config.clone(),
+        lake.clone(),
+        shutdown.clone(),
+        telemetry.clone(),
+    ));
+    compaction(config, lake, shutdown, telemetry).await;
+    // The retention task stops at the same signal, after its current run.
+    if let Err(error) = retention.await {
+        tracing::error!(%error, "the retention task failed");
+    }
+}
+
+async fn compaction(
     config: &CompactConfig,
     lake: &Lake,
     mut shutdown: watch::Receiver<bool>,
@@ -68,12 +103,53 @@ pub async fn run(
                 pause
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.changed() => {}
+        if !pause_until_shutdown(&mut shutdown, pause).await {
+            break;
         }
     }
     share.leave(lake).await;
+}
+
+/// Sleeps `pause` or until shutdown is signalled; `false` when it is (or
+/// the signal's sender is gone: nothing can stop the process cleanly then,
+/// so it stops now).
+async fn pause_until_shutdown(shutdown: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        changed = shutdown.changed() => {
+            if changed.is_err() {
+                return false;
+            }
+        }
+    }
+    !*shutdown.borrow()
+}
+
+/// Applies the retention rules every `retention.interval_ms` (the first run
+/// at start) until shutdown, as `tributary retention` does. A run that has
+/// started finishes (it is safe to stop anywhere, but then its lease would
+/// hold off the next run until it expires). A failure is counted and
+/// logged; the next run tries again.
+async fn retention_schedule(
+    config: CompactConfig,
+    lake: Lake,
+    mut shutdown: watch::Receiver<bool>,
+    telemetry: CompactorTelemetry,
+) {
+    let Some(every) = retention_interval(&config) else {
+        return;
+    };
+    while !*shutdown.borrow() {
+        match retention(&config, &lake, &RetentionOptions::new(&config, false)).await {
+            Ok(report) => telemetry.retention_ran(&report),
+            // Another compactor's run, or the CronJob's.
+            Err(crate::Error::Lake(tributary_lake::Error::LeaseHeld { .. })) => {}
+            Err(error) => telemetry.upkeep_failed("retention", &error),
+        }
+        if !pause_until_shutdown(&mut shutdown, every).await {
+            break;
+        }
+    }
 }
 
 /// The table's upkeep: after a round that added files, small files are
@@ -82,12 +158,9 @@ pub async fn run(
 /// logged, and never stops compaction: the next round tries again.
 /// Checkpoints and log cleanup happen at commit time (`maintain_log`). Every
 /// minute the erasure ledger is read for the unfinished requests' gauges.
-/// Every `retention.interval_ms` (from the first round on) the retention
-/// rules are applied, as `tributary retention` does.
 struct Upkeep {
     next_vacuum: Option<Instant>,
     next_erasure_check: Instant,
-    next_retention: Option<Instant>,
 }
 
 impl Upkeep {
@@ -95,7 +168,6 @@ impl Upkeep {
         Self {
             next_vacuum: vacuum_interval(config).map(|every| Instant::now() + every),
             next_erasure_check: Instant::now(),
-            next_retention: retention_interval(config).map(|_| Instant::now()),
         }
     }
 
@@ -120,17 +192,6 @@ impl Upkeep {
             match vacuum(lake, retention, false).await {
                 Ok(report) => telemetry.vacuumed(&report),
                 Err(error) => telemetry.upkeep_failed("vacuum", &error),
-            }
-        }
-        if let (Some(next), Some(every)) = (self.next_retention, retention_interval(config))
-            && Instant::now() >= next
-        {
-            self.next_retention = Some(Instant::now() + every);
-            match retention(config, lake, &RetentionOptions::new(config, false)).await {
-                Ok(report) => telemetry.retention_ran(&report),
-                // Another compactor's run, or the CronJob's.
-                Err(crate::Error::Lake(tributary_lake::Error::LeaseHeld { .. })) => {}
-                Err(error) => telemetry.upkeep_failed("retention", &error),
             }
         }
         if Instant::now() >= self.next_erasure_check {

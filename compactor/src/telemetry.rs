@@ -31,7 +31,7 @@
 //! | `tributary_compactor_optimized_files_total` | counter | small table files merged into larger ones by the compactor's upkeep (and removed from the table) |
 //! | `tributary_compactor_optimize_added_files_total` | counter | files written in their place |
 //! | `tributary_compactor_vacuumed_files_total` | counter | removed and orphaned data files deleted by the upkeep's vacuum |
-//! | `tributary_compactor_retention_expired_rows_total` | counter | rows expired by retention rules, by `place` (`table`, `staged`, `dead_letter`) |
+//! | `tributary_compactor_retention_expired_rows_total` | counter | rows expired by retention rules, by `place` (`table`, `staged`, `dead_letter`; `late_staged`: rows compaction dropped because they arrived for an expired date) |
 //! | `tributary_compactor_retention_expired_partitions_total` | counter | table partitions removed whole by the table-wide maximum age |
 //! | `tributary_compactor_retention_oldest_event_date_seconds` | gauge | midnight (UTC) of the earliest event date the table holds, in seconds since the Unix epoch, after the last retention run (0 for an empty table) |
 //! | `tributary_compactor_upkeep_failures_total` | counter | upkeep runs (optimize, vacuum) that failed; tried again later, compaction goes on |
@@ -253,7 +253,7 @@ impl CompactorTelemetry {
             )?,
             retention_expired_rows: counters(
                 "retention_expired_rows_total",
-                "Rows expired by retention rules, by place (table, staged, dead_letter).",
+                "Rows expired by retention rules, by place (table, staged, dead_letter, late_staged).",
                 &["place"],
             )?,
             retention_expired_partitions: counter(
@@ -333,6 +333,9 @@ impl CompactorTelemetry {
         self.written_files.inc_by(round.parquet_files);
         self.superseded_rows.inc_by(round.rows_deduplicated);
         self.tombstones.inc_by(round.tombstones);
+        self.retention_expired_rows
+            .with_label_values(&["late_staged"])
+            .inc_by(round.rows_expired_late);
         self.deleted_rows.inc_by(round.rows_deleted_from_table);
         self.rewritten_files.inc_by(round.table_files_rewritten);
         self.commit_retries.inc_by(round.commit_retries);

@@ -487,7 +487,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let grace = Duration::from_secs(grace_minutes * 60);
             let lake = Lake::open(&config.lake)?;
             if audit {
-                let report = tributary_compactor::forget::audit(&lake).await?;
+                let event_time = config.compact.event_time_column.as_deref();
+                let report = tributary_compactor::forget::audit(&lake, event_time).await?;
                 print_json(&report)?;
                 if !report.clean {
                     anyhow::bail!(

@@ -33,8 +33,9 @@ use tributary_lake::{Lake, PartitionId};
 use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
-use crate::forget::requests::erasure_ledger;
+use crate::forget::requests::{erasure_ledger, redact_ledger_mentions};
 use crate::partition::{check_cardinality, partition_columns};
+use crate::retention;
 use crate::rewrite::{self, Erase, Erasure, PartitionLeases};
 use crate::share::Share;
 use crate::table::{
@@ -89,6 +90,12 @@ pub struct CompactionMetrics {
     /// Rows dropped because an unfinished `tributary forget` request names
     /// their key or subject.
     pub rows_forgotten: u64,
+    /// Rows dropped because they were staged (late) for a date the
+    /// retention rules have expired (`[retention]`, the rules object).
+    pub rows_expired_late: u64,
+    /// Values of redact columns (`lake.redact_columns`) in which a subject
+    /// of the erasure ledger was replaced by `[redacted]`.
+    pub mentions_redacted: u64,
     /// Rows removed from existing table files by tombstones.
     pub rows_deleted_from_table: u64,
     /// Table files rewritten to remove those rows.
@@ -184,6 +191,8 @@ async fn rounds_until_empty(
         total.upsert_pruned_by_statistics += round.upsert_pruned_by_statistics;
         total.upsert_pruned_by_bloom_filter += round.upsert_pruned_by_bloom_filter;
         total.rows_forgotten += round.rows_forgotten;
+        total.rows_expired_late += round.rows_expired_late;
+        total.mentions_redacted += round.mentions_redacted;
         total.rows_deleted_from_table += round.rows_deleted_from_table;
         total.table_files_rewritten += round.table_files_rewritten;
         total.parquet_files += round.parquet_files;
@@ -370,7 +379,9 @@ pub async fn compact_round(
     }
     taken.truncate(included);
 
-    // Dedupe by key, apply tombstones, drop rows the erasure ledger names.
+    // Drop rows staged late for dates retention has expired, redact the
+    // ledger's subjects in free text, then dedupe by key, apply tombstones,
+    // drop rows the erasure ledger names.
     let delete = (config.delete_column.clone(), config.delete_value.clone());
     let event_time = config.event_time_column.clone();
     let requests = erasure_ledger(lake, config.erasure_ledger_keep_ms).await?;
@@ -378,7 +389,20 @@ pub async fn compact_round(
         .clone()
         .map(|hashed| (hashed, lake.subject_columns().to_vec()));
     let order_by = config.upsert.as_ref().map(|u| u.order_by.clone());
-    let (batches, mut merged, ranks) = tokio::task::spawn_blocking(move || {
+    let expiry = retention::late_expiry(config, lake).await?;
+    let redact_columns = lake.redact_columns().to_vec();
+    let (batches, mut merged, ranks, late, mentions) = tokio::task::spawn_blocking(move || {
+        let (batches, late) = retention::drop_expired(batches, expiry.as_ref())?;
+        let (batches, mentions) = match &forgotten {
+            Some((hashed, _)) => {
+                redact_ledger_mentions(batches, &redact_columns, hashed, event_time.as_deref())
+                    .map_err(|source| Error::Arrow {
+                        path: "the round's staged rows".into(),
+                        source,
+                    })?
+            }
+            None => (batches, 0),
+        };
         let ranks = match order_by {
             Some(column) => Some(Ranks::new(&column, &batches)?),
             None => None,
@@ -390,10 +414,12 @@ pub async fn compact_round(
             event_time.as_deref(),
             ranks.as_ref(),
         );
-        Ok::<_, Error>((batches, merged, ranks))
+        Ok::<_, Error>((batches, merged, ranks, late, mentions))
     })
     .await
     .map_err(Error::Worker)??;
+    metrics.rows_expired_late = late;
+    metrics.mentions_redacted = mentions;
     check_cardinality(
         &batches,
         &merged.kept,

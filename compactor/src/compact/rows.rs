@@ -7,12 +7,10 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, StringArray, TimestampMicrosecondArray, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, StringArray, new_null_array,
 };
 use deltalake::arrow::compute::{cast, filter_record_batch};
-use deltalake::arrow::datatypes::{
-    DataType, Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType,
-};
+use deltalake::arrow::datatypes::{Int64Type, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::json::LineDelimitedWriter;
 use deltalake::arrow::record_batch::RecordBatch;
@@ -24,7 +22,7 @@ use tributary_lake::dead_letter::{DeadLetter, Reason};
 use tributary_lake::rowfile::{ColumnType, RowFile};
 
 use crate::error::{Error, Result};
-use crate::forget::requests::{HashedIdentifiers, is_forgotten};
+use crate::forget::requests::{HashedIdentifiers, event_times, is_forgotten};
 use crate::partition::{hour_column, latest_event_time};
 use crate::table::KEY_COLUMN;
 use crate::upsert::Ranks;
@@ -142,14 +140,6 @@ pub(crate) fn merge_rows(
         tombstones,
         forgotten: dropped,
     }
-}
-
-/// A batch's event times in µs, if it has the column (of any type that
-/// casts to a timestamp).
-fn event_times(batch: &RecordBatch, column: Option<&str>) -> Option<TimestampMicrosecondArray> {
-    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let times = cast(batch.column_by_name(column?)?, &timestamp).ok()?;
-    Some(times.as_primitive::<TimestampMicrosecondType>().clone())
 }
 
 pub(crate) struct FileMetrics {
@@ -287,7 +277,8 @@ fn rejected_rows(
 mod tests {
     use super::*;
     use crate::forget::requests::identifier_digest;
-    use deltalake::arrow::datatypes::{Field, Schema};
+    use deltalake::arrow::array::TimestampMicrosecondArray;
+    use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     fn batch(rows: &[(Option<&str>, Option<&str>, &str)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![

@@ -111,7 +111,7 @@ impl Matcher {
     }
 
     /// Byte ranges of the identifiers' occurrences in `text` that are not
-    /// glued to a letter or digit, in order, overlapping ones merged.
+    /// glued to a letter or digit.
     fn occurrences(&self, text: &str) -> Vec<(usize, usize)> {
         let Some(automaton) = &self.automaton else {
             return Vec::new();
@@ -133,15 +133,7 @@ impl Matcher {
                 found.push((m.start(), m.end()));
             }
         }
-        found.sort_unstable();
-        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(found.len());
-        for (start, end) in found {
-            match merged.last_mut() {
-                Some(last) if start <= last.1 => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
-        }
-        merged
+        found
     }
 
     /// Whether `text` holds an identifier (see the module docs). JSON text
@@ -201,19 +193,7 @@ impl Matcher {
         if !self.automaton.as_ref()?.is_match(text) {
             return None;
         }
-        let found = self.occurrences(text);
-        if found.is_empty() {
-            return None;
-        }
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        for (start, end) in found {
-            out.push_str(&text[at..start]);
-            out.push_str(REDACTED);
-            at = end;
-        }
-        out.push_str(&text[at..]);
-        Some(out)
+        redact_ranges(text, self.occurrences(text))
     }
 
     /// `array` (a string column) with every identifier replaced by
@@ -298,6 +278,32 @@ impl Matcher {
             .map(|(field, _)| field.name().clone())
             .collect()
     }
+}
+
+/// `text` with each byte range of `found` (in any order, possibly
+/// overlapping) replaced by [`REDACTED`], overlapping ones once; `None`
+/// when there is none.
+pub(super) fn redact_ranges(text: &str, mut found: Vec<(usize, usize)>) -> Option<String> {
+    if found.is_empty() {
+        return None;
+    }
+    found.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(found.len());
+    for (start, end) in found {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in merged {
+        out.push_str(&text[at..start]);
+        out.push_str(REDACTED);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    Some(out)
 }
 
 #[cfg(test)]

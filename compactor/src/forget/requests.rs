@@ -1,7 +1,9 @@
 //! The erasure-request ledger: `_tributary/forget/<id>.json` objects holding
 //! SHA-256 hashes of the identifiers (never the identifiers) and the
-//! request's progress. The compaction round reads the unfinished ones to drop
-//! matching staged rows.
+//! request's progress. Every compaction round reads the ledger
+//! ([`erasure_ledger`]) to drop the staged rows it names and to redact its
+//! subjects' mentions in the redact columns of other rows
+//! ([`redact_ledger_mentions`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,6 +11,11 @@ use rustc_hash::FxHashMap;
 use std::sync::{LazyLock, Mutex};
 
 use bytes::Bytes;
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, StringArray, TimestampMicrosecondArray};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -18,7 +25,9 @@ use tributary_lake::Lake;
 use tributary_lake::layout::TRIBUTARY_DIR;
 
 use super::Matcher;
+use super::matcher::redact_ranges;
 use crate::error::{Error, Result};
+use crate::text_index::for_each_span;
 
 /// The durable request: identifier hashes and progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,9 +395,242 @@ pub fn is_forgotten(
     }
 }
 
+/// A batch's event times in µs, if it has the column (of any type that
+/// casts to a timestamp).
+pub(crate) fn event_times(
+    batch: &RecordBatch,
+    column: Option<&str>,
+) -> Option<TimestampMicrosecondArray> {
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let times = cast(batch.column_by_name(column?)?, &timestamp).ok()?;
+    Some(times.as_primitive::<TimestampMicrosecondType>().clone())
+}
+
+/// Distinct text spans whose ledger verdict a round remembers before it
+/// forgets them all (bounded memory: about 40 bytes each).
+const SPAN_CACHE_ENTRIES: usize = 1 << 18;
+
+/// The ledger's verdict on the text spans a round has seen: for each, the
+/// entry of its hash (`None`: not in the ledger). Log text repeats its
+/// words, so most spans are looked up here instead of being hashed.
+pub type MentionCache<'t> = FxHashMap<&'t str, Option<Option<i64>>>;
+
+impl HashedIdentifiers {
+    /// `text` (a value of a redact column of a row with event time
+    /// `event_time_us`) with every mention of a ledger subject replaced by
+    /// [`REDACTED`](super::REDACTED), as `tributary forget` redacts it;
+    /// `None` when it mentions none. A mention is a span of the text as the audit hashes
+    /// them ([`for_each_span`] without the digit-or-`@` filter): a token, or
+    /// 1 to 6 atoms of one, not glued to a letter or digit. A subject erased
+    /// by a completed request is redacted only in rows at or before the
+    /// request's time (or of unknown time), as [`is_forgotten`] drops rows.
+    pub fn redact_mentions<'t>(
+        &self,
+        text: &'t str,
+        event_time_us: Option<i64>,
+        cache: &mut MentionCache<'t>,
+    ) -> Option<String> {
+        let mut found: Vec<(usize, usize)> = Vec::new();
+        let base = text.as_ptr() as usize;
+        for_each_span(text, false, |span| {
+            if cache.len() >= SPAN_CACHE_ENTRIES {
+                cache.clear();
+            }
+            let entry = *cache
+                .entry(span)
+                .or_insert_with(|| self.subjects.get(&identifier_digest(span)).copied());
+            let erased = match entry {
+                None => false,
+                Some(None) => true,
+                Some(Some(until)) => event_time_us.is_none_or(|t| t <= until),
+            };
+            if erased {
+                let start = span.as_ptr() as usize - base;
+                found.push((start, start + span.len()));
+            }
+        });
+        redact_ranges(text, found)
+    }
+}
+
+/// The round's `batches` with every mention of a ledger subject in the
+/// redact `columns` (string columns) replaced (see
+/// [`HashedIdentifiers::redact_mentions`]), and how many values changed.
+/// The compactor calls it only when redact columns are configured and the
+/// ledger names a subject: the cost is a scan of the text and a hash
+/// lookup per span (a SHA-256 only for spans the round has not seen).
+pub fn redact_ledger_mentions(
+    batches: Vec<RecordBatch>,
+    columns: &[String],
+    hashed: &HashedIdentifiers,
+    event_time: Option<&str>,
+) -> std::result::Result<(Vec<RecordBatch>, u64), ArrowError> {
+    if hashed.subjects.is_empty() || columns.is_empty() {
+        return Ok((batches, 0));
+    }
+    let mut cache = MentionCache::default();
+    let mut changed = 0u64;
+    // Per batch, the redacted columns (index, array): built while the cache
+    // borrows the batches' text, applied after.
+    let mut replaced: Vec<Vec<(usize, ArrayRef)>> = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let times = hashed
+            .has_time_limits()
+            .then(|| event_times(batch, event_time))
+            .flatten();
+        let mut columns_of_batch = Vec::new();
+        for column in columns {
+            let Ok(index) = batch.schema().index_of(column) else {
+                continue;
+            };
+            let Some(strings) = batch.column(index).as_string_opt::<i32>() else {
+                continue;
+            };
+            let mut any = false;
+            let values: Vec<Option<std::borrow::Cow<'_, str>>> = (0..strings.len())
+                .map(|row| {
+                    if strings.is_null(row) {
+                        return None;
+                    }
+                    let text = strings.value(row);
+                    let time = times
+                        .as_ref()
+                        .filter(|t| t.is_valid(row))
+                        .map(|t| t.value(row));
+                    Some(match hashed.redact_mentions(text, time, &mut cache) {
+                        Some(new) => {
+                            any = true;
+                            changed += 1;
+                            std::borrow::Cow::Owned(new)
+                        }
+                        None => std::borrow::Cow::Borrowed(text),
+                    })
+                })
+                .collect();
+            if any {
+                let array: StringArray = values.into_iter().collect();
+                columns_of_batch.push((index, std::sync::Arc::new(array) as ArrayRef));
+            }
+        }
+        replaced.push(columns_of_batch);
+    }
+    drop(cache);
+    let batches = batches
+        .into_iter()
+        .zip(replaced)
+        .map(|(batch, columns)| {
+            if columns.is_empty() {
+                return Ok(batch);
+            }
+            let mut arrays = batch.columns().to_vec();
+            for (index, array) in columns {
+                arrays[index] = array;
+            }
+            RecordBatch::try_new(batch.schema(), arrays)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((batches, changed))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::datatypes::{Field, Schema};
+
     use super::*;
+
+    /// `p3@ex.org` erased by a request at time 100, `p3` unfinished (every
+    /// time).
+    fn ledger() -> HashedIdentifiers {
+        HashedIdentifiers {
+            subjects: FxHashMap::from_iter([
+                (identifier_digest("p3@ex.org"), Some(100)),
+                (identifier_digest("jsmith"), Some(100)),
+            ]),
+            keys: FxHashMap::from_iter([(identifier_digest("k1"), None)]),
+        }
+    }
+
+    #[test]
+    fn mentions_of_ledger_subjects_are_redacted_in_rows_from_before_the_request() {
+        let hashed = ledger();
+        let mut cache = MentionCache::default();
+        let text = "reset mail sent to p3@ex.org, cc <p3@ex.org> by jsmith; not xp3@ex.org k1";
+        let redacted = "reset mail sent to [redacted], cc <[redacted]> by [redacted]; \
+                        not xp3@ex.org k1";
+        for time in [Some(50), Some(100), None] {
+            assert_eq!(
+                hashed.redact_mentions(text, time, &mut cache).as_deref(),
+                Some(redacted)
+            );
+        }
+        // After the request: a new record of the subject, kept as it is.
+        assert_eq!(hashed.redact_mentions(text, Some(101), &mut cache), None);
+        assert_eq!(
+            hashed.redact_mentions("nobody here", None, &mut cache),
+            None
+        );
+        // `p3` alone is not erased, nor inside a longer word.
+        assert_eq!(
+            hashed.redact_mentions("p3 and p3@ex.orgs", None, &mut cache),
+            None
+        );
+    }
+
+    #[test]
+    fn a_round_redacts_only_the_redact_columns_by_each_rows_time() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("msg", DataType::Utf8, true),
+            Field::new("user", DataType::Utf8, true),
+            Field::new("ts", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some("to p3@ex.org"),
+                    Some("to p3@ex.org"),
+                    None,
+                    Some("to p4@ex.org"),
+                ])),
+                Arc::new(StringArray::from(vec!["p3@ex.org"; 4])),
+                Arc::new(deltalake::arrow::array::Int64Array::from(vec![
+                    Some(100),
+                    Some(101),
+                    Some(1),
+                    None,
+                ])),
+            ],
+        )
+        .unwrap();
+        let (batches, changed) = redact_ledger_mentions(
+            vec![batch.clone()],
+            &["msg".to_string()],
+            &ledger(),
+            Some("ts"),
+        )
+        .unwrap();
+        assert_eq!(changed, 1);
+        let msg = batches[0].column(0).as_string::<i32>();
+        let msg: Vec<Option<&str>> = msg.iter().collect();
+        assert_eq!(
+            msg,
+            [
+                Some("to [redacted]"),
+                Some("to p3@ex.org"),
+                None,
+                Some("to p4@ex.org")
+            ]
+        );
+        // Other columns are the compactor's business (subject columns drop
+        // whole rows), not text redaction's.
+        assert_eq!(batches[0].column(1), batch.column(1));
+        // No redact columns, or no subjects: nothing is read.
+        let (_, changed) =
+            redact_ledger_mentions(vec![batch.clone()], &[], &ledger(), Some("ts")).unwrap();
+        assert_eq!(changed, 0);
+    }
 
     fn request() -> StoredRequest {
         StoredRequest {

@@ -19,13 +19,17 @@
 //!
 //! Every step can be repeated: a killed run leaves at most a commit whose
 //! files and log entries the next run deletes (the state object records
-//! them before the commit). Rows staged late for an expired date are
-//! compacted into the table and removed by the next run.
+//! them before the commit). Rows staged late for an expired date (a replay,
+//! a backfill, a source that lags) never reach the table: compaction drops
+//! them ([`drop_expired`]), counted as expired at `late_staged`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use deltalake::arrow::array::BooleanArray;
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::record_batch::RecordBatch;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -249,6 +253,69 @@ async fn run(
     Ok(report)
 }
 
+/// How long compaction keeps the rules it read (the rules object is read
+/// at most this often, not every round).
+const LATE_RULES_TTL: Duration = Duration::from_secs(60);
+
+/// The rules read last for compaction: (table URL, when, rules).
+static LATE_RULES: std::sync::Mutex<Option<(String, Instant, Rules)>> = std::sync::Mutex::new(None);
+
+/// The cut-offs compaction drops late rows by, today: `None` when no rule
+/// is set. The rules object is read at most every [`LATE_RULES_TTL`].
+pub(crate) async fn late_expiry(config: &CompactConfig, lake: &Lake) -> Result<Option<Cutoffs>> {
+    let url = lake.table_url().to_string();
+    let cached = {
+        let guard = LATE_RULES.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .filter(|(u, at, _)| *u == url && at.elapsed() < LATE_RULES_TTL)
+            .map(|(_, _, rules)| rules.clone())
+    };
+    let rules = match cached {
+        Some(rules) => rules,
+        None => {
+            let rules = Rules::load(&config.retention, lake).await?;
+            *LATE_RULES.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((url, Instant::now(), rules.clone()));
+            rules
+        }
+    };
+    let today = chrono::Utc::now().date_naive();
+    Ok((!rules.is_empty()).then(|| Cutoffs::new(&rules, today)))
+}
+
+/// `batches` (a compaction round's converted rows) without the rows that
+/// have expired under `cutoffs` ([`Cutoffs::expired_rows`]: by their `date`
+/// column, table-wide and per tenant), and how many were dropped.
+pub(crate) fn drop_expired(
+    batches: Vec<RecordBatch>,
+    cutoffs: Option<&Cutoffs>,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    let Some(cutoffs) = cutoffs else {
+        return Ok((batches, 0));
+    };
+    let mut dropped = 0;
+    let mut kept = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let expired = cutoffs.expired_rows(&batch);
+        let count = expired.iter().filter(|e| **e).count();
+        if count == 0 {
+            kept.push(batch);
+            continue;
+        }
+        dropped += count as u64;
+        let keep: BooleanArray = expired.iter().map(|e| Some(!e)).collect();
+        let batch = filter_record_batch(&batch, &keep).map_err(|source| Error::Arrow {
+            path: "the round's staged rows".into(),
+            source,
+        })?;
+        if batch.num_rows() > 0 {
+            kept.push(batch);
+        }
+    }
+    Ok((kept, dropped))
+}
+
 /// Deletes the pending files whose grace period has passed, except any the
 /// table references (listed before a commit that then failed).
 async fn delete_after_grace(
@@ -280,4 +347,63 @@ async fn delete_after_grace(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{AsArray, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn compaction_drops_rows_staged_late_for_an_expired_date() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("date", DataType::Utf8, true),
+            Field::new("account", DataType::Utf8, true),
+        ]));
+        let batch = |dates: Vec<Option<&str>>, accounts: Vec<&str>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(dates)),
+                    Arc::new(StringArray::from(accounts)),
+                ],
+            )
+            .unwrap()
+        };
+        let batches = vec![
+            batch(
+                vec![
+                    Some("2026-10-01"),
+                    Some("2026-11-29"),
+                    None,
+                    Some("2026-11-20"),
+                ],
+                vec!["x", "x", "x", "acme"],
+            ),
+            // Every row expired: the batch goes.
+            batch(vec![Some("2026-09-01")], vec!["x"]),
+        ];
+        let rules = Rules {
+            max_age_days: Some(30),
+            tenants: vec![TenantRule {
+                column: "account".into(),
+                value: "acme".into(),
+                keep_days: 7,
+            }],
+        };
+        let today = rules::parse_date("2026-11-30").unwrap();
+        let cutoffs = Cutoffs::new(&rules, today);
+        let (kept, dropped) = drop_expired(batches.clone(), Some(&cutoffs)).unwrap();
+        assert_eq!(dropped, 3);
+        assert_eq!(kept.len(), 1);
+        let dates: Vec<Option<&str>> = kept[0].column(0).as_string::<i32>().iter().collect();
+        assert_eq!(dates, [Some("2026-11-29"), None]);
+        // No rules: nothing is looked at.
+        let (kept, dropped) = drop_expired(batches, None).unwrap();
+        assert_eq!((kept.len(), dropped), (2, 0));
+    }
 }

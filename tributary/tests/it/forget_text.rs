@@ -3,7 +3,7 @@
 //! --audit`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::compaction::{config, json};
 use crate::{S3_STORAGE_OPTIONS, run_ok, run_python, tributary};
@@ -126,6 +126,19 @@ print(json.dumps(rows))
         &[table.to_str().unwrap()],
     );
     serde_json::from_str(out.trim()).unwrap()
+}
+
+/// A local table under `dir` with `messages_msg` a redact column, holding
+/// records 0 to 999: (table, config file, input directory).
+fn redacting_table(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let table = dir.join("table");
+    let (config_path, input) = config(dir, &table, "");
+    set_redact(&config_path, true);
+    let config = config_path.to_str().unwrap();
+    std::fs::write(input.join("a.ndjson"), records(0, 1_000)).unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    run_ok(&["compact", "--config", config, "--once"]);
+    (table, config_path, input)
 }
 
 fn forget(config: &str, subjects: &Path, extra: &[&str]) -> serde_json::Value {
@@ -264,13 +277,8 @@ fn forget_names_a_column_that_mentions_the_subject_but_is_not_redacted() {
 #[test]
 fn forget_audit_finds_identifiers_of_completed_requests_left_anywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("table");
-    let (config_path, input) = config(dir.path(), &table, "");
-    set_redact(&config_path, true);
+    let (table, config_path, _) = redacting_table(dir.path());
     let config = config_path.to_str().unwrap();
-    std::fs::write(input.join("a.ndjson"), records(0, 1_000)).unwrap();
-    run_ok(&["ingest", "--config", config, "--once"]);
-    run_ok(&["compact", "--config", config, "--once"]);
     let audit = || {
         tributary()
             .args(["forget", "--config", config, "--audit"])
@@ -336,5 +344,116 @@ fn forget_audit_finds_identifiers_of_completed_requests_left_anywhere() {
                 "audited".into()
             ),
         ]
+    );
+}
+
+/// `(key, user, message, event time in ms)` of every row of the table (a
+/// replay may hold a key twice), read by `deltalake`.
+fn all_rows(table: &Path) -> Vec<(String, String, String, i64)> {
+    let out = run_python(
+        &format!(
+            r#"
+import sys, json, deltalake
+{S3_STORAGE_OPTIONS}
+t = deltalake.DeltaTable(sys.argv[1], storage_options=storage_options(sys.argv[1]))
+t = t.to_pyarrow_table(columns=['_key', 'messages_user', 'messages_msg', 'messages_ts'])
+ts = [int(v.timestamp() * 1000) for v in t.column('messages_ts').to_pylist()]
+print(json.dumps(sorted(zip(*(t.column(c).to_pylist() for c in t.column_names[:3]), ts))))
+"#
+        ),
+        &[table.to_str().unwrap()],
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// After a completed forget, the same input sent again (a backfill, a
+/// replay) brings back other people's rows that mention the subject in a
+/// redact column: compaction redacts the mention by the erasure ledger,
+/// while mentions in records from after the request stay. The audit then
+/// counts only what is dated at or before the request.
+#[test]
+fn a_replay_after_a_forget_brings_no_mention_back_and_the_audit_skips_later_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (table, config_path, input) = redacting_table(dir.path());
+    let config = config_path.to_str().unwrap();
+    let subjects = dir.path().join("subjects.txt");
+    std::fs::write(&subjects, format!("{SUBJECT}\n")).unwrap();
+    let report = forget(config, &subjects, &["--request-id", "replayed"]);
+    assert_eq!(report["complete"], true, "{report}");
+
+    // The same input again, under a new name; and, an hour from now,
+    // records of other people mentioning the subject and one of the
+    // subject, and a dead letter mentioning it.
+    let later = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    let mut replay = records(0, 1_000);
+    for (id, user, msg) in [
+        (
+            "n1",
+            "p4@ex.org",
+            format!("password reset mail sent to {SUBJECT}."),
+        ),
+        ("n2", SUBJECT, "login from 10.0.0.1 ok".to_string()),
+    ] {
+        replay.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"messages": [{"id": id, "user": user, "ts": later, "n": 0, "msg": msg}]})
+        ));
+    }
+    replay.push_str(&format!(
+        "{{\"messages\":[{{\"msg\":\"to {SUBJECT}\"}} broken\n"
+    ));
+    std::fs::write(input.join("a-again.ndjson"), replay).unwrap();
+    run_ok(&["ingest", "--config", config, "--once"]);
+    let out = run_ok(&["compact", "--config", config, "--once"]);
+    let compacted = json(&out);
+    // The replayed mentions (in other people's rows).
+    let mentions = (0..1_000u64)
+        .filter(|i| msg(*i).contains(SUBJECT) && i % 41 != 3)
+        .count() as u64;
+    assert!(mentions >= 10, "{mentions}");
+    assert_eq!(compacted["mentions_redacted"], mentions, "{compacted}");
+
+    let rows = all_rows(&table);
+    let request_ms = later - 3_600_000;
+    let holding: Vec<_> = rows.iter().filter(|r| r.2.contains(SUBJECT)).collect();
+    assert!(
+        holding.iter().all(|r| r.3 > request_ms),
+        "an unredacted mention from before the request: {holding:?}"
+    );
+    let keys: Vec<&str> = holding.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(keys, ["n1"], "the later mention stays, unredacted");
+    assert!(rows.iter().any(|r| r.0 == "n2" && r.1 == SUBJECT));
+    // The replayed rows are there twice (the table appends), redacted as
+    // forget redacted them the first time; the subject's own rows are not.
+    for i in [0u64, 12, 18] {
+        let key = format!("r{i}");
+        let copies: Vec<_> = rows.iter().filter(|r| r.0 == key).collect();
+        assert_eq!(copies.len(), 2, "{key}: {copies:?}");
+        let text = msg(i).replace(SUBJECT, "[redacted]");
+        assert!(copies.iter().all(|r| r.2 == text), "{key}: {copies:?}");
+    }
+    assert!(!rows.iter().any(|r| r.1 == SUBJECT && r.0 != "n2"));
+
+    // The audit: the subject in rows, statistics and a dead letter from
+    // after the request is not residue.
+    let out = tributary()
+        .args(["forget", "--config", config, "--audit"])
+        .output()
+        .unwrap();
+    let audit = json(&out);
+    assert!(out.status.success(), "{audit}");
+    assert_eq!(audit["clean"], true, "{audit}");
+    // Without the request's time, the same objects hold it: the table file
+    // with `n1` and `n2`, and the dead letter.
+    let found = substring_scan(&table, SUBJECT);
+    assert!(
+        found
+            .iter()
+            .any(|(o, c)| o.ends_with(".parquet") && c == "messages_msg"),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|(o, _)| o.contains("dead-letter")),
+        "{found:?}"
     );
 }

@@ -251,3 +251,98 @@ fn retention_expires_partitions_and_tenants_everywhere_while_ingest_and_compacto
         "{letters:?}"
     );
 }
+
+/// Rows that arrive late for a date the rules have expired never reach the
+/// table: compaction drops them (counted as expired at `late_staged`), with
+/// no retention run. The long-running compactor runs retention as its own
+/// task beside compaction, and stops both cleanly on SIGTERM.
+#[test]
+fn the_compactor_drops_rows_staged_late_for_expired_dates_and_runs_retention_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let now_ms = chrono::Utc::now().timestamp_millis() - 900_000;
+    let today = chrono::DateTime::from_timestamp_millis(now_ms)
+        .unwrap()
+        .date_naive();
+    let extra = "[compact]\ninterval_ms = 200\n\n\
+                 [retention]\nmax_age_days = 20\ninterval_ms = 300\ngrace_ms = 0\n\
+                 [[retention.tenants]]\ncolumn = \"messages_account\"\nvalue = \"acme\"\nkeep_days = 10\n";
+    let (config_path, input) = config(dir.path(), &table, extra);
+    let config = config_path.to_str().unwrap();
+    // Table: 20 days; acme: 10 (no rules object here).
+    let keeps = |i: u64| {
+        let (days, tenant) = shape(i);
+        days <= if tenant == "acme" { 10 } else { 20 }
+    };
+    let rows_of = |ids: std::ops::Range<u64>| -> BTreeSet<(String, String, String)> {
+        ids.filter(|&i| keeps(i))
+            .map(|i| {
+                let (days, tenant) = shape(i);
+                let date = today - chrono::Days::new(days);
+                (format!("r{i}"), tenant.to_string(), date.to_string())
+            })
+            .collect()
+    };
+
+    std::fs::write(input.join("a.ndjson"), records(0, 900, now_ms)).unwrap();
+    crate::run_ok(&["ingest", "--config", config, "--once"]);
+    let compacted = json(&crate::run_ok(&["compact", "--config", config, "--once"]));
+    let late = (0..900).filter(|&i| !keeps(i)).count() as u64;
+    assert!(late >= 100, "{late}");
+    assert_eq!(compacted["rows_expired_late"], late, "{compacted}");
+    assert_eq!(table_rows(&table), rows_of(0..900));
+
+    // The long-running compactor: more late rows, and retention on its
+    // schedule beside compaction.
+    let port = crate::operations::free_port();
+    let mut processes = Processes::default();
+    let compactor = processes.spawn(tributary().args(["compact", "--config", config]).env(
+        "TRIBUTARY_SERVICE__LISTEN_ADDR",
+        format!("127.0.0.1:{port}"),
+    ));
+    let pid = compactor.id().to_string();
+    std::fs::write(input.join("b.ndjson"), records(900, 900, now_ms)).unwrap();
+    crate::run_ok(&["ingest", "--config", config, "--once"]);
+    let late_b = (900..1_800).filter(|&i| !keeps(i)).count() as f64;
+    wait_for(
+        Duration::from_secs(60),
+        "late rows dropped and a retention run",
+        || {
+            let (_, body) = crate::operations::http_get(port, "/metrics")?;
+            let sample = |name| crate::operations::sample(&body, name);
+            let dropped =
+                sample(r#"tributary_compactor_retention_expired_rows_total{place="late_staged"}"#)?;
+            let oldest = sample("tributary_compactor_retention_oldest_event_date_seconds")?;
+            (dropped >= late_b && oldest > 0.0).then_some(dropped)
+        },
+    );
+    let mut all = rows_of(0..900);
+    all.extend(rows_of(900..1_800));
+    wait_for(Duration::from_secs(30), "every row compacted", || {
+        (table_rows(&table) == all).then_some(())
+    });
+
+    let signalled = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = compactor.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "compactor exit status after SIGTERM"
+    );
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    // The compactor's retention left its lease free: a run now goes ahead,
+    // and finds nothing left to expire.
+    let out = tributary()
+        .args(["retention", "--config", config, "--grace-minutes", "0"])
+        .output()
+        .unwrap();
+    let report = json(&out);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["rows_expired"], 0, "{report}");
+    assert_eq!(table_rows(&table), all);
+}
