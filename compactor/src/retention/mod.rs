@@ -21,7 +21,7 @@
 //! files and log entries the next run deletes (the state object records
 //! them before the commit). Rows staged late for an expired date (a replay,
 //! a backfill, a source that lags) never reach the table: compaction drops
-//! them ([`drop_expired`]), counted as expired at `late_staged`.
+//! them (`drop_expired`), counted as expired at `late_staged`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
