@@ -192,3 +192,35 @@ async fn list_children(
         })?;
     Ok(listing.common_prefixes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(root: &std::path::Path, path: &str) {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_child_with_a_delta_log_or_staged_rows_is_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        touch(root, "compacted/_delta_log/00000000000000000000.json");
+        touch(
+            root,
+            "staged/_tributary/staging/app/0/00000000000000000001.avro",
+        );
+        // Bookkeeping without rows (a forget request), loose files and a
+        // name that is not a safe name are not tables.
+        touch(root, "ledger_only/_tributary/forget/req.json");
+        touch(root, "notes/readme.txt");
+        touch(root, "bad name/_delta_log/00000000000000000000.json");
+        touch(root, "loose.txt");
+        let lake = LakeConfig::new("");
+        let mut found = discover(&lake, root.to_str().unwrap()).await.unwrap();
+        found.sort();
+        assert_eq!(found, ["compacted", "staged"]);
+    }
+}

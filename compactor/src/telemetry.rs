@@ -313,11 +313,58 @@ impl CompactorTelemetry {
 
     /// The same metrics, labelled `table="<name>"`: the handle each table's
     /// rounds, upkeep, retention and event delivery report through.
+    /// The table's series of the metrics without other labels exist (at 0)
+    /// from then on, as a single table's did before routing.
     pub fn for_table(&self, name: &str) -> Self {
-        Self {
+        let handle = Self {
             table: Arc::from(name),
             ..self.clone()
+        };
+        for counter in [
+            &handle.rounds,
+            &handle.failed_rounds,
+            &handle.commits,
+            &handle.commit_retries,
+            &handle.commit_conflicts,
+            &handle.compacted_files,
+            &handle.compacted_bytes,
+            &handle.compacted_rows,
+            &handle.duplicate_rows,
+            &handle.dead_lettered_rows,
+            &handle.written_files,
+            &handle.superseded_rows,
+            &handle.tombstones,
+            &handle.deleted_rows,
+            &handle.rewritten_files,
+            &handle.upsert_replaced_rows,
+            &handle.upsert_probed_files,
+            &handle.upsert_row_groups_read,
+            &handle.optimized_files,
+            &handle.optimize_added_files,
+            &handle.vacuumed_files,
+            &handle.upkeep_failures,
+            &handle.retention_expired_partitions,
+        ] {
+            handle.at(counter);
         }
+        for gauge in [
+            &handle.last_commit_timestamp,
+            &handle.backlog_files,
+            &handle.backlog_bytes,
+            &handle.backlog_oldest_age,
+            &handle.table_files,
+            &handle.table_bytes,
+            &handle.table_version,
+            &handle.compactors,
+            &handle.complete_until,
+            &handle.erasure_requests_unfinished,
+            &handle.oldest_erasure_request_age,
+            &handle.retention_oldest_event_date,
+        ] {
+            handle.at(gauge);
+        }
+        handle.at(&handle.commit_duration);
+        handle
     }
 
     /// This handle's series of `metric`.
@@ -597,6 +644,9 @@ mod tests {
             r#"tributary_compactor_compacted_rows_total{table="a"} 5"#,
             r#"tributary_compactor_compacted_rows_total{table="b"} 7"#,
             r#"tributary_compactor_rounds_total{table="b"} 1"#,
+            // Series exist from the start, at 0.
+            r#"tributary_compactor_commits_total{table="b"} 0"#,
+            r#"tributary_compactor_failed_rounds_total{table="a"} 0"#,
             r#"tributary_compactor_upsert_replaced_rows_total{table="a"} 2"#,
             r#"tributary_compactor_upsert_outranked_rows_total{by="table",table="a"} 4"#,
             r#"tributary_compactor_upsert_pruned_files_total{by="bloom_filter",table="a"} 3"#,
