@@ -218,6 +218,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
             redact_columns: settings.redact_columns.clone(),
             ..LakeConfig::new("")
         },
+        tables: Default::default(),
         ingest: Some(IngestConfig {
             stream: "bench".into(),
             files: Some(FilesSourceConfig {
@@ -242,6 +243,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<Report> {
                 ..Default::default()
             },
             registry: None,
+            routing: None,
         }),
         compact,
         service: Default::default(),

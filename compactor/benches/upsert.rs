@@ -128,6 +128,7 @@ fn config(table: &Path, incoming: &Path, stream: &str, upsert: bool) -> anyhow::
             }),
             ..LakeConfig::new(table.display().to_string())
         },
+        tables: Default::default(),
         ingest: Some(IngestConfig {
             stream: stream.into(),
             files: Some(FilesSourceConfig {
@@ -151,6 +152,7 @@ fn config(table: &Path, incoming: &Path, stream: &str, upsert: bool) -> anyhow::
                 ..Default::default()
             },
             registry: None,
+            routing: None,
         }),
         compact: CompactConfig::default(),
         service: Default::default(),

@@ -81,6 +81,11 @@ pub struct CompactConfig {
     /// partition column is computed from it.
     #[serde(skip)]
     pub event_time_column: Option<String>,
+    /// With routing: the tables this compactor serves, `"*"` (default: the
+    /// tables the configuration names and every table found under the
+    /// `${table}` template's parent) or a list of table names.
+    #[serde(default)]
+    pub tables: CompactTables,
     /// Not a key: `[lake.upsert]`, which
     /// [`Config::complete`](crate::Config::complete) copies here.
     #[serde(skip)]
@@ -90,6 +95,35 @@ pub struct CompactConfig {
     /// long-running compactor's schedule.
     #[serde(skip)]
     pub retention: crate::RetentionConfig,
+}
+
+/// `compact.tables`: which tables of a routed configuration a compactor
+/// serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CompactTables {
+    /// `"*"`: every table, named or discovered.
+    #[default]
+    All,
+    /// These tables only.
+    Listed(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for CompactTables {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            All(String),
+            Listed(Vec<String>),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::All(star) if star == "*" => Ok(Self::All),
+            Written::All(other) => Err(serde::de::Error::custom(format!(
+                "compact.tables is \"*\" or a list of table names, not {other:?}"
+            ))),
+            Written::Listed(tables) => Ok(Self::Listed(tables)),
+        }
+    }
 }
 
 fn default_erasure_ledger_keep_ms() -> u64 {
@@ -155,6 +189,7 @@ impl Default for CompactConfig {
             vacuum_retention_ms: default_vacuum_retention_ms(),
             erasure_ledger_keep_ms: default_erasure_ledger_keep_ms(),
             event_time_column: None,
+            tables: CompactTables::All,
             upsert: None,
             retention: crate::RetentionConfig::default(),
         }

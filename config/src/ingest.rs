@@ -44,6 +44,9 @@ pub struct IngestConfig {
     /// single-object) are fetched. Without it only plain JSON is decoded and
     /// framed messages are dead letters.
     pub registry: Option<RegistryClientConfig>,
+    /// Which table each Kafka topic feeds, when `lake.table_uri` ends in
+    /// `/${table}`.
+    pub routing: Option<crate::RoutingConfig>,
 }
 
 /// `[ingest.registry]`: the schema registry ingest resolves schema UUIDs and

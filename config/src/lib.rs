@@ -42,10 +42,11 @@ mod lake;
 mod load;
 mod registry;
 mod retention;
+mod routing;
 mod service;
 mod upsert;
 
-pub use compact::CompactConfig;
+pub use compact::{CompactConfig, CompactTables};
 pub use error::{ConfigError, Result};
 pub use events::{
     CompletenessConfig, EventBridgeConfig, EventStart, EventsConfig, KafkaSinkConfig, SinkConfig,
@@ -64,6 +65,10 @@ pub use lake::{HOUR_COLUMN, LakeConfig, S3Config};
 pub use load::ENV_PREFIX;
 pub use registry::{RegistryConfig, RegistryFile, RegistryToken, TokenScope};
 pub use retention::{DEFAULT_RULES_OBJECT, RetentionConfig, TenantRule};
+pub use routing::{
+    ResolvedTable, RoutePattern, RoutingConfig, TABLE_PLACEHOLDER, TOPIC_PLACEHOLDER, TableConfig,
+    TopicRouter, is_safe_name, safe_name,
+};
 pub use service::ServiceConfig;
 pub use upsert::UpsertConfig;
 
@@ -76,8 +81,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where the table and Tributary's bookkeeping objects live.
+    /// Where the table and Tributary's bookkeeping objects live. With
+    /// routing (`table_uri` ending in `/${table}`), the defaults of every
+    /// table.
     pub lake: LakeConfig,
+    /// `[tables.NAME]`: one routed table's overrides of the defaults.
+    #[serde(default)]
+    pub tables: std::collections::BTreeMap<String, TableConfig>,
     /// Settings of `tributary ingest`.
     pub ingest: Option<IngestConfig>,
     /// Settings of `tributary compact`.
@@ -99,24 +109,10 @@ impl Config {
     /// Checks every section, returning the first problem found.
     pub fn validate(&self) -> Result<()> {
         self.lake.validate()?;
-        let event_time = self
-            .ingest
-            .as_ref()
-            .and_then(|i| i.flatten.event_time_field.as_ref());
-        if self.lake.partition_by.iter().any(|c| c == "hour") && event_time.is_none() {
-            return Err(crate::error::invalid(
-                "lake.partition_by",
-                format!("{:?}", self.lake.partition_by),
-                "\"hour\" is the event time's hour: set ingest.flatten.event_time_field",
-            ));
-        }
-        if let Some(upsert) = &self.lake.upsert {
-            // A compactor's configuration may leave `[ingest]` out.
-            let keyless = self
-                .ingest
-                .as_ref()
-                .is_some_and(|i| i.flatten.key_field.is_none());
-            upsert.validate(&self.lake.partition_by, keyless)?;
+        self.validate_routing()?;
+        if !self.is_routed() {
+            let table = self.single_table()?;
+            routing::validate_table(&table.lake, &table.flatten, self.ingest.is_some())?;
         }
         if let Some(ingest) = &self.ingest {
             ingest.validate()?;
@@ -129,27 +125,23 @@ impl Config {
 
     /// Fills the defaults that depend on other sections: `compact.sort_columns`
     /// becomes the subject columns, then the event time field. [`Config::load`]
-    /// calls it; code that builds a `Config` itself calls it too.
+    /// calls it; code that builds a `Config` itself calls it too. A routed
+    /// configuration's tables get theirs from [`Config::table`].
     pub fn complete(&mut self) {
-        let event_time = self
-            .ingest
-            .as_ref()
-            .and_then(|i| i.flatten.event_time_field.clone());
-        if self.compact.sort_columns.is_none() {
-            let columns = self
-                .lake
-                .subject_columns
-                .iter()
-                .cloned()
-                .chain(event_time.clone());
-            self.compact.sort_columns = Some(columns.collect());
+        if !self.is_routed() {
+            let flatten = self.ingest.as_ref().map(|i| i.flatten.clone());
+            routing::complete_compact(
+                &mut self.compact,
+                &self.lake,
+                &flatten.unwrap_or_default(),
+                &self.retention,
+            );
         }
-        self.compact.event_time_column = event_time;
-        self.compact.upsert = self.lake.upsert.clone();
-        self.compact.retention = self.retention.clone();
+        let upsert = self.lake.upsert.is_some() && !self.is_routed();
         if let Some(kafka) = self.ingest.as_mut().and_then(|i| i.kafka.as_mut()) {
-            // In upsert mode a tombstone deletes its key unless set otherwise.
-            if kafka.tombstones.is_none() && self.lake.upsert.is_some() {
+            // In upsert mode a tombstone deletes its key unless set otherwise
+            // (a routed table's default is its own: ResolvedTable::tombstones).
+            if kafka.tombstones.is_none() && upsert {
                 kafka.tombstones = Some(Tombstones::Delete);
             }
             kafka.delete_marker = (

@@ -18,6 +18,7 @@
 use std::fmt;
 
 use object_store::path::Path;
+use tributary_config::{is_safe_name, safe_name};
 
 /// Folder of all of Tributary's own objects under the table. Delta readers and
 /// vacuum ignore `_`-prefixed folders, so it never looks like table data.
@@ -40,15 +41,15 @@ impl PartitionId {
     /// original name is appended so that two names never map to one id.
     pub fn new(stream: &str, name: &str) -> Self {
         Self {
-            stream: sanitize(stream),
-            partition: sanitize(name),
+            stream: safe_name(stream),
+            partition: safe_name(name),
         }
     }
 
     /// Parses ids already in the safe form, as found in object paths; `None`
     /// if either part is not.
     pub fn from_safe_parts(stream: &str, partition: &str) -> Option<Self> {
-        (is_safe(stream) && is_safe(partition)).then(|| Self {
+        (is_safe_name(stream) && is_safe_name(partition)).then(|| Self {
             stream: stream.to_string(),
             partition: partition.to_string(),
         })
@@ -165,36 +166,6 @@ pub fn parse_position_name(file_name: &str) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
-}
-
-fn is_safe(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-fn sanitize(name: &str) -> String {
-    if is_safe(name) {
-        return name.to_string();
-    }
-    let mut safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    safe.push_str(&format!("-{hash:016x}"));
-    safe
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
             subject_columns: vec!["messages_user_id".into(), "messages_user_email".into()],
             ..LakeConfig::new("")
         },
+        tables: Default::default(),
         ingest: Some(IngestConfig {
             stream: "quickstart".into(),
             files: Some(FilesSourceConfig {
@@ -95,6 +96,7 @@ pub async fn run(dir: &Path, records: u64) -> anyhow::Result<()> {
                 max_backoff_ms: 5_000,
                 validate_json: false,
             }),
+            routing: None,
         }),
         compact: Default::default(),
         service: Default::default(),
