@@ -21,9 +21,8 @@ pub(crate) async fn selected(
     table: Option<&str>,
 ) -> anyhow::Result<Vec<ServedTable>> {
     match table {
-        Some(name) => Ok(vec![one(config, Some(name), "").await?]),
         None if config.is_routed() => Ok(Tables::every(config).list().await?),
-        None => Ok(vec![one(config, None, "").await?]),
+        table => Ok(vec![one(config, table, "").await?]),
     }
 }
 
@@ -52,16 +51,12 @@ pub(crate) async fn one(
         return Ok(ServedTable::open(config, &single.name)?);
     }
     let Some(name) = table else {
-        return Err(ConfigError::Invalid {
-            key: "--table".into(),
-            value: String::new(),
-            reason: format!(
-                "the configuration routes to several tables ({}); {command} works on one: \
-                 name it with --table NAME",
-                config.lake.table_uri
-            ),
-        }
-        .into());
+        let reason = format!(
+            "the configuration routes to several tables ({}); {command} works on one: \
+             name it with --table NAME",
+            config.lake.table_uri
+        );
+        return Err(invalid("", reason).into());
     };
     if !tributary_config::is_safe_name(name) {
         return Err(invalid(
