@@ -367,6 +367,16 @@ impl CompactorTelemetry {
         handle
     }
 
+    /// Adds each count to this table's series of `metric` with the given
+    /// value of its second label.
+    fn add_each(&self, metric: &IntCounterVec, counts: &[(&str, u64)]) {
+        for (label, count) in counts {
+            metric
+                .with_label_values(&[&*self.table, label])
+                .inc_by(*count);
+        }
+    }
+
     /// This handle's series of `metric`.
     fn at<T: MetricVecBuilder>(&self, metric: &MetricVec<T>) -> T::M {
         metric.with_label_values(&[&*self.table])
@@ -448,35 +458,34 @@ impl CompactorTelemetry {
         self.at(&self.superseded_rows)
             .inc_by(round.rows_deduplicated);
         self.at(&self.tombstones).inc_by(round.tombstones);
-        self.retention_expired_rows
-            .with_label_values(&[&*self.table, "late_staged"])
-            .inc_by(round.rows_expired_late);
+        self.add_each(
+            &self.retention_expired_rows,
+            &[("late_staged", round.rows_expired_late)],
+        );
         self.at(&self.deleted_rows)
             .inc_by(round.rows_deleted_from_table);
         self.at(&self.rewritten_files)
             .inc_by(round.table_files_rewritten);
         self.at(&self.upsert_replaced_rows)
             .inc_by(round.rows_upserted);
-        for (by, rows) in [
-            ("table", round.rows_older_than_table),
-            ("round", round.rows_older_than_round),
-        ] {
-            self.upsert_outranked_rows
-                .with_label_values(&[&*self.table, by])
-                .inc_by(rows);
-        }
+        self.add_each(
+            &self.upsert_outranked_rows,
+            &[
+                ("table", round.rows_older_than_table),
+                ("round", round.rows_older_than_round),
+            ],
+        );
         self.at(&self.upsert_probed_files)
             .inc_by(round.upsert_files_probed);
         self.at(&self.upsert_row_groups_read)
             .inc_by(round.upsert_row_groups_read);
-        for (by, files) in [
-            ("statistics", round.upsert_pruned_by_statistics),
-            ("bloom_filter", round.upsert_pruned_by_bloom_filter),
-        ] {
-            self.upsert_pruned_files
-                .with_label_values(&[&*self.table, by])
-                .inc_by(files);
-        }
+        self.add_each(
+            &self.upsert_pruned_files,
+            &[
+                ("statistics", round.upsert_pruned_by_statistics),
+                ("bloom_filter", round.upsert_pruned_by_bloom_filter),
+            ],
+        );
         self.at(&self.commit_retries).inc_by(round.commit_retries);
         if round.commits > 0 {
             self.at(&self.commits).inc_by(round.commits);
@@ -543,15 +552,14 @@ impl CompactorTelemetry {
     /// when it pushes metrics).
     pub fn retention_ran(&self, report: &RetentionReport) {
         let table = report.table.rows_removed + report.table.tenants.rows_erased;
-        for (place, rows) in [
-            ("table", table),
-            ("staged", report.row_files.staged_rows_expired),
-            ("dead_letter", report.row_files.dead_letters_expired),
-        ] {
-            self.retention_expired_rows
-                .with_label_values(&[&*self.table, place])
-                .inc_by(rows);
-        }
+        self.add_each(
+            &self.retention_expired_rows,
+            &[
+                ("table", table),
+                ("staged", report.row_files.staged_rows_expired),
+                ("dead_letter", report.row_files.dead_letters_expired),
+            ],
+        );
         self.at(&self.retention_expired_partitions)
             .inc_by(report.table.partitions_removed.len() as u64);
         let oldest = report

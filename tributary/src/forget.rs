@@ -124,14 +124,15 @@ pub(crate) async fn audit(config: &Config, tables: Vec<ServedTable>) -> anyhow::
     for table in tables {
         let event_time = table.config.event_time_column.as_deref();
         let report = tributary_compactor::forget::audit(&table.lake, event_time).await?;
-        residue += report.residue.len();
-        if !config.is_routed() {
-            print_json(&report)?;
+        if !report.clean {
+            residue += report.residue.len().max(1);
         }
-        per_table.record(&table.name, Ok::<_, anyhow::Error>(report));
+        per_table.tables.insert(table.name, report);
     }
     if config.is_routed() {
         print_json(&per_table)?;
+    } else {
+        per_table.tables.values().try_for_each(print_json)?;
     }
     if residue > 0 {
         anyhow::bail!(
