@@ -49,16 +49,17 @@ pub struct PartitionLeases {
 impl PartitionLeases {
     /// Plans on the table as it is once the lease of every partition the
     /// plan needs is held. `plan` makes a plan on a snapshot and names the
-    /// partitions it needs (none for a dry run, which takes no lease). It
-    /// gets the snapshot (a cheap clone) rather than a reference, and
-    /// returns a boxed future, so that its future borrows only what the
-    /// caller lends and stays `Send` (an `AsyncFnMut` of a reference is not
-    /// provably `Send` inside `tokio::spawn`). This
+    /// partitions it needs (none for a dry run, which takes no lease). This
     /// refreshes `table` and plans; while the plan needs a partition not
     /// held, it takes the missing leases, refreshes again and plans again
     /// (keeping the plan when no commit landed meanwhile). When a missing
     /// partition is ordered before one already held, it releases every
     /// lease first and takes the whole set in order.
+    ///
+    /// `plan` gets the snapshot (a cheap clone) rather than a reference and
+    /// returns a boxed future, so that the future borrows only what the
+    /// caller lends and stays `Send` (the future of an `AsyncFnMut` of a
+    /// reference is not provably `Send` inside `tokio::spawn`).
     ///
     /// Returns the plan made on the snapshot `table` is left at; the leases
     /// stay held for the caller's commit.
@@ -166,5 +167,64 @@ impl PartitionLeases {
                 tracing::warn!(lease = %name, %error, "could not release a lease; it will expire");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tributary_config::LakeConfig;
+    use tributary_lake::rowfile::ColumnType;
+
+    use super::*;
+    use crate::table::create_table;
+
+    #[tokio::test]
+    async fn a_partition_ordered_before_a_held_one_retakes_the_whole_set_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&LakeConfig::new(dir.path().display().to_string())).unwrap();
+        let config = CompactConfig::default();
+        let columns = [("date".to_string(), ColumnType::Date)];
+        let mut table = create_table(&lake, &columns, &["date".into()], None)
+            .await
+            .unwrap();
+        let day = |d: &str| TablePartition::new(&[("date", Some(d))]);
+        let (first, second) = (day("2026-11-01"), day("2026-11-02"));
+        let plans = AtomicUsize::new(0);
+        let plan_needing = |needed: Vec<TablePartition>| {
+            let plans = &plans;
+            move |_state| -> Planning<'_, usize> {
+                let made = plans.fetch_add(1, Ordering::SeqCst) + 1;
+                let needed = needed.iter().cloned().collect();
+                Box::pin(std::future::ready(Ok((made, needed))))
+            }
+        };
+        let mut leases = PartitionLeases::default();
+        let made = leases
+            .plan_holding(
+                &config,
+                &lake,
+                &mut table,
+                plan_needing(vec![second.clone()]),
+            )
+            .await
+            .unwrap();
+        // Planned once, leased, and the plan kept: no commit landed between.
+        assert_eq!(made, 1);
+        let made = leases
+            .plan_holding(
+                &config,
+                &lake,
+                &mut table,
+                plan_needing(vec![first.clone(), second.clone()]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(made, 2);
+        let held: Vec<&TablePartition> = leases.held.iter().map(|(p, _)| p).collect();
+        assert_eq!(held, [&first, &second], "released, then taken in order");
+        leases.release(&lake).await;
+        assert!(leases.is_empty());
     }
 }
