@@ -295,7 +295,7 @@ fn upsert_with_two_compactors_an_optimize_and_ingest_on_s3_keeps_the_latest_vers
     for (f, (first, count, n)) in files.into_iter().enumerate() {
         let text = versions(&mut model, first, count, n);
         std::fs::write(input.join(format!("f{f}.ndjson")), text).unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(100));
     }
     let wait = |model: &BTreeMap<String, i64>, what: &str| {
         let expected = rows(model);
@@ -323,17 +323,20 @@ fn upsert_with_two_compactors_an_optimize_and_ingest_on_s3_keeps_the_latest_vers
         .map(|r| r["files_removed"].as_u64().unwrap())
         .sum();
     assert!(merged > 0, "optimize merged files meanwhile: {reports:?}");
-    let conflicts: usize = logs
+    let failed: Vec<String> = logs
         .iter()
-        .map(|log| {
-            std::fs::read_to_string(log)
-                .unwrap()
-                .matches("compaction round failed")
-                .count()
+        .flat_map(|log| {
+            let text = std::fs::read_to_string(log).unwrap();
+            text.lines()
+                .filter(|l| l.contains("compaction round failed"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
         })
-        .sum();
-    eprintln!("compaction rounds rerun after a failed commit: {conflicts}");
-}
+        .collect();
+    eprintln!("compaction rounds failed and rerun: {}", failed.len());
+    for line in &failed {
+        eprintln!("{line}");
+    }}
 
 /// Parquet files under `dir`, at any depth.
 fn parquet_files(dir: &Path) -> usize {
