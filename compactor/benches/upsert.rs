@@ -220,7 +220,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
             std::io::BufWriter::new(std::fs::File::create(incoming.join("batch.ndjson"))?);
         let new_keys = settings.rows..settings.rows + settings.batch - updated.len() as u64;
         // The same seed for every case: the new keys' records are the same.
-        let mut rng = Rng(0x6261_7463_68);
+        let mut rng = Rng(0x0062_6174_6368);
         for n in updated.iter().copied().chain(new_keys) {
             record(&mut out, n, 2, &mut rng)?;
         }
