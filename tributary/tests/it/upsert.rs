@@ -336,7 +336,8 @@ fn upsert_with_two_compactors_an_optimize_and_ingest_on_s3_keeps_the_latest_vers
     eprintln!("compaction rounds failed and rerun: {}", failed.len());
     for line in &failed {
         eprintln!("{line}");
-    }}
+    }
+}
 
 /// Parquet files under `dir`, at any depth.
 fn parquet_files(dir: &Path) -> usize {
