@@ -300,7 +300,8 @@ fn upsert_with_two_compactors_an_optimize_and_ingest_on_s3_keeps_the_latest_vers
     let wait = |model: &BTreeMap<String, i64>, what: &str| {
         let expected = rows(model);
         wait_for(Duration::from_secs(120), what, || {
-            (key_versions(&table) == expected).then_some(())
+            let created = !s3::object_keys(&table, "_delta_log/").is_empty();
+            (created && key_versions(&table) == expected).then_some(())
         });
     };
     wait(&model, "the latest version of every key");
@@ -379,7 +380,8 @@ fn upsert_compactor_killed_inside_a_rewrite_recovers_to_the_latest_versions() {
     let ingest = || run_ok(&["ingest", "--config", config_str, "--once"]);
     let compact = || json(&run_ok(&["compact", "--config", config_str, "--once"]));
 
-    // A table of many small files: one per round and day.
+    // A table of several files (one per round and day), each holding keys
+    // of every stretch of the key range.
     let rows_in_table = 40_000;
     let mut model = BTreeMap::new();
     let text = versions(&mut model, 0, rows_in_table, 1);
