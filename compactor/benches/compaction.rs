@@ -27,7 +27,7 @@ use tributary_config::{
 };
 use tributary_lake::Lake;
 
-use crate::process::{cpu_time, proc_status_bytes, reset_peak_rss};
+use crate::common::process::{cpu_time, proc_status_bytes, reset_peak_rss};
 
 // The quickstart's generator, included rather than copied so the benchmark
 // and the quickstart always use the same data. The binary crate has no
@@ -37,8 +37,7 @@ use crate::process::{cpu_time, proc_status_bytes, reset_peak_rss};
 #[allow(unused_imports, dead_code)]
 mod sample;
 
-#[path = "../../tributary/src/process.rs"]
-mod process;
+mod common;
 
 /// The row-count target of issue 6, per core.
 const TARGET_ROWS_PER_CORE_SEC: f64 = 500_000.0;
@@ -65,9 +64,6 @@ struct Settings {
     /// `TRIBUTARY_BENCH_MEMORY_BUDGET_BYTES`: `compact.memory_budget_bytes`.
     /// Default: the compactor's default.
     memory_budget_bytes: Option<u64>,
-    /// `TRIBUTARY_BENCH_DIR`: where to build the lake (kept afterwards).
-    /// Default: a temporary directory, removed afterwards.
-    dir: Option<PathBuf>,
     /// `TRIBUTARY_BENCH_LEDGER_SUBJECTS`: subjects of a completed erasure
     /// request in the ledger (none of them in the data's subject columns;
     /// one, `origin`, is a word of the sample messages, so that with
@@ -88,26 +84,12 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> anyhow::Result<Self> {
-        fn number<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>
-        where
-            T::Err: std::error::Error + Send + Sync + 'static,
-        {
-            match std::env::var(name) {
-                Ok(text) => {
-                    Ok(Some(text.replace('_', "").parse().with_context(|| {
-                        format!("{name}={text:?} is not a number")
-                    })?))
-                }
-                Err(std::env::VarError::NotPresent) => Ok(None),
-                Err(e) => Err(e).context(name.to_string()),
-            }
-        }
+        use common::env_number as number;
         let settings = Self {
             rows: number("TRIBUTARY_BENCH_ROWS")?.unwrap_or(2_000_000),
             batch_rows: number("TRIBUTARY_BENCH_BATCH_ROWS")?.unwrap_or(10_000),
             target_file_bytes: number("TRIBUTARY_BENCH_TARGET_FILE_BYTES")?,
             memory_budget_bytes: number("TRIBUTARY_BENCH_MEMORY_BUDGET_BYTES")?,
-            dir: std::env::var_os("TRIBUTARY_BENCH_DIR").map(PathBuf::from),
             ledger_subjects: number("TRIBUTARY_BENCH_LEDGER_SUBJECTS")?.unwrap_or(0),
             redact_columns: std::env::var("TRIBUTARY_BENCH_REDACT_COLUMNS")
                 .unwrap_or_default()
@@ -128,18 +110,10 @@ fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench` (and any filter); there is nothing to
     // select, so arguments are ignored.
     let settings = Settings::from_env()?;
-    let temp;
-    let dir = match &settings.dir {
-        Some(dir) => dir.clone(),
-        None => {
-            temp = tempfile::tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let report = runtime.block_on(run(&settings, &dir))?;
+    // `TRIBUTARY_BENCH_DIR`: where to build the lake (kept afterwards).
+    // Default: a temporary directory, removed afterwards.
+    let (_temp, dir) = common::work_dir()?;
+    let report = common::runtime()?.block_on(run(&settings, &dir))?;
     report.print();
     Ok(())
 }
@@ -370,7 +344,7 @@ async fn ledger_cost(
     table: &Path,
     copy: &Path,
 ) -> anyhow::Result<(Measured, Measured, u64)> {
-    copy_dir(table, copy)?;
+    common::copy_dir(table, copy)?;
     let zero = Measured {
         wall: Duration::ZERO,
         cpu: Duration::ZERO,
@@ -378,7 +352,7 @@ async fn ledger_cost(
     let (mut without, mut with, mut redacted) = (zero, zero, 0);
     for ledger in [false, true, false, true] {
         std::fs::remove_dir_all(table)?;
-        copy_dir(copy, table)?;
+        common::copy_dir(copy, table)?;
         if ledger {
             write_ledger(table, settings.ledger_subjects)?;
         }
@@ -404,26 +378,10 @@ async fn ledger_cost(
         }
     }
     std::fs::remove_dir_all(table)?;
-    copy_dir(copy, table)?;
+    common::copy_dir(copy, table)?;
     std::fs::remove_dir_all(copy)?;
     write_ledger(table, settings.ledger_subjects)?;
     Ok((without, with, redacted))
-}
-
-/// Copies the directory tree `from` to `to`.
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)
-                .with_context(|| format!("cannot copy {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Puts a completed erasure request naming `subjects` subjects (none in the

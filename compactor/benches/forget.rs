@@ -32,8 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array, Int64Array, StringArray};
-use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array, Int64Array};
 use object_store::path::Path;
 use serde_json::json;
 use tributary_compactor::files::TableFile;
@@ -41,13 +40,11 @@ use tributary_compactor::forget::{
     ForgetInput, ForgetOptions, ForgetReport, ForgetRequest, forget, forget_batch,
 };
 use tributary_config::{CompactConfig, LakeConfig};
-use tributary_lake::rowfile::{self, Codec};
-use tributary_lake::{Lake, PartitionId, chain};
+use tributary_lake::Lake;
 
-use crate::process::{proc_status_bytes, reset_peak_rss};
+use crate::common::process::{proc_status_bytes, reset_peak_rss};
 
-#[path = "../../tributary/src/process.rs"]
-mod process;
+mod common;
 
 /// Rows per staged row file.
 const ROWS_PER_FILE: u64 = 50_000;
@@ -61,27 +58,13 @@ const MIN_TABLE_FILES: u64 = 200;
 const FIRST_DAY: i32 = 20_767;
 
 fn main() -> anyhow::Result<()> {
-    let number = |name: &str, default: u64| -> anyhow::Result<u64> {
-        std::env::var(name)
-            .ok()
-            .map(|v| v.replace('_', "").parse())
-            .transpose()
-            .with_context(|| format!("{name} must be a number"))
-            .map(|v| v.unwrap_or(default))
-    };
-    let rows = number("TRIBUTARY_BENCH_ROWS", 10_000_000)?;
-    let separate = number("TRIBUTARY_BENCH_SEPARATE", 100)?;
+    let rows = common::env_number("TRIBUTARY_BENCH_ROWS")?.unwrap_or(10_000_000);
+    let separate = common::env_number("TRIBUTARY_BENCH_SEPARATE")?.unwrap_or(100);
     let cases = std::env::var("TRIBUTARY_BENCH_CASES")
         .unwrap_or_else(|_| "keys,batch100,batch1000,separate".into());
     let cases: Vec<String> = cases.split(',').map(|c| c.trim().to_string()).collect();
-    let temp = tempfile::tempdir()?;
-    let dir = std::env::var_os("TRIBUTARY_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(rows, separate, &cases, &dir))
+    let (_temp, dir) = common::work_dir()?;
+    common::runtime()?.block_on(run(rows, separate, &cases, &dir))
 }
 
 /// One measured case.
@@ -383,58 +366,36 @@ async fn first_keys(lake: &Lake, path: &Path, size: u64, n: usize) -> anyhow::Re
 }
 
 /// Stages synthetic rows `first..end` as row files of one source partition.
-async fn stage(lake: &Lake, mut first: u64, end: u64) -> anyhow::Result<()> {
-    let partition = PartitionId::new("bench", "synthetic");
+async fn stage(lake: &Lake, first: u64, end: u64) -> anyhow::Result<()> {
     const LEVELS: [&str; 4] = ["DEBUG", "INFO", "WARN", "ERROR"];
     const MESSAGES: [&str; 4] = ["request served", "cache miss", "slow upstream", "retrying"];
-    while first < end {
-        let last = (first + ROWS_PER_FILE).min(end) - 1;
-        // A cheap mix so users and dates are spread, not in runs.
-        let mixed: Vec<u64> = (first..=last)
-            .map(|n| n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20)
-            .collect();
-        let text = |f: &dyn Fn(u64, u64) -> String| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(
-                (first..=last).zip(&mixed).map(|(n, m)| f(n, *m)),
-            ))
-        };
-        let batch = RecordBatch::try_from_iter([
-            ("_key", text(&|n, _| format!("k{n:012}"))),
-            (
-                "_position",
-                Arc::new(Int64Array::from_iter_values(
-                    (first..=last).map(|n| n as i64),
-                )) as ArrayRef,
-            ),
+    common::stage_rows(lake, (first, end), ROWS_PER_FILE, |rows| {
+        vec![
             (
                 "date",
                 Arc::new(Date32Array::from_iter_values(
-                    mixed.iter().map(|m| FIRST_DAY + (m % DATES) as i32),
+                    rows.mixed.iter().map(|m| FIRST_DAY + (m % DATES) as i32),
                 )) as ArrayRef,
             ),
-            ("user_id", text(&|_, m| format!("u-{:07}", m % USERS))),
+            ("user_id", rows.text(|_, m| format!("u-{:07}", m % USERS))),
             (
                 "user_email",
-                text(&|_, m| format!("user{}@example.com", m % USERS)),
+                rows.text(|_, m| format!("user{}@example.com", m % USERS)),
             ),
-            ("level", text(&|n, _| LEVELS[(n % 4) as usize].into())),
-            ("message", text(&|_, m| MESSAGES[(m % 4) as usize].into())),
+            ("level", rows.text(|n, _| LEVELS[(n % 4) as usize].into())),
+            (
+                "message",
+                rows.text(|_, m| MESSAGES[(m % 4) as usize].into()),
+            ),
             (
                 "ts",
                 Arc::new(Int64Array::from_iter_values(
-                    mixed
+                    rows.mixed
                         .iter()
                         .map(|m| 1_795_000_000_000 + (m % 86_400_000) as i64),
                 )) as ArrayRef,
             ),
-        ])?;
-        let file = rowfile::write(
-            &batch,
-            Codec::Zstd,
-            chain::file_metadata(&partition, first, last),
-        )?;
-        chain::stage(lake.store().as_ref(), &partition, first, file).await?;
-        first = last + 1;
-    }
-    Ok(())
+        ]
+    })
+    .await
 }

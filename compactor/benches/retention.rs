@@ -25,15 +25,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array, Int64Array, StringArray};
-use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array};
 use serde_json::json;
 use tributary_compactor::files::TableFile;
 use tributary_compactor::retention::{RetentionOptions, RetentionReport, retention};
 use tributary_compactor::rewrite::{self, Erase, Erasure, RewriteReport};
 use tributary_config::{CompactConfig, LakeConfig, RetentionConfig, TenantRule};
-use tributary_lake::rowfile::{self, Codec};
-use tributary_lake::{Lake, PartitionId, chain};
+use tributary_lake::Lake;
+
+mod common;
 
 /// Rows per staged row file.
 const ROWS_PER_FILE: u64 = 50_000;
@@ -43,20 +43,9 @@ const DATES: u64 = 100;
 const TENANTS: u64 = 10;
 
 fn main() -> anyhow::Result<()> {
-    let rows: u64 = std::env::var("TRIBUTARY_BENCH_ROWS")
-        .ok()
-        .map(|v| v.replace('_', "").parse())
-        .transpose()
-        .context("TRIBUTARY_BENCH_ROWS must be a number")?
-        .unwrap_or(10_000_000);
-    let temp = tempfile::tempdir()?;
-    let dir = std::env::var_os("TRIBUTARY_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(rows, &dir))
+    let rows = common::env_number("TRIBUTARY_BENCH_ROWS")?.unwrap_or(10_000_000);
+    let (_temp, dir) = common::work_dir()?;
+    common::runtime()?.block_on(run(rows, &dir))
 }
 
 async fn run(rows: u64, dir: &std::path::Path) -> anyhow::Result<()> {
@@ -230,45 +219,26 @@ async fn timed(
 /// over the `DATES` days up to `today`. (The forget benchmark's generator
 /// has 10 dates and no tenant column.)
 async fn stage(lake: &Lake, rows: u64, today: chrono::NaiveDate) -> anyhow::Result<()> {
-    let partition = PartitionId::new("bench", "synthetic");
     const MESSAGES: [&str; 4] = ["request served", "cache miss", "slow upstream", "retrying"];
-    let mut first = 0;
-    while first < rows {
-        let last = (first + ROWS_PER_FILE).min(rows) - 1;
-        let mixed: Vec<u64> = (first..=last)
-            .map(|n| n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20)
-            .collect();
-        let text = |f: &dyn Fn(u64, u64) -> String| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(
-                (first..=last).zip(&mixed).map(|(n, m)| f(n, *m)),
-            ))
-        };
-        let batch = RecordBatch::try_from_iter([
-            ("_key", text(&|n, _| format!("k{n:012}"))),
-            (
-                "_position",
-                Arc::new(Int64Array::from_iter_values(
-                    (first..=last).map(|n| n as i64),
-                )) as ArrayRef,
-            ),
+    common::stage_rows(lake, (0, rows), ROWS_PER_FILE, |rows| {
+        vec![
             (
                 "date",
-                Arc::new(Date32Array::from_iter_values(mixed.iter().map(|m| {
+                Arc::new(Date32Array::from_iter_values(rows.mixed.iter().map(|m| {
                     let date = today - chrono::Days::new(m % DATES);
                     (date - chrono::NaiveDate::default()).num_days() as i32
                 }))) as ArrayRef,
             ),
-            ("user_id", text(&|_, m| format!("u-{:07}", m % 1_000_000))),
-            ("tenant", text(&|n, _| format!("t-{}", n % TENANTS))),
-            ("message", text(&|_, m| MESSAGES[(m % 4) as usize].into())),
-        ])?;
-        let file = rowfile::write(
-            &batch,
-            Codec::Zstd,
-            chain::file_metadata(&partition, first, last),
-        )?;
-        chain::stage(lake.store().as_ref(), &partition, first, file).await?;
-        first = last + 1;
-    }
-    Ok(())
+            (
+                "user_id",
+                rows.text(|_, m| format!("u-{:07}", m % 1_000_000)),
+            ),
+            ("tenant", rows.text(|n, _| format!("t-{}", n % TENANTS))),
+            (
+                "message",
+                rows.text(|_, m| MESSAGES[(m % 4) as usize].into()),
+            ),
+        ]
+    })
+    .await
 }

@@ -1,13 +1,20 @@
 //! Upsert mode against insert mode on the same batch (issue 18).
 //!
 //! Builds a table of `TRIBUTARY_BENCH_ROWS` rows (keys `k<n>`, event times
-//! spread over ten days) once, then stages one batch of
+//! spread over ten days by key) once, then stages batches of
 //! `TRIBUTARY_BENCH_BATCH` records, `TRIBUTARY_BENCH_UPDATE_PERCENT` % of
-//! which are new versions of existing keys drawn uniformly (seeded) from the
-//! whole table, and compacts it into two copies of the table: an insert-only
-//! one and one in upsert mode (ordered by `v`). Reports, per mode, wall and
-//! CPU time, files and bytes rewritten, files added, and the ratio of upsert
-//! to insert, measured in the same process.
+//! which are new versions of existing keys (drawn at random, seeded), the
+//! rest new keys, and compacts each into its own copy of the table:
+//!
+//! * `insert`: the batch with updates spread over the whole table, into an
+//!   insert-only table (the baseline);
+//! * `upsert spread`: the same batch in upsert mode (ordered by `v`): the
+//!   updated keys are in every file;
+//! * `upsert newest day`: updates of keys of the newest day only (what a
+//!   stream of recent records updates), in upsert mode.
+//!
+//! Reports, per case, wall and CPU time, files and bytes rewritten, files
+//! added, and the ratio to insert, measured in the same process.
 //!
 //! `cargo bench -p tributary-compactor --bench upsert`; `TRIBUTARY_BENCH_DIR`
 //! keeps the data (the base table is reused when it is there). Prints a
@@ -15,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -27,10 +34,9 @@ use tributary_config::{
 };
 use tributary_lake::Lake;
 
-use crate::process::cpu_time;
+use crate::common::process::cpu_time;
 
-#[path = "../../tributary/src/process.rs"]
-mod process;
+mod common;
 
 /// Days the event times spread over (partitions of the table).
 const DAYS: u64 = 10;
@@ -47,29 +53,18 @@ struct Settings {
     /// `TRIBUTARY_BENCH_UPDATE_PERCENT`: of those, new versions of existing
     /// keys. Default 10.
     update_percent: u64,
-    /// `TRIBUTARY_BENCH_DIR`: where to build the tables (kept afterwards).
-    dir: Option<PathBuf>,
 }
 
 impl Settings {
     fn from_env() -> anyhow::Result<Self> {
-        let number = |name: &str, default: u64| -> anyhow::Result<u64> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .parse()
-                    .with_context(|| format!("{name}={v:?} is not a whole number")),
-                Err(_) => Ok(default),
-            }
-        };
         let settings = Settings {
-            rows: number("TRIBUTARY_BENCH_ROWS", 1_000_000)?,
-            batch: number("TRIBUTARY_BENCH_BATCH", 100_000)?,
-            update_percent: number("TRIBUTARY_BENCH_UPDATE_PERCENT", 10)?,
-            dir: std::env::var_os("TRIBUTARY_BENCH_DIR").map(PathBuf::from),
+            rows: common::env_number("TRIBUTARY_BENCH_ROWS")?.unwrap_or(1_000_000),
+            batch: common::env_number("TRIBUTARY_BENCH_BATCH")?.unwrap_or(100_000),
+            update_percent: common::env_number("TRIBUTARY_BENCH_UPDATE_PERCENT")?.unwrap_or(10),
         };
-        if settings.rows == 0 || settings.batch == 0 || settings.update_percent > 100 {
+        if settings.rows < DAYS || settings.batch == 0 || settings.update_percent > 100 {
             bail!(
-                "TRIBUTARY_BENCH_ROWS and _BATCH must be at least 1, _UPDATE_PERCENT at most 100"
+                "TRIBUTARY_BENCH_ROWS must be at least {DAYS}, _BATCH at least 1, _UPDATE_PERCENT at most 100"
             );
         }
         Ok(settings)
@@ -78,18 +73,9 @@ impl Settings {
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let temp;
-    let dir = match &settings.dir {
-        Some(dir) => dir.clone(),
-        None => {
-            temp = tempfile::tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(&settings, &dir))
+    // `TRIBUTARY_BENCH_DIR`: where to build the tables (kept afterwards).
+    let (_temp, dir) = common::work_dir()?;
+    common::runtime()?.block_on(run(&settings, &dir))
 }
 
 /// A SplitMix64 generator: seeded, so every run draws the same keys.
@@ -180,21 +166,6 @@ async fn stage(config: &Config, lake: &Lake) -> anyhow::Result<u64> {
     Ok(telemetry.snapshot().rows)
 }
 
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    if to.exists() {
-        std::fs::remove_dir_all(to)?;
-    }
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()?;
-    if !status.success() {
-        bail!("cp -a {} {} failed", from.display(), to.display());
-    }
-    Ok(())
-}
-
 /// What one mode did with the batch.
 struct Run {
     wall: Duration,
@@ -230,29 +201,38 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
         tributary_compactor::compact_until_empty(&config.compact, &lake).await?;
         std::fs::remove_dir_all(&incoming)?;
     }
-    let updates = (settings.batch * settings.update_percent / 100).min(settings.rows);
-    let incoming = dir.join("incoming-batch");
-    std::fs::create_dir_all(&incoming)?;
-    {
+    let updates = settings.batch * settings.update_percent / 100;
+    // Distinct existing keys, so each update replaces one row: drawn from
+    // the whole table, or from the keys of the newest day (`n % DAYS`).
+    let mut rng = Rng(0x6472_6177);
+    let spread = draw(&mut rng, updates.min(settings.rows), |r| r % settings.rows);
+    let newest_keys = settings.rows / DAYS;
+    let newest = draw(&mut rng, updates.min(newest_keys), |r| {
+        (r % newest_keys) * DAYS + DAYS - 1
+    });
+    let mut runs = Vec::new();
+    for (case, updated, upsert) in [
+        ("insert", &spread, false),
+        ("upsert spread", &spread, true),
+        ("upsert newest day", &newest, true),
+    ] {
+        let incoming = dir.join("incoming-batch");
+        std::fs::create_dir_all(&incoming)?;
         let mut out =
             std::io::BufWriter::new(std::fs::File::create(incoming.join("batch.ndjson"))?);
-        // Distinct existing keys, so each update replaces one row.
-        let mut updated = std::collections::HashSet::new();
-        while (updated.len() as u64) < updates {
-            updated.insert(rng.next() % settings.rows);
-        }
-        let new_keys = settings.rows..settings.rows + settings.batch - updates;
+        let new_keys = settings.rows..settings.rows + settings.batch - updated.len() as u64;
+        // The same seed for every case: the new keys' records are the same.
+        let mut rng = Rng(0x0062_6174_6368);
         for n in updated.iter().copied().chain(new_keys) {
             record(&mut out, n, 2, &mut rng)?;
         }
         out.flush()?;
-    }
-
-    let mut runs = Vec::new();
-    for upsert in [false, true] {
-        let mode = if upsert { "upsert" } else { "insert" };
-        let table = dir.join(format!("table-{mode}"));
-        copy_dir(&base, &table)?;
+        drop(out);
+        let table = dir.join(format!("table-{}", case.replace(' ', "-")));
+        if table.exists() {
+            std::fs::remove_dir_all(&table)?;
+        }
+        common::copy_dir(&base, &table)?;
         let config = config(&table, &incoming, "batch", upsert)?;
         let lake = Lake::open(&config.lake)?;
         if upsert {
@@ -269,6 +249,7 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
                 .await?;
         }
         let staged = stage(&config, &lake).await?;
+        std::fs::remove_dir_all(&incoming)?;
         if staged != settings.batch {
             bail!("staged {staged} records of {}", settings.batch);
         }
@@ -277,19 +258,21 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
             .await?
             .and_then(|t| t.version())
             .context("no base table version")?;
-        eprintln!("compacting the batch into the {mode} table ...");
+        eprintln!("compacting the batch into the {case} table ...");
         let (cpu, wall) = (cpu_time(), Instant::now());
         let metrics = tributary_compactor::compact_until_empty(&config.compact, &lake).await?;
         let (wall, cpu) = (wall.elapsed(), cpu_time().saturating_sub(cpu));
         let bytes_rewritten = removed_bytes(&table, before)?;
-        if upsert && metrics.rows_upserted != updates {
+        if upsert && metrics.rows_upserted != updated.len() as u64 {
             bail!(
-                "upserted {} rows, expected {updates}",
-                metrics.rows_upserted
+                "{case}: upserted {} rows, expected {}",
+                metrics.rows_upserted,
+                updated.len()
             );
         }
+        std::fs::remove_dir_all(&table)?;
         runs.push((
-            mode,
+            case,
             Run {
                 wall,
                 cpu,
@@ -298,30 +281,28 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
             },
         ));
     }
-    std::fs::remove_dir_all(&incoming)?;
 
     println!(
         "{} table rows, a batch of {} records of which {} update existing keys",
         settings.rows, settings.batch, updates
     );
     println!(
-        "| mode | wall s | CPU s | files rewritten | bytes rewritten | files added | rows upserted |"
+        "| case | wall s | CPU s | files rewritten | MB rewritten | files added | rows upserted | wall / insert |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (mode, run) in &runs {
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let insert_wall = runs[0].1.wall.as_secs_f64().max(1e-9);
+    for (case, run) in &runs {
         println!(
-            "| {mode} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            "| {case} | {:.2} | {:.2} | {} | {:.1} | {} | {} | {:.2} |",
             run.wall.as_secs_f64(),
             run.cpu.as_secs_f64(),
             run.metrics.table_files_rewritten,
-            run.bytes_rewritten,
+            run.bytes_rewritten as f64 / 1e6,
             run.metrics.parquet_files,
             run.metrics.rows_upserted,
+            run.wall.as_secs_f64() / insert_wall,
         );
     }
-    let (insert, upsert) = (&runs[0].1, &runs[1].1);
-    let ratio = upsert.wall.as_secs_f64() / insert.wall.as_secs_f64().max(1e-9);
-    println!("upsert / insert wall time: {ratio:.2}");
     let report = |run: &Run| {
         json!({
             "wall_s": run.wall.as_secs_f64(),
@@ -333,20 +314,32 @@ async fn run(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
             "files_probed": run.metrics.upsert_files_probed,
             "row_groups_read": run.metrics.upsert_row_groups_read,
             "table_files": run.metrics.table_files,
+            "wall_over_insert": run.wall.as_secs_f64() / insert_wall,
         })
     };
+    let cases: serde_json::Map<String, serde_json::Value> = runs
+        .iter()
+        .map(|(case, run)| (case.replace(' ', "_"), report(run)))
+        .collect();
     println!(
         "{}",
         json!({
             "rows": settings.rows,
             "batch": settings.batch,
             "updates": updates,
-            "insert": report(insert),
-            "upsert": report(upsert),
-            "upsert_over_insert_wall": ratio,
+            "cases": cases,
         })
     );
     Ok(())
+}
+
+/// `count` distinct keys, each `key(random number)`.
+fn draw(rng: &mut Rng, count: u64, key: impl Fn(u64) -> u64) -> Vec<u64> {
+    let mut drawn = std::collections::BTreeSet::new();
+    while (drawn.len() as u64) < count {
+        drawn.insert(key(rng.next()));
+    }
+    drawn.into_iter().collect()
 }
 
 /// Bytes of the files the commits after `version` removed.

@@ -24,6 +24,7 @@ mod error;
 pub mod events;
 pub mod files;
 pub mod forget;
+pub mod leases;
 pub mod optimize;
 pub mod partition;
 pub mod progress;

@@ -25,6 +25,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Action;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::DeltaOperation;
+use deltalake::table::state::DeltaTableState;
 use object_store::path::Path;
 use serde::Serialize;
 use tributary_config::CompactConfig;
@@ -33,8 +34,8 @@ use tributary_lake::Lake;
 use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::files::{TableFile, TableWriter};
+use crate::leases::PartitionLeases;
 use crate::partition::{TablePartition, table_partition_columns};
-use crate::rewrite::PartitionLeases;
 use crate::table::{Change, commit, delta_error};
 
 /// What optimize did.
@@ -78,14 +79,13 @@ pub async fn optimize(
         return Ok(report);
     };
     let min_files = min_files.max(2);
-    let planned = small_files(config, &table, lake, min_files)?;
+    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+    let planned = small_files(config, state, min_files);
     for partition in planned.keys() {
         if only.is_some_and(|p| !partition.matches(p)) {
             continue;
         }
         let mut leases = PartitionLeases::default();
-        let needed = [partition.clone()].into_iter().collect();
-        leases.acquire(config, lake, &needed).await?;
         let merged = optimize_partition(
             config,
             lake,
@@ -104,11 +104,9 @@ pub async fn optimize(
 /// Small files per partition, for partitions with at least `min_files`.
 fn small_files(
     config: &CompactConfig,
-    table: &DeltaTable,
-    lake: &Lake,
+    state: &DeltaTableState,
     min_files: usize,
-) -> Result<BTreeMap<TablePartition, Vec<Small>>> {
-    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+) -> BTreeMap<TablePartition, Vec<Small>> {
     let mut by_partition: BTreeMap<TablePartition, Vec<Small>> = BTreeMap::new();
     let columns = table_partition_columns(state);
     for file in state.log_data().iter() {
@@ -124,7 +122,7 @@ fn small_files(
         });
     }
     by_partition.retain(|_, files| files.len() >= min_files);
-    Ok(by_partition)
+    by_partition
 }
 
 /// Times a partition is planned again after a commit lost to another
@@ -132,8 +130,9 @@ fn small_files(
 const ATTEMPTS: u32 = 5;
 
 /// Plans the partition's bins on the table as it is once the lease is held
-/// (if it still has `min_files` small files), and commits each; after a
-/// commit conflict, plans again.
+/// ([`PartitionLeases::plan_holding`]; none when it no longer has
+/// `min_files` small files), and commits each; after a commit conflict,
+/// plans again.
 async fn optimize_partition(
     config: &CompactConfig,
     lake: &Lake,
@@ -145,11 +144,14 @@ async fn optimize_partition(
     report.partitions += 1;
     let mut attempt = 1;
     loop {
-        table
-            .update_state()
-            .await
-            .map_err(|e| delta_error(lake, "read", e))?;
-        let Some(files) = small_files(config, table, lake, min_files)?.remove(partition) else {
+        let files = leases
+            .plan_holding(config, lake, table, |state| {
+                let files = small_files(config, &state, min_files).remove(partition);
+                let needed = files.iter().map(|_| partition.clone()).collect();
+                Box::pin(std::future::ready(Ok((files, needed))))
+            })
+            .await?;
+        let Some(files) = files else {
             return Ok(());
         };
         let mut result = Ok(());

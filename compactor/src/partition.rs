@@ -65,6 +65,17 @@ impl TablePartition {
         )
     }
 
+    /// A partition with `values` by column, in the table's column order.
+    #[cfg(test)]
+    pub(crate) fn new(values: &[(&str, Option<&str>)]) -> Self {
+        Self(
+            values
+                .iter()
+                .map(|(c, v)| (c.to_string(), v.map(str::to_string)))
+                .collect(),
+        )
+    }
+
     /// Its values by column.
     pub fn values(&self) -> &[(String, Option<String>)] {
         &self.0

@@ -13,10 +13,9 @@
 //!   ─► `remove` (dataChange) + `add` actions for the caller's commit
 //! ```
 //!
-//! Callers hold the lease of every partition whose files they rewrite
-//! ([`partition_lease_name`]) from before they read the snapshot until their
-//! commit lands: Delta's conflict checks alone would let an optimize that
-//! rewrote the same files concurrently bring removed rows back.
+//! Callers hold the lease of every partition whose files they rewrite (see
+//! [`crate::leases`]) from before they read the snapshot until their commit
+//! lands.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -32,11 +31,11 @@ use object_store::path::Path;
 use serde::Serialize;
 use tributary_config::CompactConfig;
 use tributary_lake::Lake;
-use tributary_lake::lease::{Lease, owner_id};
 
 use crate::error::{Error, Result};
 use crate::files::{Mention, TableFile, TableWriter, matching_rows};
 use crate::forget::{Matcher, Residue};
+use crate::leases::PartitionLeases;
 use crate::partition::{TablePartition, table_partition_columns};
 use crate::progress::Progress;
 use crate::table::delta_error;
@@ -156,13 +155,6 @@ impl Candidate {
     }
 }
 
-/// The lease that guards rewrites of one table partition's files:
-/// `table/date=2026-11-22` (`table/date=2026-11-22/_hour=7/…` with more
-/// partition columns).
-pub fn partition_lease_name(partition: &TablePartition) -> String {
-    format!("table/{}", partition.path())
-}
-
 /// Files of `state` whose statistics do not rule out every value of
 /// `erase`, nor (with `text`) every mention in a redact column: only a
 /// redact column that is null in every row of a file rules that out.
@@ -223,11 +215,11 @@ pub fn candidates(
 }
 
 /// Plans and runs a rewrite on the table as it is once the leases of every
-/// partition it touches are held: plans, takes the missing leases, and plans
-/// again until the plan needs no other lease. The leases stay in `leases`
-/// for the caller's commit, and `table` is left at the snapshot the returned
-/// actions were planned on. With `target_file_bytes` `None` (a dry run) it
-/// takes no lease and only counts. `show_progress` shows files checked.
+/// partition it touches are held ([`PartitionLeases::plan_holding`]). The
+/// leases stay in `leases` for the caller's commit, and `table` is left at
+/// the snapshot the returned actions were planned on. With
+/// `target_file_bytes` `None` (a dry run) it takes no lease and only counts.
+/// `show_progress` shows files checked.
 pub async fn rewrite_under_leases(
     config: &CompactConfig,
     lake: &Lake,
@@ -237,32 +229,31 @@ pub async fn rewrite_under_leases(
     leases: &mut PartitionLeases,
     show_progress: bool,
 ) -> Result<(Vec<Action>, RewriteReport)> {
-    loop {
-        table
-            .update_state()
-            .await
-            .map_err(|e| delta_error(lake, "read", e))?;
-        let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
-        let mut report = RewriteReport::default();
-        let found = candidates(state, erasure, &mut report);
-        let needed = partitions(&found);
-        if target_file_bytes.is_none() || leases.covers(&needed) {
-            let mut progress =
-                show_progress.then(|| Progress::new("table files checked", found.len() as u64));
-            let actions = rewrite(
-                lake,
-                state,
-                found,
-                erasure,
-                target_file_bytes,
-                &mut report,
-                progress.as_mut(),
-            )
-            .await?;
-            return Ok((actions, report));
-        }
-        leases.acquire(config, lake, &needed).await?;
-    }
+    let (found, mut report) = leases
+        .plan_holding(config, lake, table, |state| {
+            let mut report = RewriteReport::default();
+            let found = candidates(&state, erasure, &mut report);
+            let needed = match target_file_bytes {
+                Some(_) => partitions(&found),
+                None => BTreeSet::new(),
+            };
+            Box::pin(std::future::ready(Ok(((found, report), needed))))
+        })
+        .await?;
+    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+    let mut progress =
+        show_progress.then(|| Progress::new("table files checked", found.len() as u64));
+    let actions = rewrite(
+        lake,
+        state,
+        found,
+        erasure,
+        target_file_bytes,
+        &mut report,
+        progress.as_mut(),
+    )
+    .await?;
+    Ok((actions, report))
 }
 
 /// The partitions `candidates` belong to: the leases a rewrite needs.
@@ -423,77 +414,4 @@ pub fn redact(
         return Ok((batch.clone(), 0));
     }
     Ok((RecordBatch::try_new(batch.schema(), arrays)?, changed))
-}
-
-/// The partition leases a rewrite holds until its commit lands.
-#[derive(Debug, Default)]
-pub struct PartitionLeases {
-    held: Vec<(TablePartition, Lease)>,
-}
-
-impl PartitionLeases {
-    /// Whether every partition of `needed` is leased.
-    pub fn covers(&self, needed: &BTreeSet<TablePartition>) -> bool {
-        needed.iter().all(|p| self.held.iter().any(|(h, _)| h == p))
-    }
-
-    /// Whether no lease is held.
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
-
-    /// Renews every lease (between the steps of a long rewrite).
-    pub async fn renew(&mut self, lake: &Lake) -> Result<()> {
-        for (_, lease) in &mut self.held {
-            lease.renew(lake.store().as_ref()).await?;
-        }
-        Ok(())
-    }
-
-    /// Takes the leases of `needed` not held yet, in partition order, waiting
-    /// up to twice the lease duration for each.
-    pub async fn acquire(
-        &mut self,
-        config: &CompactConfig,
-        lake: &Lake,
-        needed: &BTreeSet<TablePartition>,
-    ) -> Result<()> {
-        let duration = Duration::from_millis(config.lease_ms);
-        for partition in needed {
-            if self.held.iter().any(|(h, _)| h == partition) {
-                continue;
-            }
-            let name = partition_lease_name(partition);
-            let lease = Lease::acquire(
-                lake.store().as_ref(),
-                &name,
-                owner_id(),
-                duration,
-                duration * 2,
-            )
-            .await?;
-            self.held.push((partition.clone(), lease));
-        }
-        Ok(())
-    }
-
-    /// Fails unless every lease has at least a fifth of its duration left:
-    /// time enough to commit before another process may take it.
-    pub fn ensure_valid(&self, config: &CompactConfig) -> Result<()> {
-        let margin = Duration::from_millis(config.lease_ms / 5);
-        for (_, lease) in &self.held {
-            lease.ensure_valid(margin)?;
-        }
-        Ok(())
-    }
-
-    /// Gives every lease up. Failures are logged: the leases expire anyway.
-    pub async fn release(&mut self, lake: &Lake) {
-        for (_, lease) in self.held.drain(..) {
-            let name = lease.name().to_string();
-            if let Err(error) = lease.release(lake.store().as_ref()).await {
-                tracing::warn!(lease = %name, %error, "could not release a lease; it will expire");
-            }
-        }
-    }
 }

@@ -21,7 +21,7 @@ use tributary_lake::rowfile::ColumnType;
 use crate::error::{Error, Result};
 use crate::events::{self, Operation};
 use crate::files::{added_paths, discard_unreferenced};
-use crate::rewrite::PartitionLeases;
+use crate::leases::PartitionLeases;
 
 /// The first partition column of every Tributary table (see
 /// [`crate::partition`] for the others).

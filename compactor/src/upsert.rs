@@ -38,7 +38,8 @@ use tributary_lake::Lake;
 
 use crate::error::{Error, Result};
 use crate::files::TableFile;
-use crate::rewrite::{self, Candidate, Erase, Erasure, PartitionLeases, RewriteReport};
+use crate::leases::PartitionLeases;
+use crate::rewrite::{self, Candidate, Erase, Erasure, RewriteReport};
 use crate::table::{KEY_COLUMN, delta_error};
 
 /// The table property that records upsert mode and its order column.
@@ -177,7 +178,6 @@ pub(crate) struct UpsertReport {
 
 /// The result of probing a snapshot: per file, the keys whose rows go.
 struct Probe {
-    version: u64,
     replace: Vec<(Candidate, HashSet<String>)>,
     drop_incoming: HashSet<String>,
     report: UpsertReport,
@@ -222,41 +222,25 @@ pub(crate) async fn upsert_under_leases(
     if wanted.is_empty() {
         return Ok((Vec::new(), UpsertReport::default()));
     }
-    let mut previous: Option<Probe> = None;
-    let probe = loop {
-        table
-            .update_state()
-            .await
-            .map_err(|e| delta_error(lake, "read", e))?;
-        let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
-        let version = state.version();
-        // A probe of the same version is still right once its leases are
-        // held: nothing was committed since.
-        let probe = match previous.take() {
-            Some(p) if p.version == version => p,
-            _ => probe_table(lake, state, ranks, &incoming, deleted_keys, &wanted).await?,
-        };
-        let needed = rewrite::partitions(
-            &probe
-                .replace
-                .iter()
-                .map(|(c, _)| c.clone())
-                .collect::<Vec<_>>(),
-        );
-        if leases.covers(&needed) {
-            break probe;
-        }
-        // Leases are always taken as one ordered set, so two upserting
-        // compactors never wait on each other's.
-        leases.release(lake).await;
-        leases.acquire(config, lake, &needed).await?;
-        previous = Some(probe);
-    };
+    let (incoming, wanted) = (&incoming, &wanted);
+    let probe = leases
+        .plan_holding(config, lake, table, |state| {
+            Box::pin(async move {
+                let probe =
+                    probe_table(lake, &state, ranks, incoming, deleted_keys, wanted).await?;
+                let needed = probe
+                    .replace
+                    .iter()
+                    .map(|(c, _)| c.partition().clone())
+                    .collect();
+                Ok((probe, needed))
+            })
+        })
+        .await?;
     let Probe {
         replace,
         drop_incoming,
         mut report,
-        ..
     } = probe;
     let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
     let renew_every = Duration::from_millis(config.lease_ms / 3);
@@ -382,7 +366,6 @@ async fn probe_table(
         replace.retain(|(_, keys)| !keys.is_empty());
     }
     Ok(Probe {
-        version: state.version(),
         replace,
         drop_incoming,
         report,

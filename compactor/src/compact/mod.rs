@@ -34,9 +34,10 @@ use crate::error::{Error, Result};
 use crate::events::Operation;
 use crate::files::{TableWriter, added_paths, discard_unreferenced};
 use crate::forget::requests::{erasure_ledger, redact_ledger_mentions};
+use crate::leases::PartitionLeases;
 use crate::partition::{check_cardinality, partition_columns};
 use crate::retention;
-use crate::rewrite::{self, Erase, Erasure, PartitionLeases};
+use crate::rewrite::{self, Erase, Erasure};
 use crate::share::Share;
 use crate::table::{
     Change, KEY_COLUMN, add_new_columns, commit, create_table, delta_error, system_columns,

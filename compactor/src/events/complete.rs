@@ -74,8 +74,8 @@ use super::dispatch::{Held, Pacing, TaskLease};
 use super::store::{get_optional, log_entry, log_versions};
 use super::{COMPACTION, Completion, LogEntry, Operation};
 use crate::error::{Error, Result};
+use crate::leases::PartitionLeases;
 use crate::partition::{MICROS_PER_DAY, MICROS_PER_HOUR, table_partition_columns};
-use crate::rewrite::PartitionLeases;
 use crate::table::{Change, PARTITION_COLUMN, commit, delta_error};
 use crate::telemetry::CompactorTelemetry;
 

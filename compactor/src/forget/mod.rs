@@ -56,7 +56,8 @@ use verify::{Planned, delete_unreferenced_matches, verify};
 
 use crate::error::{Error, Result};
 use crate::events::Operation;
-use crate::rewrite::{self, Erase, Erasure, FreeText, PartitionLeases, Pruned, RewriteReport};
+use crate::leases::PartitionLeases;
+use crate::rewrite::{self, Erase, Erasure, FreeText, Pruned, RewriteReport};
 use crate::table::{Change, KEY_COLUMN, commit, expire_log, referenced_files};
 
 /// What to erase.

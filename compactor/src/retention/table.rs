@@ -27,9 +27,10 @@ use super::rules::{Cutoffs, parse_date};
 use super::{RetentionOptions, State, save_state};
 use crate::error::{Error, Result};
 use crate::events::Operation;
+use crate::leases::PartitionLeases;
 use crate::partition::{TablePartition, table_partition_columns};
 use crate::progress::Progress;
-use crate::rewrite::{self, Candidate, Erasure, PartitionLeases, RewriteReport};
+use crate::rewrite::{self, Candidate, Erasure, RewriteReport};
 use crate::table::{Change, PARTITION_COLUMN, commit, delta_error};
 
 /// What the table part did.
@@ -148,8 +149,7 @@ pub(crate) async fn expire_table(
 }
 
 /// Plans on the table as it is once the leases of every partition the plan
-/// touches are held (see [`rewrite::rewrite_under_leases`], which this
-/// mirrors for several groups of rules), then rewrites.
+/// touches are held ([`PartitionLeases::plan_holding`]), then rewrites.
 async fn plan_under_leases(
     config: &CompactConfig,
     lake: &Lake,
@@ -159,50 +159,50 @@ async fn plan_under_leases(
     leases: &mut PartitionLeases,
     show_progress: bool,
 ) -> Result<(Vec<Action>, TableExpiry)> {
-    loop {
-        table
-            .update_state()
-            .await
-            .map_err(|e| delta_error(lake, "read", e))?;
-        let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
-        let Plan {
-            mut removes,
-            partitions,
-            groups,
-            mut expiry,
-        } = plan(state, cutoffs);
-        let needed: BTreeSet<TablePartition> = partitions
-            .into_iter()
-            .chain(groups.values().flat_map(|c| rewrite::partitions(c)))
-            .collect();
-        if target_file_bytes.is_some() && !leases.covers(&needed) {
-            leases.acquire(config, lake, &needed).await?;
-            continue;
+    let Plan {
+        mut removes,
+        groups,
+        mut expiry,
+        ..
+    } = leases
+        .plan_holding(config, lake, table, |state| {
+            let plan = plan(&state, cutoffs);
+            let needed = match target_file_bytes {
+                Some(_) => plan
+                    .partitions
+                    .iter()
+                    .cloned()
+                    .chain(plan.groups.values().flat_map(|c| rewrite::partitions(c)))
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            Box::pin(std::future::ready(Ok((plan, needed))))
+        })
+        .await?;
+    let state = table.snapshot().map_err(|e| delta_error(lake, "read", e))?;
+    let total = groups.values().map(|c| c.len() as u64).sum();
+    let mut progress = show_progress.then(|| Progress::new("table files checked", total));
+    for (first, candidates) in groups {
+        let erase = cutoffs.erasures(first);
+        let actions = rewrite::rewrite(
+            lake,
+            state,
+            candidates,
+            Erasure {
+                rows: &erase,
+                text: None,
+            },
+            target_file_bytes,
+            &mut expiry.tenants,
+            progress.as_mut(),
+        )
+        .await?;
+        removes.extend(actions);
+        if target_file_bytes.is_some() {
+            leases.renew(lake).await?;
         }
-        let total = groups.values().map(|c| c.len() as u64).sum();
-        let mut progress = show_progress.then(|| Progress::new("table files checked", total));
-        for (first, candidates) in groups {
-            let erase = cutoffs.erasures(first);
-            let actions = rewrite::rewrite(
-                lake,
-                state,
-                candidates,
-                Erasure {
-                    rows: &erase,
-                    text: None,
-                },
-                target_file_bytes,
-                &mut expiry.tenants,
-                progress.as_mut(),
-            )
-            .await?;
-            removes.extend(actions);
-            if target_file_bytes.is_some() {
-                leases.renew(lake).await?;
-            }
-        }
-        return Ok((removes, expiry));
     }
+    Ok((removes, expiry))
 }
 
 /// What has expired in the snapshot: files of partitions past the table

@@ -42,7 +42,7 @@ pub(crate) fn records(first: u64, count: u64, op: Option<&str>, n: Option<i64>) 
 }
 
 /// `r<first>..r<end>` as keys.
-fn keys(range: std::ops::Range<u64>) -> Vec<String> {
+pub(crate) fn keys(range: std::ops::Range<u64>) -> Vec<String> {
     range.map(|i| format!("r{i}")).collect()
 }
 
@@ -338,7 +338,10 @@ fn optimize_merges_small_files_vacuum_deletes_them_and_checkpoints_are_written()
 }
 
 /// Runs `tributary optimize` over and over until `stop` exists.
-fn optimize_until(config: &Path, stop: &Path) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
+pub(crate) fn optimize_until(
+    config: &Path,
+    stop: &Path,
+) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
     let (config, stop) = (config.to_path_buf(), stop.to_path_buf());
     std::thread::spawn(move || {
         let mut reports = Vec::new();

@@ -1,17 +1,19 @@
-//! Upsert mode (`[lake.upsert]`) on tansu: updates, older re-sends arriving
-//! later, Kafka tombstones and a key moving to another day, over several
-//! compaction rounds and a compactor killed with SIGKILL; the table holds
-//! exactly the latest version of each live key, read with Python
-//! `deltalake`.
+//! Upsert mode (`[lake.upsert]`): on tansu, updates, older re-sends
+//! arriving later, Kafka tombstones and a key moving to another day, over
+//! several compaction rounds and a compactor killed with SIGKILL between
+//! rounds; on S3, two compactors and an optimize at once (the commit
+//! conflict path); and a compactor killed inside a round's rewrite. The
+//! table holds exactly the latest version of each live key, read with
+//! Python `deltalake`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::compaction::json;
+use crate::compaction::{self, json, keys, optimize_until, records};
 use crate::kafka::{Broker, config, ingest_once, produce_keyed};
-use crate::operations::Processes;
-use crate::{run_ok, run_python, table_keys, tributary};
+use crate::operations::{Processes, wait_for};
+use crate::{S3_STORAGE_OPTIONS, run_ok, run_python, s3, table_keys, tributary};
 
 /// Day 1 and day 2 (2026-11-20 and 2026-11-21, UTC) in milliseconds.
 const DAY1: i64 = 1_795_478_400_000;
@@ -221,4 +223,221 @@ fn files_under(dir: &Path) -> usize {
         .map(|e| e.unwrap().path())
         .map(|p| if p.is_dir() { files_under(&p) } else { 1 })
         .sum()
+}
+
+/// Every row of `table` (local or on S3) as (`_key`, `messages_n`), sorted,
+/// read with Python `deltalake`.
+fn key_versions(table: &Path) -> Vec<(String, i64)> {
+    let out = run_python(
+        &format!(
+            "import sys, json, deltalake\n{S3_STORAGE_OPTIONS}\n\
+             t = deltalake.DeltaTable(sys.argv[1], storage_options=storage_options(sys.argv[1]))\n\
+             t = t.to_pyarrow_table(columns=['_key', 'messages_n'])\n\
+             print(json.dumps(sorted(zip(t.column('_key').to_pylist(), t.column('messages_n').to_pylist()))))"
+        ),
+        &[table.to_str().unwrap()],
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// Keys `r<first>..` with version `n`, as [`records`] writes them, into
+/// `model` (the highest version of each key wins), and the file's text.
+fn versions(model: &mut BTreeMap<String, i64>, first: u64, count: u64, n: i64) -> String {
+    for key in keys(first..first + count) {
+        let v = model.entry(key).or_insert(n);
+        *v = (*v).max(n);
+    }
+    records(first, count, None, Some(n))
+}
+
+/// The model as sorted (key, version) rows.
+fn rows(model: &BTreeMap<String, i64>) -> Vec<(String, i64)> {
+    model.iter().map(|(k, &n)| (k.clone(), n)).collect()
+}
+
+#[test]
+fn upsert_with_two_compactors_an_optimize_and_ingest_on_s3_keeps_the_latest_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = s3::new_table("upsert-concurrent");
+    let extra = "[lake.upsert]\norder_by = \"messages_n\"\n\n\
+                 [ingest.batch]\nmax_records = 400\nmax_latency_ms = 200\n\n\
+                 [compact]\ninterval_ms = 200\nmax_files_per_commit = 4\nlease_ms = 5000\n";
+    let (config, input) = compaction::config(dir.path(), &table, extra);
+    let config_str = config.to_str().unwrap();
+    let mut processes = Processes::default();
+    processes.spawn(tributary().args(["ingest", "--config", config_str]));
+    let logs: Vec<_> = (0..2)
+        .map(|i| dir.path().join(format!("compact{i}.log")))
+        .collect();
+    for log in &logs {
+        let log = std::fs::File::create(log).unwrap();
+        processes.spawn(
+            tributary()
+                .args(["compact", "--config", config_str])
+                .stderr(log),
+        );
+    }
+    let stop = dir.path().join("stop");
+    let optimizer = optimize_until(&config, &stop);
+
+    // Files arrive one after the other, each staged as its own source
+    // partition: the two compactors take different files, and the updates
+    // of one key in two files meet in concurrent rounds.
+    let mut model = BTreeMap::new();
+    let files = [
+        (0, 3_000, 1),
+        (3_000, 3_000, 1),
+        (0, 1_500, 3),
+        (1_000, 1_500, 2),
+        (4_000, 500, 0),
+        (2_000, 1_500, 4),
+    ];
+    for (f, (first, count, n)) in files.into_iter().enumerate() {
+        let text = versions(&mut model, first, count, n);
+        std::fs::write(input.join(format!("f{f}.ndjson")), text).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wait = |model: &BTreeMap<String, i64>, what: &str| {
+        let expected = rows(model);
+        wait_for(Duration::from_secs(120), what, || {
+            let created = !s3::object_keys(&table, "_delta_log/").is_empty();
+            (created && key_versions(&table) == expected).then_some(())
+        });
+    };
+    wait(&model, "the latest version of every key");
+    // Tombstones, once the rows they delete are in the table.
+    std::fs::write(
+        input.join("f9-deletes.ndjson"),
+        records(5_000, 200, Some("delete"), None),
+    )
+    .unwrap();
+    for key in keys(5_000..5_200) {
+        model.remove(&key);
+    }
+    wait(&model, "the deleted keys gone");
+    std::fs::write(&stop, "").unwrap();
+    let reports = optimizer.join().unwrap();
+    drop(processes);
+    assert_eq!(key_versions(&table), rows(&model));
+    let merged: u64 = reports
+        .iter()
+        .map(|r| r["files_removed"].as_u64().unwrap())
+        .sum();
+    assert!(merged > 0, "optimize merged files meanwhile: {reports:?}");
+    let failed: Vec<String> = logs
+        .iter()
+        .flat_map(|log| {
+            let text = std::fs::read_to_string(log).unwrap();
+            text.lines()
+                .filter(|l| l.contains("compaction round failed"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    eprintln!("compaction rounds failed and rerun: {}", failed.len());
+    for line in &failed {
+        eprintln!("{line}");
+    }
+}
+
+/// Parquet files under `dir`, at any depth.
+fn parquet_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .map(|p| match p.is_dir() {
+            true => parquet_files(&p),
+            false => usize::from(p.extension().is_some_and(|e| e == "parquet")),
+        })
+        .sum()
+}
+
+/// Versions in the table's log.
+fn log_versions(table: &Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == "json")
+        })
+        .count()
+}
+
+#[test]
+fn upsert_compactor_killed_inside_a_rewrite_recovers_to_the_latest_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    let extra = "[lake.upsert]\norder_by = \"messages_n\"\n\n\
+                 [ingest.batch]\nmax_records = 4000\n\n\
+                 [compact]\nmax_files_per_commit = 1\noptimize_min_files = 0\n";
+    let (config, input) = compaction::config(dir.path(), &table, extra);
+    let config_str = config.to_str().unwrap();
+    let ingest = || run_ok(&["ingest", "--config", config_str, "--once"]);
+    let compact = || json(&run_ok(&["compact", "--config", config_str, "--once"]));
+
+    // A table of several files (one per round and day), each holding keys
+    // of every stretch of the key range.
+    let rows_in_table = 40_000;
+    let mut model = BTreeMap::new();
+    let text = versions(&mut model, 0, rows_in_table, 1);
+    std::fs::write(input.join("base.ndjson"), text).unwrap();
+    ingest();
+    compact();
+    let files_in_table = parquet_files(&table);
+
+    // Updates of every tenth key (every file holds some), older re-sends
+    // and tombstones: each round rewrites every file of the table.
+    let mut text = String::new();
+    for i in (0..rows_in_table).step_by(10) {
+        text.push_str(&versions(&mut model, i, 1, 2));
+    }
+    for i in (3..rows_in_table).step_by(50) {
+        text.push_str(&versions(&mut model, i, 1, 0));
+    }
+    for i in (5..rows_in_table).step_by(100) {
+        text.push_str(&records(i, 1, Some("delete"), None));
+        model.remove(&keys(i..i + 1)[0]);
+    }
+    std::fs::write(input.join("updates.ndjson"), text).unwrap();
+    ingest();
+
+    // A compactor killed ever later. A kill that leaves new Parquet files
+    // and no commit landed after a rewrite wrote its first file; with
+    // fewer new files than the table has, before it wrote the last.
+    let staging = table.join("_tributary").join("staging");
+    let mut processes = Processes::default();
+    let mut inside_rewrite = Vec::new();
+    for step in 0..60 {
+        if files_under(&staging) == 0 || !inside_rewrite.is_empty() {
+            break;
+        }
+        let (files, versions) = (parquet_files(&table), log_versions(&table));
+        let pid = processes
+            .spawn(tributary().args(["compact", "--config", config_str]))
+            .id();
+        std::thread::sleep(Duration::from_millis(300 + 100 * step));
+        processes.kill9(pid);
+        let written = parquet_files(&table) - files;
+        if log_versions(&table) == versions && written > 0 && written < files_in_table {
+            inside_rewrite.push(written);
+        }
+    }
+    assert!(
+        !inside_rewrite.is_empty(),
+        "no kill landed inside a rewrite of the table's {files_in_table} files"
+    );
+    eprintln!(
+        "a kill left {inside_rewrite:?} new files of the table's {files_in_table} rewritten, uncommitted"
+    );
+    let report = compact();
+    assert!(
+        report["table_files_rewritten"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert_eq!(key_versions(&table), rows(&model));
 }
