@@ -316,11 +316,25 @@ impl IngestTelemetry {
             .inc_by(batch.message_bytes);
     }
 
-    /// Every dead-letter reason of a table starts at zero, so rate() and
-    /// alerts see a series before its first bad message.
+    /// Every series of a table starts at zero when its first batch is
+    /// staged (each dead-letter reason too), so rate() and alerts see a
+    /// series before its first duplicate or bad message.
     fn first_seen(&self, table: &TableId) {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         if tables.insert(table.clone()) {
+            let label = [table.as_str()];
+            for counter in [
+                &self.received_records,
+                &self.received_bytes,
+                &self.decoded_records,
+                &self.staged_rows,
+                &self.staged_files,
+                &self.staged_bytes,
+                &self.duplicate_batches,
+            ] {
+                counter.with_label_values(&label);
+            }
+            self.batch_latency.with_label_values(&label);
             for reason in Reason::ALL {
                 self.dead_lettered_records
                     .with_label_values(&[reason.as_str(), table.as_str()]);
