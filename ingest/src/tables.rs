@@ -134,12 +134,12 @@ impl Tables {
     /// The one table `lake`, written as `config` says (no routing): what
     /// [`crate::run`] uses.
     pub fn single(config: &IngestConfig, lake: &Lake) -> Self {
+        // As `Config::single_table` names it: the location's last segment.
         let name = lake
             .table_url()
             .path_segments()
             .and_then(|s| s.filter(|s| !s.is_empty()).next_back())
-            .unwrap_or("table")
-            .to_string();
+            .map_or_else(|| "table".to_string(), tributary_config::safe_name);
         Self::with(
             config.clone(),
             Router::Single(TableId::new(&name)),

@@ -96,14 +96,7 @@ fn main() {
         .expect("the registry starts");
     let broker = Broker::start(dir.path());
 
-    let mut json = Vec::new();
-    sample::write_envelopes(&mut json, &mut sample::SplitMix::new(1), records, 0)
-        .expect("in memory");
-    let json: Vec<Vec<u8>> = json
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let json = json_messages(records);
     let mut avro = Vec::new();
     sample::avro_envelopes(
         &mut sample::SplitMix::new(1),
@@ -156,20 +149,24 @@ fn main() {
     }
 }
 
+/// The quickstart's sample stream as JSON envelopes holding `records` log
+/// records in all, one message each.
+fn json_messages(records: u64) -> Vec<Vec<u8>> {
+    let mut json = Vec::new();
+    sample::write_envelopes(&mut json, &mut sample::SplitMix::new(1), records, 0)
+        .expect("in memory");
+    json.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 /// Routing: `topics` topics into as many tables against one topic into one
 /// table, `records` JSON log records in all, the same partitions in all.
 fn routing(dir: &Path, records: u64, topics: usize) {
     let broker = Broker::start(dir);
     let partitions = topics.max(partitions());
-    let mut json = Vec::new();
-    sample::write_envelopes(&mut json, &mut sample::SplitMix::new(1), records, 0)
-        .expect("in memory");
-    let messages: Vec<Vec<u8>> = json
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
-    drop(json);
+    let messages = json_messages(records);
     println!(
         "{records} JSON log records ({} messages), {partitions} partitions in all, tansu at {}",
         messages.len(),
