@@ -308,8 +308,9 @@ mod tests {
 
     use super::*;
 
-    /// A routed configuration: tables under `dir`, table `typed` with its
-    /// own flattening declaring `amount` a double, and `routing`.
+    /// A routed configuration: tables under `dir`, table `typed` in upsert
+    /// mode with its own flattening declaring `amount` a double, and
+    /// `routing`.
     fn routed(dir: &Path, routing: &str) -> Config {
         Config::from_toml_str(
             &format!(
@@ -321,6 +322,8 @@ table_uri = "{dir}/${{table}}"
 key_field = "id"
 [tables.typed.flatten.schema]
 amount = "double"
+[tables.typed.upsert]
+order_by = "_position"
 
 [ingest]
 stream = "s"
@@ -355,6 +358,9 @@ topics = ["a", "b", "typed"]
         assert_eq!(typed.types.get("amount"), Some(&ColumnType::Double));
         assert_eq!(typed.settings.key_field.as_deref(), Some("id"));
         assert_eq!(a.types.get("amount"), None);
+        // An upsert table's tombstones are deletes by default; not others'.
+        assert_eq!(typed.tombstones, Tombstones::Delete);
+        assert_eq!(a.tombstones, Tombstones::DeadLetter);
         assert_eq!(tables.probe_lakes().len(), 2);
 
         let error = tables.of_topic("b").await.unwrap_err().to_string();
