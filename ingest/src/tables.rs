@@ -80,7 +80,7 @@ struct Inner {
 
 enum Resolve {
     /// The one table of an unrouted configuration.
-    Single { lake: Lake },
+    Single { lake: Box<Lake> },
     /// A table per route: [`Config::table`].
     Routed(Box<Config>),
 }
@@ -105,7 +105,7 @@ impl Tables {
                 ingest,
                 Router::Single(TableId::new(&table.name)),
                 Resolve::Single {
-                    lake: Lake::open(&table.lake)?,
+                    lake: Box::new(Lake::open(&table.lake)?),
                 },
                 1,
                 None,
@@ -132,18 +132,20 @@ impl Tables {
     }
 
     /// The one table `lake`, written as `config` says (no routing): what
-    /// [`crate::run`] uses.
+    /// [`run()`](fn@crate::run) uses.
     pub fn single(config: &IngestConfig, lake: &Lake) -> Self {
         // As `Config::single_table` names it: the location's last segment.
         let name = lake
             .table_url()
             .path_segments()
-            .and_then(|s| s.filter(|s| !s.is_empty()).next_back())
+            .and_then(|mut s| s.rfind(|s| !s.is_empty()))
             .map_or_else(|| "table".to_string(), tributary_config::safe_name);
         Self::with(
             config.clone(),
             Router::Single(TableId::new(&name)),
-            Resolve::Single { lake: lake.clone() },
+            Resolve::Single {
+                lake: Box::new(lake.clone()),
+            },
             1,
             None,
         )
@@ -183,7 +185,7 @@ impl Tables {
             return opened.clone();
         }
         match (&self.inner.resolve, &self.inner.root) {
-            (Resolve::Single { lake }, _) => vec![lake.clone()],
+            (Resolve::Single { lake }, _) => vec![lake.as_ref().clone()],
             (Resolve::Routed(_), Some(root)) => vec![root.clone()],
             (Resolve::Routed(_), None) => Vec::new(),
         }
@@ -234,7 +236,7 @@ impl Tables {
         let kafka = ingest.kafka.as_ref();
         let (lake, flatten, tombstones, delete_marker) = match &self.inner.resolve {
             Resolve::Single { lake } => (
-                lake.clone(),
+                lake.as_ref().clone(),
                 ingest.flatten.clone(),
                 kafka.and_then(|k| k.tombstones).unwrap_or_default(),
                 kafka.map(|k| k.delete_marker.clone()).unwrap_or_default(),
