@@ -126,6 +126,25 @@ pub enum Error {
     /// Ingest's decoding could not be set up (for a dead-letter replay).
     #[error(transparent)]
     Ingest(#[from] tributary_ingest::Error),
+    /// A table of the configuration cannot be resolved (a bad name, a
+    /// routed configuration where one table was expected).
+    #[error("table {table} of the configuration")]
+    Table {
+        /// The table's name (or `lake.table_uri`).
+        table: String,
+        /// The configuration's error.
+        #[source]
+        source: tributary_config::ConfigError,
+    },
+    /// The tables under a routed configuration's root cannot be listed.
+    #[error("cannot list the tables under {root}")]
+    ListTables {
+        /// `lake.table_uri` up to its `${table}` segment.
+        root: String,
+        /// The object store's error.
+        #[source]
+        source: object_store::Error,
+    },
     /// A dead-letter replay remainder written by an earlier version names
     /// its letters by index, which a rewrite since may have shifted.
     #[error(

@@ -355,12 +355,7 @@ impl TableFile {
         };
         let mut found = Vec::new();
         for row_group in 0..self.builder.metadata().num_row_groups() {
-            let filter = self
-                .builder
-                .get_row_group_column_bloom_filter(row_group, index)
-                .await
-                .map_err(|e| parquet_error(&self.path, e))?;
-            if filter.is_none_or(|f| values.iter().any(|v| f.check(v.as_str()))) {
+            if self.bloom_may_hold(row_group, index, values.iter()).await? {
                 found.push(row_group);
             }
         }
@@ -409,20 +404,27 @@ impl TableFile {
         values: impl Iterator<Item = &'v String> + Clone,
     ) -> Result<bool> {
         for row_group in 0..self.builder.metadata().num_row_groups() {
-            let filter = self
-                .builder
-                .get_row_group_column_bloom_filter(row_group, index)
-                .await
-                .map_err(|e| parquet_error(&self.path, e))?;
-            match filter {
-                None => return Ok(true),
-                Some(filter) if values.clone().any(|v| filter.check(v.as_str())) => {
-                    return Ok(true);
-                }
-                Some(_) => {}
+            if self.bloom_may_hold(row_group, index, values.clone()).await? {
+                return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// Whether row group `row_group`'s bloom filter on leaf column `index`
+    /// may hold one of `values` (true when it has no filter).
+    async fn bloom_may_hold<'v>(
+        &mut self,
+        row_group: usize,
+        index: usize,
+        mut values: impl Iterator<Item = &'v String>,
+    ) -> Result<bool> {
+        let filter = self
+            .builder
+            .get_row_group_column_bloom_filter(row_group, index)
+            .await
+            .map_err(|e| parquet_error(&self.path, e))?;
+        Ok(filter.is_none_or(|f| values.any(|v| f.check(v.as_str()))))
     }
 
     /// Whether a value of `columns` (the redact columns) in this file may

@@ -1,8 +1,10 @@
 //! `tributary compact`: merge staged row files into a partitioned Delta Lake
 //! table of Parquet files, exactly once.
 //!
-//! [`run()`](fn@run) is the long-running compactor;
-//! [`compact_until_empty`] is what `tributary compact --once` runs;
+//! [`run()`](fn@run) is the long-running compactor, serving every table of
+//! the configuration ([`tables`]: one, or several with routing);
+//! [`compact_until_empty`] is what `tributary compact --once` runs for each
+//! table;
 //! [`compact_round`] is one bounded round (one Delta commit). The round's
 //! steps and crash behaviour are drawn in the [`compact`] module; how
 //! several compactors divide the work, in [`share`].
@@ -31,6 +33,7 @@ pub mod row_files;
 pub mod run;
 pub mod share;
 pub mod table;
+pub mod tables;
 pub mod telemetry;
 pub mod text_index;
 mod upsert;
@@ -40,5 +43,6 @@ pub use error::{Error, Result};
 pub use optimize::{OptimizeReport, VacuumReport, optimize, vacuum};
 pub use run::run;
 pub use table::PARTITION_COLUMN;
+pub use tables::{ServedTable, Tables};
 pub use telemetry::CompactorTelemetry;
 pub use upsert::ORDER_PROPERTY as UPSERT_ORDER_PROPERTY;

@@ -1,31 +1,52 @@
-//! The long-running compactor: rounds until shut down, with backoff after a
-//! failed round, and the table's upkeep between rounds; and, as its own
-//! task beside them, the retention rules on their schedule.
+//! The long-running compactor: rounds until shut down over every table it
+//! serves ([`Tables`]), with backoff after a failed round and each table's
+//! upkeep after its rounds; and, as tasks of their own beside them, the
+//! retention rules on their schedule and each table's event delivery.
 //!
 //! ```text
-//! run ─┬─ compaction: round ─► upkeep (optimize, vacuum, erasure gauges) ─► round ...
-//!      └─ retention (spawned): run ─► sleep retention.interval_ms ─► run ...
-//!   shutdown: each finishes the round or run it is in, then both stop
+//! run ─┬─ compaction: turns ─► the first due table in the queue: round ─► upkeep
+//!      │       compacted → back of the queue, due at once
+//!      │       idle      → due in compact.interval_ms
+//!      │       failed    → due after its own backoff (1 s doubling to 60 s)
+//!      │       nothing due → sleep until the earliest due time
+//!      │       every interval_ms × 12 (compact.tables = "*"): list the tables again
+//!      ├─ retention (spawned): the due table's run ─► ... (one run at a time)
+//!      └─ events (spawned per table): deliver each sink, decide completeness
+//!   shutdown: each finishes the round or run it is in, then all stop
 //! ```
+//!
+//! **Fair and bounded.** One bounded round of one table runs at a time, with
+//! the whole `compact.memory_budget_bytes`, so serving many tables needs the
+//! memory of one; a table with a big backlog gets one round per turn like
+//! every other table, so its backlog never stops a small table's rounds,
+//! and a broken table (its store unreachable, a corrupt file) backs off on
+//! its own without holding up the others. Each table keeps its own [`Share`]
+//! (heartbeat and source-partition leases under the table), so N compactors
+//! serving M tables divide each table's partitions as they would one table.
 //!
 //! Retention runs apart so that a long run (a tenant rule rewriting many
 //! files) never delays compaction; the two meet only where they change the
 //! same partitions, under the partition leases every commit takes (a lost
-//! race is retried), and one retention run at a time holds the lease
+//! race is retried), and one retention run at a time holds the table's lease
 //! `retention` (another compactor's or the CronJob's run makes this one
 //! skip its turn).
 
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tributary_config::CompactConfig;
+use tokio::task::JoinSet;
+use tributary_config::{CompactConfig, EventsConfig};
 use tributary_lake::Lake;
 
 use crate::compact::compact_round;
+use crate::error::Result;
+use crate::events::dispatch::Dispatcher;
 use crate::forget::requests::unfinished_summary;
 use crate::optimize::{optimize, vacuum};
 use crate::retention::{RetentionOptions, retention};
 use crate::share::Share;
+use crate::tables::{ServedTable, Tables};
 use crate::telemetry::CompactorTelemetry;
 
 /// The longest pause after failed rounds; the pause doubles from one second.
@@ -34,80 +55,213 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often the erasure ledger is read for the deadline gauges.
 const ERASURE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Runs compaction rounds until `shutdown` turns true: back to back while
-/// files are staged, every `config.interval_ms` when none are.
+/// With `compact.tables = "*"`, the tables are listed again every this many
+/// `compact.interval_ms`.
+const DISCOVERY_INTERVALS: u32 = 12;
+
+/// Runs compaction rounds over `tables` until `shutdown` turns true (see the
+/// module docs for the order), delivering `events` for each table beside
+/// them.
 ///
 /// A failed round (the object store unreachable, a corrupt row file) is
-/// counted and logged, and the round is tried again after a backoff; a round
-/// that lost a commit race to another compactor is tried again at once; a round is safe to repeat at any point
-/// (see [`compact`](crate::compact)). Shutdown is checked between rounds, so
-/// a round that has started finishes and commits. Meanwhile a spawned task
-/// applies the retention rules every `retention.interval_ms`; `run`
-/// returns once both have stopped.
+/// counted and logged, and the table's round is tried again after its
+/// backoff; a round that lost a commit race to another compactor is tried
+/// again soon; a round is safe to repeat at any point (see
+/// [`compact`](crate::compact)). Shutdown is checked between rounds, so a
+/// round that has started finishes and commits. Returns once every task has
+/// stopped; fails only at start, when the tables cannot be listed or an
+/// event sink cannot be set up.
 pub async fn run(
-    config: &CompactConfig,
-    lake: &Lake,
+    tables: &Tables,
+    events: &EventsConfig,
     shutdown: watch::Receiver<bool>,
     telemetry: &CompactorTelemetry,
-) {
-    let retention = tokio::spawn(retention_schedule(
-        config.clone(),
-        lake.clone(),
-        shutdown.clone(),
-        telemetry.clone(),
-    ));
-    compaction(config, lake, shutdown, telemetry).await;
-    // The retention task stops at the same signal, after its current run.
-    if let Err(error) = retention.await {
-        tracing::error!(%error, "the retention task failed");
+) -> Result<()> {
+    let first = tables.list().await?;
+    // Sinks that cannot be set up stop the process now, not their events.
+    let mut dispatchers = Vec::with_capacity(first.len());
+    for table in &first {
+        dispatchers.push(Dispatcher::new(events, &table.config).await?);
+    }
+    let mut background = JoinSet::new();
+    let (served, watched) = watch::channel(Vec::new());
+    background.spawn(retention_schedule(watched, shutdown.clone()));
+    let mut turns = Turns::new(served, telemetry.clone(), shutdown.clone());
+    for (table, dispatcher) in first.into_iter().zip(dispatchers) {
+        turns.add(table, dispatcher, &mut background);
+    }
+    turns.compaction(tables, events, &mut background).await;
+    // The other tasks stop at the same signal, after their current run.
+    while let Some(ended) = background.join_next().await {
+        if let Err(error) = ended {
+            tracing::error!(%error, "a compactor task failed");
+        }
+    }
+    Ok(())
+}
+
+/// One served table's compaction state.
+struct Turn {
+    table: ServedTable,
+    telemetry: CompactorTelemetry,
+    share: Share,
+    upkeep: Upkeep,
+    backoff: Duration,
+    due: Instant,
+}
+
+/// The queue of served tables, in turn order.
+struct Turns {
+    queue: VecDeque<Turn>,
+    names: BTreeSet<String>,
+    /// The served tables, for the retention task.
+    served: watch::Sender<Vec<(ServedTable, CompactorTelemetry)>>,
+    telemetry: CompactorTelemetry,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Turns {
+    fn new(
+        served: watch::Sender<Vec<(ServedTable, CompactorTelemetry)>>,
+        telemetry: CompactorTelemetry,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            names: BTreeSet::new(),
+            served,
+            telemetry,
+            shutdown,
+        }
+    }
+
+    /// Serves `table` from now on: due at once, its events delivered by a
+    /// task of its own.
+    fn add(&mut self, table: ServedTable, dispatcher: Dispatcher, tasks: &mut JoinSet<()>) {
+        let telemetry = self.telemetry.for_table(&table.name);
+        tracing::info!(table = %table.name, uri = %table.lake.table_url(), "serving table");
+        let (lake, events_telemetry, shutdown) =
+            (table.lake.clone(), telemetry.clone(), self.shutdown.clone());
+        tasks.spawn(async move { dispatcher.run(&lake, &events_telemetry, shutdown).await });
+        self.served
+            .send_modify(|served| served.push((table.clone(), telemetry.clone())));
+        self.names.insert(table.name.clone());
+        self.queue.push_back(Turn {
+            share: Share::new(&table.config),
+            upkeep: Upkeep::new(&table.config),
+            table,
+            telemetry,
+            backoff: Duration::from_secs(1),
+            due: Instant::now(),
+        });
+    }
+
+    /// Lists the tables again and serves those not served yet. A failure is
+    /// logged; the tables served so far go on.
+    async fn discover(&mut self, tables: &Tables, events: &EventsConfig, tasks: &mut JoinSet<()>) {
+        let found = match tables.list().await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(
+                    error = %crate::telemetry::DisplayChain(&error),
+                    "cannot list the tables; trying again later"
+                );
+                return;
+            }
+        };
+        for table in found {
+            if self.names.contains(&table.name) {
+                continue;
+            }
+            match Dispatcher::new(events, &table.config).await {
+                Ok(dispatcher) => self.add(table, dispatcher, tasks),
+                Err(error) => self
+                    .telemetry
+                    .for_table(&table.name)
+                    .upkeep_failed("events", &error),
+            }
+        }
+    }
+
+    /// Runs turns until shutdown, then leaves every table's share.
+    async fn compaction(
+        &mut self,
+        tables: &Tables,
+        events: &EventsConfig,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let mut shutdown = self.shutdown.clone();
+        let relist = tables.discovers().then(|| {
+            Duration::from_millis(tables.config().compact.interval_ms) * DISCOVERY_INTERVALS
+        });
+        let mut next_listing = relist.map(|every| Instant::now() + every);
+        while !*shutdown.borrow() {
+            if let (Some(at), Some(every)) = (next_listing, relist)
+                && Instant::now() >= at
+            {
+                self.discover(tables, events, tasks).await;
+                next_listing = Some(Instant::now() + every);
+            }
+            let now = Instant::now();
+            let Some(index) = self.queue.iter().position(|turn| turn.due <= now) else {
+                let earliest = self.queue.iter().map(|turn| turn.due).min();
+                let wake = earliest.into_iter().chain(next_listing).min();
+                let pause = wake.map_or(Duration::from_secs(1), |at| {
+                    at.saturating_duration_since(now)
+                });
+                if !pause_until_shutdown(&mut shutdown, pause).await {
+                    break;
+                }
+                continue;
+            };
+            let Some(mut turn) = self.queue.remove(index) else {
+                continue;
+            };
+            turn.round(&shutdown).await;
+            self.queue.push_back(turn);
+        }
+        for turn in &mut self.queue {
+            turn.share.leave(&turn.table.lake).await;
+        }
     }
 }
 
-async fn compaction(
-    config: &CompactConfig,
-    lake: &Lake,
-    mut shutdown: watch::Receiver<bool>,
-    telemetry: &CompactorTelemetry,
-) {
-    let interval = Duration::from_millis(config.interval_ms);
-    let mut backoff = Duration::from_secs(1);
-    let mut upkeep = Upkeep::new(config);
-    let mut share = Share::new(config);
-    while !*shutdown.borrow() {
-        let pause = match compact_round(config, lake, &mut share).await {
+impl Turn {
+    /// One bounded round of this table, its upkeep, and when it is due next.
+    async fn round(&mut self, shutdown: &watch::Receiver<bool>) {
+        let (config, lake) = (&self.table.config, &self.table.lake);
+        let pause = match compact_round(config, lake, &mut self.share).await {
             Ok(round) => {
-                telemetry.round_finished(&round);
-                backoff = Duration::from_secs(1);
+                self.telemetry.round_finished(&round);
+                self.backoff = Duration::from_secs(1);
                 if !*shutdown.borrow() {
-                    upkeep
-                        .after_round(config, lake, telemetry, round.commits > 0)
+                    self.upkeep
+                        .after_round(config, lake, &self.telemetry, round.commits > 0)
                         .await;
                 }
                 if round.files_compacted > 0 {
-                    continue;
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(config.interval_ms)
                 }
-                interval
             }
             // Another compactor committed first: try again soon, at a
             // jittered moment so two compactors do not collide again.
             Err(error) if error.is_commit_conflict() => {
-                telemetry.round_failed(&error);
+                self.telemetry.round_failed(&error);
                 Duration::from_millis(
                     100 + u64::from(chrono::Utc::now().timestamp_subsec_millis()) % 400,
                 )
             }
             Err(error) => {
-                telemetry.round_failed(&error);
-                let pause = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                self.telemetry.round_failed(&error);
+                let pause = self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 pause
             }
         };
-        if !pause_until_shutdown(&mut shutdown, pause).await {
-            break;
-        }
+        self.due = Instant::now() + pause;
     }
-    share.leave(lake).await;
 }
 
 /// Sleeps `pause` or until shutdown is signalled; `false` when it is (or
@@ -125,29 +279,50 @@ async fn pause_until_shutdown(shutdown: &mut watch::Receiver<bool>, pause: Durat
     !*shutdown.borrow()
 }
 
-/// Applies the retention rules every `retention.interval_ms` (the first run
-/// at start) until shutdown, as `tributary retention` does. A run that has
-/// started finishes (it is safe to stop anywhere, but then its lease would
-/// hold off the next run until it expires). A failure is counted and
-/// logged; the next run tries again.
+/// Applies each served table's retention rules every `retention.interval_ms`
+/// of that table (the first run at start, or when the table is first
+/// served), as `tributary retention` does, one run at a time, until
+/// shutdown. A run that has started finishes (it is safe to stop anywhere,
+/// but then its lease would hold off the next run until it expires). A
+/// failure is counted and logged; the table's next run tries again.
 async fn retention_schedule(
-    config: CompactConfig,
-    lake: Lake,
+    mut served: watch::Receiver<Vec<(ServedTable, CompactorTelemetry)>>,
     mut shutdown: watch::Receiver<bool>,
-    telemetry: CompactorTelemetry,
 ) {
-    let Some(every) = retention_interval(&config) else {
-        return;
-    };
+    // When each table (by its place in `served`, which only grows) is due.
+    let mut due: Vec<Option<Instant>> = Vec::new();
     while !*shutdown.borrow() {
-        match retention(&config, &lake, &RetentionOptions::new(&config, false)).await {
-            Ok(report) => telemetry.retention_ran(&report),
-            // Another compactor's run, or the CronJob's.
-            Err(crate::Error::Lake(tributary_lake::Error::LeaseHeld { .. })) => {}
-            Err(error) => telemetry.upkeep_failed("retention", &error),
+        let tables = served.borrow_and_update().clone();
+        due.resize(tables.len(), None);
+        let now = Instant::now();
+        for ((table, telemetry), due) in tables.iter().zip(&mut due) {
+            let Some(every) = retention_interval(&table.config) else {
+                continue;
+            };
+            if due.is_some_and(|at| at > now) {
+                continue;
+            }
+            let options = RetentionOptions::new(&table.config, false);
+            match retention(&table.config, &table.lake, &options).await {
+                Ok(report) => telemetry.retention_ran(&report),
+                // Another compactor's run, or the CronJob's.
+                Err(crate::Error::Lake(tributary_lake::Error::LeaseHeld { .. })) => {}
+                Err(error) => telemetry.upkeep_failed("retention", &error),
+            }
+            *due = Some(Instant::now() + every);
+            if *shutdown.borrow() {
+                return;
+            }
         }
-        if !pause_until_shutdown(&mut shutdown, every).await {
-            break;
+        let earliest = due.iter().flatten().min().copied();
+        let pause = earliest.map_or(Duration::from_secs(3600), |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        // A newly served table wakes the schedule for its first run.
+        // (The sender is gone only once compaction stopped, at shutdown.)
+        tokio::select! {
+            go_on = pause_until_shutdown(&mut shutdown, pause) => if !go_on { return },
+            changed = served.changed() => if changed.is_err() { return },
         }
     }
 }

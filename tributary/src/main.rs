@@ -10,6 +10,7 @@ mod quickstart;
 mod registry;
 mod sample;
 mod service;
+mod tables;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use prometheus::Registry;
 use tokio::sync::watch;
+use tributary_compactor::{ServedTable, Tables};
 use tributary_config::Config;
 use tributary_lake::Lake;
 
@@ -66,9 +68,14 @@ enum Command {
         /// The TOML configuration file (see config/README.md).
         #[arg(long)]
         config: PathBuf,
-        /// Only this partition (a `date` value such as `2026-11-22`).
+        /// Only this partition (a `date` value such as `2026-11-22`; on a
+        /// routed configuration with `--table`).
         #[arg(long)]
         partition: Option<String>,
+        /// The table, on a routed configuration (`lake.table_uri` ending
+        /// in `/${table}`): only this one. Default: every table.
+        #[arg(long)]
+        table: Option<String>,
     },
     /// Physically delete data files the table no longer references: files
     /// removed more than the retention period ago, and files never committed
@@ -86,6 +93,10 @@ enum Command {
         /// Report what would be deleted without deleting it.
         #[arg(long)]
         dry_run: bool,
+        /// The table, on a routed configuration (`lake.table_uri` ending
+        /// in `/${table}`): only this one. Default: every table.
+        #[arg(long)]
+        table: Option<String>,
     },
     /// Erase every row of the given subjects (values of `lake.subject_columns`)
     /// or record keys from the table, staged row files and dead letters,
@@ -98,8 +109,12 @@ enum Command {
         /// The TOML configuration file (see config/README.md).
         #[arg(long)]
         config: PathBuf,
-        /// The table's name (the last segment of `lake.table_uri`): a guard
-        /// against running with the wrong configuration.
+        /// On a routed configuration (`lake.table_uri` ending in
+        /// `/${table}`): only this table; default: every table, named or
+        /// found under the template's parent (a person's records can be in
+        /// any), and the request is complete once it is in every one. On an
+        /// unrouted one: the table's name (the last segment of
+        /// `lake.table_uri`), a guard against the wrong configuration.
         #[arg(long)]
         table: Option<String>,
         /// A file of subject ids, one per line (`-` for stdin).
@@ -155,6 +170,10 @@ enum Command {
         /// today: with `--dry-run`, what will have expired by then.
         #[arg(long)]
         as_of: Option<chrono::NaiveDate>,
+        /// The table, on a routed configuration (`lake.table_uri` ending
+        /// in `/${table}`): only this one. Default: every table.
+        #[arg(long)]
+        table: Option<String>,
     },
     /// Ask a running process's HTTP endpoint for a health path and exit 0 if
     /// it answers 200, else 1 (container health checks in images without curl).
@@ -211,6 +230,10 @@ enum EventsCommand {
         /// Most events listed.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// The table, required on a routed configuration (`lake.table_uri`
+        /// ending in `/${table}`).
+        #[arg(long)]
+        table: Option<String>,
     },
 }
 
@@ -223,6 +246,10 @@ enum DeadLettersCommand {
         /// The TOML configuration file (see config/README.md).
         #[arg(long)]
         config: PathBuf,
+        /// The table, on a routed configuration (`lake.table_uri` ending
+        /// in `/${table}`): only this one. Default: every table.
+        #[arg(long)]
+        table: Option<String>,
     },
     /// Print dead letters as JSON lines, oldest first: object, partition,
     /// position, element, reason, error and payload size. Payloads are left
@@ -258,6 +285,10 @@ struct SelectArgs {
     /// The TOML configuration file (see config/README.md).
     #[arg(long)]
     config: PathBuf,
+    /// The table, required on a routed configuration (`lake.table_uri`
+    /// ending in `/${table}`).
+    #[arg(long)]
+    table: Option<String>,
     /// Only this reason (`malformed_json`, `decode`, `unknown_schema`, ...).
     #[arg(long)]
     reason: Option<String>,
@@ -271,10 +302,17 @@ struct SelectArgs {
 }
 
 impl SelectArgs {
-    /// The configuration, the lake, and the selection.
-    fn open(self) -> anyhow::Result<(Config, Lake, tributary_compactor::dead_letters::Selection)> {
+    /// The configuration, the table, and the selection.
+    async fn open(
+        self,
+        command: &str,
+    ) -> anyhow::Result<(
+        Config,
+        ServedTable,
+        tributary_compactor::dead_letters::Selection,
+    )> {
         let config = Config::load(&self.config)?;
-        let lake = Lake::open(&config.lake)?;
+        let table = tables::one(&config, self.table.as_deref(), command).await?;
         let written_before = self
             .older_than
             .map(|age| chrono::TimeDelta::from_std(age).map(|age| chrono::Utc::now() - age))
@@ -284,7 +322,7 @@ impl SelectArgs {
             partition: self.partition,
             written_before,
         };
-        Ok((config, lake, selection))
+        Ok((config, table, selection))
     }
 }
 
@@ -410,21 +448,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Compact { config, once } => {
             let config = Config::load(&config)?;
-            let lake = Lake::open(&config.lake)?;
+            let served = Tables::of(&config);
             if once {
-                let metrics =
-                    tributary_compactor::compact_until_empty(&config.compact, &lake).await?;
-                return print_json(&metrics);
+                // One table after the other, each until what was staged in
+                // it at the start is compacted.
+                return tables::run_each(&config, served.list().await?, |table| async move {
+                    anyhow::Ok(
+                        tributary_compactor::compact_until_empty(&table.config, &table.lake)
+                            .await?,
+                    )
+                })
+                .await;
             }
-            let dispatcher = tributary_compactor::events::dispatch::Dispatcher::new(
-                &config.events,
-                &config.compact,
-            )
-            .await?;
             let registry = Registry::new();
             let telemetry = tributary_compactor::CompactorTelemetry::register(&registry)?;
             let shutdown = shutdown_signal();
-            let checks = vec![("object_store", store_check(&lake))];
+            let checks = vec![("object_store", store_check(&served.home()?))];
             service::serve(
                 config.service.listen_addr,
                 registry,
@@ -432,31 +471,44 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 shutdown.clone(),
             )
             .await?;
-            // Event delivery runs beside compaction: a sink that is down
-            // never holds a round back.
-            let work = async {
-                tokio::join!(
-                    tributary_compactor::run(&config.compact, &lake, shutdown.clone(), &telemetry),
-                    dispatcher.run(&lake, &telemetry, shutdown.clone()),
-                );
-                Ok::<_, anyhow::Error>(())
-            };
+            // Event delivery runs beside compaction (per table, see
+            // `tributary_compactor::run`): a sink that is down never holds a
+            // round back.
+            let work =
+                tributary_compactor::run(&served, &config.events, shutdown.clone(), &telemetry);
             drain_within(&config, shutdown.clone(), work).await?;
             tracing::info!("compactor stopped");
             Ok(())
         }
-        Command::Optimize { config, partition } => {
+        Command::Optimize {
+            config,
+            partition,
+            table,
+        } => {
             let config = Config::load(&config)?;
-            let lake = Lake::open(&config.lake)?;
-            let report =
-                tributary_compactor::optimize(&config.compact, &lake, partition.as_deref(), 2)
-                    .await?;
-            print_json(&report)
+            let selected = match partition {
+                // A partition is a partition of one table.
+                Some(_) => {
+                    vec![tables::one(&config, table.as_deref(), "optimize --partition").await?]
+                }
+                None => tables::selected(&config, table.as_deref()).await?,
+            };
+            tables::run_each(&config, selected, |t| {
+                let partition = partition.clone();
+                async move {
+                    anyhow::Ok(
+                        tributary_compactor::optimize(&t.config, &t.lake, partition.as_deref(), 2)
+                            .await?,
+                    )
+                }
+            })
+            .await
         }
         Command::Vacuum {
             config,
             retention_hours,
             dry_run,
+            table,
         } => {
             let config = Config::load(&config)?;
             let retention_hours =
@@ -469,9 +521,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         reason: "must be a number of hours, 0 or more".into(),
                     }
                 })?;
-            let lake = Lake::open(&config.lake)?;
-            let report = tributary_compactor::vacuum(&lake, retention, dry_run).await?;
-            print_json(&report)
+            let selected = tables::selected(&config, table.as_deref()).await?;
+            tables::run_each(&config, selected, |t| async move {
+                anyhow::Ok(tributary_compactor::vacuum(&t.lake, retention, dry_run).await?)
+            })
+            .await
         }
         Command::Forget {
             config,
@@ -485,35 +539,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             grace_minutes,
         } => {
             let config = Config::load(&config)?;
-            let name = config
-                .lake
-                .table_uri
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next();
-            if let Some(table) = table.filter(|t| Some(t.as_str()) != name) {
-                anyhow::bail!(tributary_config::ConfigError::Invalid {
-                    key: "--table".into(),
-                    value: table,
-                    reason: format!("the configuration's table is {name:?}"),
-                });
-            }
+            let selected = tables::selected(&config, table.as_deref()).await?;
             let grace = Duration::from_secs(grace_minutes * 60);
-            let lake = Lake::open(&config.lake)?;
             if audit {
-                let event_time = config.compact.event_time_column.as_deref();
-                let report = tributary_compactor::forget::audit(&lake, event_time).await?;
-                print_json(&report)?;
-                if !report.clean {
-                    anyhow::bail!(
-                        "the audit found identifiers of completed requests in {} place(s); see the report",
-                        report.residue.len()
-                    );
-                }
-                return Ok(());
+                return forget::audit(&config, selected).await;
             }
             if let Some(inbox) = inbox {
-                return forget::forget_inbox(&config, &lake, &inbox, dry_run, grace).await;
+                return forget::forget_inbox(&config, &selected, &inbox, dry_run, grace).await;
             }
             let request_id = request_id.unwrap_or_else(|| {
                 format!("forget-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"))
@@ -522,31 +554,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 subjects: forget::read_identifiers(subjects.as_deref())?,
                 keys: forget::read_identifiers(keys.as_deref())?,
             };
-            let report =
-                forget::run_forget(&config, &lake, input, request_id, dry_run, grace).await?;
-            print_json(&report)
+            forget::run_forget(&config, &selected, input, request_id, dry_run, grace).await
         }
         Command::Retention {
             config,
             dry_run,
             grace_minutes,
             as_of,
+            table,
         } => {
             let config = Config::load(&config)?;
-            let lake = Lake::open(&config.lake)?;
-            let mut options =
-                tributary_compactor::retention::RetentionOptions::new(&config.compact, dry_run);
-            options.show_progress = true;
-            options.lease_wait = Duration::from_millis(config.compact.lease_ms * 20);
-            if let Some(day) = as_of {
-                options.today = day;
-            }
-            if let Some(minutes) = grace_minutes {
-                options.grace = Duration::from_secs(minutes * 60);
-            }
-            let report =
-                tributary_compactor::retention::retention(&config.compact, &lake, &options).await?;
-            print_json(&report)
+            // Every table unless one is named: each by its own rules.
+            let selected = tables::selected(&config, table.as_deref()).await?;
+            tables::run_each(&config, selected, |t| async move {
+                let mut options =
+                    tributary_compactor::retention::RetentionOptions::new(&t.config, dry_run);
+                options.show_progress = true;
+                options.lease_wait = Duration::from_millis(t.config.lease_ms * 20);
+                if let Some(day) = as_of {
+                    options.today = day;
+                }
+                if let Some(minutes) = grace_minutes {
+                    options.grace = Duration::from_secs(minutes * 60);
+                }
+                anyhow::Ok(
+                    tributary_compactor::retention::retention(&t.config, &t.lake, &options).await?,
+                )
+            })
+            .await
         }
         Command::Probe { addr, path } => service::probe(addr, &path).await,
         Command::Registry {
@@ -561,12 +596,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     config,
                     since,
                     limit,
+                    table,
                 },
         } => {
             let config = Config::load(&config)?;
-            let lake = Lake::open(&config.lake)?;
+            // Versions are a table's own: one table at a time.
+            let table = tables::one(&config, table.as_deref(), "events list").await?;
             let listing =
-                tributary_compactor::events::list(&lake, &config.events.sinks, since, limit)
+                tributary_compactor::events::list(&table.lake, &config.events.sinks, since, limit)
                     .await?;
             print_json(&listing)
         }
@@ -579,30 +616,36 @@ async fn run(command: Command) -> anyhow::Result<()> {
 async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
     use tributary_compactor::dead_letters::{Filter, list, replay, show};
     match command {
-        DeadLettersCommand::List { config } => {
-            let lake = Lake::open(&Config::load(&config)?.lake)?;
-            print_json(&list(&lake).await?)
+        DeadLettersCommand::List { config, table } => {
+            let config = Config::load(&config)?;
+            let selected = tables::selected(&config, table.as_deref()).await?;
+            tables::run_each(&config, selected, |t| async move {
+                anyhow::Ok(list(&t.lake).await?)
+            })
+            .await
         }
         DeadLettersCommand::Show {
             select,
             limit,
             payload,
         } => {
-            let (_, lake, selection) = select.open()?;
+            let (_, table, selection) = select.open("dead-letters show").await?;
             let filter = Filter {
                 selection,
                 limit,
                 payload,
             };
-            for letter in show(&lake, &filter).await? {
+            for letter in show(&table.lake, &filter).await? {
                 println!("{}", serde_json::to_string(&letter)?);
             }
             Ok(())
         }
         DeadLettersCommand::Replay { select, dry_run } => {
-            let (config, lake, selection) = select.open()?;
-            let report =
-                replay::replay(&lake, config.require_ingest()?, &selection, dry_run).await?;
+            let (config, table, selection) = select.open("dead-letters replay").await?;
+            // The table's own flattening (`[tables.<name>.flatten]`).
+            let mut ingest = config.require_ingest()?.clone();
+            ingest.flatten = config.table(&table.name)?.flatten;
+            let report = replay::replay(&table.lake, &ingest, &selection, dry_run).await?;
             print_json(&report)
         }
     }

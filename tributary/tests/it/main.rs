@@ -28,6 +28,7 @@ mod row_file_races;
 mod rowfile_fastavro;
 mod s3;
 mod scale_out;
+mod tables;
 mod typed;
 mod upkeep;
 mod upsert;

@@ -108,11 +108,41 @@ pub(crate) fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Op
     }
 }
 
-/// The value of the metric sample `name` (with exactly these labels, as
-/// printed) in a `/metrics` body.
+/// The value of the metric `series` (a name, optionally with labels such as
+/// `name{sink="x"}`) in a `/metrics` body: the sum over every sample of that
+/// name that has at least these labels (so a compactor metric sums over its
+/// `table` label unless the series names one); `None` when there is none.
 pub(crate) fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    let (name, labels) = split_series(series);
+    let mut found = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((line_series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (line_name, line_labels) = split_series(line_series);
+        if line_name == name
+            && labels.iter().all(|l| line_labels.contains(l))
+            && let Ok(value) = value.parse::<f64>()
+        {
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+    }
+    found
+}
+
+/// `name{a="x",b="y"}` → (`name`, [`a="x"`, `b="y"`]).
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, labels)) => (
+            name,
+            labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .collect(),
+        ),
+        None => (series, Vec::new()),
+    }
 }
 
 /// Ingest (following `input`) and a compactor on the given ports.
