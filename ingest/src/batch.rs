@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
-use tributary_config::IngestConfig;
+use tributary_config::{FlattenConfig, IngestConfig};
 use tributary_decode::builder::{BatchBuilder, Outcome};
 pub use tributary_decode::columns::ColumnTypes;
 use tributary_decode::flatten::Flattener;
@@ -133,10 +133,16 @@ pub struct BatchSettings {
 impl BatchSettings {
     /// Settings from configuration.
     pub fn from_config(config: &IngestConfig) -> Self {
+        Self::for_table(config, &config.flatten)
+    }
+
+    /// Settings from configuration, flattening by `flatten` (a routed
+    /// table's own `[tables.NAME.flatten]`).
+    pub fn for_table(config: &IngestConfig, flatten: &FlattenConfig) -> Self {
         Self {
-            flattener: Flattener::new(&config.flatten),
-            key_field: config.flatten.key_field.clone(),
-            event_time_field: config.flatten.event_time_field.clone(),
+            flattener: Flattener::new(flatten),
+            key_field: flatten.key_field.clone(),
+            event_time_field: flatten.event_time_field.clone(),
             codec: match config.compression {
                 tributary_config::RowFileCompression::Zstd => Codec::Zstd,
                 tributary_config::RowFileCompression::Deflate => Codec::Deflate,

@@ -52,6 +52,27 @@ pub enum Error {
         /// What is missing or wrong.
         reason: String,
     },
+    /// A Kafka topic matches no route of `[ingest.routing]`: its
+    /// partitions are not read (their messages stay in Kafka).
+    #[error(
+        "topic `{topic}` matches no route of ingest.routing: add it to ingest.routing.topics or \
+         patterns, or set ingest.routing.template; its messages stay in Kafka until then"
+    )]
+    Unrouted {
+        /// The topic.
+        topic: String,
+    },
+    /// Opening one more table would pass `ingest.routing.max_tables`.
+    #[error(
+        "table `{table}` would be table number {} of this ingest process, more than \
+         ingest.routing.max_tables ({max_tables})", max_tables + 1
+    )]
+    TooManyTables {
+        /// The table that would be opened.
+        table: String,
+        /// The limit.
+        max_tables: usize,
+    },
     /// A worker task failed.
     #[error("ingest worker for {partition} stopped unexpectedly")]
     Worker {

@@ -3,6 +3,8 @@
 //!
 //! * [`run()`](fn@run) is the run loop most users want: give it the `[ingest]`
 //!   configuration and a [`Lake`](tributary_lake::Lake).
+//!   [`run_tables`] runs it into the [`Tables`] of a configuration, which
+//!   with `[ingest.routing]` are a table per Kafka topic ([`route`]).
 //! * [`batch`] turns a batch of raw messages into one row file plus dead
 //!   letters: plain JSON, or framed Avro/JSON whose schemas [`schemas`]
 //!   resolved through the registry beforehand. The path reads top to bottom:
@@ -22,11 +24,14 @@ pub mod batch;
 pub use tributary_lake::dead_letter;
 mod error;
 pub mod replay;
+pub mod route;
 pub mod run;
 pub mod schemas;
 pub mod source;
+mod tables;
 pub mod telemetry;
 
 pub use error::{Error, Result};
-pub use run::{Mode, run};
+pub use run::{Mode, run, run_tables};
+pub use tables::Tables;
 pub use telemetry::{IngestSnapshot, IngestTelemetry};

@@ -10,15 +10,16 @@ use object_store::ObjectStoreExt;
 use tokio::sync::watch;
 use tributary_config::{FilesSourceConfig, IngestConfig, Source};
 use tributary_lake::chain::{self, StageOutcome};
-use tributary_lake::{Lake, PartitionId, columns};
+use tributary_lake::{Lake, PartitionId};
 
-use crate::batch::{BatchSettings, ColumnTypes, SourceItem, encode_batch_with_source};
+use crate::batch::{ColumnTypes, SourceItem, encode_batch_with_source};
 use crate::error::{Error, Result};
-use crate::schemas::{self, Schemas};
+use crate::schemas::Schemas;
 use crate::source::{FilePartition, ReadLimits, StdinPartition, list_files};
+use crate::tables::{Table, Tables};
 use crate::telemetry::IngestTelemetry;
 use tributary_lake::dead_letter::{self, DeadLetter, Reason};
-use tributary_schema_registry::client::{Client, describe};
+use tributary_schema_registry::client::describe;
 
 /// Whether ingest follows its sources or stops once they are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,59 +32,47 @@ pub enum Mode {
     Once,
 }
 
-/// What every partition worker shares: how batches are encoded and staged,
-/// and where partitions resume. Sources other than files use it through
-/// [`Stager::stage`] and [`Stager::resume_all`].
+/// What every partition worker shares: the tables batches are staged into,
+/// how they are encoded and staged, and where partitions resume. Sources
+/// other than files use it through [`Stager::stage`] and
+/// [`Stager::resume_all`].
 pub(crate) struct Stager {
-    pub(crate) lake: Lake,
-    pub(crate) settings: BatchSettings,
-    registry: Option<Client>,
+    pub(crate) tables: Tables,
     pub(crate) telemetry: IngestTelemetry,
-    /// Column types every partition starts from: declared and in the table.
-    pub(crate) types: ColumnTypes,
 }
 
 impl Stager {
-    async fn new(config: &IngestConfig, lake: &Lake, telemetry: IngestTelemetry) -> Result<Self> {
-        let mut types = ColumnTypes::from_config(&config.flatten);
-        if let Some(table) = lake.load_table().await? {
-            for (name, ty) in columns::table_columns(&table)? {
-                types.fix_table_column(&name, ty);
-            }
-        }
-        Ok(Self {
-            lake: lake.clone(),
-            settings: BatchSettings::from_config(config),
-            registry: schemas::client(config).await?,
-            telemetry,
-            types,
-        })
-    }
-
-    /// Where each of `ids` resumes (DESIGN.md, "Exactly-once into the
-    /// table"): after the greater of the table's watermark, read now (one
-    /// table load for all), and the newest staged file's last position;
-    /// `None` means from the start.
-    pub(crate) async fn resume_all(&self, ids: &[PartitionId]) -> Result<Vec<Option<u64>>> {
-        let table = self.lake.load_table().await?;
-        let store = self.lake.store().as_ref();
+    /// Where each of `ids` (partitions feeding `table`) resumes (DESIGN.md,
+    /// "Exactly-once into the table"): after the greater of the table's
+    /// watermark, read now (one table load for all), and the newest staged
+    /// file's last position; `None` means from the start.
+    pub(crate) async fn resume_all(
+        &self,
+        table: &Table,
+        ids: &[PartitionId],
+    ) -> Result<Vec<Option<u64>>> {
+        let lake = &table.lake;
+        let delta = lake.load_table().await?;
+        let store = lake.store().as_ref();
         futures::future::try_join_all(ids.iter().map(|id| async {
-            let watermark = self.lake.watermark(table.as_ref(), id).await?;
+            let watermark = lake.watermark(delta.as_ref(), id).await?;
             Ok(chain::resume_after(store, id, watermark).await?)
         }))
         .await
     }
 
     /// Encodes `items` (read from `id` since `started`) off the reactor and
-    /// stages them: dead letters first, then the row file (the commit point).
+    /// stages them into `table`: dead letters first, then the row file (the
+    /// commit point).
     pub(crate) async fn stage(
         &self,
+        table: &Table,
         id: &PartitionId,
         types: ColumnTypes,
         items: Vec<SourceItem>,
         started: Instant,
     ) -> Result<(ColumnTypes, StageOutcome)> {
-        self.stage_with_source(id, types, items, started, Vec::new())
+        self.stage_with_source(table, id, types, items, started, Vec::new())
             .await
     }
 
@@ -91,13 +80,15 @@ impl Stager {
     /// in the row file's metadata (see [`crate::batch::encode_batch_with_source`]).
     pub(crate) async fn stage_with_source(
         &self,
+        table: &Table,
         id: &PartitionId,
         types: ColumnTypes,
         items: Vec<SourceItem>,
         started: Instant,
         source: Vec<(String, String)>,
     ) -> Result<(ColumnTypes, StageOutcome)> {
-        let schemas = Schemas::resolve(self.registry.as_ref(), &items, |reference, error, wait| {
+        let registry = table.registry.as_deref();
+        let schemas = Schemas::resolve(registry, &items, |reference, error, wait| {
             self.telemetry.registry_unavailable();
             tracing::warn!(
                 partition = %id,
@@ -108,7 +99,7 @@ impl Stager {
             );
         })
         .await;
-        let settings = self.settings.clone();
+        let settings = table.settings.clone();
         let task_id = id.clone();
         let (types, batch) = blocking(id.clone(), move || {
             let mut types = types;
@@ -118,16 +109,20 @@ impl Stager {
         })
         .await?;
         let batch = batch?;
-        let store = self.lake.store();
+        let store = table.lake.store();
         if let Some(file) = &batch.dead_letter_file {
             chain::stage_dead_letters(store.as_ref(), id, batch.first, batch.last, file.clone())
                 .await?;
         }
         let outcome = chain::stage(store.as_ref(), id, batch.first, batch.row_file.clone()).await?;
         match outcome {
-            StageOutcome::Staged => self.telemetry.batch_staged(id, &batch, started.elapsed()),
+            StageOutcome::Staged => {
+                self.telemetry
+                    .batch_staged(&table.id, id, &batch, started.elapsed())
+            }
             StageOutcome::AlreadyStaged { existing_last } => {
-                self.telemetry.batch_dropped(id, &batch, existing_last)
+                self.telemetry
+                    .batch_dropped(&table.id, id, &batch, existing_last)
             }
         }
         Ok((types, outcome))
@@ -146,7 +141,27 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     telemetry: IngestTelemetry,
 ) -> Result<()> {
-    let stager = Stager::new(config, lake, telemetry).await?;
+    run_tables(
+        config,
+        Tables::single(config, lake),
+        mode,
+        shutdown,
+        telemetry,
+    )
+    .await
+}
+
+/// [`run()`](fn@run) into `tables`: the one table of an unrouted
+/// configuration, or a table per Kafka topic (`[ingest.routing]`, see
+/// [`Tables::new`]).
+pub async fn run_tables(
+    config: &IngestConfig,
+    tables: Tables,
+    mode: Mode,
+    shutdown: watch::Receiver<bool>,
+    telemetry: IngestTelemetry,
+) -> Result<()> {
+    let stager = Stager { tables, telemetry };
     match config.source()? {
         Source::Files(files) => run_files(config, files, &stager, mode, shutdown).await,
         Source::Kafka(kafka) => {
@@ -180,11 +195,13 @@ async fn run_files(
     };
     let poll = Duration::from_millis(files.poll_interval_ms);
     let telemetry = &stager.telemetry;
+    let table = stager.tables.the_table().await?;
+    let table = table.as_ref();
 
     if files.path == "-" {
         let id = PartitionId::new(&config.stream, "stdin");
-        let mut types = stager.types.clone();
-        let after = stager.resume_all(std::slice::from_ref(&id)).await?;
+        let mut types = table.types.clone();
+        let after = stager.resume_all(table, std::slice::from_ref(&id)).await?;
         let mut stdin = StdinPartition::spawn(&config.stream, after[0], &limits);
         telemetry.source_answered(true);
         while !stdin.is_finished() && !*shutdown.borrow() {
@@ -204,7 +221,7 @@ async fn run_files(
             })?;
             if !read.items.is_empty() {
                 let id = stdin.id().clone();
-                (types, _) = stager.stage(&id, types, read.items, started).await?;
+                (types, _) = stager.stage(table, &id, types, read.items, started).await?;
             }
         }
         return Ok(());
@@ -228,9 +245,9 @@ async fn run_files(
             .iter()
             .map(|(name, _)| PartitionId::new(&config.stream, name))
             .collect();
-        for ((name, path), after) in new.into_iter().zip(stager.resume_all(&ids).await?) {
+        for ((name, path), after) in new.into_iter().zip(stager.resume_all(table, &ids).await?) {
             let part = FilePartition::new(&config.stream, &name, path, after);
-            partitions.insert(name, (part, stager.types.clone()));
+            partitions.insert(name, (part, table.types.clone()));
         }
         let open: Vec<_> = std::mem::take(&mut partitions)
             .into_iter()
@@ -248,7 +265,8 @@ async fn run_files(
             .map(|(name, part, types)| {
                 let shutdown = shutdown_rx.clone();
                 async move {
-                    let drained = drain_partition(stager, &limits, part, types, &shutdown).await;
+                    let drained =
+                        drain_partition(stager, table, &limits, part, types, &shutdown).await;
                     (name, drained)
                 }
             })
@@ -283,6 +301,7 @@ async fn run_files(
 /// Returns the partition, its column types, and whether anything was read.
 async fn drain_partition(
     stager: &Stager,
+    table: &Table,
     limits: &ReadLimits,
     mut part: FilePartition,
     mut types: ColumnTypes,
@@ -306,7 +325,7 @@ async fn drain_partition(
             }
         })?;
         if read.empty_file {
-            record_empty_file(stager, part.id()).await?;
+            record_empty_file(stager, table, part.id()).await?;
         }
         if read.items.is_empty() {
             break;
@@ -314,7 +333,8 @@ async fn drain_partition(
         read_any = true;
         let id = part.id().clone();
         let end = read.end;
-        let (returned_types, outcome) = stager.stage(&id, types, read.items, started).await?;
+        let (returned_types, outcome) =
+            stager.stage(table, &id, types, read.items, started).await?;
         types = returned_types;
         match outcome {
             StageOutcome::Staged => part.committed(end),
@@ -324,23 +344,23 @@ async fn drain_partition(
     Ok((part, types, read_any))
 }
 
-async fn record_empty_file(stager: &Stager, id: &PartitionId) -> Result<()> {
+async fn record_empty_file(stager: &Stager, table: &Table, id: &PartitionId) -> Result<()> {
     let letter = DeadLetter::new(0, Reason::EmptyFile, "file is empty", &[], 0);
     let file = dead_letter::encode(
         id,
         0,
         0,
         std::slice::from_ref(&letter),
-        stager.settings.codec,
+        table.settings.codec,
     )?;
     let path = id.dead_letter_file(0);
-    stager
+    table
         .lake
         .store()
         .put(&path, file.into())
         .await
         .map_err(|e| tributary_lake::Error::store(&path, e))?;
-    stager.telemetry.empty_file(id);
+    stager.telemetry.empty_file(&table.id, id);
     Ok(())
 }
 

@@ -82,11 +82,17 @@ pub fn flatten_rules(config: &FlattenConfig) -> FlattenRules {
 
 /// The registry client `config` asks for, if any.
 pub async fn client(config: &IngestConfig) -> Result<Option<Client>> {
+    client_for(config, &config.flatten).await
+}
+
+/// The registry client `config` asks for, compiling plans for `flatten`
+/// (a routed table's own flattening), if any.
+pub async fn client_for(config: &IngestConfig, flatten: &FlattenConfig) -> Result<Option<Client>> {
     let Some(registry) = &config.registry else {
         return Ok(None);
     };
     let options = ClientOptions {
-        rules: flatten_rules(&config.flatten),
+        rules: flatten_rules(flatten),
         reader: reader_schema(registry)?,
         capacity: registry.cache_capacity,
         unknown_ttl: Duration::from_millis(registry.unknown_retry_ms),

@@ -3,9 +3,16 @@
 //! batch, never per record.
 //!
 //! All metrics carry the constant label `stream`; the only other labels are
-//! the dead-letter `reason`, one of [`Reason::ALL`], the Kafka `partition`
+//! the dead-letter `reason`, one of [`Reason::ALL`], the `table` of the
+//! metrics that are per table (the table's name: the last segment of
+//! `lake.table_uri`, or with `[ingest.routing]` the routed table's name, at
+//! most `ingest.routing.max_tables` of them), the Kafka `partition`
 //! (`<topic>-<n>`) of the lag gauge, present while the partition is assigned
 //! to this process, and for Kinesis the `shard`.
+//!
+//! Per `table`: `received_records`, `received_bytes`, `decoded_records`,
+//! `dead_lettered_records`, `staged_rows`, `staged_files`, `staged_bytes`,
+//! `duplicate_batches` and `batch_latency_seconds`.
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
@@ -31,16 +38,20 @@
 //! | `tributary_ingest_kinesis_leases_held` | gauge | shard leases this worker holds |
 //! | `tributary_ingest_kinesis_lease_changes_total` | counter | lease changes of this worker, by `change`: `acquired`, `released`, `finished` (shard read to its end), `lost` |
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use serde::Serialize;
 use tributary_lake::PartitionId;
 use tributary_lake::dead_letter::Reason;
 
 use crate::batch::EncodedBatch;
+use crate::route::TableId;
 
 mod kinesis;
 pub use kinesis::KinesisMetrics;
@@ -48,15 +59,17 @@ pub use kinesis::KinesisMetrics;
 /// Ingest's metrics, registered in a Prometheus [`Registry`].
 #[derive(Debug, Clone)]
 pub struct IngestTelemetry {
-    received_records: IntCounter,
-    received_bytes: IntCounter,
-    decoded_records: IntCounter,
+    received_records: IntCounterVec,
+    received_bytes: IntCounterVec,
+    decoded_records: IntCounterVec,
     dead_lettered_records: IntCounterVec,
-    staged_rows: IntCounter,
-    staged_files: IntCounter,
-    staged_bytes: IntCounter,
-    duplicate_batches: IntCounter,
-    batch_latency: Histogram,
+    staged_rows: IntCounterVec,
+    staged_files: IntCounterVec,
+    staged_bytes: IntCounterVec,
+    duplicate_batches: IntCounterVec,
+    batch_latency: HistogramVec,
+    /// Tables whose dead-letter series exist (one per reason, from zero).
+    tables: Arc<Mutex<BTreeSet<TableId>>>,
     source_up: IntGauge,
     source_lag: IntGauge,
     registry_unavailable: IntCounter,
@@ -105,25 +118,26 @@ impl IngestTelemetry {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
+        let per_table = |name: &str, help: &str| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(opts(name, help), &["table"])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let dead_lettered_records = IntCounterVec::new(
             opts(
                 "dead_lettered_records_total",
-                "Messages written to the dead-letter store, by reason.",
+                "Messages written to the dead-letter store, by reason and table.",
             ),
-            &["reason"],
+            &["reason", "table"],
         )?;
         registry.register(Box::new(dead_lettered_records.clone()))?;
-        // Every reason starts at zero, so rate() and alerts see a series
-        // before the first bad message.
-        for reason in Reason::ALL {
-            dead_lettered_records.with_label_values(&[reason.as_str()]);
-        }
-        let batch_latency = Histogram::with_opts(
+        let batch_latency = HistogramVec::new(
             HistogramOpts::from(opts(
                 "batch_latency_seconds",
                 "Time from the start of a batch's read to its row file being staged.",
             ))
             .buckets(BATCH_LATENCY_BUCKETS.to_vec()),
+            &["table"],
         )?;
         registry.register(Box::new(batch_latency.clone()))?;
         let source_up = IntGauge::with_opts(opts(
@@ -150,24 +164,25 @@ impl IngestTelemetry {
         ))?;
         registry.register(Box::new(kafka_assigned.clone()))?;
         Ok(Self {
-            received_records: counter(
+            received_records: per_table(
                 "received_records_total",
                 "Messages read from the source, good and bad.",
             )?,
-            received_bytes: counter("received_bytes_total", "Bytes of messages read.")?,
-            decoded_records: counter(
+            received_bytes: per_table("received_bytes_total", "Bytes of messages read.")?,
+            decoded_records: per_table(
                 "decoded_records_total",
                 "Messages decoded and flattened into rows.",
             )?,
             dead_lettered_records,
-            staged_rows: counter("staged_rows_total", "Rows in staged row files.")?,
-            staged_files: counter("staged_files_total", "Row files staged.")?,
-            staged_bytes: counter("staged_bytes_total", "Bytes of row files staged.")?,
-            duplicate_batches: counter(
+            staged_rows: per_table("staged_rows_total", "Rows in staged row files.")?,
+            staged_files: per_table("staged_files_total", "Row files staged.")?,
+            staged_bytes: per_table("staged_bytes_total", "Bytes of row files staged.")?,
+            duplicate_batches: per_table(
                 "duplicate_batches_total",
                 "Batches dropped because another writer had staged their positions already.",
             )?,
             batch_latency,
+            tables: Arc::default(),
             source_up,
             source_lag,
             registry_unavailable: counter(
@@ -184,23 +199,16 @@ impl IngestTelemetry {
         })
     }
 
-    /// The counters now.
+    /// The counters now, summed over the tables.
     pub fn snapshot(&self) -> IngestSnapshot {
         IngestSnapshot {
-            messages: self.received_records.get(),
-            message_bytes: self.received_bytes.get(),
-            rows: self.staged_rows.get(),
-            row_files: self.staged_files.get(),
-            row_file_bytes: self.staged_bytes.get(),
-            dead_letters: Reason::ALL
-                .iter()
-                .map(|r| {
-                    self.dead_lettered_records
-                        .with_label_values(&[r.as_str()])
-                        .get()
-                })
-                .sum(),
-            dropped_batches: self.duplicate_batches.get(),
+            messages: total(&self.received_records),
+            message_bytes: total(&self.received_bytes),
+            rows: total(&self.staged_rows),
+            row_files: total(&self.staged_files),
+            row_file_bytes: total(&self.staged_bytes),
+            dead_letters: total(&self.dead_lettered_records),
+            dropped_batches: total(&self.duplicate_batches),
         }
     }
 
@@ -240,48 +248,114 @@ impl IngestTelemetry {
         }
     }
 
-    /// A batch's row file was created.
-    pub(crate) fn batch_staged(&self, id: &PartitionId, batch: &EncodedBatch, latency: Duration) {
-        self.batch_received(batch);
+    /// A batch's row file was created in `table`.
+    pub(crate) fn batch_staged(
+        &self,
+        table: &TableId,
+        id: &PartitionId,
+        batch: &EncodedBatch,
+        latency: Duration,
+    ) {
+        let label = [table.as_str()];
+        self.batch_received(table, batch);
         self.decoded_records
+            .with_label_values(&label)
             .inc_by(batch.messages - batch.dead_letters.len() as u64);
         for letter in &batch.dead_letters {
-            self.dead_lettered(letter.reason);
+            self.dead_lettered(table, letter.reason);
         }
-        self.staged_rows.inc_by(batch.rows);
-        self.staged_files.inc();
-        self.staged_bytes.inc_by(batch.row_file.len() as u64);
-        self.batch_latency.observe(latency.as_secs_f64());
+        self.staged_rows
+            .with_label_values(&label)
+            .inc_by(batch.rows);
+        self.staged_files.with_label_values(&label).inc();
+        self.staged_bytes
+            .with_label_values(&label)
+            .inc_by(batch.row_file.len() as u64);
+        self.batch_latency
+            .with_label_values(&label)
+            .observe(latency.as_secs_f64());
         tracing::debug!(
-            partition = %id, first = batch.first, last = batch.last, rows = batch.rows,
+            %table, partition = %id, first = batch.first, last = batch.last, rows = batch.rows,
             dead_letters = batch.dead_letters.len(), "staged row file"
         );
     }
 
-    /// A batch was dropped: another writer had staged its first position.
-    pub(crate) fn batch_dropped(&self, id: &PartitionId, batch: &EncodedBatch, existing_last: u64) {
-        self.batch_received(batch);
-        self.duplicate_batches.inc();
+    /// A batch was dropped: another writer had staged its first position
+    /// in `table`.
+    pub(crate) fn batch_dropped(
+        &self,
+        table: &TableId,
+        id: &PartitionId,
+        batch: &EncodedBatch,
+        existing_last: u64,
+    ) {
+        self.batch_received(table, batch);
+        self.duplicate_batches
+            .with_label_values(&[table.as_str()])
+            .inc();
         tracing::info!(
-            partition = %id, first = batch.first, existing_last,
+            %table, partition = %id, first = batch.first, existing_last,
             "batch already staged by another writer; dropped it and continuing after the existing file"
         );
     }
 
-    /// An empty file was recorded as a dead letter.
-    pub(crate) fn empty_file(&self, id: &PartitionId) {
-        self.dead_lettered(Reason::EmptyFile);
+    /// An empty file was recorded as a dead letter of `table`.
+    pub(crate) fn empty_file(&self, table: &TableId, id: &PartitionId) {
+        self.dead_lettered(table, Reason::EmptyFile);
         tracing::warn!(partition = %id, "empty file recorded as a dead letter");
     }
 
-    fn batch_received(&self, batch: &EncodedBatch) {
-        self.received_records.inc_by(batch.messages);
-        self.received_bytes.inc_by(batch.message_bytes);
+    fn batch_received(&self, table: &TableId, batch: &EncodedBatch) {
+        self.first_seen(table);
+        let label = [table.as_str()];
+        self.received_records
+            .with_label_values(&label)
+            .inc_by(batch.messages);
+        self.received_bytes
+            .with_label_values(&label)
+            .inc_by(batch.message_bytes);
     }
 
-    fn dead_lettered(&self, reason: Reason) {
+    /// Every series of a table starts at zero when its first batch is
+    /// staged (each dead-letter reason too), so rate() and alerts see a
+    /// series before its first duplicate or bad message.
+    fn first_seen(&self, table: &TableId) {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if tables.insert(table.clone()) {
+            let label = [table.as_str()];
+            for counter in [
+                &self.received_records,
+                &self.received_bytes,
+                &self.decoded_records,
+                &self.staged_rows,
+                &self.staged_files,
+                &self.staged_bytes,
+                &self.duplicate_batches,
+            ] {
+                counter.with_label_values(&label);
+            }
+            self.batch_latency.with_label_values(&label);
+            for reason in Reason::ALL {
+                self.dead_lettered_records
+                    .with_label_values(&[reason.as_str(), table.as_str()]);
+            }
+        }
+    }
+
+    fn dead_lettered(&self, table: &TableId, reason: Reason) {
+        self.first_seen(table);
         self.dead_lettered_records
-            .with_label_values(&[reason.as_str()])
+            .with_label_values(&[reason.as_str(), table.as_str()])
             .inc();
     }
+}
+
+/// The sum of a counter's series (over its labels).
+fn total(counter: &IntCounterVec) -> u64 {
+    counter
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|metric| metric.get_counter().get_value() as u64)
+        .sum()
 }

@@ -18,6 +18,12 @@
 //! broker, not ingest, bounds the rate, with the ingest process's peak RSS
 //! (`VmHWM`). `TRIBUTARY_BENCH_PARTITIONS` sets the topic's partitions
 //! (default 4).
+//!
+//! `TRIBUTARY_BENCH_TOPICS=20` measures routing instead (`[ingest.routing]`,
+//! JSON envelopes only): the same records and the same number of partitions
+//! (the greater of the topics and `TRIBUTARY_BENCH_PARTITIONS`) as 20
+//! topics into 20 tables by `template = "${topic}"`, against one topic into
+//! one table, one ingest process each, with the same figures.
 
 // A benchmark's set-up either works or the benchmark has nothing to measure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -56,6 +62,14 @@ fn partitions() -> usize {
 }
 const SUBJECT: &str = "bench-envelope";
 
+/// `TRIBUTARY_BENCH_TOPICS`: with more than one, the routing comparison.
+fn topics() -> usize {
+    std::env::var("TRIBUTARY_BENCH_TOPICS")
+        .ok()
+        .map(|v| v.parse().expect("TRIBUTARY_BENCH_TOPICS is a number"))
+        .unwrap_or(1)
+}
+
 fn main() {
     let records: u64 = std::env::var("TRIBUTARY_BENCH_RECORDS")
         .ok()
@@ -66,6 +80,10 @@ fn main() {
         })
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("a temporary directory");
+    if topics() > 1 {
+        routing(dir.path(), records, topics());
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let schemas = [sample::AVRO_SCHEMA_V1.to_string(), sample::avro_schema_v2()];
     let (registry, versions) = runtime
@@ -78,14 +96,7 @@ fn main() {
         .expect("the registry starts");
     let broker = Broker::start(dir.path());
 
-    let mut json = Vec::new();
-    sample::write_envelopes(&mut json, &mut sample::SplitMix::new(1), records, 0)
-        .expect("in memory");
-    let json: Vec<Vec<u8>> = json
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let json = json_messages(records);
     let mut avro = Vec::new();
     sample::avro_envelopes(
         &mut sample::SplitMix::new(1),
@@ -110,13 +121,18 @@ fn main() {
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (format, messages) in [("JSON", &json), ("Glue Avro", &avro)] {
         let topic = format!("bench-{}", if format == "JSON" { "json" } else { "avro" });
-        broker.create_topic(&topic);
-        produce(&broker.address, &topic, messages);
+        broker.create_topic(&topic, partitions());
+        produce(
+            &broker.address,
+            std::slice::from_ref(&topic),
+            partitions(),
+            messages,
+        );
         let (elapsed, cpu, peak_mib) = ingest(
             dir.path(),
             &broker.address,
-            &topic,
-            &registry.to_string(),
+            std::slice::from_ref(&topic),
+            Some(&registry.to_string()),
             records,
         );
         let end_to_end = records as f64 / elapsed.as_secs_f64();
@@ -131,6 +147,63 @@ fn main() {
             end_to_end / in_process
         );
     }
+}
+
+/// The quickstart's sample stream as JSON envelopes holding `records` log
+/// records in all, one message each.
+fn json_messages(records: u64) -> Vec<Vec<u8>> {
+    let mut json = Vec::new();
+    sample::write_envelopes(&mut json, &mut sample::SplitMix::new(1), records, 0)
+        .expect("in memory");
+    json.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Routing: `topics` topics into as many tables against one topic into one
+/// table, `records` JSON log records in all, the same partitions in all.
+fn routing(dir: &Path, records: u64, topics: usize) {
+    let broker = Broker::start(dir);
+    let partitions = topics.max(partitions());
+    let messages = json_messages(records);
+    println!(
+        "{records} JSON log records ({} messages), {partitions} partitions in all, tansu at {}",
+        messages.len(),
+        broker.address
+    );
+    println!(
+        "| layout | end to end (records/s) | ingest CPU s per 1M records | ingest peak RSS (MiB) |"
+    );
+    println!("| --- | --- | --- | --- |");
+    let one = vec!["one".to_string()];
+    let many: Vec<String> = (0..topics).map(|i| format!("t{i:02}")).collect();
+    let mut figures = Vec::new();
+    for (layout, names) in [("1 topic → 1 table", &one), ("routed", &many)] {
+        let per_topic = partitions / names.len();
+        for name in names {
+            broker.create_topic(name, per_topic);
+        }
+        produce(&broker.address, names, per_topic, &messages);
+        let (elapsed, cpu, peak_mib) = ingest(dir, &broker.address, names, None, records);
+        let rate = records as f64 / elapsed.as_secs_f64();
+        let cpu = cpu * 1e6 / records as f64;
+        let layout = if names.len() > 1 {
+            format!("{} topics → {} tables", names.len(), names.len())
+        } else {
+            layout.to_string()
+        };
+        println!("| {layout} | {rate:.0} | {cpu:.2} | {peak_mib:.0} |");
+        figures.push((rate, cpu, peak_mib));
+        let _ = std::fs::remove_dir_all(dir.join(format!("table-{}", names[0])));
+    }
+    let ((r1, c1, m1), (r2, c2, m2)) = (figures[0], figures[1]);
+    println!(
+        "routed / one table: records/s {:.2}×, CPU per record {:.2}×, peak RSS {:.2}×",
+        r2 / r1,
+        c2 / c1,
+        m2 / m1
+    );
 }
 
 /// A tansu broker on a free port, killed when dropped.
@@ -172,14 +245,14 @@ impl Broker {
         Self { address, child }
     }
 
-    fn create_topic(&self, topic: &str) {
+    fn create_topic(&self, topic: &str, partitions: usize) {
         let status = Command::new(tansu())
             .args([
                 "topic",
                 "create",
                 topic,
                 "--partitions",
-                &partitions().to_string(),
+                &partitions.to_string(),
             ])
             .args(["--broker", &format!("tcp://{}", self.address)])
             .status()
@@ -204,21 +277,22 @@ fn tansu() -> PathBuf {
         })
 }
 
-/// Produces `messages` round-robin over the partitions and waits for every
-/// acknowledgement.
-fn produce(brokers: &str, topic: &str, messages: &[Vec<u8>]) {
+/// Produces `messages` round-robin over the topics, and within each topic
+/// over its `partitions`, and waits for every acknowledgement.
+fn produce(brokers: &str, topics: &[String], partitions: usize, messages: &[Vec<u8>]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
         .create()
         .expect("a producer");
-    let partitions = partitions();
     for (i, message) in messages.iter().enumerate() {
         let key = i.to_string();
+        let topic = &topics[i % topics.len()];
+        let partition = (i / topics.len()) % partitions;
         let mut record = BaseRecord::to(topic)
             .payload(message)
             .key(&key)
-            .partition((i % partitions) as i32);
+            .partition(partition as i32);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -234,39 +308,51 @@ fn produce(brokers: &str, topic: &str, messages: &[Vec<u8>]) {
         .expect("every message acknowledged");
 }
 
-/// Runs `tributary ingest` on `topic` until `records` rows are staged;
-/// returns the wall time and the process's CPU seconds.
-/// Runs `tributary ingest` on `topic` until `records` rows are staged: the
-/// time that took, the process's CPU seconds and its peak RSS in MiB.
+/// Runs `tributary ingest` on `topics` until `records` rows are staged: the
+/// time that took, the process's CPU seconds and its peak RSS in MiB. With
+/// several topics, each goes to its own table (`${topic}`).
 fn ingest(
     dir: &Path,
     brokers: &str,
-    topic: &str,
-    registry: &str,
+    topics: &[String],
+    registry: Option<&str>,
     records: u64,
 ) -> (Duration, f64, f64) {
+    let topic = &topics[0];
     let table = dir.join(format!("table-{topic}"));
     let config = dir.join(format!("{topic}.toml"));
+    let (table_uri, routing) = if topics.len() > 1 {
+        (
+            format!("{}/${{table}}", table.display()),
+            "[ingest.routing]\ntemplate = \"${topic}\"\n",
+        )
+    } else {
+        (table.display().to_string(), "")
+    };
+    let registry = registry
+        .map(|url| format!("[ingest.registry]\nurl = \"http://{url}\"\n"))
+        .unwrap_or_default();
+    let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
     std::fs::write(
         &config,
         format!(
             r#"
 [lake]
-table_uri = "{table}"
+table_uri = "{table_uri}"
 [ingest]
 stream = "bench"
+{routing}
 [ingest.kafka]
 brokers = "{brokers}"
 group_id = "bench-{topic}"
-topics = ["{topic}"]
-[ingest.registry]
-url = "http://{registry}"
+topics = [{topics}]
+{registry}
 [ingest.flatten]
 explode = "messages"
 key_field = "messages_id"
 event_time_field = "messages_timestamp"
 "#,
-            table = table.display()
+            topics = topics.join(", "),
         ),
     )
     .expect("config written");
@@ -285,12 +371,15 @@ event_time_field = "messages_timestamp"
         .stdout(Stdio::null())
         .spawn()
         .expect("tributary ingest starts");
-    let series = "tributary_ingest_staged_rows_total{stream=\"bench\"} ";
+    // Summed over the `table` label.
+    let series = "tributary_ingest_staged_rows_total{";
     loop {
-        let staged = metrics(port)
-            .and_then(|body| {
+        let staged: u64 = metrics(port)
+            .map(|body| {
                 body.lines()
-                    .find_map(|l| l.strip_prefix(series)?.trim().parse::<u64>().ok())
+                    .filter(|l| l.starts_with(series))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum()
             })
             .unwrap_or(0);
         if staged >= records {

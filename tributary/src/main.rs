@@ -398,7 +398,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ingest { config, once } => {
             let config = Config::load(&config)?;
             let ingest = config.require_ingest()?;
-            let lake = Lake::open(&config.lake)?;
+            // The one table, or with `[ingest.routing]` a table per topic.
+            let tables = tributary_ingest::Tables::new(&config)?;
             let registry = Registry::new();
             let telemetry = tributary_ingest::IngestTelemetry::register(&registry, &ingest.stream)?;
             let shutdown = shutdown_signal();
@@ -413,10 +414,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                             .ok_or_else(|| "the source did not answer its last read".to_string())
                     })
                 });
-                let checks = vec![
-                    ("object_store", store_check(&lake)),
-                    ("source", source_check),
-                ];
+                let probed = tables.clone();
+                let store_check: Check = Arc::new(move || {
+                    let lakes = probed.probe_lakes();
+                    Box::pin(async move {
+                        let checks = lakes.iter().map(|lake| lake.check_reachable());
+                        futures::future::try_join_all(checks)
+                            .await
+                            .map(drop)
+                            .map_err(|e| format!("{e}"))
+                    })
+                });
+                let checks = vec![("object_store", store_check), ("source", source_check)];
                 service::serve(
                     config.service.listen_addr,
                     registry,
@@ -426,8 +435,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await?;
                 tributary_ingest::Mode::Follow
             };
-            let work =
-                tributary_ingest::run(ingest, &lake, mode, shutdown.clone(), telemetry.clone());
+            let work = tributary_ingest::run_tables(
+                ingest,
+                tables,
+                mode,
+                shutdown.clone(),
+                telemetry.clone(),
+            );
             drain_within(&config, shutdown, work).await?;
             tracing::info!(stats = ?telemetry.snapshot(), "ingest stopped");
             Ok(())

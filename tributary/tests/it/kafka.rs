@@ -259,7 +259,7 @@ fn ingest(processes: &mut Processes, config: &Path) -> u32 {
         .id()
 }
 
-fn signal(pid: u32, signal: &str) {
+pub(crate) fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()

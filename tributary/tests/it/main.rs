@@ -23,6 +23,7 @@ mod registry;
 mod registry_formats;
 mod registry_ingest;
 mod retention;
+mod routing;
 mod row_file_races;
 mod rowfile_fastavro;
 mod s3;

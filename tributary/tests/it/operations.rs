@@ -280,7 +280,7 @@ fn promtool_checks_scraped_metrics_and_deploy_rules() {
     assert_eq!(
         sample(
             &ingest,
-            r#"tributary_ingest_staged_rows_total{stream="test"}"#
+            r#"tributary_ingest_staged_rows_total{stream="test",table="table"}"#
         ),
         Some(records as f64)
     );
@@ -417,7 +417,7 @@ fn sigterm_drains_within_grace_and_restart_loses_nothing() {
         let (_, body) = http_get(port, "/metrics")?;
         (sample(
             &body,
-            r#"tributary_ingest_staged_files_total{stream="test"}"#,
+            r#"tributary_ingest_staged_files_total{stream="test",table="table"}"#,
         )? >= 5.0)
             .then_some(())
     });

@@ -68,6 +68,7 @@ use tributary_lake::rowfile::ColumnType;
 use crate::batch::{SourceColumns, SourceItem};
 use crate::error::{Error, Result};
 use crate::run::{Mode, Stager};
+use crate::tables::Table;
 use context::Context;
 use state::State;
 
@@ -102,11 +103,17 @@ pub(crate) async fn run(
     mode: Mode,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut types = stager.types.clone();
-    if kafka.metadata_columns {
-        for (name, ty) in METADATA_COLUMNS {
-            types.fix_source_column(name, ty);
+    if stager.tables.is_routed() {
+        // A listed topic without a route fails now, not at its assignment.
+        if kafka.topic_pattern.is_none() {
+            for topic in &kafka.topics {
+                stager.tables.of_topic(topic).await?;
+            }
         }
+    } else {
+        // Opened before joining the group, as a lake that cannot be read
+        // stops the process before it takes partitions.
+        stager.tables.the_table().await?;
     }
     let (outcomes_tx, outcomes) = mpsc::channel();
     let settings = Settings {
@@ -121,14 +128,6 @@ pub(crate) async fn run(
         max_latency: Duration::from_millis(config.batch.max_latency_ms),
         max_message_bytes: config.max_message_bytes,
         dead_letter_max_payload_bytes: config.dead_letter_max_payload_bytes,
-        tombstones: match (kafka.tombstones, &config.flatten.key_field) {
-            (Some(Tombstones::Delete), Some(key_field)) => Some(TombstoneDelete::new(
-                key_field,
-                config.flatten.explode.as_deref(),
-                kafka.delete_marker.clone(),
-            )),
-            _ => None,
-        },
     };
     let context = Context {
         joined: AtomicBool::new(false),
@@ -137,7 +136,6 @@ pub(crate) async fn run(
             settings,
             shared: Arc::new(stager),
             handle: Handle::current(),
-            types,
             partitions: HashMap::new(),
             outcomes_tx,
             outcomes,
@@ -287,15 +285,14 @@ struct Settings {
     max_latency: Duration,
     max_message_bytes: u64,
     dead_letter_max_payload_bytes: u64,
-    /// `tombstones = "delete"`: how a tombstone becomes a delete.
-    tombstones: Option<TombstoneDelete>,
 }
 
 /// `tombstones = "delete"`: the JSON message a tombstone becomes, which
-/// flattens to one row holding the message's key in
-/// `ingest.flatten.key_field` and the compactor's delete marker
+/// flattens to one row holding the message's key in the table's
+/// `flatten.key_field` and the compactor's delete marker
 /// (`compact.delete_column` = `compact.delete_value`), so that compaction
 /// deletes that key from the rows staged before it and from the table.
+/// Per table: a routed table has its own flattening and upsert mode.
 struct TombstoneDelete {
     /// The explode path's parts when the key field is a field of its
     /// elements (`messages_id` under `messages`), else empty.
@@ -307,6 +304,19 @@ struct TombstoneDelete {
 }
 
 impl TombstoneDelete {
+    /// How a tombstone becomes a delete in `table`, if it does (`tombstones
+    /// = "delete"`, or a table in upsert mode, and a key field).
+    fn of_table(table: &Table) -> Option<Self> {
+        match (table.tombstones, &table.flatten.key_field) {
+            (Tombstones::Delete, Some(key_field)) => Some(Self::new(
+                key_field,
+                table.flatten.explode.as_deref(),
+                table.delete_marker.clone(),
+            )),
+            _ => None,
+        }
+    }
+
     fn new(key_field: &str, explode: Option<&str>, marker: (String, String)) -> Self {
         let element = explode.and_then(|path| {
             let field = key_field.strip_prefix(&format!("{}_", path.replace('.', "_")))?;

@@ -2,11 +2,12 @@
 //! batches in flight, and what assignment, revocation and staging outcomes
 //! do to them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use futures::future::try_join_all;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
@@ -18,12 +19,14 @@ use tributary_lake::dead_letter::{DeadLetter, Reason};
 
 use super::context::Context;
 use super::{
-    Key, SCHEMA_HEADER, Settings, commit, item_bytes, kafka_error, metadata_columns,
-    partition_name, set_paused,
+    Key, METADATA_COLUMNS, SCHEMA_HEADER, Settings, TombstoneDelete, commit, item_bytes,
+    kafka_error, metadata_columns, partition_name, set_paused,
 };
 use crate::batch::{ColumnTypes, Message, SourceItem};
 use crate::error::{Error, Result};
+use crate::route::TableId;
 use crate::run::Stager;
+use crate::tables::Table;
 
 /// How long reading a partition's end offset (`--once`) may take.
 const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,8 +36,6 @@ pub(super) struct State {
     pub(super) settings: Settings,
     pub(super) shared: Arc<Stager>,
     pub(super) handle: Handle,
-    /// Column types a newly assigned partition starts from.
-    pub(super) types: ColumnTypes,
     pub(super) partitions: HashMap<Key, Partition>,
     pub(super) outcomes_tx: mpsc::Sender<Outcome>,
     pub(super) outcomes: mpsc::Receiver<Outcome>,
@@ -47,6 +48,10 @@ pub(super) struct State {
 /// An assigned partition.
 pub(super) struct Partition {
     pub(super) id: PartitionId,
+    /// The table the partition's topic goes to.
+    pub(super) table: Arc<Table>,
+    /// How a tombstone becomes a delete in that table, if it does.
+    pub(super) tombstones: Option<Arc<TombstoneDelete>>,
     pub(super) generation: u64,
     /// Messages read and not yet handed to staging, in offset order.
     pub(super) buffer: VecDeque<SourceItem>,
@@ -91,13 +96,19 @@ impl State {
                 PartitionId::new(&self.settings.stream, &partition_name(topic, *number))
             })
             .collect();
-        let (resumed, failure) = match self.handle.block_on(self.shared.resume_all(&ids)) {
+        let (resumed, failure) = match self.handle.block_on(self.resume_all(&assigned, &ids)) {
             Ok(resumed) => (resumed, None),
-            // Assigned but never read: the process stops with the error
-            // and the group hands the partitions on.
-            Err(error) => (vec![None; ids.len()], Some(error)),
+            // Assigned but never read (a topic without a route, a table
+            // that cannot be read): the process stops with the error, the
+            // messages stay in Kafka and the group hands the partitions on.
+            Err(error) => (Vec::new(), Some(error)),
         };
-        for (((topic, number), id), after) in assigned.into_iter().zip(ids).zip(resumed) {
+        let mut resumed = resumed.into_iter();
+        for ((topic, number), id) in assigned.into_iter().zip(ids) {
+            let (table, after) = match resumed.next() {
+                Some((table, after)) => (Some(table), after),
+                None => (None, None),
+            };
             let offset = match (after, &failure) {
                 (_, Some(_)) => Offset::End,
                 (Some(last), None) => Offset::Offset(last as i64 + 1),
@@ -127,17 +138,30 @@ impl State {
             } else {
                 None
             };
-            tracing::info!(partition = %id, ?offset, end = ?end.map(|(_, e)| e), "kafka partition assigned; resuming from the lake");
+            tpl.set_partition_offset(&topic, number, offset)
+                .map_err(|source| kafka_error("cannot set a resume offset", source))?;
+            let Some(table) = table else {
+                continue;
+            };
+            tracing::info!(partition = %id, table = %table.id, ?offset, end = ?end.map(|(_, e)| e), "kafka partition assigned; resuming from the lake");
+            let mut types = table.types.clone();
+            if self.settings.metadata_columns.is_some() {
+                for (name, ty) in METADATA_COLUMNS {
+                    types.fix_source_column(name, ty);
+                }
+            }
             self.generation += 1;
             self.partitions.insert(
                 (Arc::from(topic.as_str()), number),
                 Partition {
                     id,
+                    tombstones: TombstoneDelete::of_table(&table).map(Arc::new),
+                    table,
                     generation: self.generation,
                     buffer: VecDeque::new(),
                     buffer_bytes: 0,
                     opened: None,
-                    types: Some(self.types.clone()),
+                    types: Some(types),
                     next_offset: match offset {
                         Offset::Offset(o) => Some(o),
                         _ => None,
@@ -147,14 +171,43 @@ impl State {
                     read_to_end: end.is_some_and(|(start, end)| start >= end),
                 },
             );
-            tpl.set_partition_offset(&topic, number, offset)
-                .map_err(|source| kafka_error("cannot set a resume offset", source))?;
         }
         consumer
             .incremental_assign(tpl)
             .map_err(|source| kafka_error("cannot assign partitions", source))?;
         self.shared.telemetry.source_answered(true);
         failure.map_or(Ok(()), Err)
+    }
+
+    /// The table of each assigned partition (`assigned`, named `ids`) and
+    /// where it resumes in that table (see [`Stager::resume_all`]), in
+    /// order; one table load per table.
+    async fn resume_all(
+        &self,
+        assigned: &[(String, i32)],
+        ids: &[PartitionId],
+    ) -> Result<Vec<(Arc<Table>, Option<u64>)>> {
+        let tables = &self.shared.tables;
+        let tables = try_join_all(assigned.iter().map(|(topic, _)| tables.of_topic(topic))).await?;
+        let mut by_table: BTreeMap<&TableId, (&Arc<Table>, Vec<usize>)> = BTreeMap::new();
+        for (i, table) in tables.iter().enumerate() {
+            by_table
+                .entry(&table.id)
+                .or_insert((table, Vec::new()))
+                .1
+                .push(i);
+        }
+        let resumed = try_join_all(by_table.into_values().map(|(table, members)| async move {
+            let of_table: Vec<PartitionId> = members.iter().map(|&i| ids[i].clone()).collect();
+            let after = self.shared.resume_all(table, &of_table).await?;
+            Ok::<_, Error>(members.into_iter().zip(after))
+        }))
+        .await?;
+        let mut after = vec![None; ids.len()];
+        for (i, resumed) in resumed.into_iter().flatten() {
+            after[i] = resumed;
+        }
+        Ok(tables.into_iter().zip(after).collect())
     }
 
     /// Gives up the partitions in `tpl`: staged first, unless `lost`.
@@ -189,7 +242,6 @@ impl State {
     /// partition's batch when it is full.
     pub(super) fn push(&mut self, consumer: &BaseConsumer<Context>, message: &BorrowedMessage<'_>) {
         let key: Key = (Arc::from(message.topic()), message.partition());
-        let item = self.item(message);
         let Some(partition) = self.partitions.get_mut(&key) else {
             // Fetched just before a revocation took effect: the new owner
             // reads it.
@@ -200,6 +252,7 @@ impl State {
             // run reads it.
             return;
         }
+        let item = item(&self.settings, partition.tombstones.as_deref(), message);
         if partition.buffer.is_empty() {
             partition.opened = Some(Instant::now());
         }
@@ -208,61 +261,6 @@ impl State {
         if self.full(&key) {
             self.dispatch(consumer, &key);
         }
-    }
-
-    /// The source item of a polled message.
-    pub(super) fn item(&self, message: &BorrowedMessage<'_>) -> SourceItem {
-        let position = u64::try_from(message.offset()).unwrap_or(0);
-        let settings = &self.settings;
-        let payload = match (message.payload(), &settings.tombstones) {
-            (Some(payload), _) => payload.to_vec(),
-            // `tombstones = "delete"`: a delete of the message's key.
-            (None, Some(delete))
-                if message
-                    .key()
-                    .is_some_and(|k| std::str::from_utf8(k).is_ok()) =>
-            {
-                let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
-                delete.message(key.unwrap_or_default())
-            }
-            (None, delete) => {
-                let why = if delete.is_some() {
-                    "has no value (a tombstone) and no UTF-8 key to delete"
-                } else {
-                    "has no value (a tombstone)"
-                };
-                return SourceItem::Bad(DeadLetter::new(
-                    position,
-                    Reason::NoValue,
-                    format!(
-                        "message at offset {} of {} {why}",
-                        message.offset(),
-                        partition_name(message.topic(), message.partition())
-                    ),
-                    &[],
-                    settings.dead_letter_max_payload_bytes,
-                ));
-            }
-        };
-        if payload.len() as u64 > settings.max_message_bytes {
-            return SourceItem::oversized(
-                position,
-                &payload,
-                settings.max_message_bytes,
-                settings.dead_letter_max_payload_bytes,
-            );
-        }
-        let mut item = Message::new(position, payload);
-        item.schema_header = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == SCHEMA_HEADER)
-                .and_then(|h| h.value.map(<[u8]>::to_vec))
-        });
-        if let Some(names) = &settings.metadata_columns {
-            item.columns = metadata_columns(names, message);
-        }
-        SourceItem::Message(item)
     }
 
     /// `--once`: whether the consumer has read every assigned partition up
@@ -336,14 +334,15 @@ impl State {
         if !partition.buffer.is_empty() {
             partition.opened = Some(Instant::now());
         }
-        let (shared, tx, id) = (
+        let (shared, tx, id, table) = (
             self.shared.clone(),
             self.outcomes_tx.clone(),
             partition.id.clone(),
+            partition.table.clone(),
         );
         let (key, generation) = (key.clone(), partition.generation);
         self.handle.spawn(async move {
-            let result = shared.stage(&id, types, items, started).await;
+            let result = shared.stage(&table, &id, types, items, started).await;
             // The consumer may have stopped; then nobody needs the outcome.
             let _ = tx.send(Outcome {
                 key,
@@ -467,4 +466,63 @@ impl State {
             self.apply_outcomes(consumer, Duration::from_millis(100))?;
         }
     }
+}
+
+/// The source item of a polled message; `tombstones` is how its table turns
+/// a tombstone into a delete, if it does.
+fn item(
+    settings: &Settings,
+    tombstones: Option<&TombstoneDelete>,
+    message: &BorrowedMessage<'_>,
+) -> SourceItem {
+    let position = u64::try_from(message.offset()).unwrap_or(0);
+    let payload = match (message.payload(), tombstones) {
+        (Some(payload), _) => payload.to_vec(),
+        // `tombstones = "delete"`: a delete of the message's key.
+        (None, Some(delete))
+            if message
+                .key()
+                .is_some_and(|k| std::str::from_utf8(k).is_ok()) =>
+        {
+            let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+            delete.message(key.unwrap_or_default())
+        }
+        (None, delete) => {
+            let why = if delete.is_some() {
+                "has no value (a tombstone) and no UTF-8 key to delete"
+            } else {
+                "has no value (a tombstone)"
+            };
+            return SourceItem::Bad(DeadLetter::new(
+                position,
+                Reason::NoValue,
+                format!(
+                    "message at offset {} of {} {why}",
+                    message.offset(),
+                    partition_name(message.topic(), message.partition())
+                ),
+                &[],
+                settings.dead_letter_max_payload_bytes,
+            ));
+        }
+    };
+    if payload.len() as u64 > settings.max_message_bytes {
+        return SourceItem::oversized(
+            position,
+            &payload,
+            settings.max_message_bytes,
+            settings.dead_letter_max_payload_bytes,
+        );
+    }
+    let mut item = Message::new(position, payload);
+    item.schema_header = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == SCHEMA_HEADER)
+            .and_then(|h| h.value.map(<[u8]>::to_vec))
+    });
+    if let Some(names) = &settings.metadata_columns {
+        item.columns = metadata_columns(names, message);
+    }
+    SourceItem::Message(item)
 }

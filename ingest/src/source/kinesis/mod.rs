@@ -40,9 +40,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::watch;
 use tributary_config::{IngestConfig, KinesisSourceConfig};
-use tributary_lake::PartitionId;
 use tributary_lake::layout::TRIBUTARY_DIR;
 use tributary_lake::lease::Lease;
+use tributary_lake::{Lake, PartitionId};
 
 pub use api::{ApiError, KinesisApi, Shard};
 use shard::{ShardContext, ShardControl, ShardExit};
@@ -86,6 +86,8 @@ struct Held {
 
 struct Coordinator<'a> {
     stager: &'a Stager,
+    /// The table whose `_tributary/` holds the shard leases.
+    lake: &'a Lake,
     config: &'a KinesisSourceConfig,
     api: &'a KinesisApi,
     stream: &'a str,
@@ -117,8 +119,10 @@ pub(crate) async fn run(
         })?;
     let worker = kinesis.worker_id.clone().unwrap_or_else(default_worker_id);
     let worker = PartitionId::new("w", &worker).partition().to_string();
+    let table = stager.tables.the_table().await?;
     let ctx = ShardContext {
         stager,
+        table: &table,
         api: &api,
         config: kinesis,
         stream: &config.stream,
@@ -133,6 +137,7 @@ pub(crate) async fn run(
     let stream = PartitionId::new(&config.stream, "x");
     let mut coordinator = Coordinator {
         stager,
+        lake: &table.lake,
         config: kinesis,
         api: &api,
         stream: stream.stream(),
@@ -187,7 +192,7 @@ pub(crate) async fn run(
 
 impl<'a> Coordinator<'a> {
     fn store(&self) -> &Arc<dyn ObjectStore> {
-        self.stager.lake.store()
+        self.lake.store()
     }
 
     fn id(&self, shard: &str) -> PartitionId {

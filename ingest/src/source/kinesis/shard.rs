@@ -44,6 +44,7 @@ use crate::batch::SourceColumns;
 use crate::batch::{ColumnTypes, Message, SourceItem};
 use crate::error::{Error, Result};
 use crate::run::{Mode, Stager};
+use crate::tables::Table;
 
 /// Bits of a position that number the user records within a batch.
 pub const INDEX_BITS: u32 = 24;
@@ -100,6 +101,8 @@ pub struct Resume {
 pub struct ShardContext<'a> {
     /// The stager.
     pub stager: &'a Stager,
+    /// The one table (Kinesis does not route).
+    pub table: &'a Table,
     /// The Kinesis client.
     pub api: &'a KinesisApi,
     /// `[ingest.kinesis]`.
@@ -138,8 +141,9 @@ pub fn finished_marker(id: &PartitionId) -> Path {
 /// Staged files are listed *before* the watermark is read: a file the
 /// compactor deletes in between was committed first, so the watermark read
 /// afterwards covers it.
-pub async fn resume(stager: &Stager, id: &PartitionId) -> Result<Resume> {
-    let store = stager.lake.store();
+pub async fn resume(table: &Table, id: &PartitionId) -> Result<Resume> {
+    let lake = &table.lake;
+    let store = lake.store();
     let mut attempts = 0;
     let staged = loop {
         attempts += 1;
@@ -163,8 +167,8 @@ pub async fn resume(stager: &Stager, id: &PartitionId) -> Result<Resume> {
             Err(e) => return Err(e.into()),
         }
     };
-    let table = stager.lake.load_table().await?;
-    let watermark = stager.lake.watermark(table.as_ref(), id).await?;
+    let delta = lake.load_table().await?;
+    let watermark = lake.watermark(delta.as_ref(), id).await?;
     let (last, source, origin) = match (staged, watermark) {
         (Some((last, source, path)), w) if w.is_none_or(|w| last >= w) => (last, source, path),
         (_, Some(w)) => match chain::compacted_marker(store.as_ref(), id, w).await? {
@@ -250,13 +254,13 @@ pub async fn read_shard(
 ) -> Result<ShardExit> {
     let id = PartitionId::new(ctx.stream, &shard.id);
     let telemetry = &ctx.stager.telemetry;
-    let mut types = ctx.stager.types.clone();
+    let mut types = ctx.table.types.clone();
     if ctx.config.metadata_columns {
         for (name, ty) in COLUMNS {
             types.fix_source_column(name, ty);
         }
     }
-    let resume = resume(ctx.stager, &id).await?;
+    let resume = resume(ctx.table, &id).await?;
     tracing::info!(
         shard = %id, next_batch = resume.next_batch, after = ?resume.after,
         shard_end = resume.shard_end, "resuming shard"
@@ -521,7 +525,7 @@ async fn stage(
     let started = batch.started.unwrap_or_else(Instant::now);
     let (returned, outcome) = ctx
         .stager
-        .stage_with_source(id, types.clone(), items, started, source)
+        .stage_with_source(ctx.table, id, types.clone(), items, started, source)
         .await?;
     *types = returned;
     match outcome {
@@ -533,7 +537,7 @@ async fn stage(
             // Another worker staged batch `number` (we overlapped with it):
             // its file says where it ended.
             let path = id.staged_file(number << INDEX_BITS);
-            let store = ctx.stager.lake.store();
+            let store = ctx.table.lake.store();
             let bytes = tributary_lake::read_object(store.as_ref(), &path).await;
             let at = match bytes {
                 Ok(bytes) => {
@@ -547,7 +551,7 @@ async fn stage(
                     }
                 }
                 // Compacted since: the lake says where we are.
-                Err(e) if e.is_not_found() => resume(ctx.stager, id).await?,
+                Err(e) if e.is_not_found() => resume(ctx.table, id).await?,
                 Err(e) => return Err(e.into()),
             };
             tracing::info!(shard = %id, batch = number, after = ?at.after, "batch staged by another worker; continuing after it");
@@ -616,7 +620,7 @@ async fn mark_finished(ctx: &ShardContext<'_>, id: &PartitionId) -> Result<()> {
     let path = finished_marker(id);
     let body = serde_json::json!({ "shard": id.partition(), "finished_at_ms": chrono::Utc::now().timestamp_millis() });
     match ctx
-        .stager
+        .table
         .lake
         .store()
         .put_opts(
