@@ -404,7 +404,10 @@ impl TableFile {
         values: impl Iterator<Item = &'v String> + Clone,
     ) -> Result<bool> {
         for row_group in 0..self.builder.metadata().num_row_groups() {
-            if self.bloom_may_hold(row_group, index, values.clone()).await? {
+            if self
+                .bloom_may_hold(row_group, index, values.clone())
+                .await?
+            {
                 return Ok(true);
             }
         }
