@@ -404,15 +404,24 @@ fn upsert_compactor_killed_inside_a_rewrite_recovers_to_the_latest_versions() {
         model.remove(&keys(i..i + 1)[0]);
     }
     std::fs::write(input.join("updates.ndjson"), text).unwrap();
-    ingest();
+    // In files of 1,000 records: each is a round that rewrites files, so
+    // there are several rounds to kill inside.
+    let staged = tributary()
+        .args(["ingest", "--config", config_str, "--once"])
+        .env("TRIBUTARY_INGEST__BATCH__MAX_RECORDS", "1000")
+        .status()
+        .unwrap();
+    assert!(staged.success(), "ingest --once: {staged}");
 
-    // A compactor killed ever later. A kill that leaves new Parquet files
-    // and no commit landed after a rewrite wrote its first file; with
-    // fewer new files than the table has, before it wrote the last.
+    // A compactor killed ever later, from 20 ms after its start in 15 ms
+    // steps (a release build's round takes tens of milliseconds). A kill
+    // that leaves new Parquet files and no commit landed after a rewrite
+    // wrote its first file; with fewer new files than the table has,
+    // before it wrote the last.
     let staging = table.join("_tributary").join("staging");
     let mut processes = Processes::default();
     let mut inside_rewrite = Vec::new();
-    for step in 0..60 {
+    for step in 0..80 {
         if files_under(&staging) == 0 || !inside_rewrite.is_empty() {
             break;
         }
@@ -420,7 +429,7 @@ fn upsert_compactor_killed_inside_a_rewrite_recovers_to_the_latest_versions() {
         let pid = processes
             .spawn(tributary().args(["compact", "--config", config_str]))
             .id();
-        std::thread::sleep(Duration::from_millis(300 + 100 * step));
+        std::thread::sleep(Duration::from_millis(20 + 15 * step));
         processes.kill9(pid);
         let written = parquet_files(&table) - files;
         if log_versions(&table) == versions && written > 0 && written < files_in_table {
