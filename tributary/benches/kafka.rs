@@ -23,7 +23,9 @@
 //! JSON envelopes only): the same records and the same number of partitions
 //! (the greater of the topics and `TRIBUTARY_BENCH_PARTITIONS`) as 20
 //! topics into 20 tables by `template = "${topic}"`, against one topic into
-//! one table, one ingest process each, with the same figures.
+//! one table, one ingest process each, with the same figures; then one
+//! `tributary compact --once` over every table of each layout: its time, CPU
+//! and peak RSS.
 
 // A benchmark's set-up either works or the benchmark has nothing to measure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -173,9 +175,10 @@ fn routing(dir: &Path, records: u64, topics: usize) {
         broker.address
     );
     println!(
-        "| layout | end to end (records/s) | ingest CPU s per 1M records | ingest peak RSS (MiB) |"
+        "| layout | end to end (records/s) | ingest CPU s per 1M records | ingest peak RSS (MiB) \
+         | compact --once (s) | compact CPU s | compact peak RSS (MiB) |"
     );
-    println!("| --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     let one = vec!["one".to_string()];
     let many: Vec<String> = (0..topics).map(|i| format!("t{i:02}")).collect();
     let mut figures = Vec::new();
@@ -188,22 +191,58 @@ fn routing(dir: &Path, records: u64, topics: usize) {
         let (elapsed, cpu, peak_mib) = ingest(dir, &broker.address, names, None, records);
         let rate = records as f64 / elapsed.as_secs_f64();
         let cpu = cpu * 1e6 / records as f64;
+        // The same configuration compacts every table it routed to.
+        let (compact_time, compact_cpu, compact_mib) =
+            compact_once(&dir.join(format!("{}.toml", names[0])));
         let layout = if names.len() > 1 {
             format!("{} topics → {} tables", names.len(), names.len())
         } else {
             layout.to_string()
         };
-        println!("| {layout} | {rate:.0} | {cpu:.2} | {peak_mib:.0} |");
-        figures.push((rate, cpu, peak_mib));
+        println!(
+            "| {layout} | {rate:.0} | {cpu:.2} | {peak_mib:.0} | {:.1} | {compact_cpu:.1} | {compact_mib:.0} |",
+            compact_time.as_secs_f64()
+        );
+        figures.push([rate, cpu, peak_mib, compact_time.as_secs_f64(), compact_mib]);
         let _ = std::fs::remove_dir_all(dir.join(format!("table-{}", names[0])));
     }
-    let ((r1, c1, m1), (r2, c2, m2)) = (figures[0], figures[1]);
+    let ratio = |i: usize| figures[1][i] / figures[0][i];
     println!(
-        "routed / one table: records/s {:.2}×, CPU per record {:.2}×, peak RSS {:.2}×",
-        r2 / r1,
-        c2 / c1,
-        m2 / m1
+        "routed / one table: records/s {:.2}×, CPU per record {:.2}×, ingest peak RSS {:.2}×, \
+         compact time {:.2}×, compact peak RSS {:.2}×",
+        ratio(0),
+        ratio(1),
+        ratio(2),
+        ratio(3),
+        ratio(4)
     );
+}
+
+/// Runs `tributary compact --once` with `config`: its wall time, and its CPU
+/// seconds and peak RSS (MiB) as last sampled (every 20 ms) before it exited.
+fn compact_once(config: &Path) -> (Duration, f64, f64) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["compact", "--once", "--config"])
+        .arg(config)
+        .env("TRIBUTARY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tributary compact starts");
+    let pid = child.id();
+    let (mut cpu, mut peak) = (0.0, 0.0);
+    loop {
+        if let Some(status) = child.try_wait().expect("the compactor's status") {
+            assert!(status.success(), "compact --once failed: {status}");
+            return (started.elapsed(), cpu, peak);
+        }
+        // The process may exit between the check above and these reads.
+        if let Ok(hwm) = process::status_bytes_of(&pid.to_string(), "VmHWM") {
+            peak = hwm as f64 / (1024.0 * 1024.0);
+            cpu = cpu_seconds(pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A tansu broker on a free port, killed when dropped.
