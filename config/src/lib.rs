@@ -129,13 +129,8 @@ impl Config {
     /// configuration's tables get theirs from [`Config::table`].
     pub fn complete(&mut self) {
         if !self.is_routed() {
-            let flatten = self.ingest.as_ref().map(|i| i.flatten.clone());
-            routing::complete_compact(
-                &mut self.compact,
-                &self.lake,
-                &flatten.unwrap_or_default(),
-                &self.retention,
-            );
+            let flatten = self.ingest_flatten();
+            routing::complete_compact(&mut self.compact, &self.lake, &flatten, &self.retention);
         }
         let upsert = self.lake.upsert.is_some() && !self.is_routed();
         if let Some(kafka) = self.ingest.as_mut().and_then(|i| i.kafka.as_mut()) {

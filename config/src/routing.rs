@@ -275,7 +275,7 @@ impl Config {
             name: safe_name(name),
             lake: self.lake.clone(),
             compact: self.compact.clone(),
-            flatten: self.ingest_flatten().clone(),
+            flatten: self.ingest_flatten(),
         })
     }
 
@@ -314,9 +314,7 @@ impl Config {
         if overrides.upsert.is_some() {
             lake.upsert = overrides.upsert;
         }
-        let flatten = overrides
-            .flatten
-            .unwrap_or_else(|| self.ingest_flatten().clone());
+        let flatten = overrides.flatten.unwrap_or_else(|| self.ingest_flatten());
         let mut compact = self.compact.clone();
         if overrides.sort_columns.is_some() {
             compact.sort_columns = overrides.sort_columns;
@@ -354,12 +352,12 @@ impl Config {
         names
     }
 
-    fn ingest_flatten(&self) -> &FlattenConfig {
-        static NONE: std::sync::OnceLock<FlattenConfig> = std::sync::OnceLock::new();
-        match &self.ingest {
-            Some(ingest) => &ingest.flatten,
-            None => NONE.get_or_init(FlattenConfig::default),
-        }
+    /// `[ingest.flatten]`, or the default flattening without `[ingest]`.
+    pub(crate) fn ingest_flatten(&self) -> FlattenConfig {
+        self.ingest
+            .as_ref()
+            .map(|i| i.flatten.clone())
+            .unwrap_or_default()
     }
 
     /// The routing checks: where `${table}` may appear, that the routes and
