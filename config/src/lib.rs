@@ -66,8 +66,8 @@ pub use load::ENV_PREFIX;
 pub use registry::{RegistryConfig, RegistryFile, RegistryToken, TokenScope};
 pub use retention::{DEFAULT_RULES_OBJECT, RetentionConfig, TenantRule};
 pub use routing::{
-    ResolvedTable, RoutePattern, RoutingConfig, TABLE_PLACEHOLDER, TOPIC_PLACEHOLDER, TableConfig,
-    TopicRouter, is_safe_name, safe_name,
+    FieldRoute, ResolvedTable, Route, RoutePattern, RoutingConfig, TABLE_PLACEHOLDER,
+    TOPIC_PLACEHOLDER, TableConfig, TopicRouter, Unlisted, is_safe_name, safe_name,
 };
 pub use service::ServiceConfig;
 pub use upsert::UpsertConfig;

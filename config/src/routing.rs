@@ -44,11 +44,16 @@ pub struct TableConfig {
 }
 
 /// `[ingest.routing]`: which table each Kafka topic feeds. A topic is looked
-/// up in `topics`, then in `patterns` (first match), then given the table
-/// `template` names; a topic none of them routes is an error at assignment.
+/// up in `fields` (routed per row by a field's value), then `topics`, then
+/// `patterns` (first match), then given the table `template` names; a topic
+/// none of them routes is an error at assignment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
+    /// `[[ingest.routing.fields]]`: topics whose rows go to a table chosen
+    /// by the value of one of their columns.
+    #[serde(default)]
+    pub fields: Vec<FieldRoute>,
     /// The table of a topic that `topics` and `patterns` do not route, with
     /// `${topic}` standing for the topic's name made safe for object paths
     /// (letters, digits, `_`, `-`, `.`; other names get `_` and a hash
@@ -83,9 +88,137 @@ fn default_max_tables() -> usize {
     100
 }
 
-/// `ingest.routing` compiled: topic → table name.
+/// One `[[ingest.routing.fields]]` entry: the rows of one topic go to a
+/// table chosen by the value of one column. Every batch of the topic is
+/// staged into every table of the route (a table that gets none of its
+/// rows gets a file without rows), so each table's position chain stays
+/// contiguous; see `docs/routing-and-upsert-design.md` §1.3.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRoute {
+    /// The Kafka topic (exact name).
+    pub topic: String,
+    /// The flattened column whose value picks a row's table (for an
+    /// exploded path, an element's column such as `messages_service`). Its
+    /// value is compared as text (a number as it is written in JSON).
+    pub field: String,
+    /// Value → table.
+    pub values: BTreeMap<String, String>,
+    /// What happens to a row whose value is not in `values` (or is null):
+    /// `"default"` puts it in `default_table`, `"dead-letter"` makes its
+    /// message a dead letter of `dead_letter_table` (reason `unrouted`).
+    #[serde(default)]
+    pub unlisted: Unlisted,
+    /// The table of unlisted values; required with `unlisted = "default"`.
+    pub default_table: Option<String>,
+    /// The table that gets the topic's dead letters (messages that do not
+    /// decode, unlisted values with `unlisted = "dead-letter"`). Default:
+    /// `default_table`. Its row file of a batch is staged after every other
+    /// table's, so it marks the batch as staged everywhere; it is the
+    /// route's *lead*, whose flattening and column types decode the topic.
+    pub dead_letter_table: Option<String>,
+}
+
+/// `ingest.routing.fields[].unlisted`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unlisted {
+    /// To `default_table`.
+    #[default]
+    Default,
+    /// A dead letter of `dead_letter_table`.
+    DeadLetter,
+}
+
+impl FieldRoute {
+    /// The table of unlisted values, if they have one.
+    pub fn unlisted_table(&self) -> Option<&str> {
+        match self.unlisted {
+            Unlisted::Default => self.default_table.as_deref(),
+            Unlisted::DeadLetter => None,
+        }
+    }
+
+    /// The route's lead: the table of its dead letters.
+    pub fn lead(&self) -> &str {
+        self.dead_letter_table
+            .as_deref()
+            .or(self.default_table.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Every table of the route, each once, the lead last.
+    pub fn tables(&self) -> Vec<&str> {
+        let lead = self.lead();
+        let mut tables: Vec<&str> = self
+            .values
+            .values()
+            .map(String::as_str)
+            .chain(self.unlisted_table())
+            .filter(|t| *t != lead)
+            .collect();
+        tables.sort_unstable();
+        tables.dedup();
+        tables.push(lead);
+        tables
+    }
+
+    fn validate(&self, key: &str) -> Result<()> {
+        if self.field.is_empty() {
+            return Err(invalid(&format!("{key}.field"), "", "names no column"));
+        }
+        if self.values.is_empty() {
+            return Err(invalid(
+                &format!("{key}.values"),
+                "{}",
+                "routes no value: map at least one value to a table",
+            ));
+        }
+        for (value, table) in &self.values {
+            check_table_name(&format!("{key}.values.{value}"), table)?;
+        }
+        match (self.unlisted, &self.default_table, &self.dead_letter_table) {
+            (Unlisted::Default, None, _) => {
+                return Err(invalid(
+                    &format!("{key}.default_table"),
+                    "(unset)",
+                    "unlisted = \"default\" needs the table of unlisted values",
+                ));
+            }
+            (Unlisted::DeadLetter, _, None) => {
+                return Err(invalid(
+                    &format!("{key}.dead_letter_table"),
+                    "(unset)",
+                    "unlisted = \"dead-letter\" needs the table that holds the dead letters",
+                ));
+            }
+            _ => {}
+        }
+        for (name, table) in [
+            ("default_table", &self.default_table),
+            ("dead_letter_table", &self.dead_letter_table),
+        ] {
+            if let Some(table) = table {
+                check_table_name(&format!("{key}.{name}"), table)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where one topic's records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Every record to this table.
+    Table(String),
+    /// Each row to the table its field's value picks.
+    Field(FieldRoute),
+}
+
+/// `ingest.routing` compiled: topic → route.
 #[derive(Debug, Clone)]
 pub struct TopicRouter {
+    fields: BTreeMap<String, FieldRoute>,
     topics: BTreeMap<String, String>,
     patterns: Vec<(regex_lite::Regex, String)>,
     template: Option<String>,
@@ -110,21 +243,41 @@ impl RoutingConfig {
             })
             .collect::<Result<_>>()?;
         Ok(TopicRouter {
+            fields: self
+                .fields
+                .iter()
+                .map(|route| (route.topic.clone(), route.clone()))
+                .collect(),
             topics: self.topics.clone(),
             patterns,
             template: self.template.clone(),
         })
     }
 
-    /// The table names the routes name explicitly (`topics`, `patterns`).
-    fn named_tables(&self) -> impl Iterator<Item = &String> {
-        self.topics
-            .values()
-            .chain(self.patterns.iter().map(|p| &p.table))
+    /// The table names the routes name explicitly (`fields`, `topics`,
+    /// `patterns`).
+    fn named_tables(&self) -> impl Iterator<Item = &str> {
+        self.fields
+            .iter()
+            .flat_map(FieldRoute::tables)
+            .chain(self.topics.values().map(String::as_str))
+            .chain(self.patterns.iter().map(|p| p.table.as_str()))
     }
 
     fn validate(&self) -> Result<()> {
         self.router()?;
+        let mut field_topics = std::collections::BTreeSet::new();
+        for (i, route) in self.fields.iter().enumerate() {
+            let key = format!("ingest.routing.fields[{i}]");
+            route.validate(&key)?;
+            if !field_topics.insert(&route.topic) || self.topics.contains_key(&route.topic) {
+                return Err(invalid(
+                    &format!("{key}.topic"),
+                    &route.topic,
+                    "is routed twice (another fields entry or ingest.routing.topics)",
+                ));
+            }
+        }
         for (topic, table) in &self.topics {
             check_table_name(&format!("ingest.routing.topics.{topic}"), table)?;
         }
@@ -144,11 +297,15 @@ impl RoutingConfig {
                 &template.replace(TOPIC_PLACEHOLDER, "t"),
             )?;
         }
-        if self.template.is_none() && self.topics.is_empty() && self.patterns.is_empty() {
+        if self.template.is_none()
+            && self.topics.is_empty()
+            && self.patterns.is_empty()
+            && self.fields.is_empty()
+        {
             return Err(invalid(
                 "ingest.routing",
                 "{}",
-                "routes no topic: set template, topics or patterns",
+                "routes no topic: set template, topics, patterns or fields",
             ));
         }
         if self.max_tables == 0 {
@@ -163,8 +320,16 @@ impl RoutingConfig {
 }
 
 impl TopicRouter {
-    /// The table `topic` feeds, or `None` when no route matches it.
-    pub fn table_of(&self, topic: &str) -> Option<String> {
+    /// Where `topic`'s records go, or `None` when no route matches it.
+    pub fn route_of(&self, topic: &str) -> Option<Route> {
+        if let Some(route) = self.fields.get(topic) {
+            return Some(Route::Field(route.clone()));
+        }
+        self.table_of(topic).map(Route::Table)
+    }
+
+    /// The table a topic routed as a whole (not by a field) feeds.
+    fn table_of(&self, topic: &str) -> Option<String> {
         if let Some(table) = self.topics.get(topic) {
             return Some(table.clone());
         }
@@ -344,8 +509,9 @@ impl Config {
         let mut names: Vec<String> = self
             .tables
             .keys()
+            .map(String::as_str)
             .chain(routes.into_iter().flat_map(RoutingConfig::named_tables))
-            .cloned()
+            .map(String::from)
             .collect();
         names.sort();
         names.dedup();
@@ -416,6 +582,23 @@ impl Config {
                 ));
             }
             routing.validate()?;
+            for (i, route) in routing.fields.iter().enumerate() {
+                // One decode feeds every table of the route: the lead's.
+                let lead = route.lead();
+                if let Some(table) = route.tables().into_iter().find(|t| {
+                    *t != lead && self.tables.get(*t).is_some_and(|t| t.flatten.is_some())
+                }) {
+                    return Err(invalid(
+                        &format!("tables.{table}.flatten"),
+                        "set",
+                        format!(
+                            "table {table} is fed by ingest.routing.fields[{i}], whose messages are \
+                             decoded once with the flattening of its lead table {lead} \
+                             (dead_letter_table, else default_table)"
+                        ),
+                    ));
+                }
+            }
         }
         for (name, table) in &self.tables {
             check_table_name(&format!("tables.{name}"), name)?;

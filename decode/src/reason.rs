@@ -31,11 +31,14 @@ pub enum Reason {
     /// A JSON payload its JSON Schema does not accept (when
     /// `ingest.registry.validate_json` is on).
     Validation,
+    /// A row whose routing field has a value `ingest.routing.fields` does
+    /// not list, with `unlisted = "dead-letter"`.
+    Unrouted,
 }
 
 impl Reason {
     /// Every reason, so metrics can start each at zero.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::MalformedJson,
         Reason::InvalidUtf8,
         Reason::Oversized,
@@ -48,6 +51,7 @@ impl Reason {
         Reason::Decode,
         Reason::NoValue,
         Reason::Validation,
+        Reason::Unrouted,
     ];
 
     /// The stable name.
@@ -65,6 +69,7 @@ impl Reason {
             Reason::Decode => "decode",
             Reason::NoValue => "no_value",
             Reason::Validation => "validation",
+            Reason::Unrouted => "unrouted",
         }
     }
 }

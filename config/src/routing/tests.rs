@@ -1,4 +1,4 @@
-use crate::{CompactTables, Config, Tombstones};
+use crate::{CompactTables, Config, Route, Tombstones};
 
 const KAFKA: &str = "[ingest]\nstream = \"s\"\n[ingest.kafka]\nbrokers = \"b:9092\"\n\
                      group_id = \"g\"\ntopic_pattern = \"^logs\\\\.\"\n";
@@ -80,9 +80,15 @@ fn a_table_gets_the_defaults_with_its_own_overrides() {
 fn topics_route_by_exact_name_then_pattern_then_template() {
     let config = routed(ROUTES).unwrap();
     let router = config.ingest.unwrap().routing.unwrap().router().unwrap();
-    assert_eq!(router.table_of("logs.pay-v2").as_deref(), Some("payments"));
-    assert_eq!(router.table_of("logs.audit.eu").as_deref(), Some("audit"));
-    assert_eq!(router.table_of("web").as_deref(), Some("web"));
+    assert_eq!(
+        router.route_of("logs.pay-v2"),
+        Some(Route::Table("payments".into()))
+    );
+    assert_eq!(
+        router.route_of("logs.audit.eu"),
+        Some(Route::Table("audit".into()))
+    );
+    assert_eq!(router.route_of("web"), Some(Route::Table("web".into())));
     // A topic name that is not a safe path segment is made one.
     let odd = router.table_of("web/eu").unwrap();
     assert!(
@@ -232,4 +238,83 @@ fn safe_names_stay_and_others_become_distinct_safe_names() {
     assert_ne!(a, b);
     assert!(crate::is_safe_name(&a) && crate::is_safe_name(&b));
     assert!(!crate::is_safe_name("..") && !crate::is_safe_name(""));
+}
+
+const FIELDS: &str = "[[ingest.routing.fields]]\ntopic = \"logs.web\"\nfield = \"host\"\n\
+                      values = { h0 = \"a\", h1 = \"b\", h2 = \"a\" }\n\
+                      default_table = \"rest\"\n";
+
+#[test]
+fn a_field_route_sends_rows_by_value_with_the_lead_last() {
+    let config = routed(&format!(
+        "[ingest.routing]\ntemplate = \"${{topic}}\"\n{FIELDS}"
+    ))
+    .unwrap();
+    let routing = config.ingest.as_ref().unwrap().routing.clone().unwrap();
+    let router = routing.router().unwrap();
+    let Some(Route::Field(route)) = router.route_of("logs.web") else {
+        panic!("logs.web is field-routed");
+    };
+    assert_eq!(route.tables(), ["a", "b", "rest"]);
+    assert_eq!(route.lead(), "rest");
+    assert_eq!(route.unlisted_table(), Some("rest"));
+    // Other topics still go by the template.
+    assert_eq!(
+        router.route_of("logs.x"),
+        Some(Route::Table("logs.x".into()))
+    );
+    assert_eq!(config.named_tables(), ["a", "b", "rest"]);
+
+    let dead = routed(
+        "[[ingest.routing.fields]]\ntopic = \"t\"\nfield = \"host\"\nvalues = { h0 = \"a\" }\n\
+         unlisted = \"dead-letter\"\ndead_letter_table = \"errors\"\n",
+    )
+    .unwrap();
+    let route = &dead.ingest.unwrap().routing.unwrap().fields[0];
+    assert_eq!(route.tables(), ["a", "errors"]);
+    assert_eq!(route.unlisted_table(), None);
+}
+
+#[test]
+fn a_bad_field_route_is_an_error_naming_its_key() {
+    for (extra, key) in [
+        (
+            "[[ingest.routing.fields]]\ntopic = \"t\"\nfield = \"h\"\nvalues = { x = \"a\" }\n",
+            "ingest.routing.fields[0].default_table",
+        ),
+        (
+            "[[ingest.routing.fields]]\ntopic = \"t\"\nfield = \"h\"\nvalues = { x = \"a\" }\n\
+             unlisted = \"dead-letter\"\ndefault_table = \"r\"\n",
+            "ingest.routing.fields[0].dead_letter_table",
+        ),
+        (
+            "[[ingest.routing.fields]]\ntopic = \"t\"\nfield = \"h\"\nvalues = {}\n\
+             default_table = \"r\"\n",
+            "ingest.routing.fields[0].values",
+        ),
+        (
+            "[[ingest.routing.fields]]\ntopic = \"t\"\nfield = \"h\"\nvalues = { x = \"a/b\" }\n\
+             default_table = \"r\"\n",
+            "ingest.routing.fields[0].values.x",
+        ),
+        (
+            "[ingest.routing]\ntopics = { t = \"a\" }\n[[ingest.routing.fields]]\ntopic = \"t\"\n\
+             field = \"h\"\nvalues = { x = \"a\" }\ndefault_table = \"r\"\n",
+            "ingest.routing.fields[0].topic",
+        ),
+        (
+            "[[ingest.routing.fields]]\ntopic = \"t\"\nfield = \"h\"\nvalues = { x = \"a\" }\n\
+             default_table = \"r\"\n[tables.a.flatten]\nkey_field = \"k\"\n",
+            "tables.a.flatten",
+        ),
+    ] {
+        let error = error_of(routed(extra));
+        assert!(error.contains(key), "{key}: {error}");
+    }
+    // The lead may have its own flattening: it decodes the topic.
+    routed(
+        "[[ingest.routing.fields]]\ntopic = \"t\"\nfield = \"h\"\nvalues = { x = \"a\" }\n\
+         default_table = \"r\"\n[tables.r.flatten]\nkey_field = \"k\"\n",
+    )
+    .unwrap();
 }
