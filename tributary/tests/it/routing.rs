@@ -1,9 +1,10 @@
 //! Routing Kafka topics to tables (`[ingest.routing]`) on a real broker
-//! (tansu): one ingest process feeds a table per topic, each with its own
-//! schema, position chains and dead letters; `kill -9` and `--once` keep
-//! every table exact.
+//! (tansu): one ingest process feeds a table per topic, or per value of a
+//! field (`[[ingest.routing.fields]]`), each table with its own schema,
+//! position chains and dead letters; `kill -9` and `--once` keep every table
+//! exact.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,8 +14,9 @@ use crate::kafka::{Broker, SMALL_BATCHES, ingest_once, produce, signal, wait_pro
 use crate::operations::{Processes, wait_for};
 use crate::{dead_letters, envelopes, run_ok, run_python, tributary};
 
-/// One routed topic: its partitions, the table it goes to and the first
-/// record number of its data (so that key sets are disjoint).
+/// One routed topic: its partitions, the table it goes to (for a field
+/// route: its lead, the table of its dead letters) and the first record
+/// number of its data (so that key sets are disjoint).
 struct Topic {
     name: &'static str,
     partitions: u32,
@@ -22,7 +24,7 @@ struct Topic {
     first: u64,
 }
 
-const TOPICS: [Topic; 5] = [
+const TOPICS: [Topic; 7] = [
     // `${topic}`.
     Topic {
         name: "orders",
@@ -56,11 +58,75 @@ const TOPICS: [Topic; 5] = [
         table: "metrics",
         first: 400_000,
     },
+    // `[[ingest.routing.fields]]` by the envelope's `host`: h0 → `web_a`,
+    // h1 → `web_b`, other values → `web_rest` (the default table and lead).
+    Topic {
+        name: "web",
+        partitions: 3,
+        table: "web_rest",
+        first: 500_000,
+    },
+    // By each record's `kind` (`messages_kind`): a → `api_a`, b → `api_b`
+    // (also the dead-letter table and lead); a message with a record of
+    // another kind is a dead letter `unrouted`.
+    Topic {
+        name: "api",
+        partitions: 2,
+        table: "api_b",
+        first: 600_000,
+    },
 ];
 
-/// The routing configuration of the test: the `[ingest.routing]` above,
-/// and `payments` with its own flattening, which declares
-/// `messages_amount` a double.
+/// Where one message of a topic goes.
+enum Routed {
+    /// Each record's key with its table.
+    Rows(Vec<(&'static str, String)>),
+    /// The whole message: a dead letter of this table, with this reason.
+    DeadLetter(&'static str, &'static str),
+}
+
+/// Where the `[ingest.routing]` of [`routed_config`] sends `line`, one
+/// message of `topic`.
+fn route(topic: &Topic, line: &str) -> Routed {
+    if line == "null" {
+        return Routed::DeadLetter(topic.table, "no_value");
+    }
+    let Ok(envelope) = serde_json::from_str::<serde_json::Value>(line) else {
+        return Routed::DeadLetter(topic.table, "malformed_json");
+    };
+    let records = envelope["messages"].as_array().unwrap();
+    let key = |r: &serde_json::Value| r["id"].as_str().unwrap().to_string();
+    let rows = match topic.name {
+        "web" => {
+            let table = match envelope["host"].as_str().unwrap() {
+                "h0" => "web_a",
+                "h1" => "web_b",
+                _ => "web_rest",
+            };
+            records.iter().map(|r| (table, key(r))).collect()
+        }
+        "api" => {
+            let tables: Option<Vec<_>> = records
+                .iter()
+                .map(|r| match r["kind"].as_str().unwrap() {
+                    "a" => Some(("api_a", key(r))),
+                    "b" => Some(("api_b", key(r))),
+                    _ => None,
+                })
+                .collect();
+            match tables {
+                Some(rows) => rows,
+                None => return Routed::DeadLetter(topic.table, "unrouted"),
+            }
+        }
+        _ => records.iter().map(|r| (topic.table, key(r))).collect(),
+    };
+    Routed::Rows(rows)
+}
+
+/// The routing configuration of the test: the `[ingest.routing]` above
+/// (`web` and `api` routed by a field), and `payments` with its own
+/// flattening, which declares `messages_amount` a double.
 fn routed_config(dir: &Path, broker: &Broker, lake: &Path, topics: &[&str]) -> PathBuf {
     let path = dir.join("routed.toml");
     let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
@@ -86,7 +152,20 @@ stream = "test"
 template = "${{topic}}"
 topics = {{ "legacy-audit" = "audit" }}
 patterns = [{{ pattern = "^metrics\\.", table = "metrics" }}]
-max_tables = 10
+max_tables = 12
+
+[[ingest.routing.fields]]
+topic = "web"
+field = "host"
+values = {{ h0 = "web_a", h1 = "web_b" }}
+default_table = "web_rest"
+
+[[ingest.routing.fields]]
+topic = "api"
+field = "messages_kind"
+values = {{ a = "api_a", b = "api_b" }}
+unlisted = "dead-letter"
+dead_letter_table = "api_b"
 
 [ingest.kafka]
 brokers = "{brokers}"
@@ -130,17 +209,39 @@ fn table_config(dir: &Path, table: &Path) -> PathBuf {
 
 /// Test data of `topic`: envelopes whose records of `orders` and `payments`
 /// have an integer `amount` (inferred as a long in `orders`, declared a
-/// double in `payments`).
-fn lines_of(topic: &Topic, records: u64) -> (Vec<String>, Vec<String>) {
-    let (lines, ids) = envelopes(topic.first, records);
-    let lines = match topic.name {
-        "orders" | "payments" => lines
+/// double in `payments`), whose records of host h0 in `web` have a `region`
+/// (a column of `web_a` only), and whose records in `api` have a `kind`:
+/// `x` (unlisted) for every seventh, else `a` or `b`.
+fn lines_of(topic: &Topic, records: u64) -> Vec<String> {
+    let (lines, _) = envelopes(topic.first, records);
+    let add = |line: String, field: &str| line.replace(r#""n":"#, &format!("{field},\"n\":"));
+    match topic.name {
+        "orders" | "payments" => lines.into_iter().map(|l| add(l, r#""amount":7"#)).collect(),
+        "web" => lines
             .into_iter()
-            .map(|l| l.replace(r#""n":"#, r#""amount":7,"n":"#))
+            .map(|l| match l.starts_with(r#"{"host":"h0""#) {
+                true => add(l, r#""region":"eu""#),
+                false => l,
+            })
+            .collect(),
+        "api" => lines
+            .into_iter()
+            .map(|l| {
+                let mut envelope: serde_json::Value = serde_json::from_str(&l).unwrap();
+                for record in envelope["messages"].as_array_mut().unwrap() {
+                    let n = record["n"].as_u64().unwrap();
+                    let kind = match (n % 7, n % 2) {
+                        (6, _) => "x",
+                        (_, 0) => "a",
+                        _ => "b",
+                    };
+                    record["kind"] = kind.into();
+                }
+                envelope.to_string()
+            })
             .collect(),
         _ => lines,
-    };
-    (lines, ids)
+    }
 }
 
 /// Column name → Arrow type of the table at `table`, read with Python
@@ -155,13 +256,17 @@ fn schema(table: &Path) -> BTreeMap<String, String> {
     serde_json::from_str(out.trim()).unwrap()
 }
 
-/// Five topics into five tables (three by `${topic}`, one by an explicit
-/// map, one by a pattern) from one ingest process that is killed with
-/// `kill -9` twice while the producers write, restarted, stopped, and then
-/// finished by an `ingest --once` over records produced after it stopped.
-/// Each table, compacted on its own, holds exactly its topic's records,
-/// with its own schema; a poison message is a dead letter of its own table
-/// only.
+/// Seven topics into ten tables from one ingest process: five topics each
+/// into one table (three by `${topic}`, one by an explicit map, one by a
+/// pattern) and two routed per row by a field: `web` into three tables
+/// (unlisted values into its default table), `api` into two (a message with
+/// an unlisted value is a dead letter `unrouted`). The process is killed
+/// with `kill -9` twice while the producers write, restarted, stopped, and
+/// then finished by an `ingest --once` over records produced after it
+/// stopped. Each table, compacted on its own, holds exactly its records,
+/// with its own schema, and exactly its dead letters: a poison message and
+/// a tombstone are dead letters of their topic's table only (for `web`, of
+/// its lead).
 #[test]
 fn kafka_topics_routed_to_tables_survive_kill_9_and_hold_exactly_their_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,16 +280,35 @@ fn kafka_topics_routed_to_tables_survive_kill_9_and_hold_exactly_their_records()
 
     // Each topic: 4,000 records while ingest runs (about 13 s at 60
     // envelopes a second), then 500 more for the bounded run at the end.
-    let mut expected: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // Table → its keys, and → its dead letters' (reason, payload bytes).
+    let mut keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut letters: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
     let mut producers = Vec::new();
     let mut later = Vec::new();
     for topic in &TOPICS {
-        let (mut lines, ids) = lines_of(topic, 4_500);
+        let mut lines = lines_of(topic, 4_500);
         let split = lines.len() - 100;
         let tail = lines.split_off(split);
-        if topic.name == "clicks" {
-            // A poison message: a dead letter of `clicks`, in the middle.
+        if matches!(topic.name, "clicks" | "web") {
+            // A poison message and a tombstone (no value), in the middle.
             lines.insert(lines.len() / 2, "not json".to_string());
+            lines.insert(lines.len() / 3, "null".to_string());
+        }
+        for line in lines.iter().chain(&tail) {
+            match route(topic, line) {
+                Routed::Rows(rows) => {
+                    for (table, key) in rows {
+                        keys.entry(table).or_default().push(key);
+                    }
+                }
+                Routed::DeadLetter(table, reason) => {
+                    let bytes = if line == "null" { 0 } else { line.len() as u64 };
+                    letters
+                        .entry(table)
+                        .or_default()
+                        .push((reason.to_string(), bytes));
+                }
+            }
         }
         let first_tail = lines.len();
         producers.push(produce(
@@ -197,7 +321,6 @@ fn kafka_topics_routed_to_tables_survive_kill_9_and_hold_exactly_their_records()
             0,
         ));
         later.push((topic, tail, first_tail));
-        expected.insert(topic.table, ids);
     }
 
     let mut processes = Processes::default();
@@ -246,28 +369,42 @@ fn kafka_topics_routed_to_tables_survive_kill_9_and_hold_exactly_their_records()
     }
     ingest_once(&config);
 
-    for topic in &TOPICS {
-        let table = lake.join(topic.table);
-        let compact = table_config(dir.path(), &table);
+    let tables: Vec<&str> = keys.keys().copied().collect();
+    assert_eq!(tables.len(), 10, "{tables:?}");
+    for table in &tables {
+        let path = lake.join(table);
+        let compact = table_config(dir.path(), &path);
         run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
-        assert_keys(&table, &expected[topic.table]);
-        let letters = dead_letters(&table);
-        if topic.name == "clicks" {
-            assert_eq!(letters.len(), 1, "{letters:?}");
-            assert_eq!(letters[0].2, "malformed_json", "{letters:?}");
-        } else {
-            assert!(letters.is_empty(), "{}: {letters:?}", topic.table);
-        }
+        assert_keys(&path, &keys[table]);
+        let got = dead_letters(&path);
+        let positions: BTreeSet<(&str, u64)> = got.iter().map(|l| (l.0.as_str(), l.1)).collect();
+        assert_eq!(positions.len(), got.len(), "{table}: a dead letter twice");
+        let mut got: Vec<(String, u64)> = got.into_iter().map(|l| (l.2, l.4)).collect();
+        got.sort();
+        let mut expected = letters.remove(table).unwrap_or_default();
+        expected.sort();
+        assert_eq!(got, expected, "{table}: dead letters (reason, payload bytes)");
     }
-    // Each table has its own schema.
-    let amount = |table: &str| schema(&lake.join(table)).get("messages_amount").cloned();
-    assert_eq!(amount("payments").as_deref(), Some("double"));
-    assert_eq!(amount("orders").as_deref(), Some("int64"));
-    for table in ["clicks", "audit", "metrics"] {
-        assert_eq!(amount(table), None, "{table} has no amount column");
+    assert!(letters.is_empty(), "dead letters of no table: {letters:?}");
+
+    // Each table has its own schema: `amount` a long or a double where the
+    // topic has it, `region` only in `web_a` (only h0's records have it,
+    // though one decode feeds all of `web`'s tables), `kind` in `api`'s.
+    for table in &tables {
+        let schema = schema(&lake.join(table));
+        let amount = schema.get("messages_amount").map(String::as_str);
+        let expected = match *table {
+            "payments" => Some("double"),
+            "orders" => Some("int64"),
+            _ => None,
+        };
+        assert_eq!(amount, expected, "{table}: {schema:?}");
+        let has = |column: &str| schema.contains_key(column);
+        assert_eq!(has("messages_region"), *table == "web_a", "{table}: {schema:?}");
+        assert_eq!(has("messages_kind"), table.starts_with("api_"), "{table}: {schema:?}");
     }
     assert!(
-        std::fs::read_dir(&lake).unwrap().count() == TOPICS.len(),
+        std::fs::read_dir(&lake).unwrap().count() == tables.len(),
         "one table per route, nothing else under the lake"
     );
 }
