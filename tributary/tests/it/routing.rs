@@ -10,7 +10,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::compaction::assert_keys;
-use crate::kafka::{Broker, SMALL_BATCHES, ingest_once, produce, signal, wait_produced};
+use crate::kafka::{
+    Broker, SMALL_BATCHES, ingest_once, produce, produce_keyed, signal, wait_produced,
+};
 use crate::operations::{Processes, wait_for};
 use crate::{dead_letters, envelopes, run_ok, run_python, tributary};
 
@@ -578,4 +580,62 @@ fn kafka_topic_without_a_route_stops_ingest_and_loses_nothing() {
         run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
         assert_keys(&table, keys);
     }
+}
+
+/// A Kafka tombstone on a field-routed topic (`tombstones = "delete"`) has
+/// no field to route by: it deletes its key from every table of the route,
+/// whichever holds the key, in compacted rows and in rows staged in the same
+/// batch as the tombstone. The tables' other rows stay.
+#[test]
+fn kafka_tombstones_on_a_field_routed_topic_delete_their_keys_in_every_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("web", 1);
+    let lake = dir.path().join("lake");
+    let config = routed_config(dir.path(), &broker, &lake, &["web"]);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        r#"topics = ["web"]"#,
+        "topics = [\"web\"]\ntombstones = \"delete\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    // Record `r<i>` of host `h<i % 3>`: `web_a`, `web_b`, `web_rest`.
+    let table = |i: u32| ["web_a", "web_b", "web_rest"][i as usize % 3];
+    let record = |i: u32| {
+        let value = format!(
+            r#"{{"host":"h{}","messages":[{{"id":"r{i}","n":{i},"ts":1795478400000}}]}}"#,
+            i % 3
+        );
+        (format!("r{i}"), Some(value))
+    };
+    let keyed = |pairs: &[(String, Option<String>)]| {
+        let pairs: Vec<(&str, Option<String>)> =
+            pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        produce_keyed(dir.path(), &broker, "web", &pairs);
+        ingest_once(&config);
+    };
+    let check = |live: &[u32]| {
+        for name in ["web_a", "web_b", "web_rest"] {
+            let path = lake.join(name);
+            let compact = table_config(dir.path(), &path);
+            run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
+            let keys: Vec<String> = live
+                .iter()
+                .filter(|i| table(**i) == name)
+                .map(|i| format!("r{i}"))
+                .collect();
+            assert_keys(&path, &keys);
+            assert!(dead_letters(&path).is_empty(), "{name}");
+        }
+    };
+    keyed(&(0..60).map(record).collect::<Vec<_>>());
+    check(&(0..60).collect::<Vec<_>>());
+
+    // Tombstones of r0–r5 (compacted, two in each table), and r60–r62 with
+    // tombstones of r60 and r61 in the same batch.
+    let mut pairs: Vec<(String, Option<String>)> =
+        (0..6).map(|i| (format!("r{i}"), None)).collect();
+    pairs.extend((60..63).map(record));
+    pairs.extend((60..62).map(|i| (format!("r{i}"), None)));
+    keyed(&pairs);
+    check(&(6..60).chain([62]).collect::<Vec<_>>());
 }
