@@ -4,7 +4,7 @@
 //! position chains and dead letters; `kill -9` and `--once` keep every table
 //! exact.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
