@@ -23,6 +23,7 @@
 pub mod batch;
 pub use tributary_lake::dead_letter;
 mod error;
+mod fanout;
 pub mod replay;
 pub mod route;
 pub mod run;

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tributary_config::TopicRouter;
+use tributary_config::{Route, TopicRouter};
 
 use crate::error::{Error, Result};
 
@@ -52,17 +52,14 @@ pub(crate) enum Router {
 }
 
 impl Router {
-    /// The table `topic`'s records go to (any partition of a source that
-    /// has no topics, with [`Router::Single`]).
-    pub(crate) fn table_of(&self, topic: &str) -> Result<TableId> {
+    /// Where `topic`'s records go (any partition of a source that has no
+    /// topics, with [`Router::Single`]).
+    pub(crate) fn route_of(&self, topic: &str) -> Result<Route> {
         match self {
-            Router::Single(table) => Ok(table.clone()),
-            Router::Topics(router) => router
-                .table_of(topic)
-                .map(|name| TableId::new(&name))
-                .ok_or_else(|| Error::Unrouted {
-                    topic: topic.to_string(),
-                }),
+            Router::Single(table) => Ok(Route::Table(table.to_string())),
+            Router::Topics(router) => router.route_of(topic).ok_or_else(|| Error::Unrouted {
+                topic: topic.to_string(),
+            }),
         }
     }
 
