@@ -694,32 +694,10 @@ async fn take_staged(
 
 #[cfg(test)]
 mod tests {
-    use deltalake::arrow::array::{ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray};
+    use deltalake::arrow::array::{ArrayRef, Date32Array, StringArray};
     use tributary_config::LakeConfig;
 
     use super::*;
-
-    /// A row file of `partition` covering `[first, last]`, a row per
-    /// position keyed by it.
-    fn staged(partition: &PartitionId, first: u64, last: u64) -> Bytes {
-        let positions: Vec<i64> = (first as i64..=last as i64).collect();
-        let columns: [(&str, ArrayRef); 3] = [
-            (
-                "_key",
-                Arc::new(StringArray::from_iter_values(
-                    positions.iter().map(|p| format!("k{p}")),
-                )),
-            ),
-            ("_position", Arc::new(Int64Array::from(positions.clone()))),
-            (
-                "date",
-                Arc::new(Date32Array::from(vec![20_787; positions.len()])),
-            ),
-        ];
-        let batch = RecordBatch::try_from_iter(columns).unwrap();
-        let metadata = chain::file_metadata(partition, first, last);
-        tributary_lake::rowfile::write(&batch, Codec::Zstd, metadata).unwrap()
-    }
 
     #[tokio::test]
     async fn overlapping_staged_files_give_each_position_one_row() {
@@ -728,12 +706,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(&LakeConfig::new(dir.path().display().to_string())).unwrap();
         let partition = PartitionId::new("s", "p0");
-        let store = lake.store();
         for (first, last) in [(0, 5), (3, 9), (6, 12)] {
-            let file = staged(&partition, first, last);
-            chain::stage(store.as_ref(), &partition, first, file)
-                .await
-                .unwrap();
+            let columns: [(&str, ArrayRef); 2] = [
+                (
+                    "_key",
+                    Arc::new(StringArray::from_iter_values(
+                        (first..=last).map(|p| format!("k{p}")),
+                    )),
+                ),
+                (
+                    "date",
+                    Arc::new(Date32Array::from(vec![20_787; last - first + 1])),
+                ),
+            ];
+            crate::testing::stage(&lake, &partition, first as u64, columns.into()).await;
         }
         let config = CompactConfig {
             sort_columns: Some(Vec::new()),
