@@ -36,6 +36,8 @@ pub mod share;
 pub mod table;
 pub mod tables;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod text_index;
 mod upsert;
 

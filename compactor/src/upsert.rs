@@ -378,8 +378,7 @@ mod tests {
 
     use deltalake::arrow::array::{Date32Array, Int64Array, StringArray};
     use tributary_config::LakeConfig;
-    use tributary_lake::rowfile::{self, Codec};
-    use tributary_lake::{PartitionId, chain};
+    use tributary_lake::PartitionId;
 
     use super::*;
     use crate::files::TableFile;
@@ -395,18 +394,10 @@ mod tests {
         first: u64,
         rows: &[(&str, i64, i32, Option<&str>)],
     ) -> crate::Result<crate::CompactionMetrics> {
-        let partition = PartitionId::new("test", "p0");
-        let last = first + rows.len() as u64 - 1;
-        let batch = RecordBatch::try_from_iter([
+        let columns: Vec<(&str, ArrayRef)> = vec![
             (
                 "_key",
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
-            ),
-            (
-                "_position",
-                Arc::new(Int64Array::from_iter_values(
-                    (first..=last).map(|n| n as i64),
-                )),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
             ),
             (
                 "date",
@@ -422,17 +413,9 @@ mod tests {
                     rows.iter().map(|r| r.3).collect::<Vec<_>>(),
                 )),
             ),
-        ])
-        .unwrap();
-        let file = rowfile::write(
-            &batch,
-            Codec::Zstd,
-            chain::file_metadata(&partition, first, last),
-        )
-        .unwrap();
-        chain::stage(lake.store().as_ref(), &partition, first, file)
-            .await
-            .unwrap();
+        ];
+        let partition = PartitionId::new("test", "p0");
+        crate::testing::stage(lake, &partition, first, columns).await;
         crate::compact_until_empty(config, lake).await
     }
 

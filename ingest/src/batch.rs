@@ -203,7 +203,51 @@ pub fn encode_batch_with_source(
 ) -> tributary_lake::Result<EncodedBatch> {
     let first = items.first().map_or(0, SourceItem::position);
     let last = items.last().map_or(0, SourceItem::position);
-    let messages = items.len() as u64;
+    let (batch, dead_letters) = build_batch(partition, settings, schemas, types, &items)
+        .map_err(|source| batch_error(partition, source))?;
+    let part = Part {
+        first,
+        last,
+        rows: batch,
+        dead_letters,
+    };
+    encode_part(partition, settings, part, &items, source)
+}
+
+/// A batch of `partition` that could not be built (a bug, not bad input).
+pub(crate) fn batch_error(partition: &PartitionId, source: ArrowError) -> tributary_lake::Error {
+    tributary_lake::Error::RowFile {
+        path: format!("<batch of {partition}>"),
+        source,
+    }
+}
+
+/// Rows and dead letters of a partition's messages `[first, last]`, to be
+/// staged as one row file.
+#[derive(Debug)]
+pub(crate) struct Part {
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    pub(crate) rows: RecordBatch,
+    pub(crate) dead_letters: Vec<DeadLetter>,
+}
+
+/// Encodes `part`, whose messages are `items`, as a row file (and a
+/// dead-letter file when it has dead letters), with `source` in the row
+/// file's header.
+pub(crate) fn encode_part(
+    partition: &PartitionId,
+    settings: &BatchSettings,
+    part: Part,
+    items: &[SourceItem],
+    source: Vec<(String, String)>,
+) -> tributary_lake::Result<EncodedBatch> {
+    let Part {
+        first,
+        last,
+        rows,
+        dead_letters,
+    } = part;
     let message_bytes = items
         .iter()
         .map(|item| match item {
@@ -211,22 +255,15 @@ pub fn encode_batch_with_source(
             SourceItem::Bad(d) => d.payload_bytes,
         })
         .sum();
-    let (batch, dead_letters) =
-        build_batch(partition, settings, schemas, types, &items).map_err(|source| {
-            tributary_lake::Error::RowFile {
-                path: format!("<batch of {partition}>"),
-                source,
-            }
-        })?;
     let metadata = file_metadata(partition, first, last)
         .into_iter()
         .chain([first_event_time_metadata(
-            &batch,
+            &rows,
             settings.event_time_field.as_deref(),
         )])
         .map(|(k, v)| (k.to_string(), v))
         .chain(source);
-    let row_file = rowfile::write(&batch, settings.codec, metadata)?;
+    let row_file = rowfile::write(&rows, settings.codec, metadata)?;
     let dead_letter_file = if dead_letters.is_empty() {
         None
     } else {
@@ -241,9 +278,9 @@ pub fn encode_batch_with_source(
     Ok(EncodedBatch {
         first,
         last,
-        messages,
+        messages: items.len() as u64,
         message_bytes,
-        rows: batch.num_rows() as u64,
+        rows: rows.num_rows() as u64,
         row_file,
         dead_letters,
         dead_letter_file,

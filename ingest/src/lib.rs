@@ -4,7 +4,9 @@
 //! * [`run()`](fn@run) is the run loop most users want: give it the `[ingest]`
 //!   configuration and a [`Lake`](tributary_lake::Lake).
 //!   [`run_tables`] runs it into the [`Tables`] of a configuration, which
-//!   with `[ingest.routing]` are a table per Kafka topic ([`route`]).
+//!   with `[ingest.routing]` are a table per Kafka topic ([`route`]), or
+//!   for a field-routed topic the tables its rows' values pick, each batch
+//!   fanned out to all of them on its own position chain (`fanout`).
 //! * [`batch`] turns a batch of raw messages into one row file plus dead
 //!   letters: plain JSON, or framed Avro/JSON whose schemas [`schemas`]
 //!   resolved through the registry beforehand. The path reads top to bottom:
@@ -23,6 +25,7 @@
 pub mod batch;
 pub use tributary_lake::dead_letter;
 mod error;
+mod fanout;
 pub mod replay;
 pub mod route;
 pub mod run;

@@ -1,12 +1,15 @@
 //! Which table a source partition's records go to.
 //!
 //! An unrouted configuration has one table, which every partition feeds. With
-//! `[ingest.routing]` (Kafka only) each topic goes to one table: an exact
-//! `topics` entry, else the first matching `patterns` entry, else the
-//! `template` (`${topic}` made a safe name). A Kafka partition belongs to one
-//! topic, and a topic to one table, so a partition's position chain lives in
-//! that one table exactly as it does without routing; several topics in one
-//! table are just several partitions of it.
+//! `[ingest.routing]` (Kafka only) a topic listed in `fields` is routed row
+//! by row by a field's value (see `fanout`: every batch goes to every table
+//! of the route, each on its own position chain); any other topic goes to
+//! one table: an exact `topics` entry, else the first matching `patterns`
+//! entry, else the `template` (`${topic}` made a safe name). A Kafka
+//! partition belongs to one topic, and a topic routed as a whole to one
+//! table, so its position chain lives in that one table exactly as it does
+//! without routing; several topics in one table are just several partitions
+//! of it.
 //!
 //! A topic that matches no route is an error at assignment
 //! ([`Error::Unrouted`]), never a silent drop: its messages stay in Kafka
@@ -15,7 +18,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tributary_config::TopicRouter;
+use tributary_config::{Route, TopicRouter};
 
 use crate::error::{Error, Result};
 
@@ -52,17 +55,14 @@ pub(crate) enum Router {
 }
 
 impl Router {
-    /// The table `topic`'s records go to (any partition of a source that
-    /// has no topics, with [`Router::Single`]).
-    pub(crate) fn table_of(&self, topic: &str) -> Result<TableId> {
+    /// Where `topic`'s records go (any partition of a source that has no
+    /// topics, with [`Router::Single`]).
+    pub(crate) fn route_of(&self, topic: &str) -> Result<Route> {
         match self {
-            Router::Single(table) => Ok(table.clone()),
-            Router::Topics(router) => router
-                .table_of(topic)
-                .map(|name| TableId::new(&name))
-                .ok_or_else(|| Error::Unrouted {
-                    topic: topic.to_string(),
-                }),
+            Router::Single(table) => Ok(Route::Table(table.to_string())),
+            Router::Topics(router) => router.route_of(topic).ok_or_else(|| Error::Unrouted {
+                topic: topic.to_string(),
+            }),
         }
     }
 

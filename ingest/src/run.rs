@@ -12,7 +12,7 @@ use tributary_config::{FilesSourceConfig, IngestConfig, Source};
 use tributary_lake::chain::{self, StageOutcome};
 use tributary_lake::{Lake, PartitionId};
 
-use crate::batch::{ColumnTypes, SourceItem, encode_batch_with_source};
+use crate::batch::{ColumnTypes, EncodedBatch, SourceItem, encode_batch_with_source};
 use crate::error::{Error, Result};
 use crate::schemas::Schemas;
 use crate::source::{FilePartition, ReadLimits, StdinPartition, list_files};
@@ -87,18 +87,7 @@ impl Stager {
         started: Instant,
         source: Vec<(String, String)>,
     ) -> Result<(ColumnTypes, StageOutcome)> {
-        let registry = table.registry.as_deref();
-        let schemas = Schemas::resolve(registry, &items, |reference, error, wait| {
-            self.telemetry.registry_unavailable();
-            tracing::warn!(
-                partition = %id,
-                schema = %describe(reference),
-                %error,
-                retry_in_ms = wait.as_millis() as u64,
-                "waiting for the schema registry"
-            );
-        })
-        .await;
+        let schemas = self.schemas(table, id, &items).await;
         let settings = table.settings.clone();
         let task_id = id.clone();
         let (types, batch) = blocking(id.clone(), move || {
@@ -108,7 +97,41 @@ impl Stager {
             (types, batch)
         })
         .await?;
-        let batch = batch?;
+        let outcome = self.put(table, id, &batch?, started).await?;
+        Ok((types, outcome))
+    }
+
+    /// The schemas `items` name, from `table`'s registry (waiting while it
+    /// is unavailable).
+    pub(crate) async fn schemas(
+        &self,
+        table: &Table,
+        id: &PartitionId,
+        items: &[SourceItem],
+    ) -> Schemas {
+        let registry = table.registry.as_deref();
+        Schemas::resolve(registry, items, |reference, error, wait| {
+            self.telemetry.registry_unavailable();
+            tracing::warn!(
+                partition = %id,
+                schema = %describe(reference),
+                %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "waiting for the schema registry"
+            );
+        })
+        .await
+    }
+
+    /// Stages an encoded `batch` of `id` into `table`: its dead letters
+    /// first, then its row file (the commit point).
+    pub(crate) async fn put(
+        &self,
+        table: &Table,
+        id: &PartitionId,
+        batch: &EncodedBatch,
+        started: Instant,
+    ) -> Result<StageOutcome> {
         let store = table.lake.store();
         if let Some(file) = &batch.dead_letter_file {
             chain::stage_dead_letters(store.as_ref(), id, batch.first, batch.last, file.clone())
@@ -118,14 +141,14 @@ impl Stager {
         match outcome {
             StageOutcome::Staged => {
                 self.telemetry
-                    .batch_staged(&table.id, id, &batch, started.elapsed())
+                    .batch_staged(&table.id, id, batch, started.elapsed())
             }
             StageOutcome::AlreadyStaged { existing_last } => {
                 self.telemetry
-                    .batch_dropped(&table.id, id, &batch, existing_last)
+                    .batch_dropped(&table.id, id, batch, existing_last)
             }
         }
-        Ok((types, outcome))
+        Ok(outcome)
     }
 }
 

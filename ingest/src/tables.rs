@@ -23,12 +23,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
-use tributary_config::{Config, FlattenConfig, IngestConfig, LakeConfig, Tombstones};
+use tributary_config::{Config, FlattenConfig, IngestConfig, LakeConfig, Route, Tombstones};
 use tributary_lake::{Lake, columns};
 use tributary_schema_registry::client::Client;
 
 use crate::batch::{BatchSettings, ColumnTypes};
 use crate::error::{Error, Result};
+use crate::fanout::FanOut;
 use crate::route::{Router, TableId};
 use crate::schemas;
 
@@ -51,6 +52,34 @@ pub(crate) struct Table {
     pub(crate) delete_marker: (String, String),
     /// The registry client, shared by the tables that explode the same path.
     pub(crate) registry: Option<Arc<Client>>,
+}
+
+/// Where one topic's records are staged.
+#[derive(Debug, Clone)]
+pub(crate) enum Destination {
+    /// One table.
+    Table(Arc<Table>),
+    /// The tables of a field route (`[[ingest.routing.fields]]`).
+    Fan(Arc<FanOut>),
+}
+
+impl Destination {
+    /// Its tables, the lead last.
+    pub(crate) fn tables(&self) -> Vec<&Arc<Table>> {
+        match self {
+            Destination::Table(table) => vec![table],
+            Destination::Fan(fan) => fan.tables().collect(),
+        }
+    }
+
+    /// The table whose settings decode the topic's messages and which gets
+    /// their dead letters.
+    pub(crate) fn lead(&self) -> &Arc<Table> {
+        match self {
+            Destination::Table(table) => table,
+            Destination::Fan(fan) => fan.lead(),
+        }
+    }
 }
 
 /// The tables of one ingest process. Cheap to clone (shared).
@@ -205,10 +234,20 @@ impl Tables {
         self.open(id).await
     }
 
-    /// The table `topic`'s records go to, opened on first use.
-    pub(crate) async fn of_topic(&self, topic: &str) -> Result<Arc<Table>> {
-        let id = self.inner.router.table_of(topic)?;
-        self.open(&id).await
+    /// Where `topic`'s records go, its tables opened on first use.
+    pub(crate) async fn of_topic(&self, topic: &str) -> Result<Destination> {
+        match self.inner.router.route_of(topic)? {
+            Route::Table(name) => Ok(Destination::Table(self.open(&TableId::new(&name)).await?)),
+            Route::Field(route) => {
+                let tables = route.tables().into_iter().map(|name| self.open_named(name));
+                let tables = futures::future::try_join_all(tables).await?;
+                Ok(Destination::Fan(Arc::new(FanOut::new(&route, tables)?)))
+            }
+        }
+    }
+
+    async fn open_named(&self, name: &str) -> Result<Arc<Table>> {
+        self.open(&TableId::new(name)).await
     }
 
     /// Table `id`, opened (lake, column types, settings) on first use.
@@ -351,12 +390,12 @@ topics = ["a", "b", "typed"]
         let config = routed(dir.path(), "template = \"${topic}\"\nmax_tables = 2");
         let tables = Tables::new(&config).unwrap();
         assert!(tables.is_routed());
-        let a = tables.of_topic("a").await.unwrap();
+        let a = tables.of_topic("a").await.unwrap().lead().clone();
         assert_eq!(a.id.as_str(), "a");
         assert!(a.lake.table_url().path().ends_with("/a/"));
-        assert!(Arc::ptr_eq(&a, &tables.of_topic("a").await.unwrap()));
+        assert!(Arc::ptr_eq(&a, tables.of_topic("a").await.unwrap().lead()));
         // Its own flattening and declared types; not the other table's.
-        let typed = tables.of_topic("typed").await.unwrap();
+        let typed = tables.of_topic("typed").await.unwrap().lead().clone();
         assert_eq!(typed.types.get("amount"), Some(&ColumnType::Double));
         assert_eq!(typed.settings.key_field.as_deref(), Some("id"));
         assert_eq!(a.types.get("amount"), None);
@@ -377,7 +416,7 @@ topics = ["a", "b", "typed"]
         let dir = tempfile::tempdir().unwrap();
         let config = routed(dir.path(), "topics = { \"a\" = \"x\" }");
         let tables = Tables::new(&config).unwrap();
-        assert_eq!(tables.of_topic("a").await.unwrap().id.as_str(), "x");
+        assert_eq!(tables.of_topic("a").await.unwrap().lead().id.as_str(), "x");
         let error = tables.of_topic("b").await.unwrap_err().to_string();
         assert!(
             error.contains("topic `b`") && error.contains("ingest.routing"),
@@ -403,6 +442,9 @@ topics = ["a", "b", "typed"]
         assert!(!tables.is_routed());
         let table = tables.the_table().await.unwrap();
         assert_eq!(table.id.as_str(), "logs");
-        assert!(Arc::ptr_eq(&table, &tables.of_topic("any").await.unwrap()));
+        assert!(Arc::ptr_eq(
+            &table,
+            tables.of_topic("any").await.unwrap().lead()
+        ));
     }
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! list staged partitions ─► take each partition's oldest files (bounded)
 //!   ─► read headers, merge schema (table columns fixed, new ones widen)
-//!   ─► per file: drop rows at or below the partition's watermark,
+//!   ─► per file: drop rows at or below the partition's watermark (or an
+//!      earlier file's last: a zombie's file may overlap),
 //!      dead-letter rows the table's types reject, write the rest as Parquet
 //!   ─► [create table] ─► [add new columns] ─► commit adds + txn watermarks
 //!   ─► delete the compacted staged files
@@ -336,7 +337,16 @@ pub async fn compact_round(
             break;
         }
         included += 1;
-        let watermark = watermarks.get(&t.partition).copied().flatten();
+        // Rows at or below the watermark, or covered by an earlier file
+        // of this round, are there already. Staged files overlap when a
+        // writer with a stale view (a zombie) staged after a compaction
+        // deleted the file it would have collided with; whichever file comes
+        // first in position order gives a position its row.
+        let watermark = watermarks
+            .get(&t.partition)
+            .copied()
+            .flatten()
+            .max(new_watermarks.get(&t.partition).copied());
         let next = new_watermarks.entry(t.partition.clone()).or_insert(0);
         *next = (*next).max(last).max(watermark.unwrap_or(0));
         let (batch, file_metrics, rejected) = {
@@ -680,4 +690,49 @@ async fn take_staged(
         }
     }
     Ok(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::arrow::array::{ArrayRef, Date32Array, StringArray};
+    use tributary_config::LakeConfig;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn overlapping_staged_files_give_each_position_one_row() {
+        // A zombie staged [3, 9] after a compaction deleted the file at 3
+        // it would have collided with; the owner staged [6, 12] meanwhile.
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&LakeConfig::new(dir.path().display().to_string())).unwrap();
+        let partition = PartitionId::new("s", "p0");
+        for (first, last) in [(0, 5), (3, 9), (6, 12)] {
+            let columns: [(&str, ArrayRef); 2] = [
+                (
+                    "_key",
+                    Arc::new(StringArray::from_iter_values(
+                        (first..=last).map(|p| format!("k{p}")),
+                    )),
+                ),
+                (
+                    "date",
+                    Arc::new(Date32Array::from(vec![20_787; last - first + 1])),
+                ),
+            ];
+            crate::testing::stage(&lake, &partition, first as u64, columns.into()).await;
+        }
+        let config = CompactConfig {
+            sort_columns: Some(Vec::new()),
+            ..CompactConfig::default()
+        };
+        let metrics = crate::compact_until_empty(&config, &lake).await.unwrap();
+        assert_eq!(metrics.rows_read, 6 + 7 + 7);
+        assert_eq!(metrics.rows_written, 13);
+        assert_eq!(metrics.rows_below_watermark, 3 + 4);
+        let table = lake.load_table().await.unwrap().unwrap();
+        assert_eq!(
+            lake.watermark(Some(&table), &partition).await.unwrap(),
+            Some(12)
+        );
+    }
 }

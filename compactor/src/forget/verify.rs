@@ -303,8 +303,7 @@ mod tests {
     use deltalake::arrow::array::{ArrayRef, Date32Array, Int64Array, StringArray};
     use deltalake::arrow::record_batch::RecordBatch;
     use tributary_config::{CompactConfig, LakeConfig};
-    use tributary_lake::rowfile::{self, Codec};
-    use tributary_lake::{Lake, PartitionId, chain};
+    use tributary_lake::{Lake, PartitionId};
 
     use super::*;
     use crate::forget::{ForgetInput, erasures, matcher_of};
@@ -314,42 +313,20 @@ mod tests {
     /// them: one more table file.
     async fn add_file(config: &CompactConfig, lake: &Lake, first: u64, users: &[&str]) {
         let partition = PartitionId::new("test", "p0");
-        let last = first + users.len() as u64 - 1;
-        let text = |values: Vec<String>| Arc::new(StringArray::from(values)) as ArrayRef;
-        let batch = RecordBatch::try_from_iter([
-            (
-                "_key",
-                text((first..=last).map(|n| format!("k{n}")).collect()),
-            ),
-            (
-                "_position",
-                Arc::new(Int64Array::from_iter_values(
-                    (first..=last).map(|n| n as i64),
-                )) as ArrayRef,
-            ),
+        let keys = (first..).take(users.len()).map(|n| format!("k{n}"));
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("_key", Arc::new(StringArray::from_iter_values(keys))),
             (
                 "date",
-                Arc::new(Date32Array::from(vec![20_787; users.len()])) as ArrayRef,
+                Arc::new(Date32Array::from(vec![20_787; users.len()])),
             ),
-            (
-                "user_id",
-                text(users.iter().map(|u| u.to_string()).collect()),
-            ),
+            ("user_id", Arc::new(StringArray::from_iter_values(users))),
             (
                 "ts",
-                Arc::new(Int64Array::from(vec![1_795_000_000_000; users.len()])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![1_795_000_000_000; users.len()])),
             ),
-        ])
-        .unwrap();
-        let file = rowfile::write(
-            &batch,
-            Codec::Zstd,
-            chain::file_metadata(&partition, first, last),
-        )
-        .unwrap();
-        chain::stage(lake.store().as_ref(), &partition, first, file)
-            .await
-            .unwrap();
+        ];
+        crate::testing::stage(lake, &partition, first, columns).await;
         crate::compact_until_empty(config, lake).await.unwrap();
     }
 

@@ -24,9 +24,10 @@ use super::{
 };
 use crate::batch::{ColumnTypes, Message, SourceItem};
 use crate::error::{Error, Result};
+use crate::fanout::{FanOut, Resumes};
 use crate::route::TableId;
 use crate::run::Stager;
-use crate::tables::Table;
+use crate::tables::{Destination, Table};
 
 /// How long reading a partition's end offset (`--once`) may take.
 const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,8 +49,11 @@ pub(super) struct State {
 /// An assigned partition.
 pub(super) struct Partition {
     pub(super) id: PartitionId,
-    /// The table the partition's topic goes to.
+    /// The table the partition's topic goes to (a field route's lead).
     pub(super) table: Arc<Table>,
+    /// A field route's tables, and where each has the partition staged up
+    /// to (see [`crate::fanout`]).
+    pub(super) fan: Option<(Arc<FanOut>, Resumes)>,
     /// How a tombstone becomes a delete in that table, if it does.
     pub(super) tombstones: Option<Arc<TombstoneDelete>>,
     pub(super) generation: u64,
@@ -69,12 +73,23 @@ pub(super) struct Partition {
     pub(super) read_to_end: bool,
 }
 
+/// The `n`-th table of the `i`-th assigned partition, as `(i, n)`.
+type Slot = (usize, usize);
+
 /// What staging a batch came to.
 pub(super) struct Outcome {
     pub(super) key: Key,
     pub(super) generation: u64,
     pub(super) last: u64,
-    pub(super) result: Result<(ColumnTypes, StageOutcome)>,
+    pub(super) result: Result<(ColumnTypes, Staged)>,
+}
+
+/// Where a staged batch left its table(s).
+pub(super) enum Staged {
+    /// The one table's outcome.
+    One(StageOutcome),
+    /// Where each table of a field route is now.
+    Fan(Resumes),
 }
 
 impl State {
@@ -105,8 +120,11 @@ impl State {
         };
         let mut resumed = resumed.into_iter();
         for ((topic, number), id) in assigned.into_iter().zip(ids) {
-            let (table, after) = match resumed.next() {
-                Some((table, after)) => (Some(table), after),
+            let (destination, after) = match resumed.next() {
+                Some((destination, resumes)) => {
+                    let after = resumes.after();
+                    (Some((destination, resumes)), after)
+                }
                 None => (None, None),
             };
             let offset = match (after, &failure) {
@@ -140,9 +158,10 @@ impl State {
             };
             tpl.set_partition_offset(&topic, number, offset)
                 .map_err(|source| kafka_error("cannot set a resume offset", source))?;
-            let Some(table) = table else {
+            let Some((destination, resumes)) = destination else {
                 continue;
             };
+            let table = destination.lead().clone();
             tracing::info!(partition = %id, table = %table.id, ?offset, end = ?end.map(|(_, e)| e), "kafka partition assigned; resuming from the lake");
             let mut types = table.types.clone();
             if self.settings.metadata_columns.is_some() {
@@ -157,6 +176,10 @@ impl State {
                     id,
                     tombstones: TombstoneDelete::of_table(&table).map(Arc::new),
                     table,
+                    fan: match destination {
+                        Destination::Fan(fan) => Some((fan, resumes)),
+                        Destination::Table(_) => None,
+                    },
                     generation: self.generation,
                     buffer: VecDeque::new(),
                     buffer_bytes: 0,
@@ -179,35 +202,44 @@ impl State {
         failure.map_or(Ok(()), Err)
     }
 
-    /// The table of each assigned partition (`assigned`, named `ids`) and
-    /// where it resumes in that table (see [`Stager::resume_all`]), in
-    /// order; one table load per table.
+    /// Where each assigned partition (`assigned`, named `ids`) goes and
+    /// where it resumes in each of its tables (see [`Stager::resume_all`]
+    /// and [`Resumes::fan_in`]), in order; one table load per table.
     async fn resume_all(
         &self,
         assigned: &[(String, i32)],
         ids: &[PartitionId],
-    ) -> Result<Vec<(Arc<Table>, Option<u64>)>> {
+    ) -> Result<Vec<(Destination, Resumes)>> {
         let tables = &self.shared.tables;
-        let tables = try_join_all(assigned.iter().map(|(topic, _)| tables.of_topic(topic))).await?;
-        let mut by_table: BTreeMap<&TableId, (&Arc<Table>, Vec<usize>)> = BTreeMap::new();
-        for (i, table) in tables.iter().enumerate() {
-            by_table
-                .entry(&table.id)
-                .or_insert((table, Vec::new()))
-                .1
-                .push(i);
+        let destinations =
+            try_join_all(assigned.iter().map(|(topic, _)| tables.of_topic(topic))).await?;
+        let mut by_table: BTreeMap<&TableId, (&Arc<Table>, Vec<Slot>)> = BTreeMap::new();
+        for (i, destination) in destinations.iter().enumerate() {
+            for (n, table) in destination.tables().into_iter().enumerate() {
+                by_table
+                    .entry(&table.id)
+                    .or_insert((table, Vec::new()))
+                    .1
+                    .push((i, n));
+            }
         }
         let resumed = try_join_all(by_table.into_values().map(|(table, members)| async move {
-            let of_table: Vec<PartitionId> = members.iter().map(|&i| ids[i].clone()).collect();
+            let of_table: Vec<PartitionId> = members.iter().map(|&(i, _)| ids[i].clone()).collect();
             let after = self.shared.resume_all(table, &of_table).await?;
             Ok::<_, Error>(members.into_iter().zip(after))
         }))
         .await?;
-        let mut after = vec![None; ids.len()];
-        for (i, resumed) in resumed.into_iter().flatten() {
-            after[i] = resumed;
+        let mut each: Vec<Vec<Option<u64>>> = destinations
+            .iter()
+            .map(|d| vec![None; d.tables().len()])
+            .collect();
+        for ((i, n), after) in resumed.into_iter().flatten() {
+            each[i][n] = after;
         }
-        Ok(tables.into_iter().zip(after).collect())
+        Ok(destinations
+            .into_iter()
+            .zip(each.into_iter().map(Resumes::fan_in))
+            .collect())
     }
 
     /// Gives up the partitions in `tpl`: staged first, unless `lost`.
@@ -334,15 +366,25 @@ impl State {
         if !partition.buffer.is_empty() {
             partition.opened = Some(Instant::now());
         }
-        let (shared, tx, id, table) = (
+        let (shared, tx, id, table, fan) = (
             self.shared.clone(),
             self.outcomes_tx.clone(),
             partition.id.clone(),
             partition.table.clone(),
+            partition.fan.clone(),
         );
         let (key, generation) = (key.clone(), partition.generation);
         self.handle.spawn(async move {
-            let result = shared.stage(&table, &id, types, items, started).await;
+            let result = match fan {
+                None => shared
+                    .stage(&table, &id, types, items, started)
+                    .await
+                    .map(|(types, outcome)| (types, Staged::One(outcome))),
+                Some((fan, resumes)) => shared
+                    .stage_fan(&fan, &id, types, items, resumes, started)
+                    .await
+                    .map(|(types, resumes)| (types, Staged::Fan(resumes))),
+            };
             // The consumer may have stopped; then nobody needs the outcome.
             let _ = tx.send(Outcome {
                 key,
@@ -413,26 +455,36 @@ impl State {
         };
         partition.types = Some(types);
         let next = match staged {
-            StageOutcome::Staged => last as i64 + 1,
-            StageOutcome::AlreadyStaged { existing_last } => {
-                // Another writer staged from this batch's first offset:
-                // what we read after it is not ours to stage; go on after
-                // its file.
-                let next = existing_last as i64 + 1;
-                partition.buffer.clear();
-                partition.buffer_bytes = 0;
-                partition.opened = None;
-                if let Err(error) =
-                    consumer.seek(&key.0, key.1, Offset::Offset(next), Duration::from_secs(10))
-                {
-                    return Err(kafka_error(
-                        "cannot seek after an already staged batch",
-                        error,
-                    ));
+            Staged::One(StageOutcome::Staged) => last as i64 + 1,
+            // Another writer staged from this batch's first offset: what we
+            // read after it is not ours to stage; go on after its file.
+            Staged::One(StageOutcome::AlreadyStaged { existing_last }) => existing_last as i64 + 1,
+            // After the slowest table: past `last` unless a table's file
+            // there ended elsewhere (another writer's).
+            Staged::Fan(resumes) => {
+                let next = resumes
+                    .after()
+                    .map_or(last as i64 + 1, |after| after as i64 + 1);
+                if let Some((_, now)) = &mut partition.fan {
+                    *now = resumes;
                 }
                 next
             }
         };
+        if next != last as i64 + 1 {
+            // What is buffered does not start at `next`: read from there.
+            partition.buffer.clear();
+            partition.buffer_bytes = 0;
+            partition.opened = None;
+            if let Err(error) =
+                consumer.seek(&key.0, key.1, Offset::Offset(next), Duration::from_secs(10))
+            {
+                return Err(kafka_error(
+                    "cannot seek after an already staged batch",
+                    error,
+                ));
+            }
+        }
         partition.next_offset = Some(next);
         commit(consumer, &key, next, CommitMode::Async);
         if partition.paused && !partition.read_to_end && !self.full(&key) {
