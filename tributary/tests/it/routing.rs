@@ -639,3 +639,125 @@ fn kafka_tombstones_on_a_field_routed_topic_delete_their_keys_in_every_table() {
     keyed(&pairs);
     check(&(6..60).chain([62]).collect::<Vec<_>>());
 }
+
+/// A table added to a field route later (a new value) gets the topic's
+/// records from each partition's resume point on, not its history: the
+/// records of that value read before stay in the default table, which goes
+/// on getting the values still unlisted.
+#[test]
+fn kafka_a_table_added_to_a_field_route_gets_records_from_then_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("web", 2);
+    let lake = dir.path().join("lake");
+    let config = routed_config(dir.path(), &broker, &lake, &["web"]);
+    let full = std::fs::read_to_string(&config).unwrap();
+    let both = r#"values = { h0 = "web_a", h1 = "web_b" }"#;
+    assert!(full.contains(both));
+    std::fs::write(&config, full.replace(both, r#"values = { h0 = "web_a" }"#)).unwrap();
+    let web = TOPICS.iter().find(|t| t.name == "web").unwrap();
+    let mut keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut add = |lines: &[String], joined: bool| {
+        for line in lines {
+            let Routed::Rows(rows) = route(web, line) else {
+                panic!("{line} is routed")
+            };
+            for (table, key) in rows {
+                let table = if table == "web_b" && !joined {
+                    "web_rest"
+                } else {
+                    table
+                };
+                keys.entry(table).or_default().push(key);
+            }
+        }
+    };
+
+    let (before, _) = envelopes(0, 300);
+    wait_produced(produce(dir.path(), &broker, "web", 2, &before, 0, 0));
+    ingest_once(&config);
+    add(&before, false);
+    std::fs::write(&config, &full).unwrap();
+    let (after, _) = envelopes(1_000, 300);
+    wait_produced(produce(
+        dir.path(),
+        &broker,
+        "web",
+        2,
+        &after,
+        0,
+        before.len(),
+    ));
+    ingest_once(&config);
+    add(&after, true);
+
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for (table, keys) in &keys {
+        let path = lake.join(table);
+        let compact = table_config(dir.path(), &path);
+        run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
+        assert_keys(&path, keys);
+    }
+}
+
+/// A field route whose lead changes (a new default table) fills the new
+/// lead from `ingest.kafka.start`: the partitions are read again from the
+/// start, the new lead gets every unlisted record, and the tables that have
+/// the old records skip them.
+#[test]
+fn kafka_a_new_lead_of_a_field_route_is_filled_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("web", 2);
+    let lake = dir.path().join("lake");
+    let config = routed_config(dir.path(), &broker, &lake, &["web"]);
+    let web = TOPICS.iter().find(|t| t.name == "web").unwrap();
+    let (before, _) = envelopes(0, 300);
+    wait_produced(produce(dir.path(), &broker, "web", 2, &before, 0, 0));
+    ingest_once(&config);
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let old = r#"default_table = "web_rest""#;
+    assert!(text.contains(old));
+    std::fs::write(&config, text.replace(old, r#"default_table = "web_other""#)).unwrap();
+    let (after, _) = envelopes(1_000, 300);
+    wait_produced(produce(
+        dir.path(),
+        &broker,
+        "web",
+        2,
+        &after,
+        0,
+        before.len(),
+    ));
+    ingest_once(&config);
+
+    let mut keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (line, first_run) in before
+        .iter()
+        .map(|l| (l, true))
+        .chain(after.iter().map(|l| (l, false)))
+    {
+        let Routed::Rows(rows) = route(web, line) else {
+            panic!("{line} is routed")
+        };
+        for (table, key) in rows {
+            if table == "web_rest" {
+                // The old lead has what it got before the change; the new
+                // one, everything.
+                if first_run {
+                    keys.entry("web_rest").or_default().push(key.clone());
+                }
+                keys.entry("web_other").or_default().push(key);
+            } else {
+                keys.entry(table).or_default().push(key);
+            }
+        }
+    }
+    for (table, keys) in &keys {
+        let path = lake.join(table);
+        let compact = table_config(dir.path(), &path);
+        run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
+        assert_keys(&path, keys);
+    }
+}
