@@ -209,6 +209,16 @@ fn table_config(dir: &Path, table: &Path) -> PathBuf {
     path
 }
 
+/// Compacts the table `name` under `lake` on its own and checks that it
+/// holds exactly `keys`; returns its path.
+fn compact_and_check(dir: &Path, lake: &Path, name: &str, keys: &[String]) -> PathBuf {
+    let table = lake.join(name);
+    let compact = table_config(dir, &table);
+    run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
+    assert_keys(&table, keys);
+    table
+}
+
 /// Test data of `topic`: envelopes whose records of `orders` and `payments`
 /// have an integer `amount` (inferred as a long in `orders`, declared a
 /// double in `payments`), whose records of host h0 in `web` have a `region`
@@ -450,10 +460,7 @@ fn kafka_topics_routed_to_tables_survive_kill_9_and_hold_exactly_their_records()
     let tables: Vec<&str> = keys.keys().copied().collect();
     assert_eq!(tables.len(), 10, "{tables:?}");
     for table in &tables {
-        let path = lake.join(table);
-        let compact = table_config(dir.path(), &path);
-        run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
-        assert_keys(&path, &keys[table]);
+        let path = compact_and_check(dir.path(), &lake, table, &keys[table]);
         // A message's dead letter may be recorded twice when a crash came
         // between the lead's dead letters and its row file and the re-read
         // batched differently (`tributary_lake::chain::stage_dead_letters`);
@@ -575,10 +582,7 @@ fn kafka_topic_without_a_route_stops_ingest_and_loses_nothing() {
     .unwrap();
     ingest_once(&config);
     for (table, keys) in [("a", &a_keys), ("b", &b_keys)] {
-        let table = lake.join(table);
-        let compact = table_config(dir.path(), &table);
-        run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
-        assert_keys(&table, keys);
+        compact_and_check(dir.path(), &lake, table, keys);
     }
 }
 
@@ -615,15 +619,12 @@ fn kafka_tombstones_on_a_field_routed_topic_delete_their_keys_in_every_table() {
     };
     let check = |live: &[u32]| {
         for name in ["web_a", "web_b", "web_rest"] {
-            let path = lake.join(name);
-            let compact = table_config(dir.path(), &path);
-            run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
             let keys: Vec<String> = live
                 .iter()
                 .filter(|i| table(**i) == name)
                 .map(|i| format!("r{i}"))
                 .collect();
-            assert_keys(&path, &keys);
+            let path = compact_and_check(dir.path(), &lake, name, &keys);
             assert!(dead_letters(&path).is_empty(), "{name}");
         }
     };
@@ -646,58 +647,15 @@ fn kafka_tombstones_on_a_field_routed_topic_delete_their_keys_in_every_table() {
 /// on getting the values still unlisted.
 #[test]
 fn kafka_a_table_added_to_a_field_route_gets_records_from_then_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    broker.create_topic("web", 2);
-    let lake = dir.path().join("lake");
-    let config = routed_config(dir.path(), &broker, &lake, &["web"]);
-    let full = std::fs::read_to_string(&config).unwrap();
     let both = r#"values = { h0 = "web_a", h1 = "web_b" }"#;
-    assert!(full.contains(both));
-    std::fs::write(&config, full.replace(both, r#"values = { h0 = "web_a" }"#)).unwrap();
-    let web = TOPICS.iter().find(|t| t.name == "web").unwrap();
-    let mut keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut add = |lines: &[String], joined: bool| {
-        for line in lines {
-            let Routed::Rows(rows) = route(web, line) else {
-                panic!("{line} is routed")
-            };
-            for (table, key) in rows {
-                let table = if table == "web_b" && !joined {
-                    "web_rest"
-                } else {
-                    table
-                };
-                keys.entry(table).or_default().push(key);
-            }
-        }
-    };
-
-    let (before, _) = envelopes(0, 300);
-    wait_produced(produce(dir.path(), &broker, "web", 2, &before, 0, 0));
-    ingest_once(&config);
-    add(&before, false);
-    std::fs::write(&config, &full).unwrap();
-    let (after, _) = envelopes(1_000, 300);
-    wait_produced(produce(
-        dir.path(),
-        &broker,
-        "web",
-        2,
-        &after,
-        0,
-        before.len(),
-    ));
-    ingest_once(&config);
-    add(&after, true);
-
-    assert_eq!(keys.len(), 3, "{keys:?}");
-    for (table, keys) in &keys {
-        let path = lake.join(table);
-        let compact = table_config(dir.path(), &path);
-        run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
-        assert_keys(&path, keys);
-    }
+    web_in_two_runs(
+        |config| config.replace(both, r#"values = { h0 = "web_a" }"#),
+        str::to_string,
+        |table, first_run| match (table, first_run) {
+            ("web_b", true) => vec!["web_rest"],
+            _ => vec![table],
+        },
+    );
 }
 
 /// A field route whose lead changes (a new default table) fills the new
@@ -706,58 +664,63 @@ fn kafka_a_table_added_to_a_field_route_gets_records_from_then_on() {
 /// the old records skip them.
 #[test]
 fn kafka_a_new_lead_of_a_field_route_is_filled_from_the_start() {
+    web_in_two_runs(
+        str::to_string,
+        |config| {
+            config.replace(
+                r#"default_table = "web_rest""#,
+                r#"default_table = "web_other""#,
+            )
+        },
+        |table, first_run| match (table, first_run) {
+            // The old lead keeps what it got before the change.
+            ("web_rest", true) => vec!["web_rest", "web_other"],
+            ("web_rest", false) => vec!["web_other"],
+            _ => vec![table],
+        },
+    );
+}
+
+/// Two `ingest --once` runs over the field-routed topic `web` (two
+/// partitions, 300 records before each), with the configuration of
+/// [`routed_config`] changed by `first` for the first and by `second` for
+/// the second. Then each table, compacted on its own, holds exactly the
+/// records `tables` puts in it: given the table the unchanged route picks
+/// for a record and whether the first run read it, the tables that must
+/// hold it.
+fn web_in_two_runs(
+    first: impl Fn(&str) -> String,
+    second: impl Fn(&str) -> String,
+    tables: impl Fn(&'static str, bool) -> Vec<&'static str>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     broker.create_topic("web", 2);
     let lake = dir.path().join("lake");
     let config = routed_config(dir.path(), &broker, &lake, &["web"]);
-    let web = TOPICS.iter().find(|t| t.name == "web").unwrap();
-    let (before, _) = envelopes(0, 300);
-    wait_produced(produce(dir.path(), &broker, "web", 2, &before, 0, 0));
-    ingest_once(&config);
-
     let text = std::fs::read_to_string(&config).unwrap();
-    let old = r#"default_table = "web_rest""#;
-    assert!(text.contains(old));
-    std::fs::write(&config, text.replace(old, r#"default_table = "web_other""#)).unwrap();
-    let (after, _) = envelopes(1_000, 300);
-    wait_produced(produce(
-        dir.path(),
-        &broker,
-        "web",
-        2,
-        &after,
-        0,
-        before.len(),
-    ));
-    ingest_once(&config);
-
+    let web = TOPICS.iter().find(|t| t.name == "web").unwrap();
     let mut keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (line, first_run) in before
-        .iter()
-        .map(|l| (l, true))
-        .chain(after.iter().map(|l| (l, false)))
-    {
-        let Routed::Rows(rows) = route(web, line) else {
-            panic!("{line} is routed")
-        };
-        for (table, key) in rows {
-            if table == "web_rest" {
-                // The old lead has what it got before the change; the new
-                // one, everything.
-                if first_run {
-                    keys.entry("web_rest").or_default().push(key.clone());
+    let mut produced = 0;
+    let changes: [&dyn Fn(&str) -> String; 2] = [&first, &second];
+    for (run, change) in changes.into_iter().enumerate() {
+        std::fs::write(&config, change(&text)).unwrap();
+        let (lines, _) = envelopes(run as u64 * 1_000, 300);
+        wait_produced(produce(dir.path(), &broker, "web", 2, &lines, 0, produced));
+        produced += lines.len();
+        ingest_once(&config);
+        for line in &lines {
+            let Routed::Rows(rows) = route(web, line) else {
+                panic!("{line} is routed")
+            };
+            for (table, key) in rows {
+                for table in tables(table, run == 0) {
+                    keys.entry(table).or_default().push(key.clone());
                 }
-                keys.entry("web_other").or_default().push(key);
-            } else {
-                keys.entry(table).or_default().push(key);
             }
         }
     }
     for (table, keys) in &keys {
-        let path = lake.join(table);
-        let compact = table_config(dir.path(), &path);
-        run_ok(&["compact", "--config", compact.to_str().unwrap(), "--once"]);
-        assert_keys(&path, keys);
+        compact_and_check(dir.path(), &lake, table, keys);
     }
 }
