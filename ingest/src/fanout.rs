@@ -67,7 +67,7 @@ const SYSTEM_COLUMNS: [&str; 3] = ["_key", "_position", "date"];
 /// A field route with its tables opened.
 #[derive(Debug)]
 pub(crate) struct FanOut {
-    pub(crate) rows: RowRouter,
+    rows: RowRouter,
     /// The route's tables other than the lead.
     others: Vec<Arc<Table>>,
     /// The lead: the table of the route's dead letters, staged last, whose
@@ -82,7 +82,7 @@ impl FanOut {
         let lead = tables
             .pop()
             .ok_or_else(|| Error::Config(no_tables(route)))?;
-        let rows = RowRouter::new(route, Some(lead.delete_marker.clone()));
+        let rows = RowRouter::new(route, lead.delete_marker.clone());
         Ok(Self {
             rows,
             others: tables,
@@ -165,12 +165,12 @@ pub(crate) struct RowRouter {
     /// The table of unlisted values; `None`: they are dead letters.
     unlisted: Option<usize>,
     /// The delete marker (column, value): such rows go to every table.
-    delete: Option<(String, String)>,
+    delete: (String, String),
     tables: usize,
 }
 
 impl RowRouter {
-    pub(crate) fn new(route: &FieldRoute, delete: Option<(String, String)>) -> Self {
+    pub(crate) fn new(route: &FieldRoute, delete: (String, String)) -> Self {
         let tables = route.tables();
         let index = |name: &str| {
             tables
@@ -195,15 +195,13 @@ impl RowRouter {
     /// The table of each row of `batch`.
     fn targets(&self, batch: &RecordBatch) -> Vec<Target> {
         let values = text_column(batch, &self.field);
-        let deletes = self.delete.as_ref().and_then(|(column, value)| {
-            let marks = text_column(batch, column)?;
-            Some((marks, value))
-        });
+        let (delete_column, delete_value) = &self.delete;
+        let deletes = text_column(batch, delete_column);
         (0..batch.num_rows())
             .map(|row| {
-                if let Some((marks, value)) = &deletes
+                if let Some(marks) = &deletes
                     && marks.is_valid(row)
-                    && marks.value(row) == value.as_str()
+                    && marks.value(row) == delete_value
                 {
                     return Target::Every;
                 }
@@ -310,7 +308,8 @@ impl RowRouter {
     }
 }
 
-/// Column `name` of `batch` as text, if it has it and it casts.
+/// Column `name` of `batch` as text (arrow's cast: a number as written in
+/// JSON, a list as `[1, 2]`), if it has it and it casts.
 fn text_column(
     batch: &RecordBatch,
     name: &str,
@@ -472,7 +471,7 @@ mod tests {
     }
 
     fn router(unlisted: Unlisted) -> RowRouter {
-        RowRouter::new(&route(unlisted), Some(("_op".into(), "delete".into())))
+        RowRouter::new(&route(unlisted), ("_op".into(), "delete".into()))
     }
 
     /// A message of the partition: its value (0..=3), or a delete (4).
@@ -778,6 +777,47 @@ mod tests {
                 .unwrap()
                 .block_on(run(msgs, steps, unlisted));
         }
+    }
+
+    #[test]
+    fn rows_go_by_value_deletes_everywhere_and_the_unroutable_say_why() {
+        let msgs: Vec<Msg> = [0, 1, 3, 4]
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| Msg {
+                position: i as u64,
+                value,
+            })
+            .collect();
+        let batch = rows(&msgs);
+        assert_eq!(
+            router(Unlisted::Default).targets(&batch),
+            [
+                Target::Table(0),
+                Target::Table(1),
+                Target::Table(2),
+                Target::Every
+            ]
+        );
+        let dead = router(Unlisted::DeadLetter).targets(&batch);
+        let Target::Unrouted(why) = &dead[2] else {
+            panic!("{dead:?}");
+        };
+        assert!(
+            why.contains("\"v3\"") && why.contains("topic `web`"),
+            "{why}"
+        );
+
+        // A field holding a list is compared as its text.
+        let lists =
+            deltalake::arrow::array::ListArray::from_iter_primitive::<Int64Type, _, _>([Some(
+                vec![Some(1)],
+            )]);
+        let batch = RecordBatch::try_from_iter([("host", Arc::new(lists) as ArrayRef)]).unwrap();
+        let Target::Unrouted(why) = &router(Unlisted::DeadLetter).targets(&batch)[0] else {
+            panic!("a list is not a listed value");
+        };
+        assert!(why.contains("\"[1]\""), "{why}");
     }
 
     #[test]

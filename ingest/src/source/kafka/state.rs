@@ -484,6 +484,8 @@ impl State {
                     error,
                 ));
             }
+            // `--once`: a seek back below the end offset has more to read.
+            partition.read_to_end = partition.end.is_some_and(|end| next >= end);
         }
         partition.next_offset = Some(next);
         commit(consumer, &key, next, CommitMode::Async);
