@@ -724,3 +724,55 @@ fn web_in_two_runs(
         compact_and_check(dir.path(), &lake, table, keys);
     }
 }
+
+/// A field route whose `dead_letter_table` is a table of its own (no value
+/// names it): it gets a file without rows for every batch and the unrouted
+/// messages as dead letters, and compacts into a table without rows.
+#[test]
+fn kafka_a_dead_letter_table_of_its_own_holds_only_the_unrouted_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("api", 2);
+    let lake = dir.path().join("lake");
+    let config = routed_config(dir.path(), &broker, &lake, &["api"]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let lead = r#"dead_letter_table = "api_b""#;
+    assert!(text.contains(lead));
+    std::fs::write(
+        &config,
+        text.replace(lead, r#"dead_letter_table = "api_dead""#),
+    )
+    .unwrap();
+    let api = TOPICS.iter().find(|t| t.name == "api").unwrap();
+    let lines = lines_of(api, 600);
+    wait_produced(produce(dir.path(), &broker, "api", 2, &lines, 0, 0));
+    ingest_once(&config);
+
+    let mut keys: BTreeMap<&str, Vec<String>> = BTreeMap::from([("api_dead", Vec::new())]);
+    let mut letters = Vec::new();
+    for line in &lines {
+        match route(api, line) {
+            Routed::Rows(rows) => {
+                for (table, key) in rows {
+                    keys.entry(table).or_default().push(key);
+                }
+            }
+            Routed::DeadLetter(_, reason) => letters.push((reason.to_string(), line.len() as u64)),
+        }
+    }
+    assert!(!letters.is_empty());
+    for (table, keys) in &keys {
+        let path = compact_and_check(dir.path(), &lake, table, keys);
+        let mut got: Vec<(String, u64)> = dead_letters(&path)
+            .into_iter()
+            .map(|(_, _, reason, _, bytes)| (reason, bytes))
+            .collect();
+        got.sort();
+        let mut expected = match *table {
+            "api_dead" => letters.clone(),
+            _ => Vec::new(),
+        };
+        expected.sort();
+        assert_eq!(got, expected, "{table}");
+    }
+}
