@@ -333,9 +333,9 @@ fn schema(table: &Path) -> BTreeMap<String, String> {
 /// pattern) and two routed per row by a field: `web` into three tables
 /// (unlisted values into its default table), `api` into two (a message with
 /// an unlisted value is a dead letter `unrouted`). The process is killed
-/// with `kill -9` twice while the producers write, restarted, stopped, and
-/// then finished by an `ingest --once` over records produced after it
-/// stopped. Each table, compacted on its own, holds exactly its records,
+/// with `kill -9` three times while it stages, restarted, stopped, left as
+/// if killed inside the fan-out of a batch, and then finished by an
+/// `ingest --once` over records produced after it stopped. Each table, compacted on its own, holds exactly its records,
 /// with its own schema, and exactly its dead letters: a poison message and
 /// a tombstone are dead letters of their topic's table only (for `web`, of
 /// its lead).
