@@ -500,7 +500,7 @@ impl Stager {
     /// Decodes `items` (read from `id` after `resumes.after()`) once and
     /// stages each table's part of them (see the module docs). Returns where
     /// each table is now.
-    pub(crate) async fn stage_fan(
+    async fn stage_fan(
         &self,
         fan: &Arc<FanOut>,
         id: &PartitionId,
