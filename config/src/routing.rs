@@ -96,7 +96,7 @@ fn default_max_tables() -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldRoute {
-    /// The Kafka topic (exact name).
+    /// The Kafka topic (exact name); for a files source, `ingest.stream`.
     pub topic: String,
     /// The flattened column whose value picks a row's table (for an
     /// exploded path, an element's column such as `messages_service`). Its
@@ -574,11 +574,17 @@ impl Config {
                     "describes several tables (${table}): [ingest.routing] must say which topic feeds which",
                 ));
             };
-            if ingest.kafka.is_none() {
+            // A files source is one stream: routed by a field, or not at all.
+            let by_field_only = ingest.files.is_some()
+                && routing.template.is_none()
+                && routing.topics.is_empty()
+                && routing.patterns.is_empty()
+                && routing.fields.iter().all(|f| f.topic == ingest.stream);
+            if ingest.kafka.is_none() && !by_field_only {
                 return Err(invalid(
                     "ingest.routing",
                     "[ingest.routing]",
-                    "routes Kafka topics: the ingest source must be [ingest.kafka] (use one configuration with a concrete lake.table_uri per Kinesis stream or files directory)",
+                    "routes Kafka topics: the ingest source must be [ingest.kafka]; a files source can only be routed by a field, with [[ingest.routing.fields]] topic = ingest.stream (use one configuration with a concrete lake.table_uri per Kinesis stream)",
                 ));
             }
             routing.validate()?;

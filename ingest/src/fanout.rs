@@ -48,6 +48,7 @@ use deltalake::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::{cast, filter_record_batch};
 use deltalake::arrow::datatypes::{DataType, Int64Type};
 use deltalake::arrow::error::ArrowError;
+use futures::future::try_join_all;
 use tributary_config::FieldRoute;
 use tributary_lake::PartitionId;
 use tributary_lake::chain::StageOutcome;
@@ -57,9 +58,41 @@ use crate::batch::{
     ColumnTypes, EncodedBatch, Part, SourceItem, batch_error, build_batch, encode_part,
 };
 use crate::error::{Error, Result};
+use crate::route::TableId;
 use crate::run::{Stager, blocking};
 use crate::schemas::Schemas;
 use crate::tables::Table;
+
+/// Where one topic's records are staged.
+#[derive(Debug, Clone)]
+pub(crate) enum Destination {
+    /// One table.
+    Table(Arc<Table>),
+    /// The tables of a field route (`[[ingest.routing.fields]]`).
+    Fan(Arc<FanOut>),
+}
+
+impl Destination {
+    /// Its tables, the lead last.
+    pub(crate) fn tables(&self) -> Vec<&Arc<Table>> {
+        match self {
+            Destination::Table(table) => vec![table],
+            Destination::Fan(fan) => fan.tables().collect(),
+        }
+    }
+
+    /// The table whose settings decode the topic's messages and which gets
+    /// their dead letters.
+    pub(crate) fn lead(&self) -> &Arc<Table> {
+        match self {
+            Destination::Table(table) => table,
+            Destination::Fan(fan) => fan.lead(),
+        }
+    }
+}
+
+/// The `n`-th table of the `i`-th partition, as `(i, n)`.
+type Slot = (usize, usize);
 
 /// Columns every row file has, even one without rows.
 const SYSTEM_COLUMNS: [&str; 3] = ["_key", "_position", "date"];
@@ -115,6 +148,11 @@ fn no_tables(route: &FieldRoute) -> tributary_config::ConfigError {
 pub(crate) struct Resumes(Vec<Option<u64>>);
 
 impl Resumes {
+    /// `tables` tables with nothing staged yet.
+    pub(crate) fn start(tables: usize) -> Self {
+        Self(vec![None; tables])
+    }
+
     /// From each table's own resume point (lead last). A table without one
     /// while the lead has one joined the route later: it starts where the
     /// slowest other table is.
@@ -137,7 +175,7 @@ impl Resumes {
     }
 
     /// Table `table` staged a batch ending at `last` with `outcome`.
-    fn record(&mut self, table: usize, last: u64, outcome: StageOutcome) {
+    pub(crate) fn record(&mut self, table: usize, last: u64, outcome: StageOutcome) {
         self.0[table] = Some(match outcome {
             StageOutcome::Staged => last,
             StageOutcome::AlreadyStaged { existing_last } => existing_last,
@@ -353,7 +391,7 @@ where
         Some(async move { Ok::<_, Error>((t, staged.await?)) })
     });
     let mut now = resumes.clone();
-    for (t, outcome) in futures::future::try_join_all(others).await? {
+    for (t, outcome) in try_join_all(others).await? {
         now.record(t, last, outcome);
     }
     if let Some(part) = lead_part {
@@ -399,10 +437,70 @@ impl FanOut {
 }
 
 impl Stager {
+    /// Where each partition of `ids` resumes in each table of its
+    /// destination in `destinations` (see [`Stager::resume_all`] and
+    /// [`Resumes::fan_in`]); one table load per table.
+    pub(crate) async fn resume_into(
+        &self,
+        destinations: &[Destination],
+        ids: &[PartitionId],
+    ) -> Result<Vec<Resumes>> {
+        let mut by_table: BTreeMap<&TableId, (&Arc<Table>, Vec<Slot>)> = BTreeMap::new();
+        for (i, destination) in destinations.iter().enumerate() {
+            for (n, table) in destination.tables().into_iter().enumerate() {
+                by_table
+                    .entry(&table.id)
+                    .or_insert((table, Vec::new()))
+                    .1
+                    .push((i, n));
+            }
+        }
+        let resumed = try_join_all(by_table.into_values().map(|(table, members)| async move {
+            let of_table: Vec<PartitionId> = members.iter().map(|&(i, _)| ids[i].clone()).collect();
+            let after = self.resume_all(table, &of_table).await?;
+            Ok::<_, Error>(members.into_iter().zip(after))
+        }))
+        .await?;
+        let mut each: Vec<Vec<Option<u64>>> = destinations
+            .iter()
+            .map(|d| vec![None; d.tables().len()])
+            .collect();
+        for ((i, n), after) in resumed.into_iter().flatten() {
+            each[i][n] = after;
+        }
+        Ok(each.into_iter().map(Resumes::fan_in).collect())
+    }
+
+    /// Stages `items` (read from `id` after `resumes.after()`) into
+    /// `destination`; returns where each of its tables is now.
+    pub(crate) async fn stage_into(
+        &self,
+        destination: &Destination,
+        id: &PartitionId,
+        types: ColumnTypes,
+        items: Vec<SourceItem>,
+        resumes: Resumes,
+        started: Instant,
+    ) -> Result<(ColumnTypes, Resumes)> {
+        match destination {
+            Destination::Table(table) => {
+                let last = items.last().map_or(0, SourceItem::position);
+                let (types, outcome) = self.stage(table, id, types, items, started).await?;
+                let mut now = resumes;
+                now.record(0, last, outcome);
+                Ok((types, now))
+            }
+            Destination::Fan(fan) => {
+                self.stage_fan(fan, id, types, items, resumes, started)
+                    .await
+            }
+        }
+    }
+
     /// Decodes `items` (read from `id` after `resumes.after()`) once and
     /// stages each table's part of them (see the module docs). Returns where
     /// each table is now.
-    pub(crate) async fn stage_fan(
+    async fn stage_fan(
         &self,
         fan: &Arc<FanOut>,
         id: &PartitionId,

@@ -14,6 +14,7 @@ use tributary_lake::{Lake, PartitionId};
 
 use crate::batch::{ColumnTypes, EncodedBatch, SourceItem, encode_batch_with_source};
 use crate::error::{Error, Result};
+use crate::fanout::{Destination, Resumes};
 use crate::schemas::Schemas;
 use crate::source::{FilePartition, ReadLimits, StdinPartition, list_files};
 use crate::tables::{Table, Tables};
@@ -218,14 +219,23 @@ async fn run_files(
     };
     let poll = Duration::from_millis(files.poll_interval_ms);
     let telemetry = &stager.telemetry;
-    let table = stager.tables.the_table().await?;
-    let table = table.as_ref();
+    // The one table, or the tables of the stream's field route.
+    let destination = stager.tables.of_topic(&config.stream).await?;
+    let destination = &destination;
+    let start_types = &destination.lead().types;
 
     if files.path == "-" {
         let id = PartitionId::new(&config.stream, "stdin");
-        let mut types = table.types.clone();
-        let after = stager.resume_all(table, std::slice::from_ref(&id)).await?;
-        let mut stdin = StdinPartition::spawn(&config.stream, after[0], &limits);
+        let mut types = start_types.clone();
+        let resumed = stager
+            .resume_into(std::slice::from_ref(destination), std::slice::from_ref(&id))
+            .await?;
+        let tables = destination.tables().len();
+        let mut resumes = resumed
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Resumes::start(tables));
+        let mut stdin = StdinPartition::spawn(&config.stream, resumes.after(), &limits);
         telemetry.source_answered(true);
         while !stdin.is_finished() && !*shutdown.borrow() {
             let started = Instant::now();
@@ -244,14 +254,16 @@ async fn run_files(
             })?;
             if !read.items.is_empty() {
                 let id = stdin.id().clone();
-                (types, _) = stager.stage(table, &id, types, read.items, started).await?;
+                (types, resumes) = stager
+                    .stage_into(destination, &id, types, read.items, resumes, started)
+                    .await?;
             }
         }
         return Ok(());
     }
 
     let dir = Path::new(&files.path);
-    let mut partitions: BTreeMap<String, (FilePartition, ColumnTypes)> = BTreeMap::new();
+    let mut partitions: BTreeMap<String, Reading> = BTreeMap::new();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     loop {
         let listed = list_files(dir);
@@ -268,28 +280,38 @@ async fn run_files(
             .iter()
             .map(|(name, _)| PartitionId::new(&config.stream, name))
             .collect();
-        for ((name, path), after) in new.into_iter().zip(stager.resume_all(table, &ids).await?) {
-            let part = FilePartition::new(&config.stream, &name, path, after);
-            partitions.insert(name, (part, table.types.clone()));
+        let destinations = vec![destination.clone(); ids.len()];
+        let resumed = stager.resume_into(&destinations, &ids).await?;
+        for ((name, path), resumes) in new.into_iter().zip(resumed) {
+            let part = FilePartition::new(&config.stream, &name, path, resumes.after());
+            let types = start_types.clone();
+            partitions.insert(
+                name,
+                Reading {
+                    part,
+                    types,
+                    resumes,
+                },
+            );
         }
         let open: Vec<_> = std::mem::take(&mut partitions)
             .into_iter()
-            .filter_map(|(name, (part, types))| {
-                if part.is_finished() {
-                    partitions.insert(name, (part, types));
+            .filter_map(|(name, reading)| {
+                if reading.part.is_finished() {
+                    partitions.insert(name, reading);
                     None
                 } else {
-                    Some((name, part, types))
+                    Some((name, reading))
                 }
             })
             .collect();
         let shutdown_rx = shutdown.clone();
         let results: Vec<_> = futures::stream::iter(open)
-            .map(|(name, part, types)| {
+            .map(|(name, reading)| {
                 let shutdown = shutdown_rx.clone();
                 async move {
                     let drained =
-                        drain_partition(stager, table, &limits, part, types, &shutdown).await;
+                        drain_partition(stager, destination, &limits, reading, &shutdown).await;
                     (name, drained)
                 }
             })
@@ -298,14 +320,14 @@ async fn run_files(
             .await;
         let mut read_any = false;
         for (name, result) in results {
-            let (part, types, read) = result?;
+            let (reading, read) = result?;
             read_any |= read;
-            partitions.insert(name, (part, types));
+            partitions.insert(name, reading);
         }
         // A file deleted since its listing simply has nothing left to read.
         let unread = partitions
             .values()
-            .map(|(part, _)| part.unread_bytes().unwrap_or(0))
+            .map(|r| r.part.unread_bytes().unwrap_or(0))
             .sum();
         telemetry.source_unread(unread);
         if *shutdown.borrow() || (mode == Mode::Once && !read_any) {
@@ -320,16 +342,28 @@ async fn run_files(
     }
 }
 
+/// A file being read: where, the column types its batches widened, and
+/// where each of its tables has it staged up to.
+struct Reading {
+    part: FilePartition,
+    types: ColumnTypes,
+    resumes: Resumes,
+}
+
 /// Reads and stages batches of one file until it has nothing more right now.
-/// Returns the partition, its column types, and whether anything was read.
+/// Returns the file and whether anything was read.
 async fn drain_partition(
     stager: &Stager,
-    table: &Table,
+    destination: &Destination,
     limits: &ReadLimits,
-    mut part: FilePartition,
-    mut types: ColumnTypes,
+    reading: Reading,
     shutdown: &watch::Receiver<bool>,
-) -> Result<(FilePartition, ColumnTypes, bool)> {
+) -> Result<(Reading, bool)> {
+    let Reading {
+        mut part,
+        mut types,
+        mut resumes,
+    } = reading;
     let mut read_any = false;
     while !*shutdown.borrow() {
         let limits = *limits;
@@ -348,23 +382,30 @@ async fn drain_partition(
             }
         })?;
         if read.empty_file {
-            record_empty_file(stager, table, part.id()).await?;
+            record_empty_file(stager, destination.lead(), part.id()).await?;
         }
-        if read.items.is_empty() {
+        let Some(last) = read.items.last().map(SourceItem::position) else {
             break;
-        }
+        };
         read_any = true;
         let id = part.id().clone();
         let end = read.end;
-        let (returned_types, outcome) =
-            stager.stage(table, &id, types, read.items, started).await?;
-        types = returned_types;
-        match outcome {
-            StageOutcome::Staged => part.committed(end),
-            StageOutcome::AlreadyStaged { existing_last } => part.resume_after(existing_last),
+        (types, resumes) = stager
+            .stage_into(destination, &id, types, read.items, resumes, started)
+            .await?;
+        // Every table has the batch; otherwise another writer staged from
+        // its first position in a table: go on after the slowest table.
+        match resumes.after() {
+            Some(after) if after != last => part.resume_after(after),
+            _ => part.committed(end),
         }
     }
-    Ok((part, types, read_any))
+    let reading = Reading {
+        part,
+        types,
+        resumes,
+    };
+    Ok((reading, read_any))
 }
 
 async fn record_empty_file(stager: &Stager, table: &Table, id: &PartitionId) -> Result<()> {

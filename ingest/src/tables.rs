@@ -29,7 +29,7 @@ use tributary_schema_registry::client::Client;
 
 use crate::batch::{BatchSettings, ColumnTypes};
 use crate::error::{Error, Result};
-use crate::fanout::FanOut;
+use crate::fanout::{Destination, FanOut};
 use crate::route::{Router, TableId};
 use crate::schemas;
 
@@ -52,34 +52,6 @@ pub(crate) struct Table {
     pub(crate) delete_marker: (String, String),
     /// The registry client, shared by the tables that explode the same path.
     pub(crate) registry: Option<Arc<Client>>,
-}
-
-/// Where one topic's records are staged.
-#[derive(Debug, Clone)]
-pub(crate) enum Destination {
-    /// One table.
-    Table(Arc<Table>),
-    /// The tables of a field route (`[[ingest.routing.fields]]`).
-    Fan(Arc<FanOut>),
-}
-
-impl Destination {
-    /// Its tables, the lead last.
-    pub(crate) fn tables(&self) -> Vec<&Arc<Table>> {
-        match self {
-            Destination::Table(table) => vec![table],
-            Destination::Fan(fan) => fan.tables().collect(),
-        }
-    }
-
-    /// The table whose settings decode the topic's messages and which gets
-    /// their dead letters.
-    pub(crate) fn lead(&self) -> &Arc<Table> {
-        match self {
-            Destination::Table(table) => table,
-            Destination::Fan(fan) => fan.lead(),
-        }
-    }
 }
 
 /// The tables of one ingest process. Cheap to clone (shared).

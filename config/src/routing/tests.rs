@@ -318,3 +318,26 @@ fn a_bad_field_route_is_an_error_naming_its_key() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_files_source_can_be_routed_by_a_field_of_its_stream_only() {
+    let files = |routing: &str| {
+        load(&format!(
+            "[lake]\ntable_uri = \"/lake/${{table}}\"\n[ingest]\nstream = \"s\"\n\
+             [ingest.files]\npath = \"in\"\n{routing}"
+        ))
+    };
+    let route = "[[ingest.routing.fields]]\nfield = \"host\"\nvalues = { h0 = \"a\" }\n\
+                 default_table = \"rest\"\n";
+    files(&format!("{route}topic = \"s\"\n")).unwrap();
+    for routing in [
+        format!("{route}topic = \"other\"\n"),
+        format!("[ingest.routing]\ntemplate = \"${{topic}}\"\n{route}topic = \"s\"\n"),
+    ] {
+        let error = error_of(files(&routing));
+        assert!(
+            error.contains("ingest.routing") && error.contains("files"),
+            "{error}"
+        );
+    }
+}

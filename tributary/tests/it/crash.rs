@@ -3,7 +3,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{run_ok, table_keys, tributary, write_config, write_records};
+use crate::{envelopes, run_ok, table_keys, tributary, write_config, write_records};
 
 /// Ingest (and compaction) killed with SIGKILL at random moments, restarted
 /// each time, then run to the end: every input record is in the table exactly
@@ -11,7 +11,29 @@ use crate::{run_ok, table_keys, tributary, write_config, write_records};
 #[test]
 fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    kill_9_and_recover(dir.path(), &dir.path().join("table"), 300_000);
+    let table = dir.path().join("table");
+    let (expected, seed) = kill_9_and_recover(dir.path(), &table, "", 300_000);
+    assert_exactly(&table, expected.iter().map(|(_, id)| id), seed);
+}
+
+/// The same with the stream routed by a field into three tables: each
+/// batch is staged into every table, and the kills land between the
+/// tables' puts too. Each table holds exactly the records of its hosts.
+#[test]
+fn kill_9_of_a_field_routed_stream_loses_and_duplicates_nothing_in_any_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let routing = "[[ingest.routing.fields]]\ntopic = \"test\"\nfield = \"host\"\n\
+                   values = { h0 = \"a\", h1 = \"b\" }\ndefault_table = \"rest\"\n";
+    let (expected, seed) =
+        kill_9_and_recover(dir.path(), &tables.join("${table}"), routing, 200_000);
+    for (table, hosts) in [("a", &["h0"][..]), ("b", &["h1"]), ("rest", &["h2", "h3"])] {
+        let ids = expected
+            .iter()
+            .filter(|(host, _)| hosts.contains(&host.as_str()))
+            .map(|(_, id)| id);
+        assert_exactly(&tables.join(table), ids, seed);
+    }
 }
 
 /// The same on S3, where the create-only row files and the Delta commits rely
@@ -20,26 +42,38 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 #[test]
 fn kill_9_on_s3_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    kill_9_and_recover(dir.path(), &crate::s3::new_table("crash"), 100_000);
+    let table = crate::s3::new_table("crash");
+    let (expected, seed) = kill_9_and_recover(dir.path(), &table, "", 100_000);
+    assert_exactly(&table, expected.iter().map(|(_, id)| id), seed);
 }
 
-/// Kills ingest and compactor runs on `records` records at random moments,
-/// then checks the table holds each record once.
-fn kill_9_and_recover(dir: &Path, table: &Path, records: u64) {
+/// Kills ingest and compactor runs on `records` records at random moments
+/// (configured with `extra`), then runs both to the end. Returns every
+/// record's (host, id) and the seed of the kill times.
+fn kill_9_and_recover(
+    dir: &Path,
+    table: &Path,
+    extra: &str,
+    records: u64,
+) -> (Vec<(String, String)>, u64) {
     let input = dir.join("in");
     std::fs::create_dir_all(&input).unwrap();
     // Two plain files and a gzip file of 40%, 33% and 27% of the records.
     let (a, b) = (records * 40 / 100, records * 33 / 100);
     let mut expected = Vec::new();
-    expected.extend(write_records(&input.join("a.ndjson"), 0, a, false));
-    expected.extend(write_records(&input.join("b.ndjson"), a, b, false));
-    expected.extend(write_records(
-        &input.join("c.ndjson.gz"),
-        a + b,
-        records - a - b,
-        true,
-    ));
-    let config = write_config(dir, &input, table, "[ingest.batch]\nmax_records = 1500\n");
+    let mut write = |name: &str, first: u64, records: u64, gz: bool| {
+        write_records(&input.join(name), first, records, gz);
+        expected.extend(hosts_and_ids(first, records));
+    };
+    write("a.ndjson", 0, a, false);
+    write("b.ndjson", a, b, false);
+    write("c.ndjson.gz", a + b, records - a - b, true);
+    let config = write_config(
+        dir,
+        &input,
+        table,
+        &format!("{extra}[ingest.batch]\nmax_records = 1500\n"),
+    );
     let config = config.to_str().unwrap();
 
     let seed = SystemTime::now()
@@ -79,16 +113,32 @@ fn kill_9_and_recover(dir: &Path, table: &Path, records: u64) {
         }
     }
     // A file that appears after the crashes is picked up as well.
-    expected.extend(write_records(
-        &input.join("d.ndjson"),
-        records,
-        5_000,
-        false,
-    ));
+    write("d.ndjson", records, 5_000, false);
 
     run_ok(&["ingest", "--config", config, "--once"]);
     run_ok(&["compact", "--config", config, "--once"]);
+    (expected, seed)
+}
 
+/// The host and id of each record [`write_records`] writes from `first`.
+fn hosts_and_ids(first: u64, records: u64) -> Vec<(String, String)> {
+    let (lines, _) = envelopes(first, records);
+    let mut records = Vec::new();
+    for line in lines {
+        let envelope: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for message in envelope["messages"].as_array().unwrap() {
+            let host = envelope["host"].as_str().unwrap();
+            records.push((
+                host.to_string(),
+                message["id"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    records
+}
+
+/// Checks `table` holds each of `expected` once, and nothing else.
+fn assert_exactly<'a>(table: &Path, expected: impl Iterator<Item = &'a String>, seed: u64) {
     let keys = table_keys(table);
     let unique: HashSet<&String> = keys.iter().collect();
     assert_eq!(
@@ -96,7 +146,7 @@ fn kill_9_and_recover(dir: &Path, table: &Path, records: u64) {
         keys.len(),
         "duplicates in the table (seed {seed})"
     );
-    let expected: HashSet<&String> = expected.iter().collect();
+    let expected: HashSet<&String> = expected.collect();
     let missing = expected.difference(&unique).count();
     let extra = unique.difference(&expected).count();
     assert_eq!((missing, extra), (0, 0), "missing/extra keys (seed {seed})");

@@ -2,7 +2,7 @@
 //! batches in flight, and what assignment, revocation and staging outcomes
 //! do to them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tributary_config::StartPosition;
 use tributary_lake::PartitionId;
-use tributary_lake::chain::StageOutcome;
 use tributary_lake::dead_letter::{DeadLetter, Reason};
 
 use super::context::Context;
@@ -24,10 +23,8 @@ use super::{
 };
 use crate::batch::{ColumnTypes, Message, SourceItem};
 use crate::error::{Error, Result};
-use crate::fanout::{FanOut, Resumes};
-use crate::route::TableId;
+use crate::fanout::{Destination, Resumes};
 use crate::run::Stager;
-use crate::tables::{Destination, Table};
 
 /// How long reading a partition's end offset (`--once`) may take.
 const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,11 +46,10 @@ pub(super) struct State {
 /// An assigned partition.
 pub(super) struct Partition {
     pub(super) id: PartitionId,
-    /// The table the partition's topic goes to (a field route's lead).
-    pub(super) table: Arc<Table>,
-    /// A field route's tables, and where each has the partition staged up
-    /// to (see [`crate::fanout`]).
-    pub(super) fan: Option<(Arc<FanOut>, Resumes)>,
+    /// The table(s) the partition's topic goes to.
+    pub(super) destination: Destination,
+    /// Where each of them has the partition staged up to.
+    pub(super) resumes: Resumes,
     /// How a tombstone becomes a delete in that table, if it does.
     pub(super) tombstones: Option<Arc<TombstoneDelete>>,
     pub(super) generation: u64,
@@ -73,23 +69,12 @@ pub(super) struct Partition {
     pub(super) read_to_end: bool,
 }
 
-/// The `n`-th table of the `i`-th assigned partition, as `(i, n)`.
-type Slot = (usize, usize);
-
 /// What staging a batch came to.
 pub(super) struct Outcome {
     pub(super) key: Key,
     pub(super) generation: u64,
     pub(super) last: u64,
-    pub(super) result: Result<(ColumnTypes, Staged)>,
-}
-
-/// Where a staged batch left its table(s).
-pub(super) enum Staged {
-    /// The one table's outcome.
-    One(StageOutcome),
-    /// Where each table of a field route is now.
-    Fan(Resumes),
+    pub(super) result: Result<(ColumnTypes, Resumes)>,
 }
 
 impl State {
@@ -175,11 +160,8 @@ impl State {
                 Partition {
                     id,
                     tombstones: TombstoneDelete::of_table(&table).map(Arc::new),
-                    table,
-                    fan: match destination {
-                        Destination::Fan(fan) => Some((fan, resumes)),
-                        Destination::Table(_) => None,
-                    },
+                    destination,
+                    resumes,
                     generation: self.generation,
                     buffer: VecDeque::new(),
                     buffer_bytes: 0,
@@ -203,8 +185,7 @@ impl State {
     }
 
     /// Where each assigned partition (`assigned`, named `ids`) goes and
-    /// where it resumes in each of its tables (see [`Stager::resume_all`]
-    /// and [`Resumes::fan_in`]), in order; one table load per table.
+    /// where it resumes in each of its tables, in order.
     async fn resume_all(
         &self,
         assigned: &[(String, i32)],
@@ -213,33 +194,8 @@ impl State {
         let tables = &self.shared.tables;
         let destinations =
             try_join_all(assigned.iter().map(|(topic, _)| tables.of_topic(topic))).await?;
-        let mut by_table: BTreeMap<&TableId, (&Arc<Table>, Vec<Slot>)> = BTreeMap::new();
-        for (i, destination) in destinations.iter().enumerate() {
-            for (n, table) in destination.tables().into_iter().enumerate() {
-                by_table
-                    .entry(&table.id)
-                    .or_insert((table, Vec::new()))
-                    .1
-                    .push((i, n));
-            }
-        }
-        let resumed = try_join_all(by_table.into_values().map(|(table, members)| async move {
-            let of_table: Vec<PartitionId> = members.iter().map(|&(i, _)| ids[i].clone()).collect();
-            let after = self.shared.resume_all(table, &of_table).await?;
-            Ok::<_, Error>(members.into_iter().zip(after))
-        }))
-        .await?;
-        let mut each: Vec<Vec<Option<u64>>> = destinations
-            .iter()
-            .map(|d| vec![None; d.tables().len()])
-            .collect();
-        for ((i, n), after) in resumed.into_iter().flatten() {
-            each[i][n] = after;
-        }
-        Ok(destinations
-            .into_iter()
-            .zip(each.into_iter().map(Resumes::fan_in))
-            .collect())
+        let resumes = self.shared.resume_into(&destinations, ids).await?;
+        Ok(destinations.into_iter().zip(resumes).collect())
     }
 
     /// Gives up the partitions in `tpl`: staged first, unless `lost`.
@@ -366,25 +322,18 @@ impl State {
         if !partition.buffer.is_empty() {
             partition.opened = Some(Instant::now());
         }
-        let (shared, tx, id, table, fan) = (
+        let (shared, tx, id, destination, resumes) = (
             self.shared.clone(),
             self.outcomes_tx.clone(),
             partition.id.clone(),
-            partition.table.clone(),
-            partition.fan.clone(),
+            partition.destination.clone(),
+            partition.resumes.clone(),
         );
         let (key, generation) = (key.clone(), partition.generation);
         self.handle.spawn(async move {
-            let result = match fan {
-                None => shared
-                    .stage(&table, &id, types, items, started)
-                    .await
-                    .map(|(types, outcome)| (types, Staged::One(outcome))),
-                Some((fan, resumes)) => shared
-                    .stage_fan(&fan, &id, types, items, resumes, started)
-                    .await
-                    .map(|(types, resumes)| (types, Staged::Fan(resumes))),
-            };
+            let result = shared
+                .stage_into(&destination, &id, types, items, resumes, started)
+                .await;
             // The consumer may have stopped; then nobody needs the outcome.
             let _ = tx.send(Outcome {
                 key,
@@ -454,23 +403,11 @@ impl State {
             return Ok(());
         };
         partition.types = Some(types);
-        let next = match staged {
-            Staged::One(StageOutcome::Staged) => last as i64 + 1,
-            // Another writer staged from this batch's first offset: what we
-            // read after it is not ours to stage; go on after its file.
-            Staged::One(StageOutcome::AlreadyStaged { existing_last }) => existing_last as i64 + 1,
-            // After the slowest table: past `last` unless a table's file
-            // there ended elsewhere (another writer's).
-            Staged::Fan(resumes) => {
-                let next = resumes
-                    .after()
-                    .map_or(last as i64 + 1, |after| after as i64 + 1);
-                if let Some((_, now)) = &mut partition.fan {
-                    *now = resumes;
-                }
-                next
-            }
-        };
+        // After the slowest table: past `last`, unless another writer had
+        // staged from this batch's first offset in a table and its file
+        // ended elsewhere; then what we read after it is not ours to stage.
+        let next = staged.after().unwrap_or(last) as i64 + 1;
+        partition.resumes = staged;
         if next != last as i64 + 1 {
             // What is buffered does not start at `next`: read from there.
             partition.buffer.clear();
