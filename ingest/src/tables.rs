@@ -72,7 +72,7 @@ struct Inner {
     opened: Mutex<BTreeMap<TableId, Arc<OnceCell<Arc<Table>>>>>,
     /// The opened tables' lakes, for readiness probes (which must not wait
     /// for a table being opened).
-    lakes: Mutex<Vec<Lake>>,
+    lakes: Mutex<BTreeMap<TableId, Lake>>,
     /// Routed: the directory above the tables, probed before any is open.
     root: Option<Lake>,
     /// Registry clients by explode path: its plans are compiled for it.
@@ -166,7 +166,7 @@ impl Tables {
                 resolve,
                 max_tables,
                 opened: Mutex::new(BTreeMap::new()),
-                lakes: Mutex::new(Vec::new()),
+                lakes: Mutex::new(BTreeMap::new()),
                 root,
                 registries: tokio::sync::Mutex::new(HashMap::new()),
             }),
@@ -183,7 +183,7 @@ impl Tables {
     pub fn probe_lakes(&self) -> Vec<Lake> {
         let opened = self.inner.lakes.lock().unwrap_or_else(|e| e.into_inner());
         if !opened.is_empty() {
-            return opened.clone();
+            return opened.values().cloned().collect();
         }
         match (&self.inner.resolve, &self.inner.root) {
             (Resolve::Single { lake }, _) => vec![lake.as_ref().clone()],
@@ -196,11 +196,12 @@ impl Tables {
     /// sources), opened on first use.
     pub(crate) async fn the_table(&self) -> Result<Arc<Table>> {
         let Some(id) = self.inner.router.single() else {
-            // Validation allows routing for Kafka only; this is a guard.
+            // Validation allows routing for Kafka and files only (which
+            // use `of_topic`); this is a guard.
             return Err(Error::Config(tributary_config::ConfigError::Invalid {
                 key: "ingest.routing".into(),
                 value: "set".into(),
-                reason: "routing is for the Kafka source only".into(),
+                reason: "routing is for the Kafka and files sources only".into(),
             }));
         };
         self.open(id).await
@@ -290,8 +291,29 @@ impl Tables {
             .lakes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(lake);
+            .insert(id.clone(), lake);
         Ok(table)
+    }
+
+    /// Closes the routed tables `in_use` says no partition feeds any more
+    /// (their topics' partitions were revoked), so that they no longer
+    /// count toward `ingest.routing.max_tables`; a batch still being staged
+    /// into one keeps it until it is done. A table is opened again when a
+    /// partition feeding it is assigned again.
+    pub(crate) fn close_unused(&self, in_use: impl Fn(&TableId) -> bool) {
+        if !self.is_routed() {
+            return;
+        }
+        let mut opened = self.inner.opened.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lakes = self.inner.lakes.lock().unwrap_or_else(|e| e.into_inner());
+        opened.retain(|id, _| {
+            let keep = in_use(id);
+            if !keep {
+                lakes.remove(id);
+                tracing::info!(table = %id, "table closed: no assigned partition feeds it");
+            }
+            keep
+        });
     }
 
     /// The registry client for tables flattened by `flatten` (one per
@@ -379,6 +401,10 @@ topics = ["a", "b", "typed"]
         let error = tables.of_topic("b").await.unwrap_err().to_string();
         assert!(error.contains("ingest.routing.max_tables (2)"), "{error}");
         assert!(error.contains("`b`"), "{error}");
+        // Once no partition feeds `a`, it no longer counts.
+        tables.close_unused(|id| id.as_str() != "a");
+        assert_eq!(tables.of_topic("b").await.unwrap().lead().id.as_str(), "b");
+        assert_eq!(tables.probe_lakes().len(), 2);
         // Kinesis and files cannot use a routed configuration.
         assert!(tables.the_table().await.is_err());
     }

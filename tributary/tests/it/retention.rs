@@ -24,6 +24,17 @@ fn shape(i: u64) -> (u64, &'static str) {
 }
 
 /// Records `first..first + count` as envelope lines of 5 messages, dated
+/// The "now" of the records' event times, and today's date: 15 minutes
+/// ago, but not before 00:11 UTC today, so that every record (at most ten
+/// minutes before it) is dated today even just after midnight.
+fn records_now() -> (i64, chrono::NaiveDate) {
+    let now = chrono::Utc::now();
+    let today = now.date_naive();
+    let earliest = today.and_hms_opt(0, 11, 0).unwrap().and_utc();
+    let now_ms = (now.timestamp_millis() - 900_000).max(earliest.timestamp_millis());
+    (now_ms, today)
+}
+
 /// `shape(i).0` days before `now_ms`, with the tenant in `account`.
 fn records(first: u64, count: u64, now_ms: i64) -> String {
     let ids: Vec<u64> = (first..first + count).collect();
@@ -103,12 +114,7 @@ fn put_object(table: &Path, key: &str, body: &str) {
 fn retention_expires_partitions_and_tenants_everywhere_while_ingest_and_compactor_run() {
     let dir = tempfile::tempdir().unwrap();
     let table = s3::new_table("retention");
-    // Away from midnight UTC, so that "days before now" is one date.
-    let now = chrono::Utc::now();
-    let now_ms = now.timestamp_millis() - 900_000;
-    let today = chrono::DateTime::from_timestamp_millis(now_ms)
-        .unwrap()
-        .date_naive();
+    let (now_ms, today) = records_now();
     let extra = "[ingest.batch]\nmax_records = 300\nmax_latency_ms = 200\n\n\
                  [compact]\ninterval_ms = 200\n\n\
                  [retention]\nmax_age_days = 20\ninterval_ms = 500\ngrace_ms = 0\n\
@@ -260,10 +266,7 @@ fn retention_expires_partitions_and_tenants_everywhere_while_ingest_and_compacto
 fn the_compactor_drops_rows_staged_late_for_expired_dates_and_runs_retention_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("table");
-    let now_ms = chrono::Utc::now().timestamp_millis() - 900_000;
-    let today = chrono::DateTime::from_timestamp_millis(now_ms)
-        .unwrap()
-        .date_naive();
+    let (now_ms, today) = records_now();
     let extra = "[compact]\ninterval_ms = 200\n\n\
                  [retention]\nmax_age_days = 20\ninterval_ms = 300\ngrace_ms = 0\n\
                  [[retention.tenants]]\ncolumn = \"messages_account\"\nvalue = \"acme\"\nkeep_days = 10\n";

@@ -2,7 +2,7 @@
 //! batches in flight, and what assignment, revocation and staging outcomes
 //! do to them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use super::{
 use crate::batch::{ColumnTypes, Message, SourceItem};
 use crate::error::{Error, Result};
 use crate::fanout::{Destination, Resumes};
+use crate::route::TableId;
 use crate::run::Stager;
 
 /// How long reading a partition's end offset (`--once`) may take.
@@ -220,6 +221,13 @@ impl State {
                 );
             }
         }
+        let in_use: HashSet<&TableId> = self
+            .partitions
+            .values()
+            .flat_map(|p| p.destination.tables())
+            .map(|table| &table.id)
+            .collect();
+        self.shared.tables.close_unused(|id| in_use.contains(id));
         let unassigned = consumer
             .incremental_unassign(tpl)
             .map_err(|source| kafka_error("cannot unassign partitions", source));
