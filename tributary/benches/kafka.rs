@@ -222,7 +222,9 @@ fn field_routing(dir: &Path, records: u64, tables: usize) {
             [route.as_bytes(), &message[1..]].concat()
         })
         .collect();
-    let values: Vec<String> = (0..tables).map(|i| format!("r{i:02} = \"t{i:02}\"")).collect();
+    let values: Vec<String> = (0..tables)
+        .map(|i| format!("r{i:02} = \"t{i:02}\""))
+        .collect();
     let routed = Layout {
         name: format!("1 topic → {tables} tables by field"),
         topics: vec!["fields".into()],
