@@ -26,10 +26,19 @@
 //! one table, one ingest process each, with the same figures; then one
 //! `tributary compact --once` over every table of each layout: its time, CPU
 //! and peak RSS.
+//!
+//! `TRIBUTARY_BENCH_FIELD_TABLES=4` measures field routing
+//! (`[[ingest.routing.fields]]`): the same JSON envelopes, each given an
+//! envelope field `route` with one of 4 values at random, on one topic of
+//! `TRIBUTARY_BENCH_PARTITIONS` partitions routed by that field into 4
+//! tables (every batch decoded once, split and staged into every table),
+//! against the same topic into one table. Both modes also count the row
+//! files staged into each table (one PUT each) and their bytes.
 
 // A benchmark's set-up either works or the benchmark has nothing to measure.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,35 +64,36 @@ mod process;
 #[allow(unused_imports, dead_code)]
 mod sample;
 
-/// The topics' partitions: `TRIBUTARY_BENCH_PARTITIONS`, default 4.
-fn partitions() -> usize {
-    std::env::var("TRIBUTARY_BENCH_PARTITIONS")
-        .ok()
-        .map(|v| v.parse().expect("TRIBUTARY_BENCH_PARTITIONS is a number"))
-        .unwrap_or(4)
-}
-const SUBJECT: &str = "bench-envelope";
-
-/// `TRIBUTARY_BENCH_TOPICS`: with more than one, the routing comparison.
-fn topics() -> usize {
-    std::env::var("TRIBUTARY_BENCH_TOPICS")
-        .ok()
-        .map(|v| v.parse().expect("TRIBUTARY_BENCH_TOPICS is a number"))
-        .unwrap_or(1)
-}
-
-fn main() {
-    let records: u64 = std::env::var("TRIBUTARY_BENCH_RECORDS")
+/// The number in environment variable `name` (`_` separators allowed), else
+/// `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .map(|v| {
             v.replace('_', "")
                 .parse()
-                .expect("TRIBUTARY_BENCH_RECORDS is a number")
+                .unwrap_or_else(|_| panic!("{name} is a number"))
         })
-        .unwrap_or(1_000_000);
+        .unwrap_or(default)
+}
+
+/// The topics' partitions: `TRIBUTARY_BENCH_PARTITIONS`, default 4.
+fn partitions() -> usize {
+    env_number("TRIBUTARY_BENCH_PARTITIONS", 4) as usize
+}
+const SUBJECT: &str = "bench-envelope";
+
+fn main() {
+    let records = env_number("TRIBUTARY_BENCH_RECORDS", 1_000_000);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    if topics() > 1 {
-        routing(dir.path(), records, topics());
+    let topics = env_number("TRIBUTARY_BENCH_TOPICS", 1) as usize;
+    let field_tables = env_number("TRIBUTARY_BENCH_FIELD_TABLES", 1) as usize;
+    if topics > 1 {
+        routing(dir.path(), records, topics);
+        return;
+    }
+    if field_tables > 1 {
+        field_routing(dir.path(), records, field_tables);
         return;
     }
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
@@ -134,6 +144,7 @@ fn main() {
             dir.path(),
             &broker.address,
             std::slice::from_ref(&topic),
+            None,
             Some(&registry.to_string()),
             records,
         );
@@ -163,59 +174,180 @@ fn json_messages(records: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// One way of laying out the same messages: its topics, of `partitions`
+/// each, and the `[ingest.routing]` section routing them (none: one table).
+struct Layout {
+    name: String,
+    topics: Vec<String>,
+    partitions: usize,
+    routing: Option<String>,
+}
+
+impl Layout {
+    /// One topic of `partitions` into one table: the baseline.
+    fn one_table(partitions: usize) -> Self {
+        Self {
+            name: "1 topic → 1 table".into(),
+            topics: vec!["one".into()],
+            partitions,
+            routing: None,
+        }
+    }
+}
+
 /// Routing: `topics` topics into as many tables against one topic into one
 /// table, `records` JSON log records in all, the same partitions in all.
 fn routing(dir: &Path, records: u64, topics: usize) {
-    let broker = Broker::start(dir);
     let partitions = topics.max(partitions());
-    let messages = json_messages(records);
+    let routed = Layout {
+        name: format!("{topics} topics → {topics} tables"),
+        topics: (0..topics).map(|i| format!("t{i:02}")).collect(),
+        partitions: partitions / topics,
+        routing: Some("[ingest.routing]\ntemplate = \"${topic}\"\n".into()),
+    };
+    let layouts = [Layout::one_table(partitions), routed];
+    compare(dir, records, &json_messages(records), &layouts);
+}
+
+/// Field routing: one topic whose messages carry an envelope field `route`
+/// spreading them evenly (at random) over `tables` values, each routed to
+/// its own table by `[[ingest.routing.fields]]`, against the same messages
+/// on one topic into one table; the same partitions either way.
+fn field_routing(dir: &Path, records: u64, tables: usize) {
+    let mut rng = sample::SplitMix::new(2);
+    let messages: Vec<Vec<u8>> = json_messages(records)
+        .into_iter()
+        .map(|message| {
+            let route = format!("{{\"route\":\"r{:02}\",", rng.below(tables as u64));
+            [route.as_bytes(), &message[1..]].concat()
+        })
+        .collect();
+    let values: Vec<String> = (0..tables)
+        .map(|i| format!("r{i:02} = \"t{i:02}\""))
+        .collect();
+    let routed = Layout {
+        name: format!("1 topic → {tables} tables by field"),
+        topics: vec!["fields".into()],
+        partitions: partitions(),
+        // Every value is listed: the lead (`default_table`) is one of the
+        // tables and gets its share of the rows.
+        routing: Some(format!(
+            "[[ingest.routing.fields]]\ntopic = \"fields\"\nfield = \"route\"\n\
+             values = {{ {} }}\ndefault_table = \"t00\"\n",
+            values.join(", ")
+        )),
+    };
+    let layouts = [Layout::one_table(partitions()), routed];
+    compare(dir, records, &messages, &layouts);
+}
+
+/// Produces `messages` to each of `layouts` (the first the baseline), runs
+/// `tributary ingest` until every row is staged, counts the row files staged
+/// into each table, runs `tributary compact --once` over every table, and
+/// prints each layout's figures and the second's as ratios of the first's.
+fn compare(dir: &Path, records: u64, messages: &[Vec<u8>], layouts: &[Layout; 2]) {
+    let broker = Broker::start(dir);
     println!(
-        "{records} JSON log records ({} messages), {partitions} partitions in all, tansu at {}",
+        "{records} JSON log records ({} messages), {} partitions in all, tansu at {}",
         messages.len(),
+        layouts[0].partitions * layouts[0].topics.len(),
         broker.address
     );
     println!(
         "| layout | end to end (records/s) | ingest CPU s per 1M records | ingest peak RSS (MiB) \
+         | staged files per table (min–max) | staged files in all | staged MB \
          | compact --once (s) | compact CPU s | compact peak RSS (MiB) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    let one = vec!["one".to_string()];
-    let many: Vec<String> = (0..topics).map(|i| format!("t{i:02}")).collect();
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut figures = Vec::new();
-    for (layout, names) in [("1 topic → 1 table", &one), ("routed", &many)] {
-        let per_topic = partitions / names.len();
+    for layout in layouts {
+        let names = &layout.topics;
         for name in names {
-            broker.create_topic(name, per_topic);
+            broker.create_topic(name, layout.partitions);
         }
-        produce(&broker.address, names, per_topic, &messages);
-        let (elapsed, cpu, peak_mib) = ingest(dir, &broker.address, names, None, records);
+        produce(&broker.address, names, layout.partitions, messages);
+        let (elapsed, cpu, peak_mib) = ingest(
+            dir,
+            &broker.address,
+            names,
+            layout.routing.as_deref(),
+            None,
+            records,
+        );
         let rate = records as f64 / elapsed.as_secs_f64();
         let cpu = cpu * 1e6 / records as f64;
+        let tables = dir.join(format!("table-{}", names[0]));
+        let staged = staged_files(&tables);
+        let files: Vec<usize> = staged.values().map(|(files, _)| *files).collect();
+        let all_files = files.iter().sum::<usize>();
+        let mb = staged.values().map(|(_, bytes)| *bytes).sum::<u64>() as f64 / 1e6;
+        let per_table = format!(
+            "{:.0} ({}–{})",
+            all_files as f64 / files.len() as f64,
+            files.iter().min().unwrap_or(&0),
+            files.iter().max().unwrap_or(&0)
+        );
         // The same configuration compacts every table it routed to.
         let (compact_time, compact_cpu, compact_mib) =
             compact_once(&dir.join(format!("{}.toml", names[0])));
-        let layout = if names.len() > 1 {
-            format!("{} topics → {} tables", names.len(), names.len())
-        } else {
-            layout.to_string()
-        };
+        let compact_time = compact_time.as_secs_f64();
         println!(
-            "| {layout} | {rate:.0} | {cpu:.2} | {peak_mib:.0} | {:.1} | {compact_cpu:.1} | {compact_mib:.0} |",
-            compact_time.as_secs_f64()
+            "| {} | {rate:.0} | {cpu:.2} | {peak_mib:.0} | {per_table} | {all_files} | {mb:.1} \
+             | {compact_time:.1} | {compact_cpu:.1} | {compact_mib:.0} |",
+            layout.name
         );
-        figures.push([rate, cpu, peak_mib, compact_time.as_secs_f64(), compact_mib]);
-        let _ = std::fs::remove_dir_all(dir.join(format!("table-{}", names[0])));
+        figures.push([
+            rate,
+            cpu,
+            peak_mib,
+            all_files as f64,
+            mb,
+            compact_time,
+            compact_cpu,
+            compact_mib,
+        ]);
+        let _ = std::fs::remove_dir_all(&tables);
     }
     let ratio = |i: usize| figures[1][i] / figures[0][i];
     println!(
-        "routed / one table: records/s {:.2}×, CPU per record {:.2}×, ingest peak RSS {:.2}×, \
-         compact time {:.2}×, compact peak RSS {:.2}×",
+        "{} / one table: records/s {:.2}×, CPU per record {:.2}×, ingest peak RSS {:.2}×, \
+         staged files {:.2}×, staged bytes {:.2}×, compact time {:.2}×, compact CPU {:.2}×, \
+         compact peak RSS {:.2}×",
+        layouts[1].name,
         ratio(0),
         ratio(1),
         ratio(2),
         ratio(3),
-        ratio(4)
+        ratio(4),
+        ratio(5),
+        ratio(6),
+        ratio(7)
     );
+}
+
+/// The row files staged under `root` (one table, or the parent of routed
+/// tables), by table (the path from `root` to the table): how many, and
+/// their bytes. Each is one create-only PUT.
+fn staged_files(root: &Path) -> BTreeMap<String, (usize, u64)> {
+    let mut tables = BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a table directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(root).expect("under the root");
+            let relative = relative.to_string_lossy();
+            if let Some((table, _)) = relative.split_once("_tributary/staging/") {
+                let counts = tables.entry(table.to_string()).or_insert((0, 0));
+                counts.0 += 1;
+                counts.1 += path.metadata().expect("a staged file's size").len();
+            }
+        }
+    }
+    tables
 }
 
 /// Runs `tributary compact --once` with `config`: its wall time, and its CPU
@@ -349,25 +481,24 @@ fn produce(brokers: &str, topics: &[String], partitions: usize, messages: &[Vec<
 
 /// Runs `tributary ingest` on `topics` until `records` rows are staged: the
 /// time that took, the process's CPU seconds and its peak RSS in MiB. With
-/// several topics, each goes to its own table (`${topic}`).
+/// `routing` (an `[ingest.routing]` section), the tables are
+/// `table-<first topic>/${table}`, else that directory is the one table.
 fn ingest(
     dir: &Path,
     brokers: &str,
     topics: &[String],
+    routing: Option<&str>,
     registry: Option<&str>,
     records: u64,
 ) -> (Duration, f64, f64) {
     let topic = &topics[0];
     let table = dir.join(format!("table-{topic}"));
     let config = dir.join(format!("{topic}.toml"));
-    let (table_uri, routing) = if topics.len() > 1 {
-        (
-            format!("{}/${{table}}", table.display()),
-            "[ingest.routing]\ntemplate = \"${topic}\"\n",
-        )
-    } else {
-        (table.display().to_string(), "")
+    let table_uri = match routing {
+        Some(_) => format!("{}/${{table}}", table.display()),
+        None => table.display().to_string(),
     };
+    let routing = routing.unwrap_or_default();
     let registry = registry
         .map(|url| format!("[ingest.registry]\nurl = \"http://{url}\"\n"))
         .unwrap_or_default();
