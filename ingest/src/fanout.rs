@@ -44,8 +44,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deltalake::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
-use deltalake::arrow::compute::{cast, filter_record_batch};
+use deltalake::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use deltalake::arrow::compute::{cast, take_record_batch};
 use deltalake::arrow::datatypes::{DataType, Int64Type};
 use deltalake::arrow::error::ArrowError;
 use futures::future::try_join_all;
@@ -266,15 +266,16 @@ impl RowRouter {
             .collect()
     }
 
-    /// Splits a batch of one partition into the part each table stages.
+    /// Splits a batch of one partition into what each table stages, in one
+    /// pass over its rows.
     ///
     /// `rows` and `dead_letters` were decoded from `items` (the batch's
     /// messages, in order). A message with a row of an unlisted value (with
     /// `unlisted = "dead-letter"`) becomes a dead letter of the lead (at most
     /// `max_payload` bytes of it kept) and none of its rows is staged. Table
-    /// `t`'s part holds its rows of the messages after `resumes[t]`,
+    /// `t`'s share holds its rows of the messages after `resumes[t]`,
     /// covering `[first message after resumes[t], last]`; a table that has
-    /// the whole batch gets none. The lead's part holds the dead letters.
+    /// the whole batch gets none. The lead's share holds the dead letters.
     fn split(
         &self,
         rows: &RecordBatch,
@@ -282,7 +283,7 @@ impl RowRouter {
         items: &[SourceItem],
         max_payload: u64,
         resumes: &Resumes,
-    ) -> std::result::Result<Vec<Option<Part>>, ArrowError> {
+    ) -> Vec<Option<Share>> {
         let targets = self.targets(rows);
         let row_positions: Vec<u64> = rows
             .column_by_name("_position")
@@ -304,45 +305,72 @@ impl RowRouter {
             }
             SourceItem::Bad(_) => None,
         }));
-        let Some(last) = items.last().map(SourceItem::position) else {
-            return Ok((0..self.tables).map(|_| None).collect());
-        };
-        let lead = self.tables - 1;
-        (0..self.tables)
+        let after = |t: usize, p: u64| resumes.0.get(t).copied().flatten().is_none_or(|r| p > r);
+        let mut shares: Vec<Option<Share>> = (0..self.tables)
             .map(|t| {
-                let resume = resumes.0.get(t).copied().flatten();
-                let after = |p: u64| resume.is_none_or(|r| p > r);
-                let Some(first) = items.iter().map(SourceItem::position).find(|&p| after(p)) else {
-                    return Ok(None);
-                };
-                let keep: BooleanArray = targets
+                let first = items
                     .iter()
-                    .zip(&row_positions)
-                    .map(|(target, &p)| {
-                        let routed = match target {
-                            Target::Every => true,
-                            Target::Table(to) => *to == t,
-                            Target::Unrouted(_) => false,
-                        };
-                        Some(routed && after(p) && !unrouted.contains_key(&p))
-                    })
-                    .collect();
-                let letters = match t == lead {
-                    true => dead_letters
-                        .iter()
-                        .filter(|d| after(d.position))
-                        .cloned()
-                        .collect(),
-                    false => Vec::new(),
-                };
-                Ok(Some(Part {
+                    .map(SourceItem::position)
+                    .find(|&p| after(t, p))?;
+                Some(Share {
                     first,
-                    last,
-                    rows: without_empty_columns(filter_record_batch(rows, &keep)?)?,
-                    dead_letters: letters,
-                }))
+                    rows: Vec::new(),
+                    dead_letters: Vec::new(),
+                })
             })
-            .collect()
+            .collect();
+        let mut give = |t: usize, row: usize, position: u64| {
+            if let Some(Some(share)) = shares.get_mut(t)
+                && after(t, position)
+            {
+                share.rows.push(row as u32);
+            }
+        };
+        for (row, (target, &position)) in targets.iter().zip(&row_positions).enumerate() {
+            match target {
+                _ if unrouted.contains_key(&position) => {}
+                Target::Table(t) => give(*t, row, position),
+                Target::Every => (0..self.tables).for_each(|t| give(t, row, position)),
+                Target::Unrouted(_) => {}
+            }
+        }
+        let lead = self.tables - 1;
+        if let Some(Some(share)) = shares.get_mut(lead) {
+            dead_letters.retain(|d| after(lead, d.position));
+            share.dead_letters = dead_letters;
+        }
+        shares
+    }
+}
+
+/// What one table stages of a batch: its rows (indices into the batch's
+/// rows), the first position its file covers, and its dead letters.
+#[derive(Debug)]
+struct Share {
+    first: u64,
+    rows: Vec<u32>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+impl Share {
+    /// The share's rows of `rows` and its extent, which ends at `last`;
+    /// columns none of its rows has a value in are left out (another
+    /// table's fields), the system columns kept.
+    fn part(self, rows: &RecordBatch, last: u64) -> std::result::Result<Part, ArrowError> {
+        let taken = take_record_batch(rows, &UInt32Array::from(self.rows))?;
+        let schema = taken.schema();
+        let keep: Vec<usize> = (0..taken.num_columns())
+            .filter(|&i| {
+                SYSTEM_COLUMNS.contains(&schema.field(i).name().as_str())
+                    || taken.column(i).null_count() < taken.num_rows()
+            })
+            .collect();
+        Ok(Part {
+            first: self.first,
+            last,
+            rows: taken.project(&keep)?,
+            dead_letters: self.dead_letters,
+        })
     }
 }
 
@@ -355,19 +383,6 @@ fn text_column(
     let column = batch.column_by_name(name)?;
     let text = cast(column, &DataType::Utf8).ok()?;
     Some(text.as_string::<i32>().clone())
-}
-
-/// `batch` without the columns none of its rows has a value in (another
-/// table's fields), keeping the system columns.
-fn without_empty_columns(batch: RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
-    let schema = batch.schema();
-    let keep: Vec<usize> = (0..batch.num_columns())
-        .filter(|&i| {
-            SYSTEM_COLUMNS.contains(&schema.field(i).name().as_str())
-                || batch.column(i).null_count() < batch.num_rows()
-        })
-        .collect();
-    batch.project(&keep)
 }
 
 /// Stages the parts of one batch (ending at `last`) into the tables of a
@@ -415,16 +430,20 @@ impl FanOut {
         let (rows, dead_letters) = build_batch(id, settings, schemas, types, items)
             .map_err(|source| batch_error(id, source))?;
         let max_payload = settings.dead_letter_max_payload_bytes;
-        let parts = self
+        let shares = self
             .rows
-            .split(&rows, dead_letters, items, max_payload, resumes)
-            .map_err(|source| batch_error(id, source))?;
-        let lead = parts.len().saturating_sub(1);
-        parts
+            .split(&rows, dead_letters, items, max_payload, resumes);
+        let last = items.last().map_or(0, SourceItem::position);
+        let lead = shares.len().saturating_sub(1);
+        // One table's rows at a time: each copy is dropped once encoded.
+        shares
             .into_iter()
             .enumerate()
-            .map(|(t, part)| {
-                let Some(part) = part else { return Ok(None) };
+            .map(|(t, share)| {
+                let Some(share) = share else { return Ok(None) };
+                let part = share
+                    .part(&rows, last)
+                    .map_err(|source| batch_error(id, source))?;
                 // A route's messages count in its lead's metrics.
                 let messages = match t == lead {
                     true => &items[items.partition_point(|i| i.position() < part.first)..],
@@ -727,13 +746,12 @@ mod tests {
             .iter()
             .map(|m| SourceItem::Message(Message::new(m.position, b"{}".to_vec())))
             .collect();
-        let parts = router
-            .split(&rows(batch), Vec::new(), &items, 100, &writer.resumes)
-            .unwrap();
-        let files: Vec<Option<(u64, Bytes, Option<Bytes>)>> = parts
+        let decoded = rows(batch);
+        let shares = router.split(&decoded, Vec::new(), &items, 100, &writer.resumes);
+        let files: Vec<Option<(u64, Bytes, Option<Bytes>)>> = shares
             .into_iter()
-            .map(|part| {
-                let part = part?;
+            .map(|share| {
+                let part = share?.part(&decoded, last).unwrap();
                 let metadata = file_metadata(&lake.id, part.first, part.last);
                 let row_file = rowfile::write(&part.rows, Codec::Zstd, metadata).unwrap();
                 let letters = (!part.dead_letters.is_empty()).then(|| {
