@@ -1,7 +1,8 @@
 //! The fan-out chain's proof obligation as a property: whatever the
 //! batch sizes, crashes between the tables' puts, zombie writers with a
 //! stale view and compactions in between, every table ends up with each
-//! of its rows exactly once, and its files never overlap.
+//! of its rows exactly once (files may overlap after a zombie; compaction
+//! keeps a position from the first file that covers it).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
